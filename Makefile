@@ -1,0 +1,47 @@
+# modelsec: the two commands are `make demo` and `make test`; each sets up everything it needs.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.modelsec-installed
+DEMO_OUT ?= runs/demo
+
+.PHONY: demo test setup system lint typecheck pytest clean weights
+
+# A .venv with the CPU build of torch installed first (an unpinned torch pulls a multi-GB CUDA build),
+# then modelsec in editable mode with its dev extras.
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet torch==2.13.0
+	$(BIN)/pip install --quiet -e ".[dev,dp]"
+	touch $(STAMP)
+
+setup: $(STAMP)
+
+# System packages: Fashion-MNIST (Debian's dataset-fashion-mnist) always, Chromium for the report test.
+system:
+	bash scripts/setup_system.sh
+
+demo: setup
+	bash scripts/setup_system.sh --data-only
+	$(BIN)/modelsec audit --out $(DEMO_OUT) --samples 1000 --eps 0.03,0.1
+	@echo "Report: $(DEMO_OUT)/report.html  (results: $(DEMO_OUT)/result.json)"
+
+lint: setup
+	$(BIN)/ruff check src tests scripts benchmarks
+	$(BIN)/ruff format --check src tests scripts benchmarks
+
+typecheck: setup
+	$(BIN)/mypy
+
+pytest: setup
+	$(BIN)/python -m pytest -q
+
+test: setup system lint typecheck pytest
+
+# Re-create the bundled reference weights (seeded; see scripts/train_reference_model.sh).
+weights: setup
+	bash scripts/train_reference_model.sh
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache src/*.egg-info

@@ -1,0 +1,77 @@
+"""modelsec: audit trained classifiers for adversarial robustness and training-data leakage, and harden them.
+
+Python API::
+
+    import modelsec
+    result = modelsec.audit(data="fashion-mnist", eps=(0.1,), samples=200, out="runs/quick")
+    print(result.verdict.headline)
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+__version__ = "0.1.0"
+
+if TYPE_CHECKING:
+    from torch import nn
+
+    from modelsec.data.dataset import Splits
+    from modelsec.models.base import Classifier
+    from modelsec.models.loading import LoadedModel
+    from modelsec.results import AuditResult
+
+
+def audit(
+    model: str | Path | nn.Module | Classifier | None = None,
+    data: str | Splits | None = None,
+    *,
+    eps: tuple[float, ...] = (0.03, 0.1),
+    samples: int = 1000,
+    seed: int = 0,
+    out: str | Path | None = None,
+    store: str | Path | bool = False,
+    arch: str | None = None,
+    trust_model: bool = False,
+    device: str = "cpu",
+    **options: Any,
+) -> AuditResult:
+    """Audit a classifier for evasion and membership leakage; see :class:`modelsec.audit.AuditConfig`.
+
+    Args:
+        model: a model file, an ``nn.Module`` or a :class:`~modelsec.models.Classifier`; ``None`` audits the
+            bundled Fashion-MNIST CNN.
+        data: a data set name ("fashion-mnist", "digits", "breast-cancer"), a data file, or :class:`Splits`;
+            ``None`` uses the data the model file records.
+        eps, samples, seed: see :class:`~modelsec.audit.AuditConfig`; further ``options`` go there too.
+        out: folder for ``result.json``, ``report.html`` and ``adversarial.npz``.
+        store: record the run in a SQLite store: ``True`` for the default store, or a path.
+    """
+    from modelsec.audit import AuditConfig, run_audit
+    from modelsec.store import RunStore, default_store_path
+
+    config = AuditConfig(eps=tuple(eps), samples=samples, seed=seed, **options)
+    run_store = None
+    if store is not False:
+        run_store = RunStore(default_store_path() if store is True else Path(store))
+    return run_audit(
+        model, data, config=config, arch=arch, trust_model=trust_model, device=device, out_dir=out, store=run_store
+    ).result
+
+
+def load_model(path: str | Path | None = None, **kwargs: Any) -> LoadedModel:
+    """Load a model file safely; see :func:`modelsec.models.load_model`."""
+    from modelsec.models.loading import load_model as _load
+
+    return _load(path, **kwargs)
+
+
+def load_data(source: str, **kwargs: Any) -> Splits:
+    """Load a data set's member / non-member / population splits; see :func:`modelsec.data.load_splits`."""
+    from modelsec.data import load_splits
+
+    return load_splits(source, **kwargs)
+
+
+__all__ = ["__version__", "audit", "load_data", "load_model"]

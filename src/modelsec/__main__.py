@@ -1,0 +1,3 @@
+from modelsec.cli.main import main
+
+main()

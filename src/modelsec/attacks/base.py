@@ -1,0 +1,182 @@
+"""The evasion-attack contract: a final ``__call__`` that no subclass can weaken.
+
+After Foolbox 3's ``Attack.__call__``: subclasses implement only :meth:`EvasionAttack.run` (the algorithm); the
+base class validates inputs, runs the algorithm batch by batch on the samples that are still correctly classified
+(a misclassified sample needs no attack and costs nothing), projects the output onto the threat model, clips it to
+the classifier's bounds, re-classifies it, and builds the result. An example counts as adversarial only after
+that re-classification; a subclass's own idea of success is never used.
+"""
+
+from __future__ import annotations
+
+import abc
+import dataclasses
+import time
+from dataclasses import dataclass
+from typing import Any, ClassVar, final
+
+import torch
+
+from modelsec.attacks.norms import NORMS, Norm, clip_to_bounds
+from modelsec.errors import ConfigError, DataError
+from modelsec.models.base import Capability, Classifier
+from modelsec.progress import NullProgress, Progress
+
+# Slack for float32 round-off when checking that an output lies in the eps-ball and the bounds.
+_TOL = 1e-6
+
+
+@dataclass(frozen=True)
+class ThreatModel:
+    """What "adversarial" means: perturbations of ``norm`` at most ``eps`` (inputs stay in the model's bounds).
+    Untargeted: success means any wrong label."""
+
+    norm: str = "linf"
+    eps: float = 0.1
+
+    def __post_init__(self) -> None:
+        if self.norm not in NORMS:
+            raise ConfigError(f"unknown norm {self.norm!r}; known: {', '.join(NORMS.names())}")
+        if not (self.eps >= 0.0) or self.eps == float("inf"):
+            raise ConfigError(f"epsilon must be a finite number >= 0, got {self.eps}")
+
+    @property
+    def norm_impl(self) -> Norm:
+        return NORMS.get(self.norm)
+
+
+@dataclass(frozen=True)
+class EvasionResult:
+    """Per-sample outcome of one attack at one threat model (all tensors on the CPU, first dim = samples).
+
+    ``success`` is True where the re-classified ``x_adv`` is wrong, including samples that were misclassified
+    to begin with (their ``x_adv`` is the clean input). ``robust`` is its complement.
+    """
+
+    attack: str
+    threat: ThreatModel
+    x_adv: torch.Tensor
+    y: torch.Tensor
+    pred_clean: torch.Tensor
+    pred_adv: torch.Tensor
+    success: torch.Tensor
+    distance: torch.Tensor
+    queries: int
+    seconds: float
+    params: dict[str, Any]
+
+    @property
+    def robust(self) -> torch.Tensor:
+        return ~self.success
+
+    @property
+    def robust_accuracy(self) -> float:
+        return float(self.robust.float().mean()) if len(self.robust) else float("nan")
+
+
+@dataclass(frozen=True, kw_only=True)
+class EvasionAttack(abc.ABC):
+    """Base of every evasion attack. Subclasses are frozen keyword-only dataclasses of hyper-parameters
+    (validated in ``__post_init__``) and implement :meth:`run`."""
+
+    name: ClassVar[str]
+    requires: ClassVar[Capability] = Capability.GRADIENTS
+    supported_norms: ClassVar[tuple[str, ...]] = ("linf", "l2")
+
+    def params(self) -> dict[str, Any]:
+        """The hyper-parameters, as given (for reports and configs)."""
+        return dataclasses.asdict(self)
+
+    @abc.abstractmethod
+    def run(
+        self,
+        classifier: Classifier,
+        x: torch.Tensor,
+        y: torch.Tensor,
+        threat: ThreatModel,
+        generator: torch.Generator,
+    ) -> torch.Tensor:
+        """Return candidate adversarial inputs for one batch of correctly classified samples (on the
+        classifier's device). Need not be projected or clipped: the base class does both."""
+
+    @final
+    def __call__(
+        self,
+        classifier: Classifier,
+        x: torch.Tensor,
+        y: torch.Tensor,
+        threat: ThreatModel,
+        *,
+        generator: torch.Generator,
+        progress: Progress | None = None,
+    ) -> EvasionResult:
+        """Attack ``x`` (labels ``y``) within ``threat``; every returned example is verified by the base class."""
+        progress = progress or NullProgress()
+        self._check(classifier, x, y, threat)
+        x = x.detach().to(torch.float32).cpu()
+        y = y.detach().to(torch.int64).cpu()
+        start = time.perf_counter()
+        queries_before = classifier.queries
+        pred_clean = classifier.predict(x)
+        todo = (pred_clean == y).nonzero().flatten()
+        x_adv = x.clone()
+        bs = classifier.batch_size
+        norm = threat.norm_impl
+        with progress.task(f"{self.name} {threat.norm} eps={threat.eps:g}", total=len(todo)) as advance:
+            for i in range(0, len(todo), bs):
+                idx = todo[i : i + bs]
+                xb = x[idx].to(classifier.device)
+                yb = y[idx].to(classifier.device)
+                if threat.eps > 0:
+                    cand = self.run(classifier, xb, yb, threat, generator).detach()
+                    cand = torch.where(torch.isfinite(cand), cand, xb)
+                    cand = clip_to_bounds(norm.project(xb, cand, threat.eps), classifier.bounds)
+                    x_adv[idx] = cand.cpu()
+                advance(len(idx))
+        pred_adv = classifier.predict(x_adv)
+        distance = norm.distance(x, x_adv)
+        self._verify(x_adv, distance, threat, classifier.bounds)
+        return EvasionResult(
+            attack=self.name,
+            threat=threat,
+            x_adv=x_adv,
+            y=y,
+            pred_clean=pred_clean,
+            pred_adv=pred_adv,
+            success=pred_adv != y,
+            distance=distance,
+            queries=classifier.queries - queries_before,
+            seconds=time.perf_counter() - start,
+            params=self.params(),
+        )
+
+    def _check(self, classifier: Classifier, x: torch.Tensor, y: torch.Tensor, threat: ThreatModel) -> None:
+        if classifier.capability < self.requires:
+            raise ConfigError(
+                f"{self.name} needs {self.requires.name.lower()} but the model offers only "
+                f"{classifier.capability.name.lower()}"
+            )
+        if threat.norm not in self.supported_norms:
+            raise ConfigError(f"{self.name} does not support the {threat.norm} norm")
+        classifier.check_inputs(x)
+        if y.ndim != 1 or y.shape[0] != x.shape[0]:
+            raise DataError(f"labels of shape {tuple(y.shape)} do not match {x.shape[0]} inputs")
+        if len(y) and (int(y.min()) < 0 or int(y.max()) >= classifier.num_classes):
+            raise DataError(f"labels must lie in [0, {classifier.num_classes}), got [{int(y.min())}, {int(y.max())}]")
+        if not torch.isfinite(x).all():
+            raise DataError("inputs contain NaN or Inf")
+        lo, hi = classifier.bounds
+        if len(x) and (float(x.min()) < lo - _TOL or float(x.max()) > hi + _TOL):
+            raise DataError(
+                f"inputs lie in [{float(x.min()):g}, {float(x.max()):g}], outside the model's bounds [{lo:g}, {hi:g}]"
+            )
+
+    @staticmethod
+    def _verify(x_adv: torch.Tensor, distance: torch.Tensor, threat: ThreatModel, bounds: tuple[float, float]) -> None:
+        # Invariants of the contract: a failure here is a bug in modelsec, not a user error.
+        if len(distance) and float(distance.max()) > threat.eps * (1 + 1e-5) + _TOL:
+            raise AssertionError(
+                f"adversarial example outside the threat model: {float(distance.max())} > {threat.eps}"
+            )
+        if len(x_adv) and (float(x_adv.min()) < bounds[0] - _TOL or float(x_adv.max()) > bounds[1] + _TOL):
+            raise AssertionError("adversarial example outside the input bounds")

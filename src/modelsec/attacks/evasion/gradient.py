@@ -1,0 +1,101 @@
+"""Iterative gradient-ascent attacks on the loss, written once (FGSM, BIM and PGD differ only in defaults).
+
+Madry et al. 2018, "Towards Deep Learning Models Resistant to Adversarial Attacks": projected gradient ascent on
+the loss inside the eps-ball, from a random start, with restarts. Per-sample early stopping: a sample whose
+current iterate is already misclassified is frozen there and costs no further forward or backward passes, and a
+restart runs only on the samples that every earlier restart failed to break.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from modelsec.attacks.base import EvasionAttack, ThreatModel
+from modelsec.attacks.losses import LOSSES, attack_loss
+from modelsec.attacks.norms import clip_to_bounds
+from modelsec.errors import ConfigError
+from modelsec.models.base import Classifier
+
+
+@dataclass(frozen=True, kw_only=True)
+class GradientAttack(EvasionAttack):
+    """Shared hyper-parameters and loop.
+
+    Args:
+        steps: gradient steps per restart.
+        rel_step_size: step size as a fraction of epsilon; None means 2.5 / steps (Madry et al. 2018).
+        step_size: absolute step size (overrides ``rel_step_size``).
+        random_start: start from a uniformly random point of the eps-ball.
+        restarts: independent runs; each sample keeps the first run that breaks it.
+        loss: "ce" (cross-entropy) or "margin" (Carlini-Wagner logit margin).
+        early_stop: freeze samples as soon as they are misclassified.
+    """
+
+    steps: int = 20
+    rel_step_size: float | None = None
+    step_size: float | None = None
+    random_start: bool = True
+    restarts: int = 1
+    loss: str = "ce"
+    early_stop: bool = True
+
+    def __post_init__(self) -> None:
+        if self.steps < 1:
+            raise ConfigError(f"{self.name}: steps must be >= 1, got {self.steps}")
+        if self.restarts < 1:
+            raise ConfigError(f"{self.name}: restarts must be >= 1, got {self.restarts}")
+        if self.step_size is not None and self.step_size <= 0:
+            raise ConfigError(f"{self.name}: step_size must be > 0, got {self.step_size}")
+        if self.rel_step_size is not None and self.rel_step_size <= 0:
+            raise ConfigError(f"{self.name}: rel_step_size must be > 0, got {self.rel_step_size}")
+        if self.loss not in LOSSES:
+            raise ConfigError(f"{self.name}: loss must be one of {LOSSES}, got {self.loss!r}")
+
+    def run(
+        self,
+        classifier: Classifier,
+        x: torch.Tensor,
+        y: torch.Tensor,
+        threat: ThreatModel,
+        generator: torch.Generator,
+    ) -> torch.Tensor:
+        norm = threat.norm_impl
+        eps = threat.eps
+        rel = self.rel_step_size if self.rel_step_size is not None else 2.5 / self.steps
+        step = self.step_size if self.step_size is not None else rel * eps
+        best = x.clone()
+        remaining = torch.arange(x.shape[0], device=x.device)  # samples no restart has broken yet
+        for _ in range(self.restarts):
+            if remaining.numel() == 0:
+                break
+            xs, ys = x[remaining], y[remaining]
+            if self.random_start:
+                xa = clip_to_bounds(norm.random_start(xs, eps, generator), classifier.bounds)
+            else:
+                xa = xs.clone()
+            active = torch.arange(xs.shape[0], device=x.device)
+            broken = torch.zeros(xs.shape[0], dtype=torch.bool, device=x.device)
+            for _step in range(self.steps):
+                xg = xa[active].detach().requires_grad_(True)
+                logits = classifier.logits(xg)
+                if self.early_stop:
+                    fooled = logits.argmax(dim=1) != ys[active]
+                    broken[active[fooled]] = True
+                    keep = ~fooled
+                else:
+                    keep = torch.ones(active.shape[0], dtype=torch.bool, device=x.device)
+                loss = attack_loss(logits, ys[active], self.loss).sum()
+                (grad,) = torch.autograd.grad(loss, xg)
+                active, grad = active[keep], grad[keep]
+                if active.numel() == 0:
+                    break
+                moved = xa[active] + step * norm.ascent_direction(grad)
+                xa[active] = clip_to_bounds(norm.project(xs[active], moved, eps), classifier.bounds).detach()
+            if active.numel():
+                with torch.no_grad():
+                    broken[active] |= classifier.logits(xa[active]).argmax(dim=1) != ys[active]
+            best[remaining] = xa
+            remaining = remaining[~broken]
+        return best

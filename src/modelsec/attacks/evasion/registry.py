@@ -1,0 +1,8 @@
+"""The registry of evasion attacks (name -> class)."""
+
+from __future__ import annotations
+
+from modelsec.attacks.base import EvasionAttack
+from modelsec.registry import Registry
+
+EVASION_ATTACKS: Registry[type[EvasionAttack]] = Registry("evasion attack")

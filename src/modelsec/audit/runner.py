@@ -1,0 +1,333 @@
+"""One audit, end to end: load, attack, score, check, judge, write, record.
+
+This is the only place that wires models, data, attacks, metrics, the report and the run store together; the CLI
+and :func:`modelsec.audit` call it.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import platform
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from modelsec import __version__
+from modelsec.attacks.base import EvasionAttack
+from modelsec.attacks.evasion import EVASION_ATTACKS
+from modelsec.attacks.privacy import MEMBERSHIP_ATTACKS, compute_signals
+from modelsec.audit.privacy import evaluate_membership
+from modelsec.audit.robustness import RobustnessRun, evaluate_robustness, with_checks
+from modelsec.audit.sanity import run_checks
+from modelsec.audit.verdict import RULE, make_verdict
+from modelsec.data import load_splits
+from modelsec.data.dataset import Splits
+from modelsec.errors import ConfigError
+from modelsec.models.base import Classifier
+from modelsec.models.formats import ModelFormat, detect_format
+from modelsec.models.loading import bundled_model_path, load_model
+from modelsec.models.torch import read_safetensors_metadata
+from modelsec.progress import NullProgress, Progress
+from modelsec.results import (
+    SCHEMA_VERSION,
+    AuditResult,
+    DataInfo,
+    ModelInfo,
+    PrivacyResult,
+)
+from modelsec.seeding import generator
+
+
+@dataclass(frozen=True, kw_only=True)
+class AuditConfig:
+    """Settings of one audit (all recorded in ``result.json``).
+
+    Args:
+        eps: perturbation budgets, in input units (0.1 = 10% of the [0, 1] pixel range).
+        norm: "linf" or "l2".
+        samples: non-member (test) records attacked for robustness.
+        mia_samples: members and as many non-members scored for membership inference (at most).
+        attacks: evasion attacks by registered name.
+        pgd_steps, pgd_restarts: PGD's iterations and random restarts.
+        membership_attacks: membership attacks by registered name.
+        seed: seed of every random choice in the audit (sample selection, random starts, bootstrap).
+        split_seed: seed of the member / non-member / population split (defaults to the model's record, or 0).
+        checks: run the robustness sanity checks.
+    """
+
+    eps: tuple[float, ...] = (0.03, 0.1)
+    norm: str = "linf"
+    samples: int = 1000
+    mia_samples: int = 10000
+    attacks: tuple[str, ...] = ("fgsm", "pgd")
+    pgd_steps: int = 20
+    pgd_restarts: int = 1
+    membership_attacks: tuple[str, ...] = ("loss-threshold",)
+    seed: int = 0
+    split_seed: int | None = None
+    checks: bool = True
+
+    def __post_init__(self) -> None:
+        if not self.eps:
+            raise ConfigError("give at least one epsilon")
+        if any(not (e > 0) or e == float("inf") for e in self.eps):
+            raise ConfigError(f"every epsilon must be a finite number > 0, got {list(self.eps)}")
+        if self.samples < 1 or self.mia_samples < 1:
+            raise ConfigError("--samples and --mia-samples must be >= 1")
+        if self.pgd_steps < 1 or self.pgd_restarts < 1:
+            raise ConfigError("PGD steps and restarts must be >= 1")
+        for name in self.attacks:
+            EVASION_ATTACKS.get(name)
+        for name in self.membership_attacks:
+            MEMBERSHIP_ATTACKS.get(name)
+
+    def evasion_attacks(self) -> list[EvasionAttack]:
+        out: list[EvasionAttack] = []
+        for name in self.attacks:
+            cls = EVASION_ATTACKS.get(name)
+            if name in ("pgd", "bim"):
+                out.append(cls(steps=self.pgd_steps, restarts=self.pgd_restarts))  # type: ignore[call-arg]
+            else:
+                out.append(cls())
+        return out
+
+
+@dataclass
+class AuditOutcome:
+    """What :func:`run_audit` returns: the result and where its files went."""
+
+    result: AuditResult
+    robustness_run: RobustnessRun | None
+    files: dict[str, Path] = field(default_factory=dict)
+
+
+def versions() -> dict[str, str]:
+    import sklearn
+
+    return {
+        "modelsec": __version__,
+        "torch": torch.__version__,
+        "numpy": np.__version__,
+        "scikit-learn": sklearn.__version__,
+        "python": platform.python_version(),
+        "platform": platform.platform(terse=True),
+    }
+
+
+def _model_metadata(model: Any) -> dict[str, Any]:
+    if model is None:
+        return read_safetensors_metadata(bundled_model_path())
+    if isinstance(model, (str, Path)):
+        try:
+            if detect_format(model) is ModelFormat.SAFETENSORS:
+                return read_safetensors_metadata(model)
+        except Exception:  # reported properly by load_model
+            return {}
+    return {}
+
+
+def _resolve_data(data: str | Splits | None, meta: dict[str, Any], split_seed: int | None) -> tuple[Any, int]:
+    recorded = meta.get("data") or {}
+    seed = split_seed if split_seed is not None else int(recorded.get("split_seed", 0))
+    if data is None:
+        if not recorded.get("source"):
+            raise ConfigError("the model does not record its training data; pass --data")
+        return recorded["source"], seed
+    return data, seed
+
+
+def run_audit(
+    model: str | Path | nn.Module | Classifier | None = None,
+    data: str | Splits | None = None,
+    *,
+    config: AuditConfig | None = None,
+    arch: str | None = None,
+    trust_model: bool = False,
+    device: str = "cpu",
+    data_dir: str | None = None,
+    label_column: str = "label",
+    bounds: tuple[float, float] | None = None,
+    out_dir: str | Path | None = None,
+    store: Any = None,
+    progress: Progress | None = None,
+) -> AuditOutcome:
+    """Audit ``model`` on ``data``; write ``result.json``, ``report.html`` and ``adversarial.npz`` to ``out_dir``
+    and record the run in ``store`` (a :class:`~modelsec.store.RunStore`) when given."""
+    config = config or AuditConfig()
+    progress = progress or NullProgress()
+    timings: dict[str, float] = {}
+    t0 = time.perf_counter()
+    created = dt.datetime.now(dt.timezone.utc)
+
+    meta = _model_metadata(model)
+    data_source, split_seed = _resolve_data(data, meta, config.split_seed)
+    splits = (
+        data_source
+        if isinstance(data_source, Splits)
+        else load_splits(str(data_source), seed=split_seed, data_dir=data_dir, label_column=label_column, bounds=bounds)
+    )
+    timings["load_data"] = time.perf_counter() - t0
+
+    t = time.perf_counter()
+    classifier, info = _classifier(model, splits, arch=arch, trust_model=trust_model, device=device)
+    timings["load_model"] = time.perf_counter() - t
+    overlaps = splits.overlaps()
+    data_info = DataInfo(
+        name=splits.source,
+        split_seed=splits.seed,
+        n_members=len(splits.members),
+        n_nonmembers=len(splits.nonmembers),
+        n_population=len(splits.population),
+        bounds=[float(b) for b in splits.bounds],
+        sha256={
+            "members": splits.members.sha256(),
+            "nonmembers": splits.nonmembers.sha256(),
+            "population": splits.population.sha256(),
+        },
+        overlaps=overlaps,
+    )
+
+    rng = np.random.default_rng(config.seed)
+    gen = generator(config.seed)
+
+    # Evasion: attack a seeded sample of non-members.
+    t = time.perf_counter()
+    n = min(config.samples, len(splits.nonmembers))
+    idx = np.sort(rng.permutation(len(splits.nonmembers))[:n])
+    x = torch.from_numpy(splits.nonmembers.x[idx])
+    y = torch.from_numpy(splits.nonmembers.y[idx])
+    rob_run = evaluate_robustness(
+        classifier,
+        x,
+        y,
+        attacks=config.evasion_attacks(),
+        eps=list(config.eps),
+        norm=config.norm,
+        generator=gen,
+        progress=progress,
+    )
+    timings["robustness"] = time.perf_counter() - t
+    t = time.perf_counter()
+    if config.checks:
+        with progress.task("sanity checks", total=1) as advance:
+            checks, flags = run_checks(classifier, rob_run, config.norm, gen)
+            advance(1)
+        rob_run.result = with_checks(rob_run.result, checks, flags)
+    timings["sanity_checks"] = time.perf_counter() - t
+
+    # Membership: balanced, seeded samples of members and non-members.
+    t = time.perf_counter()
+    m = min(config.mia_samples, len(splits.members), len(splits.nonmembers))
+    mem = splits.members.subset(np.sort(rng.permutation(len(splits.members))[:m]))
+    non = splits.nonmembers.subset(np.sort(rng.permutation(len(splits.nonmembers))[:m]))
+    with progress.task("membership signals", total=2) as advance:
+        sig_m = compute_signals(classifier, mem)
+        advance(1)
+        sig_n = compute_signals(classifier, non)
+        advance(1)
+    mia_attacks = [MEMBERSHIP_ATTACKS.get(name)() for name in config.membership_attacks]
+    notes = []
+    if any(overlaps.values()):
+        notes.append(f"the splits share records ({overlaps}); membership numbers are biased towards chance")
+    privacy = PrivacyResult(attacks=evaluate_membership(mia_attacks, sig_m, sig_n, rng=rng), notes=notes)
+    timings["privacy"] = time.perf_counter() - t
+
+    verdict = make_verdict(rob_run.result, privacy, config.norm)
+    settings: dict[str, Any] = {
+        "eps": list(config.eps),
+        "norm": config.norm,
+        "samples": n,
+        "mia_samples": m,
+        "attacks": list(config.attacks),
+        "pgd_steps": config.pgd_steps,
+        "pgd_restarts": config.pgd_restarts,
+        "membership_attacks": list(config.membership_attacks),
+        "device": device,
+        "verdict_rule": RULE,
+    }
+    from modelsec.store.runs import new_run_id
+
+    files: dict[str, Path] = {}
+    robustness = rob_run.result
+    if out_dir is not None:
+        out = Path(out_dir)
+        out.mkdir(parents=True, exist_ok=True)
+        files["adversarial"] = out / "adversarial.npz"
+        rob_run.save_npz(str(files["adversarial"]))
+        from dataclasses import replace
+
+        robustness = replace(robustness, adversarial_file="adversarial.npz")
+    timings["total"] = time.perf_counter() - t0
+    result = AuditResult(
+        schema_version=SCHEMA_VERSION,
+        run_id=new_run_id(),
+        created_at=created.isoformat(timespec="seconds"),
+        model=info,
+        data=data_info,
+        robustness=robustness,
+        privacy=privacy,
+        verdict=verdict,
+        settings=settings,
+        seed=config.seed,
+        versions=versions(),
+        timings={k: round(v, 3) for k, v in timings.items()},
+    )
+    if out_dir is not None:
+        from modelsec.report import write_html
+
+        out = Path(out_dir)
+        files["result"] = out / "result.json"
+        result.save(files["result"])
+        files["report"] = out / "report.html"
+        write_html(result, files["report"])
+    if store is not None:
+        store.record_audit(result, out_dir=None if out_dir is None else str(out_dir), artifacts=files)
+    return AuditOutcome(result=result, robustness_run=rob_run, files=files)
+
+
+def _classifier(
+    model: Any, splits: Splits, *, arch: str | None, trust_model: bool, device: str
+) -> tuple[Classifier, ModelInfo]:
+    if isinstance(model, Classifier):
+        return model, ModelInfo(
+            path=None,
+            sha256=None,
+            arch=arch,
+            format="python",
+            num_classes=model.num_classes,
+            input_shape=list(model.input_shape),
+            parameters=model.num_parameters(),
+        )
+    if isinstance(model, nn.Module):
+        clf = Classifier(
+            model,
+            input_shape=splits.input_shape,
+            num_classes=splits.num_classes,
+            bounds=splits.bounds,
+            device=device,
+            name=type(model).__name__,
+        )
+        return clf, ModelInfo(
+            path=None,
+            sha256=None,
+            arch=arch,
+            format="nn.Module",
+            num_classes=clf.num_classes,
+            input_shape=list(clf.input_shape),
+            parameters=clf.num_parameters(),
+        )
+    loaded = load_model(
+        model,
+        arch=arch,
+        input_shape=splits.input_shape,
+        num_classes=splits.num_classes,
+        bounds=splits.bounds,
+        trust_model=trust_model,
+        device=device,
+    )
+    return loaded.classifier, loaded.info

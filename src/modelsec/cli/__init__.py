@@ -1,0 +1,1 @@
+"""The command-line interface (argument parsing, progress, exit codes; no logic of its own)."""

@@ -1,0 +1,427 @@
+"""``modelsec`` command line.
+
+Exit codes: 0 success, 2 user error (bad input, unsafe model, unknown name: a message, no traceback),
+1 internal error (a bug: the traceback is printed), 130 interrupted.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import traceback
+import warnings
+from pathlib import Path
+from typing import Any
+
+import click
+
+from modelsec import __version__
+from modelsec.errors import ConfigError, ModelsecError
+
+EXIT_USER_ERROR = 2
+EXIT_INTERNAL_ERROR = 1
+
+
+def _parse_floats(value: str, what: str) -> tuple[float, ...]:
+    try:
+        out = tuple(float(v) for v in value.split(",") if v.strip())
+    except ValueError:
+        raise ConfigError(f"{what} must be comma-separated numbers, got {value!r}") from None
+    if not out:
+        raise ConfigError(f"{what} is empty")
+    return out
+
+
+def _parse_bounds(value: str | None) -> tuple[float, float] | None:
+    if value is None:
+        return None
+    b = _parse_floats(value, "--bounds")
+    if len(b) != 2 or not b[0] < b[1]:
+        raise ConfigError(f"--bounds must be LO,HI with LO < HI, got {value!r}")
+    return (b[0], b[1])
+
+
+def _progress(quiet: bool) -> Any:
+    from modelsec.progress import RichProgress
+
+    return RichProgress(quiet=quiet)
+
+
+def _store(path: str | None, disabled: bool) -> Any:
+    if disabled:
+        return None
+    from modelsec.store import RunStore, default_store_path
+
+    return RunStore(Path(path) if path else default_store_path())
+
+
+quiet_option = click.option("--quiet", "-q", is_flag=True, help="No progress bars or status lines.")
+device_option = click.option(
+    "--device", default="cpu", show_default=True, help="Where models run: cpu, or cuda when one is present."
+)
+store_option = click.option(
+    "--store",
+    "store_path",
+    type=click.Path(dir_okay=False),
+    default=None,
+    help="SQLite run store (default: $MODELSEC_STORE or ~/.local/share/modelsec/runs.sqlite).",
+)
+data_options = [
+    click.option(
+        "--data-dir",
+        default=None,
+        help="Folder of the Fashion-MNIST IDX files "
+        "(default: $MODELSEC_FASHION_MNIST_DIR or /usr/share/datasets/fashion-mnist).",
+    ),
+    click.option("--label-column", default="label", show_default=True, help="Label column of a CSV data file."),
+    click.option("--bounds", default=None, help="Valid input range LO,HI of a data file (default 0,1)."),
+    click.option(
+        "--split-seed",
+        type=int,
+        default=None,
+        help="Seed of the member/non-member/population split (default: the model's record, or 0).",
+    ),
+]
+
+
+def with_data_options(f: Any) -> Any:
+    for option in reversed(data_options):
+        f = option(f)
+    return f
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.version_option(__version__, prog_name="modelsec")
+def cli() -> None:
+    """Audit trained classifiers for adversarial robustness and training-data leakage."""
+
+
+@cli.command()
+@click.option(
+    "--model",
+    "model_path",
+    type=click.Path(),
+    default=None,
+    help="Model file: safetensors (+ --arch), torch.export .pt2, or a torch.save file with "
+    "--trust-model. Default: the bundled Fashion-MNIST CNN.",
+)
+@click.option("--arch", default=None, help="Built-in architecture of a weights-only file (see `modelsec list`).")
+@click.option(
+    "--data",
+    default=None,
+    help="fashion-mnist, digits, breast-cancer, or a .npz/.csv file (default: the model's own data).",
+)
+@with_data_options
+@click.option("--samples", type=int, default=1000, show_default=True, help="Test records attacked for robustness.")
+@click.option(
+    "--mia-samples",
+    type=int,
+    default=10000,
+    show_default=True,
+    help="Members (and as many non-members) scored for membership inference.",
+)
+@click.option("--eps", default="0.03,0.1", show_default=True, help="Perturbation budgets, comma-separated.")
+@click.option("--norm", type=click.Choice(["linf", "l2"]), default="linf", show_default=True)
+@click.option("--attacks", default="fgsm,pgd", show_default=True, help="Evasion attacks, comma-separated.")
+@click.option("--pgd-steps", type=int, default=20, show_default=True)
+@click.option("--pgd-restarts", type=int, default=1, show_default=True)
+@click.option("--no-checks", is_flag=True, help="Skip the robustness sanity checks.")
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed of every random choice of the audit.")
+@click.option(
+    "--out",
+    "out_dir",
+    type=click.Path(file_okay=False),
+    default="modelsec-audit",
+    show_default=True,
+    help="Folder for result.json, report.html and adversarial.npz.",
+)
+@store_option
+@click.option("--no-store", is_flag=True, help="Do not record the run in the run store.")
+@click.option(
+    "--trust-model",
+    is_flag=True,
+    help="Allow pickle-based model files (read with weights_only=True). Only for files you trust.",
+)
+@device_option
+@quiet_option
+def audit(
+    model_path: str | None,
+    arch: str | None,
+    data: str | None,
+    data_dir: str | None,
+    label_column: str,
+    bounds: str | None,
+    split_seed: int | None,
+    samples: int,
+    mia_samples: int,
+    eps: str,
+    norm: str,
+    attacks: str,
+    pgd_steps: int,
+    pgd_restarts: int,
+    no_checks: bool,
+    seed: int,
+    out_dir: str,
+    store_path: str | None,
+    no_store: bool,
+    trust_model: bool,
+    device: str,
+    quiet: bool,
+) -> None:
+    """Audit a model: evasion (FGSM, PGD) and membership inference; writes a report."""
+    from modelsec.audit import AuditConfig, run_audit
+
+    config = AuditConfig(
+        eps=_parse_floats(eps, "--eps"),
+        norm=norm,
+        samples=samples,
+        mia_samples=mia_samples,
+        attacks=tuple(a.strip() for a in attacks.split(",") if a.strip()),
+        pgd_steps=pgd_steps,
+        pgd_restarts=pgd_restarts,
+        seed=seed,
+        split_seed=split_seed,
+        checks=not no_checks,
+    )
+    store = _store(store_path, no_store)
+    progress = _progress(quiet)
+    outcome = run_audit(
+        model_path,
+        data,
+        config=config,
+        arch=arch,
+        trust_model=trust_model,
+        device=device,
+        data_dir=data_dir,
+        label_column=label_column,
+        bounds=_parse_bounds(bounds),
+        out_dir=out_dir,
+        store=store,
+        progress=progress,
+    )
+    r = outcome.result
+    if not quiet:
+        _print_summary(r)
+        click.echo(f"report: {outcome.files['report']}\nresult: {outcome.files['result']}\nrun id: {r.run_id}")
+
+
+def _print_summary(r: Any) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console(stderr=False)
+    colour = {"ok": "green", "warning": "yellow", "fail": "red"}[r.verdict.level]
+    console.print(f"[bold {colour}]{r.verdict.level.upper()}[/]: {r.verdict.headline}")
+    if r.robustness is not None:
+        t = Table(title=f"Robustness (n={r.robustness.n}, clean {r.robustness.clean_accuracy:.1%})")
+        for col in ("attack", "norm", "eps", "robust acc.", "95% CI"):
+            t.add_column(col)
+        for e in r.robustness.results:
+            t.add_row(e.attack, e.norm, f"{e.eps:g}", f"{e.robust_accuracy:.1%}", f"[{e.ci_low:.1%}, {e.ci_high:.1%}]")
+        for key, acc in r.robustness.robust_accuracy.items():
+            ci = r.robustness.robust_ci[key]
+            t.add_row(
+                "[bold]worst case[/]", r.settings["norm"], key, f"[bold]{acc:.1%}[/]", f"[{ci.low:.1%}, {ci.high:.1%}]"
+            )
+        console.print(t)
+        for f in r.robustness.flags:
+            console.print(f"[yellow]check {f.check}[/]: {f.message}")
+    if r.privacy is not None:
+        t = Table(title="Membership inference (members positive)")
+        for col in ("attack", "AUC", "TPR@0.1%FPR", "TPR@1%FPR", "advantage"):
+            t.add_column(col)
+        for a in r.privacy.attacks:
+            t.add_row(
+                a.attack,
+                f"{a.auc:.3f} [{a.auc_ci.low:.3f}, {a.auc_ci.high:.3f}]",
+                f"{a.tpr_at_fpr['0.001']:.2%}",
+                f"{a.tpr_at_fpr['0.01']:.2%}",
+                f"{a.advantage:.3f}",
+            )
+        console.print(t)
+
+
+@cli.command()
+@click.option("--arch", default=None, help="Built-in architecture (default: small-cnn for images, mlp otherwise).")
+@click.option(
+    "--data", default="fashion-mnist", show_default=True, help="Data set name or file; trains on its members split."
+)
+@with_data_options
+@click.option(
+    "--out",
+    "out_path",
+    type=click.Path(dir_okay=False),
+    required=True,
+    help="Weights file to write (safetensors); metadata goes to OUT.json.",
+)
+@click.option("--epochs", type=int, default=8, show_default=True)
+@click.option("--batch-size", type=int, default=128, show_default=True)
+@click.option("--lr", type=float, default=1e-3, show_default=True, help="Adam learning rate.")
+@click.option("--weight-decay", type=float, default=0.0, show_default=True)
+@click.option("--members", type=int, default=None, help="Train on only the first N members (default: all).")
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed of initialisation and batch order.")
+@click.option("--overwrite", is_flag=True, help="Replace an existing output file.")
+@device_option
+@quiet_option
+def train(
+    arch: str | None,
+    data: str,
+    data_dir: str | None,
+    label_column: str,
+    bounds: str | None,
+    split_seed: int | None,
+    out_path: str,
+    epochs: int,
+    batch_size: int,
+    lr: float,
+    weight_decay: float,
+    members: int | None,
+    seed: int,
+    overwrite: bool,
+    device: str,
+    quiet: bool,
+) -> None:
+    """Train a model on a data set's members split (standard training) and save it as safetensors."""
+    from modelsec.training import TrainingConfig, train_and_save
+
+    config = TrainingConfig(epochs=epochs, batch_size=batch_size, lr=lr, weight_decay=weight_decay, seed=seed)
+    result = train_and_save(
+        data=data,
+        arch=arch,
+        out=Path(out_path),
+        config=config,
+        split_seed=split_seed or 0,
+        members=members,
+        data_dir=data_dir,
+        label_column=label_column,
+        bounds=_parse_bounds(bounds),
+        device=device,
+        overwrite=overwrite,
+        progress=_progress(quiet),
+    )
+    if not quiet:
+        click.echo(
+            f"saved {out_path} ({result['arch']}, test accuracy {result['training']['test_accuracy'][-1]:.2%}) "
+            f"and {out_path}.json"
+        )
+
+
+@cli.group()
+def runs() -> None:
+    """Inspect the run store."""
+
+
+@runs.command("list")
+@click.option("--limit", type=int, default=20, show_default=True)
+@store_option
+def runs_list(limit: int, store_path: str | None) -> None:
+    """List recorded runs, newest first."""
+    from rich.console import Console
+    from rich.table import Table
+
+    store = _store(store_path, False)
+    items = store.list_runs(limit=limit)
+    if not items:
+        click.echo(f"no runs recorded in {store.path}")
+        return
+    t = Table()
+    for col in ("id", "created", "kind", "model", "data", "verdict", "out"):
+        t.add_column(col, overflow="fold")
+    for s in items:
+        t.add_row(
+            s.id,
+            s.created_at,
+            s.kind,
+            Path(s.model_path or "-").name,
+            s.data_name or "-",
+            s.verdict_level or "-",
+            s.out_dir or "-",
+        )
+    Console().print(t)
+
+
+@runs.command("show")
+@click.argument("run_id")
+@click.option("--json", "as_json", is_flag=True, help="Print the full result JSON.")
+@store_option
+def runs_show(run_id: str, as_json: bool, store_path: str | None) -> None:
+    """Show one run (RUN_ID or a unique prefix of it)."""
+    store = _store(store_path, False)
+    run = store.get(run_id)
+    if as_json:
+        click.echo(json.dumps(run.result.to_dict(), indent=2))
+        return
+    from modelsec.report import render_markdown
+
+    click.echo(render_markdown(run.result))
+    for a in run.artifacts:
+        click.echo(f"artifact {a.name}: {a.path} (sha256 {a.sha256[:12]})")
+
+
+@cli.command("report")
+@click.argument("result_json", type=click.Path(exists=True, dir_okay=False))
+@click.option("--out", "out_path", type=click.Path(dir_okay=False), required=True, help="HTML file to write.")
+def report(result_json: str, out_path: str) -> None:
+    """Render report.html again from a result.json."""
+    from modelsec.report import write_html
+    from modelsec.results import AuditResult
+
+    try:
+        result = AuditResult.load(result_json)
+    except (ValueError, KeyError, TypeError) as e:
+        raise ConfigError(f"{result_json} is not a modelsec result.json ({type(e).__name__}: {e})") from None
+    write_html(result, out_path)
+    click.echo(f"report: {out_path}")
+
+
+@cli.command("list")
+@click.argument("kind", type=click.Choice(["attacks", "architectures", "datasets", "all"]), default="all")
+def list_plugins(kind: str) -> None:
+    """List what the registries hold: attacks, architectures, data sets."""
+    from modelsec.attacks.evasion import EVASION_ATTACKS
+    from modelsec.attacks.privacy import MEMBERSHIP_ATTACKS
+    from modelsec.data import DATASETS
+    from modelsec.models.zoo import ARCHITECTURES
+
+    if kind in ("attacks", "all"):
+        click.echo("evasion attacks:    " + ", ".join(EVASION_ATTACKS.names()))
+        click.echo("membership attacks: " + ", ".join(MEMBERSHIP_ATTACKS.names()))
+    if kind in ("architectures", "all"):
+        click.echo("architectures:      " + ", ".join(ARCHITECTURES.names()))
+    if kind in ("datasets", "all"):
+        click.echo("data sets:          " + ", ".join(DATASETS.names()) + " (or a .npz / .csv file)")
+
+
+def _show_warning(message: Any, category: Any, filename: str, lineno: int, file: Any = None, line: Any = None) -> None:
+    print(f"modelsec: warning: {message}", file=sys.stderr)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Entry point: maps errors to exit codes (2 user error, 1 bug)."""
+    warnings.showwarning = _show_warning
+    try:
+        cli.main(args=argv, prog_name="modelsec", standalone_mode=False)
+    except click.exceptions.Exit as e:
+        sys.exit(e.exit_code)
+    except click.exceptions.Abort:
+        print("modelsec: interrupted", file=sys.stderr)
+        sys.exit(130)
+    except click.ClickException as e:
+        e.show()
+        sys.exit(EXIT_USER_ERROR)
+    except ModelsecError as e:
+        print(f"modelsec: error: {e}", file=sys.stderr)
+        sys.exit(EXIT_USER_ERROR)
+    except KeyboardInterrupt:
+        print("modelsec: interrupted", file=sys.stderr)
+        sys.exit(130)
+    except Exception:
+        traceback.print_exc()
+        print(
+            "modelsec: internal error (a bug in modelsec; please report it with the traceback above)", file=sys.stderr
+        )
+        sys.exit(EXIT_INTERNAL_ERROR)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,138 @@
+"""The one model interface every attack and audit uses: :class:`Classifier`.
+
+A Classifier maps inputs inside declared ``bounds`` (for example pixels in ``[0, 1]``) to logits over
+``num_classes`` classes. It owns the device, eval mode and preprocessing, declares what it offers an attacker
+(:class:`Capability`: white-box gradients, scores only, or labels only), and counts queries so black-box budgets
+and reports stay honest. Nothing outside this class hard-codes a value range.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import enum
+from collections.abc import Iterator
+
+import numpy as np
+import torch
+from torch import nn
+
+from modelsec.errors import DataError
+
+
+class Capability(enum.IntEnum):
+    """What the model exposes, from least to most. An attack needing more than the model offers is skipped."""
+
+    LABELS = 1  # decision-based: only the predicted label
+    SCORES = 2  # score-based: logits / probabilities
+    GRADIENTS = 3  # white-box: gradients of the logits with respect to the input
+
+
+@contextlib.contextmanager
+def eval_mode(module: nn.Module) -> Iterator[nn.Module]:
+    """Put every submodule in eval mode for the block and restore each one's own ``training`` flag afterwards."""
+    modes = [(m, m.training) for m in module.modules()]
+    for m, _ in modes:  # set the flags directly: exported graphs refuse .eval() but are fixed anyway
+        m.training = False
+    try:
+        yield module
+    finally:
+        for m, training in modes:
+            m.training = training
+
+
+class Classifier:
+    """A PyTorch classifier seen as a security target.
+
+    Args:
+        module: maps a float tensor of shape ``(n, *input_shape)`` to logits ``(n, num_classes)``.
+        input_shape: the shape of one input, without the batch dimension.
+        num_classes: number of classes.
+        bounds: the valid input range ``(low, high)``; attacks clip to it.
+        capability: what the model exposes (white-box by default for a local module).
+        device: where the module runs ("cpu" or "cuda").
+        batch_size: the batch size of batched inference.
+        name: a human-readable name for reports.
+    """
+
+    def __init__(
+        self,
+        module: nn.Module,
+        *,
+        input_shape: tuple[int, ...],
+        num_classes: int,
+        bounds: tuple[float, float] = (0.0, 1.0),
+        capability: Capability = Capability.GRADIENTS,
+        device: str | torch.device = "cpu",
+        batch_size: int = 256,
+        name: str = "model",
+    ) -> None:
+        if bounds[0] >= bounds[1]:
+            raise DataError(f"bounds must satisfy low < high, got {bounds}")
+        if num_classes < 2:
+            raise DataError(f"a classifier needs at least 2 classes, got {num_classes}")
+        self.device = torch.device(device)
+        self.module = module.to(self.device)
+        self.input_shape = tuple(int(s) for s in input_shape)
+        self.num_classes = int(num_classes)
+        self.bounds = (float(bounds[0]), float(bounds[1]))
+        self.capability = capability
+        self.batch_size = int(batch_size)
+        self.name = name
+        self.queries = 0  # number of inputs sent through the model
+
+    def __repr__(self) -> str:
+        return (
+            f"Classifier(name={self.name!r}, input_shape={self.input_shape}, "
+            f"num_classes={self.num_classes}, bounds={self.bounds}, capability={self.capability.name})"
+        )
+
+    # -- inference ---------------------------------------------------------------------------------
+
+    def check_inputs(self, x: torch.Tensor) -> None:
+        """Raise :class:`DataError` when ``x`` does not have the declared per-input shape."""
+        if tuple(x.shape[1:]) != self.input_shape:
+            raise DataError(
+                f"inputs of shape {tuple(x.shape[1:])} do not match the model's input shape "
+                f"{self.input_shape}; check that --data matches the model"
+            )
+
+    def logits(self, x: torch.Tensor) -> torch.Tensor:
+        """Differentiable logits of one batch (the module in eval mode, the caller's mode restored)."""
+        self.check_inputs(x)
+        self.queries += int(x.shape[0])
+        with eval_mode(self.module):
+            out = self.module(x.to(self.device, dtype=torch.float32))
+        if not isinstance(out, torch.Tensor) or out.ndim != 2 or out.shape[1] != self.num_classes:
+            shape = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
+            raise DataError(f"the model returned {shape}; expected logits of shape (n, {self.num_classes})")
+        return out
+
+    @torch.no_grad()
+    def predict_logits(self, x: torch.Tensor | np.ndarray, batch_size: int | None = None) -> torch.Tensor:
+        """Logits for any number of inputs, in batches, without gradients; returned on the CPU."""
+        xt = torch.as_tensor(x, dtype=torch.float32)
+        bs = batch_size or self.batch_size
+        outs = [self.logits(xt[i : i + bs]).float().cpu() for i in range(0, xt.shape[0], bs)]
+        if not outs:
+            return torch.empty(0, self.num_classes)
+        return torch.cat(outs)
+
+    def predict(self, x: torch.Tensor | np.ndarray, batch_size: int | None = None) -> torch.Tensor:
+        """Predicted labels (int64, CPU)."""
+        return self.predict_logits(x, batch_size).argmax(dim=1)
+
+    def loss_per_sample(self, x: torch.Tensor | np.ndarray, y: torch.Tensor | np.ndarray) -> torch.Tensor:
+        """Cross-entropy of every sample (float64 from log-softmax, so saturated models keep distinct losses)."""
+        logits = self.predict_logits(x).double()
+        yt = torch.as_tensor(y, dtype=torch.int64)
+        return -torch.log_softmax(logits, dim=1).gather(1, yt[:, None]).squeeze(1)
+
+    def input_gradient(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """Gradient of the summed cross-entropy with respect to ``x`` (one batch)."""
+        xg = x.detach().clone().to(self.device).requires_grad_(True)
+        loss = nn.functional.cross_entropy(self.logits(xg), y.to(self.device), reduction="sum")
+        (grad,) = torch.autograd.grad(loss, xg)
+        return grad.detach()
+
+    def num_parameters(self) -> int:
+        return sum(p.numel() for p in self.module.parameters())

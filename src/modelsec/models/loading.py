@@ -1,0 +1,163 @@
+"""Turning a model file (or nothing: the bundled reference model) into a :class:`Classifier`.
+
+The safe-loading policy: formats are detected by content (:mod:`modelsec.models.formats`); pickle-based files are
+refused unless the caller passes ``trust_model=True`` (``--trust-model``), and even then are read with
+``weights_only=True``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import warnings
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from modelsec.errors import ConfigError, ModelLoadError, UnsafeModelError
+from modelsec.models.base import Classifier
+from modelsec.models.formats import ModelFormat, detect_format
+from modelsec.models.torch import (
+    load_exported,
+    load_state_dict_into,
+    read_safetensors,
+    read_trusted_pickle,
+)
+from modelsec.models.zoo import build_architecture
+from modelsec.results import ModelInfo
+
+BUNDLED_MODEL = "fashion-mnist-small-cnn.safetensors"
+
+
+def bundled_model_path() -> Path:
+    """The reference Fashion-MNIST CNN shipped with modelsec (trained by scripts/train_reference_model.sh)."""
+    return Path(str(resources.files("modelsec.models") / "weights" / BUNDLED_MODEL))
+
+
+def sha256_file(path: str | Path) -> str:
+    h = hashlib.sha256()
+    with Path(path).open("rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+@dataclass
+class LoadedModel:
+    """A loaded classifier, what the report says about it, and the metadata its file carried."""
+
+    classifier: Classifier
+    info: ModelInfo
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+
+def load_model(
+    path: str | Path | None = None,
+    *,
+    arch: str | None = None,
+    input_shape: tuple[int, ...] | None = None,
+    num_classes: int | None = None,
+    bounds: tuple[float, float] | None = None,
+    trust_model: bool = False,
+    device: str = "cpu",
+) -> LoadedModel:
+    """Load a model file as a :class:`Classifier`.
+
+    Args:
+        path: a safetensors, ``.pt2`` or (trusted) ``torch.save`` file; ``None`` loads the bundled model.
+        arch: the built-in architecture for weight-only files (safetensors written by modelsec name theirs).
+        input_shape, num_classes, bounds: from the data when the file does not record them.
+        trust_model: allow pickle-based files (still loaded with ``weights_only=True``).
+        device: "cpu" or "cuda".
+    """
+    p = bundled_model_path() if path is None else Path(path)
+    fmt = detect_format(p)
+    if fmt.uses_pickle and not trust_model:
+        raise UnsafeModelError(
+            f"{str(p)!r} is a pickle-based file ({fmt.value}); unpickling can run arbitrary code, so it was "
+            "not opened. Convert it to safetensors, or pass --trust-model if you trust its author "
+            "(it is then read with weights_only=True)"
+        )
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise ConfigError("--device cuda was asked for but no CUDA device is available")
+
+    metadata: dict[str, Any] = {}
+    if fmt is ModelFormat.TORCH_EXPORT:
+        module: torch.nn.Module = load_exported(p, trust_model=trust_model)
+        shape = input_shape or _shape_from_example(module)
+        resolved_arch = arch
+    else:
+        if fmt is ModelFormat.SAFETENSORS:
+            state, metadata = read_safetensors(p)
+        else:
+            state = read_trusted_pickle(p)
+        file_arch = metadata.get("arch")
+        if arch and file_arch and arch != file_arch:
+            raise ConfigError(f"--arch {arch!r} contradicts the architecture {file_arch!r} recorded in {str(p)!r}")
+        resolved_arch = arch or file_arch
+        if not resolved_arch:
+            raise ConfigError(f"{str(p)!r} holds weights only; name their architecture with --arch")
+        recorded_shape = metadata.get("input_shape")
+        if recorded_shape and input_shape and tuple(recorded_shape) != tuple(input_shape):
+            raise ModelLoadError(
+                f"the model expects inputs of shape {tuple(recorded_shape)} but the data have "
+                f"{tuple(input_shape)}; check --data"
+            )
+        shape = tuple(recorded_shape) if recorded_shape else input_shape
+        recorded_classes = metadata.get("num_classes")
+        if recorded_classes and num_classes and int(recorded_classes) != int(num_classes):
+            raise ModelLoadError(
+                f"the model has {recorded_classes} classes but the data have {num_classes}; check --data"
+            )
+        num_classes = int(recorded_classes or num_classes or 0) or None
+        if shape is None or num_classes is None:
+            raise ConfigError("the input shape and number of classes are unknown; pass --data")
+        module = build_architecture(resolved_arch, shape, num_classes)
+        load_state_dict_into(module, state, str(p))
+
+    if shape is None:
+        raise ConfigError("the input shape is unknown; pass --data")
+    if num_classes is None:
+        num_classes = _classes_from_probe(module, shape)
+    recorded_bounds = metadata.get("bounds")
+    if bounds is None:
+        bounds = (float(recorded_bounds[0]), float(recorded_bounds[1])) if recorded_bounds else (0.0, 1.0)
+    elif recorded_bounds and tuple(recorded_bounds) != tuple(bounds):
+        warnings.warn(
+            f"the model was trained on inputs in {tuple(recorded_bounds)} but the data declare {bounds}",
+            stacklevel=2,
+        )
+    assert bounds is not None
+    classifier = Classifier(
+        module,
+        input_shape=tuple(shape),
+        num_classes=num_classes,
+        bounds=(float(bounds[0]), float(bounds[1])),
+        device=device,
+        name=p.name,
+    )
+    info = ModelInfo(
+        path="(bundled) " + p.name if path is None else str(p),
+        sha256=sha256_file(p),
+        arch=resolved_arch,
+        format=fmt.value,
+        num_classes=num_classes,
+        input_shape=list(shape),
+        parameters=classifier.num_parameters(),
+    )
+    return LoadedModel(classifier=classifier, info=info, metadata=metadata)
+
+
+def _shape_from_example(module: torch.nn.Module) -> tuple[int, ...] | None:
+    example = getattr(module, "example_shape", None)
+    return tuple(example[1:]) if example else None
+
+
+def _classes_from_probe(module: torch.nn.Module, shape: tuple[int, ...]) -> int:
+    with torch.no_grad():
+        out = module(torch.zeros((1, *shape)))
+    if not isinstance(out, torch.Tensor) or out.ndim != 2:
+        raise ModelLoadError("the model does not return logits of shape (n, classes)")
+    return int(out.shape[1])

@@ -1,0 +1,169 @@
+"""Reading and writing PyTorch models: safetensors weights, ``torch.export`` programs, trusted ``torch.save`` files.
+
+Security: model files are untrusted data. Safetensors cannot run code. A ``torch.save`` file is a pickle and can;
+it is only opened when the user trusts it, and then with ``weights_only=True``. A ``.pt2`` program stores some
+parts with ``torch.save`` and ``torch.export.load`` retries those with full pickle when the safe loader refuses
+them, so every pickled part is checked with ``weights_only=True`` before ``torch.export.load`` sees the file.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import pickle
+import zipfile
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from modelsec.errors import ModelLoadError, UnsafeModelError
+
+METADATA_KEY = "modelsec"
+
+
+def save_safetensors(module: nn.Module, path: str | Path, metadata: dict[str, Any]) -> None:
+    """Save ``module``'s state dict as safetensors, with ``metadata`` (JSON) in the file's header."""
+    state = {k: v.detach().cpu().contiguous() for k, v in module.state_dict().items()}
+    save_file(state, str(path), metadata={METADATA_KEY: json.dumps(metadata, sort_keys=True)})
+
+
+def read_safetensors_metadata(path: str | Path) -> dict[str, Any]:
+    """Only the modelsec metadata of a safetensors file (cheap: reads the header)."""
+    from safetensors import safe_open
+
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            header = f.metadata() or {}
+        return dict(json.loads(header[METADATA_KEY])) if METADATA_KEY in header else {}
+    except (SafetensorError, OSError, ValueError):
+        return {}
+
+
+def read_safetensors(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """The tensors of a safetensors file and the modelsec metadata in its header (``{}`` if none)."""
+    try:
+        tensors = load_file(str(path), device="cpu")
+        from safetensors import safe_open
+
+        with safe_open(str(path), framework="pt") as f:
+            header = f.metadata() or {}
+    except (SafetensorError, OSError, ValueError) as e:
+        raise ModelLoadError(f"cannot read safetensors file {str(path)!r}: {e}") from None
+    meta: dict[str, Any] = {}
+    if METADATA_KEY in header:
+        try:
+            meta = json.loads(header[METADATA_KEY])
+        except json.JSONDecodeError:
+            raise ModelLoadError(f"corrupt modelsec metadata in {str(path)!r}") from None
+    return tensors, meta
+
+
+def load_state_dict_into(module: nn.Module, state: dict[str, torch.Tensor], source: str) -> None:
+    """Load ``state`` strictly, turning key and shape mismatches into a message that names the fix."""
+    expected = module.state_dict()
+    missing = sorted(set(expected) - set(state))
+    unexpected = sorted(set(state) - set(expected))
+    wrong = [
+        f"{k}: file {tuple(state[k].shape)} vs architecture {tuple(expected[k].shape)}"
+        for k in expected
+        if k in state and tuple(state[k].shape) != tuple(expected[k].shape)
+    ]
+    if missing or unexpected or wrong:
+        parts = []
+        if missing:
+            parts.append(f"missing {missing[:5]}")
+        if unexpected:
+            parts.append(f"unexpected {unexpected[:5]}")
+        if wrong:
+            parts.append(f"wrong shapes {wrong[:3]}")
+        raise ModelLoadError(
+            f"the weights in {source!r} do not fit the architecture ({'; '.join(parts)}); check --arch and --data"
+        )
+    module.load_state_dict(state, strict=True)
+
+
+def read_trusted_pickle(path: str | Path) -> dict[str, torch.Tensor]:
+    """A state dict from a ``torch.save`` file, loaded with ``weights_only=True`` (only after --trust-model)."""
+    try:
+        obj = torch.load(str(path), map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as e:
+        raise UnsafeModelError(
+            f"{str(path)!r} holds objects that the safe loader (weights_only=True) refuses, so it was not "
+            f"loaded even with --trust-model ({str(e).splitlines()[0]}); save a state_dict or safetensors"
+        ) from None
+    except (RuntimeError, OSError, EOFError) as e:
+        raise ModelLoadError(f"cannot read {str(path)!r}: {e}") from None
+    if isinstance(obj, dict) and "state_dict" in obj and isinstance(obj["state_dict"], dict):
+        obj = obj["state_dict"]
+    if not isinstance(obj, dict) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
+        raise ModelLoadError(f"{str(path)!r} does not hold a state dict (name -> tensor)")
+    return obj
+
+
+def _check_export_archive(path: Path, trust_model: bool) -> None:
+    """Refuse a ``.pt2`` whose pickled parts need more than the safe loader allows (unless trusted)."""
+    with zipfile.ZipFile(path) as z:
+        for name in z.namelist():
+            if not name.endswith(".pt"):
+                continue
+            try:
+                torch.load(io.BytesIO(z.read(name)), map_location="cpu", weights_only=True)
+            except Exception as e:  # any failure of the safe loader means full pickle would be tried
+                if not trust_model:
+                    raise UnsafeModelError(
+                        f"{str(path)!r} contains a pickled part ({name}) that needs full unpickling, which "
+                        "can run arbitrary code; it was not loaded. Pass --trust-model only if you trust "
+                        f"the file's author ({type(e).__name__})"
+                    ) from None
+
+
+class ExportedModule(nn.Module):
+    """A ``torch.export`` program as a module. Programs exported with a fixed batch size are fed in chunks of
+    that size (the last chunk padded), so any number of inputs works and gradients still flow."""
+
+    def __init__(self, program: torch.export.ExportedProgram) -> None:
+        super().__init__()
+        self.graph_module = program.module()
+        args = program.example_inputs[0] if program.example_inputs else ()
+        example = args[0] if args else None
+        self.example_shape = tuple(example.shape) if isinstance(example, torch.Tensor) else None
+        self.fixed_batch: int | None = None
+        if self.example_shape is not None:
+            probe = torch.zeros((self.example_shape[0] + 1, *self.example_shape[1:]))
+            try:
+                self.graph_module(probe)
+            except Exception:
+                self.fixed_batch = self.example_shape[0]
+
+    def train(self, mode: bool = True) -> ExportedModule:
+        self.training = mode  # the exported graph's behaviour is fixed at export time
+        return self
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b = self.fixed_batch
+        if b is None:
+            out: torch.Tensor = self.graph_module(x)
+            return out
+        outs = []
+        for i in range(0, x.shape[0], b):
+            chunk = x[i : i + b]
+            n = chunk.shape[0]
+            if n < b:
+                chunk = torch.cat([chunk, chunk.new_zeros((b - n, *chunk.shape[1:]))])
+            outs.append(self.graph_module(chunk)[:n])
+        return torch.cat(outs)
+
+
+def load_exported(path: str | Path, *, trust_model: bool) -> ExportedModule:
+    """Load a ``torch.export`` program (``.pt2``) after checking its pickled parts."""
+    p = Path(path)
+    _check_export_archive(p, trust_model)
+    try:
+        program = torch.export.load(str(p))
+    except Exception as e:
+        raise ModelLoadError(f"cannot load torch.export program {str(p)!r}: {e}") from None
+    return ExportedModule(program)

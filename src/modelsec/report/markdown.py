@@ -1,0 +1,170 @@
+"""The audit report as GitHub-flavoured Markdown: the HTML report's verdict and tables, no plots.
+
+Meant for terminals and pull-request comments. Strings from the result are escaped so that a model
+path or a message cannot break a table (``|``), start emphasis or inject HTML (``<script>`` becomes
+``\\<script\\>``).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+
+from modelsec.report import tables
+from modelsec.results import AuditResult, PrivacyResult, RobustnessResult
+
+_SPECIAL = re.compile(r"[\\`*\[\]<>|#]|(?<!\w)_|_(?!\w)")
+_ICONS = {"ok": "✅", "warning": "⚠️", "fail": "❌", "unknown": "❔"}
+_CHECK_ICONS = {"passed": "✅", "warning": "⚠️", "error": "❌"}
+
+
+def md_text(s: object) -> str:
+    """``s`` as inline Markdown: one line, Markdown and HTML metacharacters backslash-escaped.
+
+    >>> md_text("a|b <i>")
+    'a\\\\|b \\\\<i\\\\>'
+    """
+    one_line = " ".join(str(s).split())
+    return _SPECIAL.sub(lambda m: "\\" + m.group(0), one_line)
+
+
+def md_code(s: object) -> str:
+    """``s`` as an inline code span that is safe inside a table cell."""
+    text = " ".join(str(s).split()).replace("|", "\\|")
+    fence = "`" * (max((len(run) for run in re.findall(r"`+", text)), default=0) + 1)
+    pad = " " if text.startswith("`") or text.endswith("`") else ""
+    return f"{fence}{pad}{text}{pad}{fence}"
+
+
+def _table(header: Sequence[str], rows: Sequence[Sequence[str]], right: Sequence[bool]) -> list[str]:
+    align = ["---:" if r else ":---" for r in right]
+    lines = ["| " + " | ".join(header) + " |", "| " + " | ".join(align) + " |"]
+    lines += ["| " + " | ".join(row) + " |" for row in rows]
+    return lines
+
+
+def _rate(rate: tables.Rate | None) -> str:
+    if rate is None:
+        return tables.DASH
+    return f"{rate.value} ({rate.ci})" if rate.ci else rate.value
+
+
+def _robustness(rob: RobustnessResult) -> list[str]:
+    clean = tables.Rate.of_interval(rob.clean_accuracy, rob.clean_ci)
+    out = [f"**Clean accuracy:** {_rate(clean)} on {tables.count(rob.n)} samples", ""]
+    table = tables.robustness_table(rob)
+    if table.eps:
+        header = ["Attack", "Norm", *(f"ε = {e}" for e in table.eps_labels)]
+        rows = []
+        for row in table.rows:
+            cells = [_rate(c) for c in row.cells]
+            if row.worst_case:
+                rows.append([f"**{row.attack}**", md_text(row.norm), *(f"**{c}**" for c in cells)])
+            else:
+                rows.append([md_text(row.attack), md_text(row.norm), *cells])
+        out += _table(header, rows, [False, False, *([True] * len(table.eps))])
+        note = tables.ci_note(tables.robustness_intervals(rob))
+        out += ["", f"Robust accuracy (share still classified correctly). {note}".strip()]
+    else:
+        out.append("_No attack results were recorded._")
+    out += ["", "**Sanity checks**", ""]
+    checks = tables.check_rows(rob)
+    if not checks:
+        out.append("_No sanity checks were run._")
+    for c in checks:
+        line = f"- {_CHECK_ICONS.get(c.status, '')} {md_code(c.check)}: {c.status}"
+        if c.messages:
+            line += " — " + " ".join(md_text(m) for m in c.messages)
+        out.append(line)
+    return out
+
+
+def _privacy(priv: PrivacyResult) -> list[str]:
+    out: list[str] = []
+    rows = tables.privacy_rows(priv)
+    if rows:
+        fprs = [tables.fpr_label(f) for f in tables.LOW_FPRS]
+        header = [
+            "Attack",
+            "AUC",
+            *(f"TPR @ {f} FPR" for f in fprs),
+            "Advantage",
+            "Members",
+            "Non-members",
+        ]
+        body = [
+            [
+                md_text(p.attack),
+                f"{p.auc} ({p.auc_ci})" if p.auc_ci else p.auc,
+                *(_rate(t) for t in p.tpr),
+                p.advantage,
+                p.n_members,
+                p.n_nonmembers,
+            ]
+            for p in rows
+        ]
+        out += _table(header, body, [False, *([True] * (len(header) - 1))])
+        note = tables.ci_note(tables.privacy_intervals(priv))
+        out += [
+            "",
+            f"Members are the positive class; chance is TPR = FPR, AUC = 0.5. {note}".strip(),
+        ]
+    else:
+        out.append("_No membership attacks were recorded._")
+    if priv.notes:
+        out += ["", *(f"- {md_text(n)}" for n in priv.notes)]
+    return out
+
+
+def render_markdown(result: AuditResult) -> str:
+    """The audit's verdict, robustness and privacy tables and model and data facts as Markdown."""
+    v = result.verdict
+    level = tables.verdict_level(v.level)
+    label = tables.LEVEL_LABELS.get(v.level, v.level.upper() or "UNKNOWN")
+    m, d = result.model, result.data
+    out = [
+        f"# modelsec audit: {md_text(tables.model_name(result))}",
+        "",
+        f"Run {md_code(result.run_id)} · {md_text(result.created_at)} · data: {md_text(d.name)} · seed {result.seed}",
+        "",
+        f"> {_ICONS[level]} **{md_text(label)}: {md_text(v.headline)}**",
+    ]
+    if v.details:
+        out.append(">")
+        out += [f"> - {md_text(x)}" for x in v.details]
+
+    out += ["", "## Adversarial robustness", ""]
+    out += _robustness(result.robustness) if result.robustness else ["_Robustness was not audited in this run._"]
+    out += ["", "## Membership inference", ""]
+    out += _privacy(result.privacy) if result.privacy else ["_Membership inference was not audited in this run._"]
+
+    out += ["", "## Model and data", ""]
+    facts = [
+        ("Model path", md_code(m.path) if m.path else tables.DASH),
+        ("Model SHA-256", md_code(m.sha256) if m.sha256 else tables.DASH),
+        ("Architecture / format", f"{md_text(m.arch or tables.DASH)} / {md_text(m.format)}"),
+        ("Classes / input shape", f"{m.num_classes} / {md_code(m.input_shape)}"),
+        ("Data set", md_text(d.name)),
+        (
+            "Members / non-members / population",
+            " / ".join(tables.count(n) for n in (d.n_members, d.n_nonmembers, d.n_population)),
+        ),
+        ("Split seed", str(d.split_seed)),
+    ]
+    facts += [(f"SHA-256 ({md_text(k)})", md_code(h)) for k, h in d.sha256.items()]
+    facts += [(f"Overlap {md_text(k)}", f"**{n:,}** ❌" if n > 0 else "0") for k, n in d.overlaps.items()]
+    out += _table(["Item", "Value"], facts, [False, False])
+
+    out += ["", "## Run", ""]
+    settings = [(md_text(k), md_code(tables.value_text(val))) for k, val in result.settings.items()]
+    timings = ", ".join(f"{md_text(k)} {tables.duration(s)}" for k, s in result.timings.items())
+    versions = ", ".join(f"{md_text(k)} {md_text(val)}" for k, val in result.versions.items())
+    out += _table(["Setting", "Value"], [("seed", str(result.seed)), *settings], [False, False])
+    out += [
+        "",
+        f"**Timings:** {timings or tables.DASH}",
+        "",
+        f"**Versions:** {versions or tables.DASH}",
+        "",
+    ]
+    return "\n".join(out)

@@ -1,0 +1,311 @@
+"""The report's numbers as rows of formatted strings, shared by the HTML and Markdown renderers.
+
+Everything here is pure formatting over :mod:`modelsec.results`: rates are shown as percentages
+with one decimal, AUCs with three, sample counts with thousands separators. A missing value is an
+em dash.
+
+>>> pct(0.8734)
+'87.3%'
+>>> Rate.of(0.5, 0.45, 0.55).text
+'50.0% (45.0–55.0%)'
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from modelsec.results import (
+    AuditResult,
+    Interval,
+    MembershipAttackResult,
+    PrivacyResult,
+    RobustnessResult,
+    eps_key,
+)
+
+DASH = "—"
+# The FPRs at which membership TPRs are reported (DESIGN.md: 0.1% and 1%).
+LOW_FPRS = (0.001, 0.01)
+LEVELS = ("ok", "warning", "fail")
+LEVEL_LABELS = {"ok": "PASS", "warning": "WARNING", "fail": "FAIL"}
+NORM_NAMES = {"linf": "L∞", "l2": "L2", "l1": "L1", "l0": "L0"}
+
+
+def _finite(x: float | None) -> bool:
+    return x is not None and math.isfinite(x)
+
+
+def pct(x: float | None) -> str:
+    """A fraction as a percentage, one decimal: ``0.8734 -> "87.3%"``; missing -> em dash."""
+    return f"{100.0 * x:.1f}%" if x is not None and _finite(x) else DASH
+
+
+def pct_range(low: float | None, high: float | None) -> str:
+    """An interval of fractions as ``"45.0–55.0%"``."""
+    if low is None or high is None or not (_finite(low) and _finite(high)):
+        return ""
+    return f"{100.0 * low:.1f}–{100.0 * high:.1f}%"
+
+
+def num(x: float | None, digits: int = 3) -> str:
+    return f"{x:.{digits}f}" if x is not None and _finite(x) else DASH
+
+
+def count(n: int | None) -> str:
+    return DASH if n is None else f"{n:,}"
+
+
+def norm_label(norm: str) -> str:
+    """A norm's display name: ``"linf" -> "L∞"``; unknown names unchanged."""
+    return NORM_NAMES.get(norm.lower(), norm)
+
+
+def eps_label(eps: float) -> str:
+    """An epsilon as the user wrote it (``0.03``), or as an exact fraction of 255 (``8/255``)."""
+    k = eps * 255.0
+    if eps > 0 and abs(k - round(k)) < 1e-9 and round(k) not in (0, 255) and len(f"{eps:g}") > 6:
+        return f"{round(k)}/255"
+    return f"{eps:g}"
+
+
+def duration(seconds: float | None) -> str:
+    """``4.2 -> "4.2 s"``, ``125 -> "2 min 5 s"``, ``7300 -> "2 h 1 min"``."""
+    if seconds is None or not _finite(seconds):
+        return DASH
+    if seconds < 60:
+        return f"{seconds:.1f} s"
+    minutes, secs = divmod(round(seconds), 60)
+    if minutes < 60:
+        return f"{minutes} min {secs} s"
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours} h {minutes} min"
+
+
+def value_text(value: Any) -> str:
+    """A setting's value as short text: scalars as-is, containers as compact JSON."""
+    if isinstance(value, str):
+        return value
+    if value is None or isinstance(value, (bool, int, float)):
+        return json.dumps(value)
+    try:
+        return json.dumps(value, sort_keys=True, separators=(", ", ": "), default=str)
+    except (TypeError, ValueError):
+        return str(value)
+
+
+def model_name(result: AuditResult) -> str:
+    """A human name for the audited model: the file name, else the architecture, else its format."""
+    m = result.model
+    if m.path:
+        base = os.path.basename(m.path.rstrip("/\\"))
+        if base:
+            return base
+    if m.arch:
+        return m.arch
+    return f"{m.format} model"
+
+
+def verdict_level(level: str) -> str:
+    """The verdict level as a CSS-safe token: ``ok``, ``warning``, ``fail`` or ``unknown``."""
+    return level if level in LEVELS else "unknown"
+
+
+def ci_note(intervals: Iterable[Interval]) -> str:
+    """A sentence naming the confidence levels and methods of ``intervals`` (``""`` if none)."""
+    by_level: dict[float, set[str]] = {}
+    for iv in intervals:
+        by_level.setdefault(iv.level, set()).add(iv.method)
+    if not by_level:
+        return ""
+    parts = [
+        f"{100.0 * level:g}% confidence intervals ({', '.join(sorted(m))})" for level, m in sorted(by_level.items())
+    ]
+    return "Ranges are " + " and ".join(parts) + "."
+
+
+@dataclass(frozen=True)
+class Rate:
+    """A formatted rate and its formatted confidence interval (``ci`` is ``""`` if none)."""
+
+    value: str
+    ci: str = ""
+
+    @classmethod
+    def of(cls, x: float | None, low: float | None = None, high: float | None = None) -> Rate:
+        return cls(pct(x), pct_range(low, high) if _finite(x) else "")
+
+    @classmethod
+    def of_interval(cls, x: float | None, ci: Interval | None) -> Rate:
+        return cls.of(x, None if ci is None else ci.low, None if ci is None else ci.high)
+
+    @property
+    def text(self) -> str:
+        return f"{self.value} ({self.ci})" if self.ci else self.value
+
+
+# -- robustness ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class RobustnessRow:
+    """One attack and norm across every epsilon; ``cells[i]`` is ``None`` if not run at ``eps[i]``."""
+
+    attack: str
+    norm: str
+    cells: list[Rate | None]
+    worst_case: bool = False
+
+
+@dataclass(frozen=True)
+class RobustnessTable:
+    eps: list[float]
+    eps_labels: list[str]
+    rows: list[RobustnessRow]  # one per (attack, norm), then the worst case last
+
+
+def robustness_eps(rob: RobustnessResult) -> list[float]:
+    """Every epsilon in the result, sorted: from the per-attack results and the worst-case keys."""
+    values = {float(r.eps) for r in rob.results}
+    for k in rob.robust_accuracy:
+        try:
+            values.add(float(k))
+        except ValueError:
+            continue
+    return sorted(values)
+
+
+def worst_case(rob: RobustnessResult, eps: float) -> tuple[float | None, Interval | None]:
+    """The per-sample worst-case robust accuracy at ``eps`` and its interval (``None`` if absent)."""
+    key = _find_key(rob.robust_accuracy, eps)
+    if key is None:
+        return None, None
+    ci_key = _find_key(rob.robust_ci, eps)
+    return rob.robust_accuracy[key], None if ci_key is None else rob.robust_ci[ci_key]
+
+
+def robustness_table(rob: RobustnessResult) -> RobustnessTable:
+    eps = robustness_eps(rob)
+    order: list[tuple[str, str]] = []
+    cells: dict[tuple[str, str], dict[str, Rate]] = {}
+    for r in rob.results:
+        key = (r.attack, r.norm)
+        if key not in cells:
+            order.append(key)
+            cells[key] = {}
+        cells[key][eps_key(r.eps)] = Rate.of(r.robust_accuracy, r.ci_low, r.ci_high)
+    rows = [
+        RobustnessRow(attack, norm_label(norm), [cells[(attack, norm)].get(eps_key(e)) for e in eps])
+        for attack, norm in order
+    ]
+    worst: list[Rate | None] = []
+    for e in eps:
+        acc, ci = worst_case(rob, e)
+        worst.append(None if acc is None else Rate.of_interval(acc, ci))
+    norms = sorted({norm_label(n) for _, n in order})
+    rows.append(RobustnessRow("Worst case (per sample)", ", ".join(norms), worst, worst_case=True))
+    return RobustnessTable(eps, [eps_label(e) for e in eps], rows)
+
+
+@dataclass(frozen=True)
+class CheckRow:
+    """A sanity check, its ``status`` (``"passed"``, ``"warning"``, ``"error"``) and its messages."""
+
+    check: str
+    status: str
+    messages: list[str]
+
+
+def check_rows(rob: RobustnessResult) -> list[CheckRow]:
+    """Every check that was run, in order, then any flag whose check is not in ``rob.checks``."""
+    names = list(dict.fromkeys([*rob.checks, *(f.check for f in rob.flags)]))
+    rows = []
+    for name in names:
+        fired = [f for f in rob.flags if f.check == name]
+        if not fired:
+            rows.append(CheckRow(name, "passed", []))
+            continue
+        status = "error" if any(f.severity == "error" for f in fired) else "warning"
+        rows.append(CheckRow(name, status, [f.message for f in fired]))
+    return rows
+
+
+def robustness_intervals(rob: RobustnessResult) -> list[Interval]:
+    per_attack = [Interval(r.ci_low, r.ci_high, rob.clean_ci.level, rob.clean_ci.method) for r in rob.results]
+    return [rob.clean_ci, *rob.robust_ci.values(), *per_attack]
+
+
+# -- privacy ---------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class PrivacyRow:
+    attack: str
+    auc: str
+    auc_ci: str
+    tpr: list[Rate]  # one per LOW_FPRS
+    advantage: str
+    n_members: str
+    n_nonmembers: str
+
+
+def tpr_at(a: MembershipAttackResult, fpr: float) -> tuple[float | None, Interval | None]:
+    """TPR at ``fpr`` (keys such as ``"0.001"`` are matched numerically) and its interval."""
+    key = _find_key(a.tpr_at_fpr, fpr)
+    if key is None:
+        return None, None
+    ci_key = _find_key(a.tpr_ci, fpr)
+    return a.tpr_at_fpr[key], None if ci_key is None else a.tpr_ci[ci_key]
+
+
+def privacy_rows(priv: PrivacyResult) -> list[PrivacyRow]:
+    rows = []
+    for a in priv.attacks:
+        tprs = [Rate.of_interval(*tpr_at(a, f)) for f in LOW_FPRS]
+        auc_ci = f"{num(a.auc_ci.low)}–{num(a.auc_ci.high)}" if _finite(a.auc) else ""
+        rows.append(
+            PrivacyRow(
+                attack=a.attack,
+                auc=num(a.auc),
+                auc_ci=auc_ci,
+                tpr=tprs,
+                advantage=pct(a.advantage),
+                n_members=count(a.n_members),
+                n_nonmembers=count(a.n_nonmembers),
+            )
+        )
+    return rows
+
+
+def privacy_intervals(priv: PrivacyResult) -> list[Interval]:
+    out: list[Interval] = []
+    for a in priv.attacks:
+        out.append(a.auc_ci)
+        out.extend(a.tpr_ci.values())
+    return out
+
+
+def fpr_label(fpr: float) -> str:
+    """``0.001 -> "0.1%"``, ``0.01 -> "1%"``."""
+    return f"{100.0 * fpr:g}%"
+
+
+# -- helpers ---------------------------------------------------------------------------------
+
+
+def _find_key(d: Mapping[str, Any], target: float) -> str | None:
+    """The key of ``d`` whose numeric value equals ``target`` (keys are strings such as "0.1")."""
+    exact = eps_key(target)
+    if exact in d:
+        return exact
+    for k in d:
+        try:
+            if math.isclose(float(k), target, rel_tol=1e-9, abs_tol=1e-12):
+                return k
+        except ValueError:
+            continue
+    return None

@@ -1,0 +1,214 @@
+"""Typed, JSON-serialisable audit results (no pickle anywhere).
+
+``AuditResult.to_dict()`` is exactly what ``result.json`` holds; its schema is versioned
+(:data:`SCHEMA_VERSION`), documented in ``docs/result-schema.md`` and machine-checkable with
+``modelsec/schema/result.schema.json``. Later versions only add fields; a reader of version 1 keeps working.
+Members are the positive class in every membership result.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+SCHEMA_VERSION = 1
+
+
+def eps_key(eps: float) -> str:
+    """The canonical string form of an epsilon, used as a JSON key (``0.1`` -> ``"0.1"``)."""
+    return repr(float(eps))
+
+
+@dataclass(frozen=True)
+class Interval:
+    """A confidence interval ``[low, high]`` at ``level`` (0.95 by default) and the method that gave it."""
+
+    low: float
+    high: float
+    level: float = 0.95
+    method: str = "clopper-pearson"
+
+
+@dataclass(frozen=True)
+class AttackRobustness:
+    """Robust accuracy of one attack at one epsilon: the fraction of samples still classified correctly."""
+
+    attack: str
+    norm: str
+    eps: float
+    robust_accuracy: float
+    ci_low: float
+    ci_high: float
+    n: int
+    seconds: float
+    params: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class SanityFlag:
+    """A sanity check that fired (Carlini et al. 2019; AutoAttack's checks). ``severity``: "warning" or "error"."""
+
+    check: str
+    message: str
+    severity: str = "warning"
+
+
+@dataclass(frozen=True)
+class RobustnessResult:
+    """Evasion audit: clean accuracy, every (attack, eps) result, and the per-sample worst case per epsilon."""
+
+    n: int
+    clean_accuracy: float
+    clean_ci: Interval
+    results: list[AttackRobustness]
+    robust_accuracy: dict[str, float]  # eps_key(eps) -> worst case over attacks, per sample
+    robust_ci: dict[str, Interval]
+    flags: list[SanityFlag]
+    checks: list[str]  # names of the sanity checks that were run
+    adversarial_file: str | None = None  # npz with the worst-case adversarial examples, relative to result.json
+
+
+@dataclass(frozen=True)
+class MembershipAttackResult:
+    """One membership-inference attack's ROC summary. Members are the positive class."""
+
+    attack: str
+    auc: float
+    auc_ci: Interval
+    tpr_at_fpr: dict[str, float]  # "0.001" -> TPR at FPR <= 0.1%
+    tpr_ci: dict[str, Interval]
+    advantage: float  # max over thresholds of TPR - FPR (Yeom et al. 2018)
+    n_members: int
+    n_nonmembers: int
+    roc_fpr: list[float]  # a down-sampled ROC for plotting
+    roc_tpr: list[float]
+    seconds: float
+    params: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class PrivacyResult:
+    attacks: list[MembershipAttackResult]
+    notes: list[str] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    path: str | None
+    sha256: str | None
+    arch: str | None
+    format: str
+    num_classes: int
+    input_shape: list[int]
+    parameters: int | None = None
+
+
+@dataclass(frozen=True)
+class DataInfo:
+    name: str
+    split_seed: int
+    n_members: int
+    n_nonmembers: int
+    n_population: int
+    bounds: list[float]
+    sha256: dict[str, str]  # split name -> content hash
+    overlaps: dict[str, int] = field(default_factory=dict)  # "members/nonmembers" -> shared records
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """A one-line summary for the top of the report. ``level``: "ok", "warning" or "fail"."""
+
+    level: str
+    headline: str
+    details: list[str] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class AuditResult:
+    schema_version: int
+    run_id: str
+    created_at: str
+    model: ModelInfo
+    data: DataInfo
+    robustness: RobustnessResult | None
+    privacy: PrivacyResult | None
+    verdict: Verdict
+    settings: dict[str, Any]
+    seed: int
+    versions: dict[str, str]
+    timings: dict[str, float]
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def to_json(self, indent: int | None = 2) -> str:
+        return json.dumps(self.to_dict(), indent=indent, sort_keys=False, allow_nan=False)
+
+    def save(self, path: str | Path) -> None:
+        Path(path).write_text(self.to_json() + "\n", encoding="utf-8")
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> AuditResult:
+        version = int(d["schema_version"])
+        if version > SCHEMA_VERSION:
+            raise ValueError(
+                f"result schema version {version} is newer than this modelsec understands ({SCHEMA_VERSION}); "
+                "upgrade modelsec"
+            )
+        rob = d.get("robustness")
+        priv = d.get("privacy")
+        return cls(
+            schema_version=int(d["schema_version"]),
+            run_id=d["run_id"],
+            created_at=d["created_at"],
+            model=_build(ModelInfo, d["model"]),
+            data=_build(DataInfo, d["data"]),
+            robustness=None if rob is None else _robustness_from_dict(rob),
+            privacy=None if priv is None else _privacy_from_dict(priv),
+            verdict=_build(Verdict, d["verdict"]),
+            settings=dict(d["settings"]),
+            seed=int(d["seed"]),
+            versions=dict(d["versions"]),
+            timings={k: float(v) for k, v in d["timings"].items()},
+        )
+
+    @classmethod
+    def load(cls, path: str | Path) -> AuditResult:
+        return cls.from_dict(json.loads(Path(path).read_text(encoding="utf-8")))
+
+
+_DC = TypeVar("_DC")
+
+
+def _build(cls: type[_DC], d: dict[str, Any]) -> _DC:
+    """Construct dataclass ``cls`` from ``d``, ignoring fields added by later schema versions."""
+    names = {f.name for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+    return cls(**{k: v for k, v in d.items() if k in names})
+
+
+def _robustness_from_dict(d: dict[str, Any]) -> RobustnessResult:
+    return RobustnessResult(
+        n=int(d["n"]),
+        clean_accuracy=float(d["clean_accuracy"]),
+        clean_ci=_build(Interval, d["clean_ci"]),
+        results=[_build(AttackRobustness, r) for r in d["results"]],
+        robust_accuracy={k: float(v) for k, v in d["robust_accuracy"].items()},
+        robust_ci={k: _build(Interval, v) for k, v in d["robust_ci"].items()},
+        flags=[_build(SanityFlag, f) for f in d["flags"]],
+        checks=list(d["checks"]),
+        adversarial_file=d.get("adversarial_file"),
+    )
+
+
+def _privacy_from_dict(d: dict[str, Any]) -> PrivacyResult:
+    attacks = []
+    for a in d["attacks"]:
+        a = dict(a)
+        a["auc_ci"] = _build(Interval, a["auc_ci"])
+        a["tpr_ci"] = {k: _build(Interval, v) for k, v in a["tpr_ci"].items()}
+        attacks.append(_build(MembershipAttackResult, a))
+    return PrivacyResult(attacks=attacks, notes=list(d.get("notes", [])))

@@ -1,0 +1,69 @@
+"""Shared fixtures. Every test runs with HOME, XDG folders, matplotlib's cache and the run store in a temporary
+folder, so nothing writes to the real home directory."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+
+@pytest.fixture(autouse=True)
+def isolated_home(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> Path:
+    home = tmp_path_factory.mktemp("home")
+    monkeypatch.setenv("HOME", str(home))
+    monkeypatch.setenv("XDG_DATA_HOME", str(home / ".local" / "share"))
+    monkeypatch.setenv("XDG_CACHE_HOME", str(home / ".cache"))
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(home / ".config"))
+    monkeypatch.setenv("MPLCONFIGDIR", str(home / "mpl"))
+    monkeypatch.setenv("MODELSEC_STORE", str(home / "runs.sqlite"))
+    return home
+
+
+os.environ.setdefault("MPLCONFIGDIR", "/tmp/modelsec-test-mpl")
+torch.set_num_threads(min(2, torch.get_num_threads()))
+
+FASHION_MNIST_DIR = Path(os.environ.get("MODELSEC_FASHION_MNIST_DIR", "/usr/share/datasets/fashion-mnist"))
+needs_fashion_mnist = pytest.mark.skipif(
+    not (FASHION_MNIST_DIR / "train-images-idx3-ubyte.gz").exists(),
+    reason="Fashion-MNIST is not installed (apt-get install dataset-fashion-mnist)",
+)
+
+
+class LinearBinary(nn.Module):
+    """logits = [0, w.x + b]: class 1 where w.x + b > 0. Its minimal L-inf adversarial distance is
+    |w.x + b| / ||w||_1 and its minimal L2 distance |w.x + b| / ||w||_2 (with no bounds in the way)."""
+
+    def __init__(self, w: torch.Tensor, b: float) -> None:
+        super().__init__()
+        self.w = nn.Parameter(w.clone())
+        self.b = nn.Parameter(torch.tensor(float(b)))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        z = x.flatten(1) @ self.w + self.b
+        return torch.stack([torch.zeros_like(z), z], dim=1)
+
+
+@pytest.fixture
+def linear_problem() -> tuple[LinearBinary, torch.Tensor, torch.Tensor]:
+    """A linear classifier in 8 dimensions and 200 correctly labelled points in [-1, 1]."""
+    g = torch.Generator().manual_seed(0)
+    w = torch.randn(8, generator=g)
+    model = LinearBinary(w, 0.1)
+    x = torch.rand((200, 8), generator=g) * 2 - 1
+    with torch.no_grad():
+        y = (model(x)[:, 1] > 0).long()
+    return model, x, y
+
+
+def make_blobs(n: int = 600, d: int = 10, classes: int = 3, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Separable Gaussian blobs in [0, 1]^d."""
+    rng = np.random.default_rng(seed)
+    centers = rng.uniform(0.2, 0.8, size=(classes, d))
+    y = rng.integers(0, classes, size=n)
+    x = np.clip(centers[y] + rng.normal(0, 0.05, size=(n, d)), 0, 1).astype(np.float32)
+    return x, y.astype(np.int64)

@@ -1,0 +1,179 @@
+"""A realistic :class:`AuditResult` for the report tests, built without running any model.
+
+The numbers are those of a small CNN on Fashion-MNIST: 91% clean accuracy, FGSM and PGD at two
+L-inf budgets, and a loss-threshold membership attack whose ROC is binormal (AUC about 0.61),
+sampled at about 200 points.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import numpy as np
+from scipy.stats import beta, norm
+
+from modelsec.results import (
+    SCHEMA_VERSION,
+    AttackRobustness,
+    AuditResult,
+    DataInfo,
+    Interval,
+    MembershipAttackResult,
+    ModelInfo,
+    PrivacyResult,
+    RobustnessResult,
+    SanityFlag,
+    Verdict,
+    eps_key,
+)
+
+N_EVAL = 1000
+N_MEMBERS = 5000
+N_NONMEMBERS = 5000
+EPS = (0.03, 0.1)
+# Correct predictions out of N_EVAL: per attack and eps, then the per-sample worst case.
+CORRECT = {"fgsm": (483, 62), "pgd": (351, 4)}
+WORST = (342, 2)
+CLEAN = 912
+SHIFT = 0.4  # binormal ROC: member scores ~ N(SHIFT, 1), non-member scores ~ N(0, 1)
+
+
+def clopper_pearson(k: int, n: int, level: float = 0.95) -> Interval:
+    a = (1.0 - level) / 2.0
+    low = 0.0 if k == 0 else float(beta.ppf(a, k, n - k + 1))
+    high = 1.0 if k == n else float(beta.ppf(1.0 - a, k + 1, n - k))
+    return Interval(low, high, level, "clopper-pearson")
+
+
+def _robustness() -> RobustnessResult:
+    results = []
+    for attack, correct in CORRECT.items():
+        for eps, k in zip(EPS, correct, strict=True):
+            ci = clopper_pearson(k, N_EVAL)
+            params: dict[str, Any] = {} if attack == "fgsm" else {"steps": 40, "step_size": eps / 4, "restarts": 1}
+            results.append(
+                AttackRobustness(
+                    attack=attack,
+                    norm="linf",
+                    eps=eps,
+                    robust_accuracy=k / N_EVAL,
+                    ci_low=ci.low,
+                    ci_high=ci.high,
+                    n=N_EVAL,
+                    seconds=0.8 if attack == "fgsm" else 21.4,
+                    params=params,
+                )
+            )
+    return RobustnessResult(
+        n=N_EVAL,
+        clean_accuracy=CLEAN / N_EVAL,
+        clean_ci=clopper_pearson(CLEAN, N_EVAL),
+        results=results,
+        robust_accuracy={eps_key(e): k / N_EVAL for e, k in zip(EPS, WORST, strict=True)},
+        robust_ci={eps_key(e): clopper_pearson(k, N_EVAL) for e, k in zip(EPS, WORST, strict=True)},
+        flags=[
+            SanityFlag(
+                check="more-iterations",
+                message="PGD with 4x the steps lowered robust accuracy at eps=0.03 "
+                "from 35.1% to 33.0%: the attack may not have converged.",
+                severity="warning",
+            )
+        ],
+        checks=[
+            "logits-not-probabilities",
+            "deterministic-forward",
+            "nonzero-gradients",
+            "black-box-vs-white-box",
+            "large-eps-success",
+            "more-iterations",
+        ],
+        adversarial_file="adversarial.npz",
+    )
+
+
+def _membership() -> MembershipAttackResult:
+    # FPRs from 0 and 1/n up to 1 on a log grid (~200 points), TPRs from the binormal model.
+    fpr = np.concatenate([[0.0], np.geomspace(1.0 / N_NONMEMBERS, 1.0, 199)])
+    tpr = np.where(fpr > 0, norm.sf(norm.isf(np.clip(fpr, 1e-12, 1.0)) - SHIFT), 0.0)
+    tpr[-1] = 1.0
+    tprs = {
+        "0.001": float(norm.sf(norm.isf(0.001) - SHIFT)),
+        "0.01": float(norm.sf(norm.isf(0.01) - SHIFT)),
+    }
+    tpr_ci = {k: clopper_pearson(round(v * N_MEMBERS), N_MEMBERS) for k, v in tprs.items()}
+    auc = float(norm.cdf(SHIFT / np.sqrt(2.0)))
+    return MembershipAttackResult(
+        attack="loss-threshold",
+        auc=auc,
+        auc_ci=Interval(auc - 0.011, auc + 0.011, 0.95, "bootstrap"),
+        tpr_at_fpr=tprs,
+        tpr_ci=tpr_ci,
+        advantage=float(2 * norm.cdf(SHIFT / 2) - 1),
+        n_members=N_MEMBERS,
+        n_nonmembers=N_NONMEMBERS,
+        roc_fpr=[float(x) for x in fpr],
+        roc_tpr=[float(x) for x in tpr],
+        seconds=0.05,
+        params={"signal": "loss"},
+    )
+
+
+def make_audit_result(**overrides: Any) -> AuditResult:
+    """A complete, realistic :class:`AuditResult`; keyword arguments replace top-level fields."""
+    result = AuditResult(
+        schema_version=SCHEMA_VERSION,
+        run_id="20250114-093012-7f3a",
+        created_at="2025-01-14T09:30:12+00:00",
+        model=ModelInfo(
+            path="models/fashion_cnn.safetensors",
+            sha256="9f2c4e1ab07d5c3e8a61f0b2d4c97e35a18b6f0c2d7e94a1b3c5d6e7f8091a2b",
+            arch="small-cnn",
+            format="safetensors",
+            num_classes=10,
+            input_shape=[1, 28, 28],
+            parameters=421_642,
+        ),
+        data=DataInfo(
+            name="fashion-mnist",
+            split_seed=0,
+            n_members=N_MEMBERS,
+            n_nonmembers=N_NONMEMBERS,
+            n_population=20_000,
+            bounds=[0.0, 1.0],
+            sha256={
+                "members": "1b4f0e9c2a7d3e5f6a8b9c0d1e2f3a4b5c6d7e8f9a0b1c2d3e4f5a6b7c8d9e0f",
+                "nonmembers": "2c5a1f0d3b8e4f6a7b9c0d1e2f3a4b5c6d7e8f9a0b1c2d3e4f5a6b7c8d9e0f1a",
+                "population": "3d6b2a1e4c9f5a7b8c0d1e2f3a4b5c6d7e8f9a0b1c2d3e4f5a6b7c8d9e0f1a2b",
+            },
+            overlaps={"members/nonmembers": 0, "members/population": 0, "nonmembers/population": 0},
+        ),
+        robustness=_robustness(),
+        privacy=PrivacyResult(
+            attacks=[_membership()],
+            notes=[
+                "The loss-threshold attack needs no reference models; stronger attacks (LiRA) may find more members."
+            ],
+        ),
+        verdict=Verdict(
+            level="warning",
+            headline="Not robust at ε = 0.03: worst-case robust accuracy 34.2% (clean 91.2%)",
+            details=[
+                "Worst-case robust accuracy falls to 0.2% at ε = 0.1.",
+                "Sanity check 'more-iterations' fired: robust accuracy may be overestimated.",
+                "Membership leakage is low: TPR 0.4% at 0.1% FPR (AUC 0.611).",
+            ],
+        ),
+        settings={
+            "attacks": ["fgsm", "pgd"],
+            "norm": "linf",
+            "eps": list(EPS),
+            "samples": N_EVAL,
+            "membership_attacks": ["loss-threshold"],
+            "device": "cpu",
+        },
+        seed=0,
+        versions={"modelsec": "0.1.0", "python": "3.11.2", "torch": "2.6.0", "numpy": "2.2.1"},
+        timings={"load": 0.4, "clean": 0.3, "robustness": 44.5, "privacy": 3.2, "total": 48.6},
+    )
+    return dataclasses.replace(result, **overrides)

@@ -1,0 +1,316 @@
+"""The HTML and Markdown reports and their plots, on a realistic result (no model is run)."""
+
+from __future__ import annotations
+
+import base64
+import dataclasses
+import re
+import subprocess
+import sys
+from html.parser import HTMLParser
+from pathlib import Path
+
+import numpy as np
+import pytest
+from matplotlib.container import ErrorbarContainer
+from report_fixtures import make_audit_result
+
+from modelsec.report import render_html, render_markdown, write_html
+from modelsec.report.plots import figure_to_png_data_uri, membership_roc, robustness_curve
+from modelsec.report.tables import duration, eps_label, pct
+from modelsec.results import AuditResult, Verdict
+
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+EVIL = '<script>alert("x")</script>'
+
+
+class _Tags(HTMLParser):
+    """Every start tag of a page with its attributes."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.tags: list[tuple[str, dict[str, str | None]]] = []
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        self.tags.append((tag, dict(attrs)))
+
+
+def _tags(html: str) -> list[tuple[str, dict[str, str | None]]]:
+    parser = _Tags()
+    parser.feed(html)
+    parser.close()
+    return parser.tags
+
+
+def _img(html: str, img_id: str) -> dict[str, str | None] | None:
+    for tag, attrs in _tags(html):
+        if tag == "img" and attrs.get("id") == img_id:
+            return attrs
+    return None
+
+
+def _png_bytes(data_uri: str) -> bytes:
+    prefix = "data:image/png;base64,"
+    assert data_uri.startswith(prefix)
+    return base64.b64decode(data_uri[len(prefix) :], validate=True)
+
+
+@pytest.fixture(scope="module")
+def result() -> AuditResult:
+    return make_audit_result()
+
+
+@pytest.fixture(scope="module")
+def html(result: AuditResult) -> str:
+    return render_html(result)
+
+
+# -- HTML ------------------------------------------------------------------------------------
+
+
+def test_html_is_self_contained(html: str) -> None:
+    lowered = html.lower()
+    assert lowered.startswith("<!doctype html>")
+    assert 'src="http' not in lowered
+    assert "<link" not in lowered
+    assert "<script" not in lowered  # no JavaScript at all, inline or external
+    assert "@import" not in lowered and "url(" not in lowered
+    for tag, attrs in _tags(html):
+        for name in ("src", "href"):
+            value = attrs.get(name)
+            if value is not None:
+                assert value.startswith(("data:", "#")), (tag, name, value[:60])
+
+
+def test_html_embeds_both_plots_as_png(html: str) -> None:
+    for img_id in ("robustness-plot", "roc-plot"):
+        img = _img(html, img_id)
+        assert img is not None, img_id
+        assert img.get("alt")
+        assert _png_bytes(img["src"] or "").startswith(PNG_MAGIC)
+
+
+def test_html_shows_verdict_first(result: AuditResult, html: str) -> None:
+    assert result.verdict.headline in html
+    for detail in result.verdict.details:
+        assert detail.replace("'", "&#39;") in html
+    assert 'class="verdict verdict-warning"' in html
+    assert html.index('id="verdict"') < html.index('id="robustness"') < html.index('id="privacy"')
+    assert result.run_id in html
+    assert "fashion_cnn.safetensors" in html.split("</h1>")[0]
+
+
+def test_html_tables_show_rates_with_cis(html: str) -> None:
+    # Clean accuracy 912/1000 and its Clopper-Pearson interval; FGSM, PGD and the worst case per eps.
+    assert "91.2%" in html and "89.3–92.9%" in html
+    for value, ci in [
+        ("48.3%", "45.2–51.4%"),
+        ("6.2%", "4.8–7.9%"),
+        ("35.1%", "32.1–38.1%"),
+        ("0.4%", "0.1–1.0%"),
+        ("34.2%", "31.3–37.2%"),
+        ("0.2%", "0.0–0.7%"),
+    ]:
+        assert f'{value}<span class="ci">{ci}</span>' in html
+    assert "Worst case (per sample)" in html
+    assert "ε = 0.03" in html and "ε = 0.1" in html
+    # Membership: AUC with CI, TPR at 0.1% and 1% FPR, advantage, sample sizes.
+    assert "0.611" in html and "0.600–0.622" in html
+    assert "TPR @ 0.1% FPR" in html and "TPR @ 1% FPR" in html
+    assert "2.7%" in html and "15.9%" in html and "5,000" in html
+
+
+def test_html_shows_checks_flags_model_data_and_run(result: AuditResult, html: str) -> None:
+    rob = result.robustness
+    assert rob is not None
+    for check in rob.checks:
+        assert check in html
+    assert html.count('class="badge badge-passed"') == len(rob.checks) - 1
+    assert 'class="badge badge-warning"' in html and rob.flags[0].message in html
+    assert result.model.sha256 is not None and result.model.sha256 in html
+    for h in result.data.sha256.values():
+        assert h in html
+    assert "members/nonmembers" in html and "0 shared records" in html
+    assert "small-cnn" in html and "safetensors" in html and "421,642" in html
+    assert "2.6.0" in html and "44.5 s" in html  # versions and timings
+    assert "loss-threshold attack needs no reference models" in html  # privacy notes
+
+
+def test_html_escapes_user_strings() -> None:
+    base = make_audit_result()
+    result = make_audit_result(
+        model=dataclasses.replace(base.model, path=f"models/{EVIL}.pt", arch=EVIL),
+        verdict=Verdict(level="fail", headline=f"bad {EVIL}", details=[EVIL]),
+        settings={"note": EVIL},
+    )
+    html = render_html(result)
+    assert "<script" not in html.lower()
+    assert "&lt;script&gt;alert(&#34;x&#34;)&lt;/script&gt;" in html
+    assert 'class="verdict verdict-fail"' in html
+
+
+def test_unknown_verdict_level_gets_neutral_style() -> None:
+    result = make_audit_result(verdict=Verdict(level='x" onload="y', headline="h"))
+    html = render_html(result)
+    assert 'class="verdict verdict-unknown"' in html
+    assert 'onload="y' not in html
+
+
+def test_html_without_robustness(result: AuditResult) -> None:
+    html = render_html(dataclasses.replace(result, robustness=None))
+    assert _img(html, "robustness-plot") is None
+    assert "Robustness was not audited" in html
+    assert _img(html, "roc-plot") is not None
+
+
+def test_html_without_privacy(result: AuditResult) -> None:
+    html = render_html(dataclasses.replace(result, privacy=None))
+    assert _img(html, "roc-plot") is None
+    assert "Membership inference was not audited" in html
+    assert _img(html, "robustness-plot") is not None
+
+
+def test_html_with_neither_section(result: AuditResult) -> None:
+    html = render_html(dataclasses.replace(result, robustness=None, privacy=None))
+    assert "Robustness was not audited" in html and "Membership inference was not audited" in html
+    assert result.verdict.headline in html
+
+
+def test_html_is_deterministic_and_survives_json_round_trip(result: AuditResult, html: str) -> None:
+    assert render_html(AuditResult.from_dict(result.to_dict())) == html
+
+
+def test_write_html(result: AuditResult, tmp_path: Path) -> None:
+    out = write_html(result, tmp_path / "report.html")
+    assert out == tmp_path / "report.html"
+    text = out.read_text(encoding="utf-8")
+    assert 'id="roc-plot"' in text and 'charset="utf-8"' in text
+
+
+def test_rendering_does_not_touch_pyplot() -> None:
+    code = (
+        "import sys; sys.path.insert(0, 'tests')\n"
+        "from report_fixtures import make_audit_result\n"
+        "from modelsec.report import render_html\n"
+        "render_html(make_audit_result())\n"
+        "assert 'matplotlib.pyplot' not in sys.modules\n"
+    )
+    root = Path(__file__).resolve().parents[1]
+    subprocess.run([sys.executable, "-c", code], cwd=root, check=True, timeout=120)
+
+
+# -- Markdown --------------------------------------------------------------------------------
+
+
+def test_markdown_has_verdict_and_tables(result: AuditResult) -> None:
+    md = render_markdown(result)
+    assert md.startswith("# modelsec audit: fashion_cnn.safetensors\n")
+    assert "> ⚠️ **WARNING: Not robust at ε = 0.03" in md
+    assert "| Attack | Norm | ε = 0.03 | ε = 0.1 |" in md
+    assert "| fgsm | L∞ | 48.3% (45.2–51.4%) | 6.2% (4.8–7.9%) |" in md
+    assert "| pgd | L∞ | 35.1% (32.1–38.1%) | 0.4% (0.1–1.0%) |" in md
+    assert "| **Worst case (per sample)** | L∞ | **34.2% (31.3–37.2%)** | **0.2% (0.0–0.7%)** |" in md
+    assert (
+        "| loss-threshold | 0.611 (0.600–0.622) | 0.4% (0.2–0.6%) | 2.7% (2.3–3.2%) | 15.9% "
+        "| 5,000 | 5,000 |"
+    ) in md
+    assert "**Clean accuracy:** 91.2% (89.3–92.9%) on 1,000 samples" in md
+    assert "`more-iterations`: warning" in md
+    assert "data:image" not in md  # no plots
+
+
+def test_markdown_tables_are_well_formed(result: AuditResult) -> None:
+    md = render_markdown(result)
+    lines = md.splitlines()
+    for i, line in enumerate(lines):
+        if line.startswith("| :---") or line.startswith("| ---"):
+            n_cols = line.count("|")
+            j = i + 1
+            while j < len(lines) and lines[j].startswith("|"):
+                assert lines[j].replace("\\|", "").count("|") == n_cols, lines[j]
+                j += 1
+
+
+def test_markdown_escapes_user_strings() -> None:
+    base = make_audit_result()
+    result = make_audit_result(
+        model=dataclasses.replace(base.model, path="a|b/<script>.pt", arch="x|y"),
+        verdict=Verdict(level="fail", headline="<b>bold</b> *claim*", details=["line\nbreak"]),
+    )
+    md = render_markdown(result)
+    outside_code = re.sub(r"`[^`]*`", "", md)
+    assert "<script>" not in outside_code and "<b>" not in md
+    assert "\\<script\\>.pt" in md  # the model name in the title
+    assert "\\<b\\>bold\\</b\\> \\*claim\\*" in md
+    assert "`a\\|b/<script>.pt`" in md  # inside a code span HTML is inert; | escaped for the table
+    assert "line break" in md
+    assert "❌ **FAIL" in md
+
+
+def test_markdown_without_sections(result: AuditResult) -> None:
+    md = render_markdown(dataclasses.replace(result, robustness=None, privacy=None))
+    assert "Robustness was not audited" in md and "Membership inference was not audited" in md
+    assert "| fgsm" not in md
+
+
+# -- plots -----------------------------------------------------------------------------------
+
+
+def test_membership_roc_is_log_log(result: AuditResult) -> None:
+    assert result.privacy is not None
+    fig = membership_roc(result.privacy)
+    (ax,) = fig.axes
+    assert ax.get_xscale() == "log" and ax.get_yscale() == "log"
+    # 5,000 non-members: the FPR axis starts at 1/5000 (above 1e-4) and ends at 1.
+    assert ax.get_xlim() == pytest.approx((1 / 5000, 1.0))
+    labels = [t.get_text() for t in ax.get_legend().get_texts()]
+    assert any("loss-threshold" in s and "AUC 0.611" in s and "TPR@0.1% FPR 0.4%" in s for s in labels)
+    assert "chance" in labels
+    for line in ax.get_lines():  # zeros were clipped: everything is drawable on log axes
+        assert np.all(np.asarray(line.get_xdata(), dtype=float) > 0)
+        assert np.all(np.asarray(line.get_ydata(), dtype=float) > 0)
+    assert _png_bytes(figure_to_png_data_uri(fig)).startswith(PNG_MAGIC)
+
+
+def test_membership_roc_floor_is_1e4_for_large_populations(result: AuditResult) -> None:
+    assert result.privacy is not None
+    attack = dataclasses.replace(result.privacy.attacks[0], n_nonmembers=1_000_000)
+    fig = membership_roc(dataclasses.replace(result.privacy, attacks=[attack]))
+    assert fig.axes[0].get_xlim()[0] == pytest.approx(1e-4)
+
+
+def test_robustness_curve(result: AuditResult) -> None:
+    assert result.robustness is not None
+    fig = robustness_curve(result.robustness)
+    (ax,) = fig.axes
+    assert ax.get_ylim() == (0.0, 1.0)
+    assert ax.get_xlabel().startswith("perturbation budget") and ax.get_ylabel() == "robust accuracy"
+    labels = [t.get_text() for t in ax.get_legend().get_texts()]
+    assert labels[:3] == ["fgsm", "pgd", "worst case (per sample)"]
+    assert "clean accuracy (91.2%)" in labels
+    # errorbar() labels its container; the container's first line is the data line.
+    lines = {c.get_label(): c.lines[0] for c in ax.containers if isinstance(c, ErrorbarContainer)}
+    worst = lines["worst case (per sample)"]
+    assert worst.get_linewidth() > lines["fgsm"].get_linewidth()
+    # Every line starts at the clean accuracy at eps = 0.
+    assert list(worst.get_xdata()) == [0.0, 0.03, 0.1]
+    assert list(worst.get_ydata()) == pytest.approx([0.912, 0.342, 0.002])
+    assert list(lines["pgd"].get_ydata())[0] == pytest.approx(0.912)
+
+
+def test_figure_to_png_data_uri_closes_figure(result: AuditResult) -> None:
+    assert result.robustness is not None
+    fig = robustness_curve(result.robustness)
+    uri = figure_to_png_data_uri(fig)
+    assert _png_bytes(uri).startswith(PNG_MAGIC)
+    assert fig.axes == []
+
+
+# -- formatting ------------------------------------------------------------------------------
+
+
+def test_formatting() -> None:
+    assert pct(0.8734) == "87.3%" and pct(1.0) == "100.0%" and pct(None) == "—"
+    assert pct(float("nan")) == "—"
+    assert eps_label(0.03) == "0.03" and eps_label(8 / 255) == "8/255"
+    assert duration(4.2) == "4.2 s" and duration(125) == "2 min 5 s" and duration(7300) == "2 h 1 min"

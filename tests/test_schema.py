@@ -1,0 +1,153 @@
+"""The documented result schema: the fixture validates, violations are caught, JSON round-trips."""
+
+from __future__ import annotations
+
+import copy
+import json
+import re
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from modelsec.results import SCHEMA_VERSION, AuditResult
+from modelsec.schema import load_result_schema, validate_result_dict
+from store_fixtures import make_result
+
+
+def test_schema_is_valid_draft_2020_12() -> None:
+    jsonschema = pytest.importorskip("jsonschema")
+    schema = load_result_schema()
+    assert schema["$schema"] == "https://json-schema.org/draft/2020-12/schema"
+    assert schema["properties"]["schema_version"]["const"] == SCHEMA_VERSION
+    jsonschema.Draft202012Validator.check_schema(schema)
+
+
+def test_schema_requires_every_top_level_field() -> None:
+    assert set(load_result_schema()["required"]) == set(make_result().to_dict())
+
+
+def test_load_returns_a_fresh_copy() -> None:
+    load_result_schema()["required"].clear()
+    assert load_result_schema()["required"]
+
+
+def test_fixture_result_validates() -> None:
+    validate_result_dict(json.loads(make_result().to_json()))
+
+
+def test_result_without_robustness_and_privacy_validates() -> None:
+    validate_result_dict(make_result(robustness=None, privacy=None).to_dict())
+
+
+def test_extra_fields_are_allowed() -> None:
+    d = make_result().to_dict()
+    d["added_in_a_later_minor_version"] = {"x": 1}
+    d["model"]["new_field"] = "ok"
+    validate_result_dict(d)
+
+
+@pytest.mark.parametrize("field", ["run_id", "model", "verdict", "robustness", "timings"])
+def test_missing_required_field_fails(field: str) -> None:
+    d = make_result().to_dict()
+    del d[field]
+    with pytest.raises(ValueError, match=field):
+        validate_result_dict(d)
+
+
+def test_robust_accuracy_above_one_fails() -> None:
+    d = make_result().to_dict()
+    d["robustness"]["robust_accuracy"]["0.1"] = 1.5
+    with pytest.raises(ValueError, match="robust_accuracy"):
+        validate_result_dict(d)
+
+
+@pytest.mark.parametrize(
+    "mutate",
+    [
+        lambda d: d["robustness"]["robust_accuracy"].update({"eps=0.1": 0.5}),
+        lambda d: d["privacy"]["attacks"][0]["tpr_at_fpr"].update({"0.001": -0.1}),
+        lambda d: d["privacy"]["attacks"][0]["auc_ci"].pop("method"),
+        lambda d: d["verdict"].update({"level": "great"}),
+        lambda d: d["model"].update({"sha256": "not-a-hash"}),
+        lambda d: d["data"].update({"bounds": [0.0]}),
+        lambda d: d.update({"schema_version": 2}),
+        lambda d: d.update({"seed": "1234"}),
+    ],
+    ids=[
+        "eps-key",
+        "negative-tpr",
+        "interval-method",
+        "verdict-level",
+        "sha256",
+        "bounds",
+        "version",
+        "seed-type",
+    ],
+)
+def test_other_violations_fail(mutate: Callable[[dict[str, Any]], object]) -> None:
+    d = copy.deepcopy(make_result().to_dict())
+    mutate(d)
+    with pytest.raises(ValueError):
+        validate_result_dict(d)
+
+
+def test_fallback_without_jsonschema(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(sys.modules, "jsonschema", None)  # makes `import jsonschema` fail
+    d = make_result().to_dict()
+    validate_result_dict(d)
+    d["robustness"]["robust_accuracy"]["0.1"] = 1.5  # not caught by the minimal check
+    validate_result_dict(d)
+    del d["verdict"]
+    with pytest.raises(ValueError, match="verdict"):
+        validate_result_dict(d)
+    with pytest.raises(ValueError, match="schema_version"):
+        validate_result_dict(make_result(schema_version=2).to_dict())
+    with pytest.raises(ValueError):
+        validate_result_dict([1, 2])
+
+
+def test_json_round_trip() -> None:
+    r = make_result()
+    back = AuditResult.from_dict(json.loads(r.to_json()))
+    assert back == r
+    assert back.to_dict() == r.to_dict()
+    none = make_result(robustness=None, privacy=None)
+    assert AuditResult.from_dict(json.loads(none.to_json())) == none
+
+
+DOC = Path(__file__).resolve().parents[1] / "docs" / "result-schema.md"
+
+
+def _doc_example() -> dict[str, Any]:
+    text = DOC.read_text(encoding="utf-8")
+    blocks = re.findall(r"```json\n(.*?)```", text, flags=re.DOTALL)
+    assert len(blocks) == 1
+    example: dict[str, Any] = json.loads(blocks[0])
+    return example
+
+
+def test_documented_example_validates_and_loads() -> None:
+    example = _doc_example()
+    validate_result_dict(example)
+    assert AuditResult.from_dict(example).to_dict() == example
+
+
+def _property_names(node: Any) -> set[str]:
+    names: set[str] = set()
+    if isinstance(node, dict):
+        names.update(node.get("properties", {}))
+        for value in node.values():
+            names |= _property_names(value)
+    elif isinstance(node, list):
+        for value in node:
+            names |= _property_names(value)
+    return names
+
+
+def test_every_schema_field_is_documented() -> None:
+    text = DOC.read_text(encoding="utf-8")
+    missing = sorted(n for n in _property_names(load_result_schema()) if f"`{n}`" not in text)
+    assert missing == []
