@@ -13,12 +13,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 from matplotlib.container import ErrorbarContainer
-from report_fixtures import make_audit_result
 
 from modelsec.report import render_html, render_markdown, write_html
 from modelsec.report.plots import figure_to_png_data_uri, membership_roc, robustness_curve
 from modelsec.report.tables import duration, eps_label, pct
 from modelsec.results import AuditResult, Verdict
+from tests.report_fixtures import make_audit_result
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 EVIL = '<script>alert("x")</script>'
@@ -211,8 +211,7 @@ def test_markdown_has_verdict_and_tables(result: AuditResult) -> None:
     assert "| pgd | L∞ | 35.1% (32.1–38.1%) | 0.4% (0.1–1.0%) |" in md
     assert "| **Worst case (per sample)** | L∞ | **34.2% (31.3–37.2%)** | **0.2% (0.0–0.7%)** |" in md
     assert (
-        "| loss-threshold | 0.611 (0.600–0.622) | 0.4% (0.2–0.6%) | 2.7% (2.3–3.2%) | 15.9% "
-        "| 5,000 | 5,000 |"
+        "| loss-threshold | 0.611 (0.600–0.622) | 0.4% (0.2–0.6%) | 2.7% (2.3–3.2%) | 15.9% | 5,000 | 5,000 |"
     ) in md
     assert "**Clean accuracy:** 91.2% (89.3–92.9%) on 1,000 samples" in md
     assert "`more-iterations`: warning" in md
@@ -295,7 +294,7 @@ def test_robustness_curve(result: AuditResult) -> None:
     # Every line starts at the clean accuracy at eps = 0.
     assert list(worst.get_xdata()) == [0.0, 0.03, 0.1]
     assert list(worst.get_ydata()) == pytest.approx([0.912, 0.342, 0.002])
-    assert list(lines["pgd"].get_ydata())[0] == pytest.approx(0.912)
+    assert np.asarray(lines["pgd"].get_ydata())[0] == pytest.approx(0.912)
 
 
 def test_figure_to_png_data_uri_closes_figure(result: AuditResult) -> None:
@@ -314,3 +313,25 @@ def test_formatting() -> None:
     assert pct(float("nan")) == "—"
     assert eps_label(0.03) == "0.03" and eps_label(8 / 255) == "8/255"
     assert duration(4.2) == "4.2 s" and duration(125) == "2 min 5 s" and duration(7300) == "2 h 1 min"
+
+
+def test_empty_sections_render(result: AuditResult) -> None:
+    assert result.robustness is not None and result.privacy is not None
+    rob = dataclasses.replace(result.robustness, results=[], robust_accuracy={}, robust_ci={}, flags=[], checks=[])
+    priv = dataclasses.replace(result.privacy, attacks=[], notes=[])
+    empty = dataclasses.replace(result, robustness=rob, privacy=priv)
+    html = render_html(empty)
+    assert "No attack results were recorded" in html and "No sanity checks were run" in html
+    assert "No membership attacks were recorded" in html and _img(html, "roc-plot") is None
+    assert _png_bytes(_img(html, "robustness-plot")["src"] or "").startswith(PNG_MAGIC)  # type: ignore[index]
+    md = render_markdown(empty)
+    assert "_No attack results were recorded._" in md
+
+
+def test_roc_with_zero_rates_stays_on_log_axes(result: AuditResult) -> None:
+    assert result.privacy is not None
+    attack = dataclasses.replace(result.privacy.attacks[0], roc_fpr=[0.0, 0.0, 0.5, 1.0], roc_tpr=[0.0, 0.0, 0.0, 1.0])
+    fig = membership_roc(dataclasses.replace(result.privacy, attacks=[attack]))
+    for line in fig.axes[0].get_lines():
+        assert np.all(np.asarray(line.get_xdata(), dtype=float) > 0)
+        assert np.all(np.asarray(line.get_ydata(), dtype=float) > 0)

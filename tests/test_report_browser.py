@@ -11,9 +11,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from report_fixtures import make_audit_result
 
 from modelsec.report import write_html
+from tests.report_fixtures import make_audit_result
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMEDRIVER = Path("/usr/bin/chromedriver")
@@ -93,9 +93,7 @@ def test_report_renders_in_chromium(driver: Any, tmp_path: Path) -> None:
     assert top < 400, "the verdict should be visible without scrolling"
 
     # Nothing was fetched: every resource the page loaded is the page itself or a data: URI.
-    urls = driver.execute_script(
-        "return performance.getEntriesByType('resource').map(e => e.name);"
-    )
+    urls = driver.execute_script("return performance.getEntriesByType('resource').map(e => e.name);")
     assert all(u.startswith("data:") for u in urls), urls
 
     severe = [e for e in driver.get_log("browser") if e.get("level") == "SEVERE"]

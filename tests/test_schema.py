@@ -14,7 +14,7 @@ import pytest
 
 from modelsec.results import SCHEMA_VERSION, AuditResult
 from modelsec.schema import load_result_schema, validate_result_dict
-from store_fixtures import make_result
+from tests.store_fixtures import make_result
 
 
 def test_schema_is_valid_draft_2020_12() -> None:

@@ -12,7 +12,7 @@ import pytest
 
 from modelsec.errors import ModelsecError, StoreError
 from modelsec.store import STORE_VERSION, RunStore, default_store_path, new_run_id
-from store_fixtures import make_result
+from tests.store_fixtures import make_result
 
 
 @pytest.fixture

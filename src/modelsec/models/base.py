@@ -17,6 +17,7 @@ import torch
 from torch import nn
 
 from modelsec.errors import DataError
+from modelsec.numerics import stable_cross_entropy
 
 
 class Capability(enum.IntEnum):
@@ -122,10 +123,8 @@ class Classifier:
         return self.predict_logits(x, batch_size).argmax(dim=1)
 
     def loss_per_sample(self, x: torch.Tensor | np.ndarray, y: torch.Tensor | np.ndarray) -> torch.Tensor:
-        """Cross-entropy of every sample (float64 from log-softmax, so saturated models keep distinct losses)."""
-        logits = self.predict_logits(x).double()
-        yt = torch.as_tensor(y, dtype=torch.int64)
-        return -torch.log_softmax(logits, dim=1).gather(1, yt[:, None]).squeeze(1)
+        """Cross-entropy of every sample (float64, distinct even for saturated models: see ``stable_cross_entropy``)."""
+        return stable_cross_entropy(self.predict_logits(x), torch.as_tensor(y, dtype=torch.int64))
 
     def input_gradient(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         """Gradient of the summed cross-entropy with respect to ``x`` (one batch)."""

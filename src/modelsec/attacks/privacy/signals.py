@@ -9,12 +9,13 @@ import torch
 
 from modelsec.data.dataset import Dataset
 from modelsec.models.base import Classifier
+from modelsec.numerics import stable_cross_entropy
 
 
 @dataclass(frozen=True)
 class Signals:
-    """What the target model reveals about each record. ``loss`` is float64 cross-entropy from log-softmax, so
-    it stays distinct (not exactly 0) for saturated models; ``labels`` are the true labels."""
+    """What the target model reveals about each record. ``loss`` is float64 cross-entropy that stays distinct
+    (not exactly 0) for saturated models (:func:`~modelsec.numerics.stable_cross_entropy`); ``labels`` are the true labels."""
 
     logits: np.ndarray  # (n, classes) float32
     labels: np.ndarray  # (n,) int64
@@ -28,5 +29,5 @@ def compute_signals(classifier: Classifier, data: Dataset) -> Signals:
     """Query the classifier once per record of ``data``."""
     logits = classifier.predict_logits(data.x)
     y = torch.from_numpy(np.asarray(data.y, dtype=np.int64))
-    loss = -torch.log_softmax(logits.double(), dim=1).gather(1, y[:, None]).squeeze(1)
+    loss = stable_cross_entropy(logits, y)
     return Signals(logits=logits.numpy(), labels=y.numpy(), loss=loss.numpy())

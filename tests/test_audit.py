@@ -1,0 +1,99 @@
+"""End-to-end audits: a tiny trained model on digits, and the bundled Fashion-MNIST model's published numbers."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from modelsec.attacks.norms import NORMS
+from modelsec.audit import AuditConfig, run_audit
+from modelsec.models import load_model
+from modelsec.results import AuditResult, eps_key
+from modelsec.schema import validate_result_dict
+from modelsec.store import RunStore
+from modelsec.training import TrainingConfig, train_and_save
+from tests.conftest import needs_fashion_mnist
+
+
+@pytest.fixture(scope="module")
+def digits_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("model") / "digits.safetensors"
+    meta = train_and_save(data="digits", arch="mlp", out=path, config=TrainingConfig(epochs=30, batch_size=64, seed=0))
+    assert meta["training"]["test_accuracy"][-1] > 0.9
+    return path
+
+
+def reclassify_adversarial(result: AuditResult, out_dir: Path, model_path: Path | None) -> None:
+    """The stored worst-case adversarial examples re-classify to exactly the reported robust accuracy, and lie
+    inside the threat model and the bounds."""
+    assert result.robustness is not None and result.robustness.adversarial_file
+    arrays = np.load(out_dir / result.robustness.adversarial_file, allow_pickle=False)
+    clf = load_model(model_path).classifier
+    x, y = torch.from_numpy(arrays["x"]), torch.from_numpy(arrays["y"])
+    norm = NORMS.get(result.settings["norm"])
+    for i, eps in enumerate(arrays["eps"]):
+        x_adv = torch.from_numpy(arrays[f"x_adv_{i}"])
+        robust = clf.predict(x_adv) == y
+        assert int(robust.sum()) / len(robust) == result.robustness.robust_accuracy[eps_key(eps)]
+        assert torch.equal(robust, torch.from_numpy(arrays[f"robust_{i}"]))
+        assert float(norm.distance(x, x_adv).max()) <= eps + 1e-6
+        assert clf.bounds[0] <= float(x_adv.min()) and float(x_adv.max()) <= clf.bounds[1]
+
+
+def test_digits_audit_end_to_end(digits_model: Path, tmp_path: Path) -> None:
+    store = RunStore(tmp_path / "runs.sqlite")
+    config = AuditConfig(eps=(0.2, 0.05), samples=150, mia_samples=400, pgd_steps=10, seed=3)
+    outcome = run_audit(digits_model, None, config=config, out_dir=tmp_path / "out", store=store)
+    r = outcome.result
+    d = json.loads((tmp_path / "out" / "result.json").read_text())
+    validate_result_dict(d)
+    assert AuditResult.from_dict(d).to_dict() == r.to_dict()
+    rob = r.robustness
+    assert rob is not None and r.privacy is not None
+    assert r.data.name == "digits" and r.model.arch == "mlp"
+    assert rob.clean_accuracy > 0.9
+    assert list(rob.robust_accuracy) == ["0.05", "0.2"]
+    assert rob.robust_accuracy["0.2"] <= rob.robust_accuracy["0.05"] <= rob.clean_accuracy
+    for entry in rob.results:  # the worst case is at most every single attack
+        assert rob.robust_accuracy[eps_key(entry.eps)] <= entry.robust_accuracy
+        assert entry.ci_low <= entry.robust_accuracy <= entry.ci_high
+    assert set(rob.checks) >= {"randomness", "zero-gradients", "large-eps-not-broken"}
+    (mia,) = r.privacy.attacks
+    assert mia.attack == "loss-threshold" and 0.0 <= mia.auc <= 1.0
+    assert mia.n_members == mia.n_nonmembers == 400
+    assert set(mia.tpr_at_fpr) == {"0.001", "0.01"}
+    reclassify_adversarial(r, tmp_path / "out", digits_model)
+    html = (tmp_path / "out" / "report.html").read_text()
+    assert r.verdict.headline.split(":")[0] in html
+    stored = store.get(r.run_id)
+    assert stored.result is not None and stored.result.to_dict() == r.to_dict()
+    assert all(store.verify_artifacts(r.run_id).values())
+
+
+def test_same_seed_same_numbers(digits_model: Path) -> None:
+    config = AuditConfig(eps=(0.1,), samples=80, mia_samples=200, pgd_steps=5, seed=11, checks=False)
+    a = run_audit(digits_model, None, config=config).result
+    b = run_audit(digits_model, None, config=config).result
+    assert a.robustness is not None and b.robustness is not None and a.privacy is not None and b.privacy is not None
+    assert a.robustness.robust_accuracy == b.robustness.robust_accuracy
+    assert [e.robust_accuracy for e in a.robustness.results] == [e.robust_accuracy for e in b.robustness.results]
+    assert [(m.auc, m.auc_ci, m.tpr_at_fpr) for m in a.privacy.attacks] == [
+        (m.auc, m.auc_ci, m.tpr_at_fpr) for m in b.privacy.attacks
+    ]
+
+
+@needs_fashion_mnist
+def test_bundled_model_meets_its_published_numbers(tmp_path: Path) -> None:
+    """The issue's acceptance numbers: on 1000 Fashion-MNIST test images, clean accuracy >= 90% and PGD-20 at
+    L-inf eps=0.1 leaves <= 3% robust accuracy; result.json matches a re-classification of the examples."""
+    config = AuditConfig(eps=(0.1,), samples=1000, mia_samples=2000, attacks=("pgd",), pgd_steps=20, checks=False)
+    r = run_audit(None, None, config=config, out_dir=tmp_path).result
+    assert r.robustness is not None
+    assert r.data.name == "fashion-mnist" and r.model.parameters == 421642
+    assert r.robustness.clean_accuracy >= 0.90
+    assert r.robustness.robust_accuracy["0.1"] <= 0.03
+    reclassify_adversarial(r, tmp_path, None)
