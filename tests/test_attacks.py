@@ -55,7 +55,9 @@ def test_linear_l2_success_exactly_below_margin(linear_problem, name: str) -> No
 
 def small_mlp_problem(seed: int = 0) -> tuple[Classifier, torch.Tensor, torch.Tensor]:
     torch.manual_seed(seed)  # test-local model init; the attacks themselves use explicit generators
-    net = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(2 * 4 * 4, 16), torch.nn.ReLU(), torch.nn.Linear(16, 3))
+    net = torch.nn.Sequential(
+        torch.nn.Flatten(), torch.nn.Linear(2 * 4 * 4, 16), torch.nn.ReLU(), torch.nn.Linear(16, 3)
+    )
     g = torch.Generator().manual_seed(seed)
     x = torch.rand((50, 2, 4, 4), generator=g)
     y = net(x).argmax(1).detach()

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+
 import numpy as np
 import pytest
 from scipy import stats
@@ -72,7 +74,7 @@ def test_downsample_roc_keeps_ends_and_order() -> None:
     fpr, tpr, _ = roc(rng.normal(1, 1, 5000), rng.normal(0, 1, 5000))
     fx, tx = downsample_roc(fpr, tpr, points=100)
     assert len(fx) <= 100 and fx[0] == 0.0 and fx[-1] == 1.0 and tx[-1] == 1.0
-    assert all(a <= b for a, b in zip(fx, fx[1:], strict=False))
+    assert all(a <= b for a, b in itertools.pairwise(fx))
 
 
 def test_loss_threshold_attack_on_signals() -> None:

@@ -17,7 +17,7 @@ def stable_cross_entropy(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     [8.75651076269652e-27, 3.975449735908647e-31]
     """
     z = logits.double()
-    n, k = z.shape
+    _n, k = z.shape
     yt = y.to(torch.int64).view(-1, 1)
     diff = z - z.gather(1, yt)
     diff = diff.masked_fill(torch.nn.functional.one_hot(yt.view(-1), k).bool(), float("-inf"))

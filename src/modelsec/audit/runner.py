@@ -29,8 +29,8 @@ from modelsec.data import load_splits
 from modelsec.data.dataset import Splits
 from modelsec.errors import ConfigError
 from modelsec.models.base import Classifier
-from modelsec.models.formats import ModelFormat, detect_format
-from modelsec.models.loading import bundled_model_path, load_model
+from modelsec.models.formats import ModelFormat
+from modelsec.models.loading import bundled_model_path, check_loadable, load_model
 from modelsec.models.torch import read_safetensors_metadata
 from modelsec.progress import NullProgress, Progress
 from modelsec.results import (
@@ -119,15 +119,13 @@ def versions() -> dict[str, str]:
     }
 
 
-def _model_metadata(model: Any) -> dict[str, Any]:
+def _model_metadata(model: Any, trust_model: bool) -> dict[str, Any]:
+    """The metadata a model file records (empty for other formats), after the safe-loading check, so a missing
+    or unsafe file is reported before anything else happens."""
     if model is None:
         return read_safetensors_metadata(bundled_model_path())
-    if isinstance(model, (str, Path)):
-        try:
-            if detect_format(model) is ModelFormat.SAFETENSORS:
-                return read_safetensors_metadata(model)
-        except Exception:  # reported properly by load_model
-            return {}
+    if isinstance(model, (str, Path)) and check_loadable(model, trust_model=trust_model) is ModelFormat.SAFETENSORS:
+        return read_safetensors_metadata(model)
     return {}
 
 
@@ -164,7 +162,7 @@ def run_audit(
     t0 = time.perf_counter()
     created = dt.datetime.now(dt.timezone.utc)
 
-    meta = _model_metadata(model)
+    meta = _model_metadata(model, trust_model)
     data_source, split_seed = _resolve_data(data, meta, config.split_seed)
     splits = (
         data_source

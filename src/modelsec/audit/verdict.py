@@ -43,7 +43,11 @@ def make_verdict(robustness: RobustnessResult | None, privacy: PrivacyResult | N
             priv_level = "fail"
         elif worst.auc_ci.low > 0.5:
             priv_level = "warning"
-        leak_word = {"fail": "Leaks membership", "warning": "Some membership leakage", "ok": "No membership leakage found"}
+        leak_word = {
+            "fail": "Leaks membership",
+            "warning": "Some membership leakage",
+            "ok": "No membership leakage found",
+        }
         parts.append(
             f"{leak_word[priv_level]}: best AUC {worst.auc:.3f} ({worst.attack}), "
             f"TPR {strongest_low_fpr.tpr_at_fpr['0.001']:.2%} at 0.1% FPR"

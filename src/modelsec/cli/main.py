@@ -258,6 +258,7 @@ def _print_summary(r: Any) -> None:
 @click.option("--batch-size", type=int, default=128, show_default=True)
 @click.option("--lr", type=float, default=1e-3, show_default=True, help="Adam learning rate.")
 @click.option("--weight-decay", type=float, default=0.0, show_default=True)
+@click.option("--lr-schedule", type=click.Choice(["cosine", "constant"]), default="cosine", show_default=True)
 @click.option("--members", type=int, default=None, help="Train on only the first N members (default: all).")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of initialisation and batch order.")
 @click.option("--overwrite", is_flag=True, help="Replace an existing output file.")
@@ -276,6 +277,7 @@ def train(
     lr: float,
     weight_decay: float,
     members: int | None,
+    lr_schedule: str,
     seed: int,
     overwrite: bool,
     device: str,
@@ -284,7 +286,9 @@ def train(
     """Train a model on a data set's members split (standard training) and save it as safetensors."""
     from modelsec.training import TrainingConfig, train_and_save
 
-    config = TrainingConfig(epochs=epochs, batch_size=batch_size, lr=lr, weight_decay=weight_decay, seed=seed)
+    config = TrainingConfig(
+        epochs=epochs, batch_size=batch_size, lr=lr, weight_decay=weight_decay, lr_schedule=lr_schedule, seed=seed
+    )
     result = train_and_save(
         data=data,
         arch=arch,
@@ -324,19 +328,21 @@ def runs_list(limit: int, store_path: str | None) -> None:
     if not items:
         click.echo(f"no runs recorded in {store.path}")
         return
+    rows = [
+        (s.id, s.created_at, s.kind, Path(s.model_path or "-").name, s.data_name or "-", s.verdict_level or "-",
+         s.out_dir or "-")
+        for s in items
+    ]  # fmt: skip
+    header = ("id", "created", "kind", "model", "data", "verdict", "out")
+    if not sys.stdout.isatty():  # plain, tab-separated lines for pipes and scripts
+        for row in (header, *rows):
+            click.echo("\t".join(row))
+        return
     t = Table()
-    for col in ("id", "created", "kind", "model", "data", "verdict", "out"):
+    for col in header:
         t.add_column(col, overflow="fold")
-    for s in items:
-        t.add_row(
-            s.id,
-            s.created_at,
-            s.kind,
-            Path(s.model_path or "-").name,
-            s.data_name or "-",
-            s.verdict_level or "-",
-            s.out_dir or "-",
-        )
+    for row in rows:
+        t.add_row(*row)
     Console().print(t)
 
 

@@ -44,6 +44,19 @@ def sha256_file(path: str | Path) -> str:
     return h.hexdigest()
 
 
+def check_loadable(path: str | Path, *, trust_model: bool) -> ModelFormat:
+    """The file's format, after the safe-loading policy: a pickle-based file without ``trust_model`` raises
+    :class:`UnsafeModelError` before a single byte of it is unpickled."""
+    fmt = detect_format(path)
+    if fmt.uses_pickle and not trust_model:
+        raise UnsafeModelError(
+            f"{str(path)!r} is a pickle-based file ({fmt.value}); unpickling can run arbitrary code, so it was "
+            "not opened. Convert it to safetensors, or pass --trust-model if you trust its author "
+            "(it is then read with weights_only=True)"
+        )
+    return fmt
+
+
 @dataclass
 class LoadedModel:
     """A loaded classifier, what the report says about it, and the metadata its file carried."""
@@ -73,13 +86,7 @@ def load_model(
         device: "cpu" or "cuda".
     """
     p = bundled_model_path() if path is None else Path(path)
-    fmt = detect_format(p)
-    if fmt.uses_pickle and not trust_model:
-        raise UnsafeModelError(
-            f"{str(p)!r} is a pickle-based file ({fmt.value}); unpickling can run arbitrary code, so it was "
-            "not opened. Convert it to safetensors, or pass --trust-model if you trust its author "
-            "(it is then read with weights_only=True)"
-        )
+    fmt = check_loadable(p, trust_model=trust_model)
     if device.startswith("cuda") and not torch.cuda.is_available():
         raise ConfigError("--device cuda was asked for but no CUDA device is available")
 

@@ -15,7 +15,8 @@ from modelsec.numerics import stable_cross_entropy
 @dataclass(frozen=True)
 class Signals:
     """What the target model reveals about each record. ``loss`` is float64 cross-entropy that stays distinct
-    (not exactly 0) for saturated models (:func:`~modelsec.numerics.stable_cross_entropy`); ``labels`` are the true labels."""
+    (not exactly 0) for saturated models (:func:`~modelsec.numerics.stable_cross_entropy`); ``labels`` are the
+    true labels."""
 
     logits: np.ndarray  # (n, classes) float32
     labels: np.ndarray  # (n,) int64
