@@ -28,8 +28,8 @@ demo: setup
 	@echo "Report: $(DEMO_OUT)/report.html  (results: $(DEMO_OUT)/result.json)"
 
 lint: setup
-	$(BIN)/ruff check src tests scripts benchmarks
-	$(BIN)/ruff format --check src tests scripts benchmarks
+	$(BIN)/ruff check src tests scripts
+	$(BIN)/ruff format --check src tests scripts
 
 typecheck: setup
 	$(BIN)/mypy
