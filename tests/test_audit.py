@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from modelsec.attacks.norms import NORMS
-from modelsec.audit import AuditConfig, run_audit
+from modelsec.audits import AuditConfig, run_audit
 from modelsec.models import load_model
 from modelsec.results import AuditResult, eps_key
 from modelsec.schema import validate_result_dict
@@ -97,3 +97,18 @@ def test_bundled_model_meets_its_published_numbers(tmp_path: Path) -> None:
     assert r.robustness.clean_accuracy >= 0.90
     assert r.robustness.robust_accuracy["0.1"] <= 0.03
     reclassify_adversarial(r, tmp_path, None)
+
+
+def test_python_api_audits_an_nn_module_twice(tmp_path: Path) -> None:
+    """``modelsec.audit`` stays callable after the audit machinery is imported (no package/function clash),
+    and audits a plain ``nn.Module`` on splits it is given."""
+    import modelsec
+
+    splits = modelsec.load_data("digits", seed=0)
+    torch.manual_seed(0)  # test-local initialisation of the throwaway model
+    net = torch.nn.Sequential(torch.nn.Linear(64, 32), torch.nn.ReLU(), torch.nn.Linear(32, 10))
+    for _ in range(2):
+        r = modelsec.audit(net, splits, eps=(0.1,), samples=50, mia_samples=100, pgd_steps=3, checks=False)
+        assert r.model.format == "nn.Module" and r.robustness is not None and r.robustness.n == 50
+    stored = modelsec.audit(net, splits, eps=(0.1,), samples=20, mia_samples=50, checks=False, store=tmp_path / "s.db")
+    assert (tmp_path / "s.db").exists() and stored.run_id

@@ -10,7 +10,7 @@ from scipy import stats
 from sklearn.metrics import roc_auc_score
 
 from modelsec.attacks.privacy import LossThreshold, Signals
-from modelsec.audit.privacy import evaluate_membership, summarise_membership
+from modelsec.audits.privacy import evaluate_membership, summarise_membership
 from modelsec.metrics import (
     _auc_fast,
     advantage,

@@ -37,18 +37,18 @@ def audit(
     device: str = "cpu",
     **options: Any,
 ) -> AuditResult:
-    """Audit a classifier for evasion and membership leakage; see :class:`modelsec.audit.AuditConfig`.
+    """Audit a classifier for evasion and membership leakage; see :class:`modelsec.audits.AuditConfig`.
 
     Args:
         model: a model file, an ``nn.Module`` or a :class:`~modelsec.models.Classifier`; ``None`` audits the
             bundled Fashion-MNIST CNN.
         data: a data set name ("fashion-mnist", "digits", "breast-cancer"), a data file, or :class:`Splits`;
             ``None`` uses the data the model file records.
-        eps, samples, seed: see :class:`~modelsec.audit.AuditConfig`; further ``options`` go there too.
+        eps, samples, seed: see :class:`~modelsec.audits.AuditConfig`; further ``options`` go there too.
         out: folder for ``result.json``, ``report.html`` and ``adversarial.npz``.
         store: record the run in a SQLite store: ``True`` for the default store, or a path.
     """
-    from modelsec.audit import AuditConfig, run_audit
+    from modelsec.audits import AuditConfig, run_audit
     from modelsec.store import RunStore, default_store_path
 
     config = AuditConfig(eps=tuple(eps), samples=samples, seed=seed, **options)

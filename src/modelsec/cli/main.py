@@ -169,7 +169,7 @@ def audit(
     quiet: bool,
 ) -> None:
     """Audit a model: evasion (FGSM, PGD) and membership inference; writes a report."""
-    from modelsec.audit import AuditConfig, run_audit
+    from modelsec.audits import AuditConfig, run_audit
 
     config = AuditConfig(
         eps=_parse_floats(eps, "--eps"),

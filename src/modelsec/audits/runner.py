@@ -1,7 +1,8 @@
 """One audit, end to end: load, attack, score, check, judge, write, record.
 
 This is the only place that wires models, data, attacks, metrics, the report and the run store together; the CLI
-and :func:`modelsec.audit` call it.
+and :func:`modelsec.audit` call it. (The package is ``audits``, plural, so that importing it never
+replaces the function ``modelsec.audit`` on the package.)
 """
 
 from __future__ import annotations
@@ -21,10 +22,10 @@ from modelsec import __version__
 from modelsec.attacks.base import EvasionAttack
 from modelsec.attacks.evasion import EVASION_ATTACKS
 from modelsec.attacks.privacy import MEMBERSHIP_ATTACKS, compute_signals
-from modelsec.audit.privacy import evaluate_membership
-from modelsec.audit.robustness import RobustnessRun, evaluate_robustness, with_checks
-from modelsec.audit.sanity import run_checks
-from modelsec.audit.verdict import RULE, make_verdict
+from modelsec.audits.privacy import evaluate_membership
+from modelsec.audits.robustness import RobustnessRun, evaluate_robustness, with_checks
+from modelsec.audits.sanity import run_checks
+from modelsec.audits.verdict import RULE, make_verdict
 from modelsec.data import load_splits
 from modelsec.data.dataset import Splits
 from modelsec.errors import ConfigError

@@ -10,7 +10,7 @@ import torch
 
 from modelsec.attacks.base import ThreatModel
 from modelsec.attacks.evasion.pgd import PGD
-from modelsec.audit.robustness import RobustnessRun
+from modelsec.audits.robustness import RobustnessRun
 from modelsec.models.base import Classifier
 from modelsec.results import SanityFlag
 

@@ -56,7 +56,7 @@ def evaluate_robustness(
     generator: torch.Generator,
     progress: Progress | None = None,
 ) -> RobustnessRun:
-    """Run every attack at every epsilon on ``(x, y)``; sanity checks are added by :mod:`modelsec.audit.sanity`."""
+    """Run every attack at every epsilon on ``(x, y)``; sanity checks are added by :mod:`modelsec.audits.sanity`."""
     progress = progress or NullProgress()
     eps_sorted = sorted({float(e) for e in eps})
     n = x.shape[0]
