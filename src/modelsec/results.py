@@ -49,11 +49,39 @@ class AttackRobustness:
 
 @dataclass(frozen=True)
 class SanityFlag:
-    """A sanity check that fired (Carlini et al. 2019; AutoAttack's checks). ``severity``: "warning" or "error"."""
+    """A sanity check that fired (Carlini et al. 2019; AutoAttack's checks). ``severity``: "warning" or "error".
+
+    ``remedy`` says what the audit did about it (EoT, black-box attacks, BPDA, a margin loss), ``resolved`` whether
+    the numbers reported already account for it. An unresolved flag means "robustness likely overestimated".
+    """
 
     check: str
     message: str
     severity: str = "warning"
+    remedy: str | None = None
+    resolved: bool = False
+
+
+@dataclass(frozen=True)
+class SkippedAttack:
+    """An attack that was not run, and why (typically: it needs gradients or scores the model does not offer)."""
+
+    attack: str
+    reason: str
+
+
+@dataclass(frozen=True)
+class MinNormStats:
+    """Distribution of the smallest adversarial perturbation a minimum-norm attack found, over the samples it
+    broke (``found`` of ``n`` correctly classified samples attacked). ``quantiles``: "0.1" ... "0.9"."""
+
+    attack: str
+    norm: str
+    n: int
+    found: int
+    median: float
+    mean: float
+    quantiles: dict[str, float]
 
 
 @dataclass(frozen=True)
@@ -69,6 +97,9 @@ class RobustnessResult:
     flags: list[SanityFlag]
     checks: list[str]  # names of the sanity checks that were run
     adversarial_file: str | None = None  # npz with the worst-case adversarial examples, relative to result.json
+    preset: str | None = None  # "quick", "standard", "thorough", or None for an explicit attack list
+    skipped: list[SkippedAttack] = field(default_factory=list)
+    min_norm: list[MinNormStats] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -116,6 +147,7 @@ class DataInfo:
     bounds: list[float]
     sha256: dict[str, str]  # split name -> content hash
     overlaps: dict[str, int] = field(default_factory=dict)  # "members/nonmembers" -> shared records
+    class_names: list[str] | None = None
 
 
 @dataclass(frozen=True)
@@ -201,6 +233,9 @@ def _robustness_from_dict(d: dict[str, Any]) -> RobustnessResult:
         flags=[_build(SanityFlag, f) for f in d["flags"]],
         checks=list(d["checks"]),
         adversarial_file=d.get("adversarial_file"),
+        preset=d.get("preset"),
+        skipped=[_build(SkippedAttack, a) for a in d.get("skipped", [])],
+        min_norm=[_build(MinNormStats, m) for m in d.get("min_norm", [])],
     )
 
 

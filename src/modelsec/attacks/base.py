@@ -64,6 +64,7 @@ class EvasionResult:
     queries: int
     seconds: float
     params: dict[str, Any]
+    min_distance: torch.Tensor | None = None  # minimum-norm attacks: verified distance, inf where none found
 
     @property
     def robust(self) -> torch.Tensor:
@@ -82,6 +83,9 @@ class EvasionAttack(abc.ABC):
     name: ClassVar[str]
     requires: ClassVar[Capability] = Capability.GRADIENTS
     supported_norms: ClassVar[tuple[str, ...]] = ("linf", "l2")
+    # A minimum-norm attack returns the smallest adversarial perturbation it finds, whatever eps is; the base
+    # class then also verifies the unprojected candidate and reports its distance (``min_distance``).
+    minimum_norm: ClassVar[bool] = False
 
     def params(self) -> dict[str, Any]:
         """The hyper-parameters, as given (for reports and configs)."""
@@ -120,6 +124,7 @@ class EvasionAttack(abc.ABC):
         pred_clean = classifier.predict(x)
         todo = (pred_clean == y).nonzero().flatten()
         x_adv = x.clone()
+        min_distance = torch.where(pred_clean == y, torch.inf, 0.0) if self.minimum_norm else None
         bs = classifier.batch_size
         norm = threat.norm_impl
         with progress.task(f"{self.name} {threat.norm} eps={threat.eps:g}", total=len(todo)) as advance:
@@ -127,9 +132,14 @@ class EvasionAttack(abc.ABC):
                 idx = todo[i : i + bs]
                 xb = x[idx].to(classifier.device)
                 yb = y[idx].to(classifier.device)
-                if threat.eps > 0:
+                if threat.eps > 0 or self.minimum_norm:
                     cand = self.run(classifier, xb, yb, threat, generator).detach()
                     cand = torch.where(torch.isfinite(cand), cand, xb)
+                    if min_distance is not None:
+                        raw = clip_to_bounds(cand, classifier.bounds)
+                        fooled = classifier.predict(raw).to(yb.device) != yb
+                        dist = norm.distance(xb, raw).cpu()
+                        min_distance[idx] = torch.where(fooled.cpu(), dist, torch.inf)
                     cand = clip_to_bounds(norm.project(xb, cand, threat.eps), classifier.bounds)
                     x_adv[idx] = cand.cpu()
                 advance(len(idx))
@@ -148,6 +158,7 @@ class EvasionAttack(abc.ABC):
             queries=classifier.queries - queries_before,
             seconds=time.perf_counter() - start,
             params=self.params(),
+            min_distance=min_distance,
         )
 
     def _check(self, classifier: Classifier, x: torch.Tensor, y: torch.Tensor, threat: ThreatModel) -> None:

@@ -22,10 +22,3 @@ def attack_loss(logits: torch.Tensor, y: torch.Tensor, kind: str) -> torch.Tenso
         other = logits.masked_fill(functional.one_hot(y, logits.shape[1]).bool(), float("-inf"))
         return other.amax(dim=1) - true
     raise ValueError(f"unknown loss {kind!r}")
-
-
-def loss_gradient(classifier_logits: torch.Tensor, x: torch.Tensor, y: torch.Tensor, kind: str) -> torch.Tensor:
-    """Gradient of the summed per-sample loss with respect to ``x`` (which must require grad)."""
-    loss = attack_loss(classifier_logits, y, kind).sum()
-    (grad,) = torch.autograd.grad(loss, x)
-    return grad

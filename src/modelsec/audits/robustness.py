@@ -30,6 +30,7 @@ class RobustnessRun:
     pred_clean: torch.Tensor
     x_adv: dict[float, torch.Tensor]  # eps -> worst-case adversarial inputs
     robust: dict[float, torch.Tensor]  # eps -> per-sample robust flags (worst case)
+    pred_adv: dict[float, torch.Tensor]  # eps -> predictions on the worst-case adversarial inputs
     per_attack_robust: dict[tuple[str, float], torch.Tensor]
 
     def save_npz(self, path: str) -> None:
@@ -37,11 +38,13 @@ class RobustnessRun:
         arrays: dict[str, np.ndarray] = {
             "x": self.x.numpy(),
             "y": self.y.numpy(),
+            "pred_clean": self.pred_clean.numpy(),
             "eps": np.array(sorted(self.x_adv), dtype=np.float64),
         }
         for i, eps in enumerate(sorted(self.x_adv)):
             arrays[f"x_adv_{i}"] = self.x_adv[eps].numpy()
             arrays[f"robust_{i}"] = self.robust[eps].numpy()
+            arrays[f"pred_adv_{i}"] = self.pred_adv[eps].numpy()
         np.savez_compressed(path, **arrays)  # type: ignore[arg-type]
 
 
@@ -130,6 +133,7 @@ def evaluate_robustness(
         pred_clean=pred_clean,
         x_adv=worst_adv,
         robust=worst_robust,
+        pred_adv={e: classifier.predict(worst_adv[e]) for e in eps_sorted},
         per_attack_robust=per_attack,
     )
 

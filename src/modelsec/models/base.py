@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import enum
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import numpy as np
 import torch
@@ -53,6 +53,10 @@ class Classifier:
         device: where the module runs ("cpu" or "cuda").
         batch_size: the batch size of batched inference.
         name: a human-readable name for reports.
+        preprocess: an input transformation applied before ``module`` (for example a defense's quantisation).
+        preprocess_differentiable: declare ``False`` when ``preprocess`` has no useful gradient; gradients then
+            pass through it as the identity (BPDA, Athalye, Carlini & Wagner 2018, "Obfuscated Gradients Give a
+            False Sense of Security"), while the forward pass still applies it.
     """
 
     def __init__(
@@ -66,6 +70,8 @@ class Classifier:
         device: str | torch.device = "cpu",
         batch_size: int = 256,
         name: str = "model",
+        preprocess: Callable[[torch.Tensor], torch.Tensor] | None = None,
+        preprocess_differentiable: bool = True,
     ) -> None:
         if bounds[0] >= bounds[1]:
             raise DataError(f"bounds must satisfy low < high, got {bounds}")
@@ -79,7 +85,14 @@ class Classifier:
         self.capability = capability
         self.batch_size = int(batch_size)
         self.name = name
+        self.preprocess = preprocess
+        self.preprocess_differentiable = preprocess_differentiable
         self.queries = 0  # number of inputs sent through the model
+
+    @property
+    def uses_bpda(self) -> bool:
+        """True when gradients pass straight through a declared non-differentiable preprocessing step."""
+        return self.preprocess is not None and not self.preprocess_differentiable
 
     def __repr__(self) -> str:
         return (
@@ -101,8 +114,12 @@ class Classifier:
         """Differentiable logits of one batch (the module in eval mode, the caller's mode restored)."""
         self.check_inputs(x)
         self.queries += int(x.shape[0])
+        x = x.to(self.device, dtype=torch.float32)
+        if self.preprocess is not None:
+            xp = self.preprocess(x)
+            x = xp if self.preprocess_differentiable else x + (xp - x).detach()  # BPDA: identity backward
         with eval_mode(self.module):
-            out = self.module(x.to(self.device, dtype=torch.float32))
+            out = self.module(x)
         if not isinstance(out, torch.Tensor) or out.ndim != 2 or out.shape[1] != self.num_classes:
             shape = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
             raise DataError(f"the model returned {shape}; expected logits of shape (n, {self.num_classes})")

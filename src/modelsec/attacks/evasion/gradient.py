@@ -9,10 +9,12 @@ restart runs only on the samples that every earlier restart failed to break.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import partial
 
 import torch
 
 from modelsec.attacks.base import EvasionAttack, ThreatModel
+from modelsec.attacks.gradients import loss_and_gradient
 from modelsec.attacks.losses import LOSSES, attack_loss
 from modelsec.attacks.norms import clip_to_bounds
 from modelsec.errors import ConfigError
@@ -31,6 +33,7 @@ class GradientAttack(EvasionAttack):
         restarts: independent runs; each sample keeps the first run that breaks it.
         loss: "ce" (cross-entropy) or "margin" (Carlini-Wagner logit margin).
         early_stop: freeze samples as soon as they are misclassified.
+        eot_samples: gradients averaged over this many passes (EoT, for randomised models).
     """
 
     steps: int = 20
@@ -40,6 +43,7 @@ class GradientAttack(EvasionAttack):
     restarts: int = 1
     loss: str = "ce"
     early_stop: bool = True
+    eot_samples: int = 1
 
     def __post_init__(self) -> None:
         if self.steps < 1:
@@ -50,6 +54,8 @@ class GradientAttack(EvasionAttack):
             raise ConfigError(f"{self.name}: step_size must be > 0, got {self.step_size}")
         if self.rel_step_size is not None and self.rel_step_size <= 0:
             raise ConfigError(f"{self.name}: rel_step_size must be > 0, got {self.rel_step_size}")
+        if self.eot_samples < 1:
+            raise ConfigError(f"{self.name}: eot_samples must be >= 1, got {self.eot_samples}")
         if self.loss not in LOSSES:
             raise ConfigError(f"{self.name}: loss must be one of {LOSSES}, got {self.loss!r}")
 
@@ -77,17 +83,17 @@ class GradientAttack(EvasionAttack):
                 xa = xs.clone()
             active = torch.arange(xs.shape[0], device=x.device)
             broken = torch.zeros(xs.shape[0], dtype=torch.bool, device=x.device)
+            loss_fn = partial(attack_loss, kind=self.loss)
             for _step in range(self.steps):
-                xg = xa[active].detach().requires_grad_(True)
-                logits = classifier.logits(xg)
+                _, logits, grad = loss_and_gradient(
+                    classifier, xa[active], ys[active], loss_fn, eot_samples=self.eot_samples
+                )
                 if self.early_stop:
                     fooled = logits.argmax(dim=1) != ys[active]
                     broken[active[fooled]] = True
                     keep = ~fooled
                 else:
                     keep = torch.ones(active.shape[0], dtype=torch.bool, device=x.device)
-                loss = attack_loss(logits, ys[active], self.loss).sum()
-                (grad,) = torch.autograd.grad(loss, xg)
                 active, grad = active[keep], grad[keep]
                 if active.numel() == 0:
                     break

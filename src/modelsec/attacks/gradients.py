@@ -1,0 +1,45 @@
+"""Loss gradients for white-box attacks, with expectation over transformation (EoT) for randomised models.
+
+EoT (Athalye, Engstrom, Ilyas & Kwok 2018, "Synthesizing Robust Adversarial Examples"; Athalye, Carlini & Wagner
+2018): when the model is random (noise, random transforms in ``forward``), a single gradient is a noisy sample;
+averaging the gradient of ``eot_samples`` forward/backward passes estimates the gradient of the expected loss.
+Every gradient attack computes its gradients here, so EoT (and BPDA, which the Classifier applies to declared
+non-differentiable preprocessing) reach every one of them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+
+from modelsec.models.base import Classifier
+
+LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+
+
+def loss_and_gradient(
+    classifier: Classifier,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    loss_fn: LossFn,
+    *,
+    eot_samples: int = 1,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Per-sample loss ``(n,)``, logits ``(n, k)`` and the gradient of the summed loss with respect to ``x``,
+    each averaged over ``eot_samples`` passes (all detached)."""
+    if eot_samples < 1:
+        raise ValueError(f"eot_samples must be >= 1, got {eot_samples}")
+    grad_sum = torch.zeros_like(x)
+    loss_sum = torch.zeros(x.shape[0], dtype=x.dtype, device=x.device)
+    logits_sum: torch.Tensor | None = None
+    for _ in range(eot_samples):
+        xg = x.detach().requires_grad_(True)
+        logits = classifier.logits(xg)
+        loss = loss_fn(logits, y)
+        (grad,) = torch.autograd.grad(loss.sum(), xg)
+        grad_sum += grad.detach()
+        loss_sum += loss.detach()
+        logits_sum = logits.detach() if logits_sum is None else logits_sum + logits.detach()
+    assert logits_sum is not None
+    return loss_sum / eot_samples, logits_sum / eot_samples, grad_sum / eot_samples
