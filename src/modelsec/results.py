@@ -79,8 +79,8 @@ class MinNormStats:
     norm: str
     n: int
     found: int
-    median: float
-    mean: float
+    median: float | None  # None when no adversarial example was found
+    mean: float | None
     quantiles: dict[str, float]
 
 

@@ -91,6 +91,15 @@ class EvasionAttack(abc.ABC):
         """The hyper-parameters, as given (for reports and configs)."""
         return dataclasses.asdict(self)
 
+    @property
+    def label(self) -> str:
+        """The name in reports: the registered name, plus the loss when it differs from the attack's default
+        (``apgd-dlr``)."""
+        for f in dataclasses.fields(self):
+            if f.name == "loss" and getattr(self, "loss") != f.default:  # noqa: B009
+                return f"{self.name}-{getattr(self, 'loss')}"  # noqa: B009
+        return self.name
+
     @abc.abstractmethod
     def run(
         self,
@@ -147,7 +156,7 @@ class EvasionAttack(abc.ABC):
         distance = norm.distance(x, x_adv)
         self._verify(x_adv, distance, threat, classifier.bounds)
         return EvasionResult(
-            attack=self.name,
+            attack=self.label,
             threat=threat,
             x_adv=x_adv,
             y=y,

@@ -17,7 +17,7 @@ from modelsec.attacks.base import EvasionAttack, ThreatModel
 from modelsec.metrics import rate_with_ci
 from modelsec.models.base import Classifier
 from modelsec.progress import NullProgress, Progress
-from modelsec.results import AttackRobustness, RobustnessResult, SanityFlag, eps_key
+from modelsec.results import AttackRobustness, MinNormStats, RobustnessResult, SanityFlag, eps_key
 
 
 @dataclass
@@ -71,27 +71,35 @@ def evaluate_robustness(
     per_attack: dict[tuple[str, float], torch.Tensor] = {}
     worst_robust: dict[float, torch.Tensor] = {}
     worst_adv: dict[float, torch.Tensor] = {}
-    carried_adv: dict[str, torch.Tensor] = {a.name: x.clone() for a in attacks}
-    carried_robust: dict[str, torch.Tensor] = {a.name: pred_clean == y for a in attacks}
+    labels = attack_labels(attacks)
+    carried_adv: dict[str, torch.Tensor] = {label: x.clone() for label in labels}
+    carried_robust: dict[str, torch.Tensor] = {label: pred_clean == y for label in labels}
+    min_dist: dict[str, torch.Tensor] = {}
     for e in eps_sorted:
         threat = ThreatModel(norm=norm, eps=e)
         robust_all = pred_clean == y
         adv_all = x.clone()
-        for attack in attacks:
+        for label, attack in zip(labels, attacks, strict=True):
             start = time.perf_counter()
-            robust = carried_robust[attack.name].clone()
-            adv = carried_adv[attack.name].clone()
+            robust = carried_robust[label].clone()
+            adv = carried_adv[label].clone()
             todo = robust.nonzero().flatten()
             if todo.numel():
                 res = attack(classifier, x[todo], y[todo], threat, generator=generator, progress=progress)
                 adv[todo] = res.x_adv
                 robust[todo] = res.robust
-            carried_robust[attack.name], carried_adv[attack.name] = robust, adv
-            per_attack[(attack.name, e)] = robust
+                if res.min_distance is not None and label not in min_dist:
+                    # the first epsilon attacks every correctly classified sample: its distances are complete
+                    d = torch.full((n,), torch.inf)
+                    d[pred_clean != y] = 0.0
+                    d[todo] = res.min_distance
+                    min_dist[label] = d
+            carried_robust[label], carried_adv[label] = robust, adv
+            per_attack[(label, e)] = robust
             rate, ci = rate_with_ci(robust.numpy())
             entries.append(
                 AttackRobustness(
-                    attack=attack.name,
+                    attack=label,
                     norm=norm,
                     eps=e,
                     robust_accuracy=rate,
@@ -117,6 +125,7 @@ def evaluate_robustness(
         robust_accuracy[eps_key(e)] = rate
         robust_ci[eps_key(e)] = ci
     result = RobustnessResult(
+        min_norm=[min_norm_stats(label, norm, d, pred_clean == y) for label, d in min_dist.items()],
         n=n,
         clean_accuracy=clean_acc,
         clean_ci=clean_ci,
@@ -138,8 +147,28 @@ def evaluate_robustness(
     )
 
 
-def with_checks(result: RobustnessResult, checks: list[str], flags: list[SanityFlag]) -> RobustnessResult:
-    """A copy of ``result`` with the sanity checks that ran and the flags that fired."""
-    from dataclasses import replace
+def attack_labels(attacks: list[EvasionAttack]) -> list[str]:
+    """Each attack's report label, made unique (``apgd``, ``apgd-dlr``, ``pgd#2``)."""
+    seen: dict[str, int] = {}
+    labels = []
+    for a in attacks:
+        seen[a.label] = seen.get(a.label, 0) + 1
+        labels.append(a.label if seen[a.label] == 1 else f"{a.label}#{seen[a.label]}")
+    return labels
 
-    return replace(result, checks=checks, flags=flags)
+
+def min_norm_stats(label: str, norm: str, distance: torch.Tensor, correct: torch.Tensor) -> MinNormStats:
+    """Summary of the verified minimal distances over the correctly classified samples."""
+    d = distance[correct].double().numpy()
+    found = d[np.isfinite(d)]
+    qs = (0.1, 0.25, 0.5, 0.75, 0.9)
+    quantiles = {repr(q): float(np.quantile(found, q)) for q in qs} if found.size else {}
+    return MinNormStats(
+        attack=label,
+        norm=norm,
+        n=int(d.size),
+        found=int(found.size),
+        median=float(np.median(found)) if found.size else None,
+        mean=float(found.mean()) if found.size else None,
+        quantiles=quantiles,
+    )

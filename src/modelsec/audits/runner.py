@@ -10,7 +10,7 @@ from __future__ import annotations
 import datetime as dt
 import platform
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -19,12 +19,12 @@ import torch
 from torch import nn
 
 from modelsec import __version__
-from modelsec.attacks.base import EvasionAttack
 from modelsec.attacks.evasion import EVASION_ATTACKS
 from modelsec.attacks.privacy import MEMBERSHIP_ATTACKS, compute_signals
 from modelsec.audits.privacy import evaluate_membership
-from modelsec.audits.robustness import RobustnessRun, evaluate_robustness, with_checks
-from modelsec.audits.sanity import run_checks
+from modelsec.audits.presets import AttackSpec, build_attacks, preset_specs
+from modelsec.audits.robustness import RobustnessRun, attack_labels, evaluate_robustness
+from modelsec.audits.sanity import CHECKS, Remedies, apply_remedies, post_checks, pre_checks, resolve
 from modelsec.audits.verdict import RULE, make_verdict
 from modelsec.data import load_splits
 from modelsec.data.dataset import Splits
@@ -40,6 +40,7 @@ from modelsec.results import (
     DataInfo,
     ModelInfo,
     PrivacyResult,
+    SanityFlag,
 )
 from modelsec.seeding import generator
 
@@ -53,19 +54,21 @@ class AuditConfig:
         norm: "linf" or "l2".
         samples: non-member (test) records attacked for robustness.
         mia_samples: members and as many non-members scored for membership inference (at most).
-        attacks: evasion attacks by registered name.
-        pgd_steps, pgd_restarts: PGD's iterations and random restarts.
+        preset: "quick", "standard" or "thorough" (see :mod:`modelsec.audits.presets`).
+        attacks: evasion attacks by registered name with default settings; overrides ``preset``.
+        pgd_steps, pgd_restarts: PGD's (and BIM's) iterations and random restarts when named in ``attacks``.
         membership_attacks: membership attacks by registered name.
         seed: seed of every random choice in the audit (sample selection, random starts, bootstrap).
         split_seed: seed of the member / non-member / population split (defaults to the model's record, or 0).
-        checks: run the robustness sanity checks.
+        checks: run the robustness sanity checks (and their remedies).
     """
 
     eps: tuple[float, ...] = (0.03, 0.1)
     norm: str = "linf"
     samples: int = 1000
     mia_samples: int = 10000
-    attacks: tuple[str, ...] = ("fgsm", "pgd")
+    preset: str = "standard"
+    attacks: tuple[str, ...] | None = None
     pgd_steps: int = 20
     pgd_restarts: int = 1
     membership_attacks: tuple[str, ...] = ("loss-threshold",)
@@ -78,24 +81,28 @@ class AuditConfig:
             raise ConfigError("give at least one epsilon")
         if any(not (e > 0) or e == float("inf") for e in self.eps):
             raise ConfigError(f"every epsilon must be a finite number > 0, got {list(self.eps)}")
+        if self.norm not in ("linf", "l2"):
+            raise ConfigError(f"norm must be linf or l2, got {self.norm!r}")
         if self.samples < 1 or self.mia_samples < 1:
             raise ConfigError("--samples and --mia-samples must be >= 1")
         if self.pgd_steps < 1 or self.pgd_restarts < 1:
             raise ConfigError("PGD steps and restarts must be >= 1")
-        for name in self.attacks:
-            EVASION_ATTACKS.get(name)
+        if self.attacks is not None:
+            if not self.attacks:
+                raise ConfigError("--attacks is empty")
+            for name in self.attacks:
+                EVASION_ATTACKS.get(name)
+        else:
+            preset_specs(self.preset)
         for name in self.membership_attacks:
             MEMBERSHIP_ATTACKS.get(name)
 
-    def evasion_attacks(self) -> list[EvasionAttack]:
-        out: list[EvasionAttack] = []
-        for name in self.attacks:
-            cls = EVASION_ATTACKS.get(name)
-            if name in ("pgd", "bim"):
-                out.append(cls(steps=self.pgd_steps, restarts=self.pgd_restarts))  # type: ignore[call-arg]
-            else:
-                out.append(cls())
-        return out
+    def attack_specs(self) -> list[AttackSpec]:
+        """The attack plan before remedies: the explicit list, else the preset."""
+        if self.attacks is None:
+            return list(preset_specs(self.preset))
+        pgd_like = {"steps": self.pgd_steps, "restarts": self.pgd_restarts}
+        return [AttackSpec(name, pgd_like if name in ("pgd", "bim") else {}) for name in self.attacks]
 
 
 @dataclass
@@ -200,23 +207,33 @@ def run_audit(
     idx = np.sort(rng.permutation(len(splits.nonmembers))[:n])
     x = torch.from_numpy(splits.nonmembers.x[idx])
     y = torch.from_numpy(splits.nonmembers.y[idx])
+    pre_flags, remedies = pre_checks(classifier, x, y) if config.checks else ([], Remedies())
+    attacks, skipped = build_attacks(apply_remedies(config.attack_specs(), remedies), classifier, config.norm)
+    if not attacks:
+        raise ConfigError(
+            "no evasion attack can run on this model: " + "; ".join(f"{s.attack} {s.reason}" for s in skipped)
+        )
     rob_run = evaluate_robustness(
-        classifier,
-        x,
-        y,
-        attacks=config.evasion_attacks(),
-        eps=list(config.eps),
-        norm=config.norm,
-        generator=gen,
-        progress=progress,
+        classifier, x, y, attacks=attacks, eps=list(config.eps), norm=config.norm, generator=gen, progress=progress
     )
     timings["robustness"] = time.perf_counter() - t
     t = time.perf_counter()
+    flags: list[SanityFlag] = []
     if config.checks:
         with progress.task("sanity checks", total=1) as advance:
-            checks, flags = run_checks(classifier, rob_run, config.norm, gen)
+            post = post_checks(
+                classifier, rob_run, attacks, attack_labels(attacks), config.norm, gen,
+                eot_samples=remedies.eot_samples,
+            )  # fmt: skip
+            flags = resolve(pre_flags, post, attacks)
             advance(1)
-        rob_run.result = with_checks(rob_run.result, checks, flags)
+    rob_run.result = replace(
+        rob_run.result,
+        checks=list(CHECKS) if config.checks else [],
+        flags=flags,
+        preset=None if config.attacks is not None else config.preset,
+        skipped=skipped,
+    )
     timings["sanity_checks"] = time.perf_counter() - t
 
     # Membership: balanced, seeded samples of members and non-members.
@@ -242,7 +259,10 @@ def run_audit(
         "norm": config.norm,
         "samples": n,
         "mia_samples": m,
-        "attacks": list(config.attacks),
+        "preset": None if config.attacks is not None else config.preset,
+        "attacks": attack_labels(attacks),
+        "remedies": remedies.notes
+        + ([f"EoT with {remedies.eot_samples} samples"] if remedies.eot_samples > 1 else []),
         "pgd_steps": config.pgd_steps,
         "pgd_restarts": config.pgd_restarts,
         "membership_attacks": list(config.membership_attacks),
@@ -258,8 +278,6 @@ def run_audit(
         out.mkdir(parents=True, exist_ok=True)
         files["adversarial"] = out / "adversarial.npz"
         rob_run.save_npz(str(files["adversarial"]))
-        from dataclasses import replace
-
         robustness = replace(robustness, adversarial_file="adversarial.npz")
     timings["total"] = time.perf_counter() - t0
     result = AuditResult(

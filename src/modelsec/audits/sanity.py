@@ -1,37 +1,73 @@
-"""Sanity checks on a robustness evaluation, reported beside the numbers and able to change the verdict.
+"""Sanity checks on a robustness evaluation: they run in every audit, are reported beside the numbers, trigger the
+remedies the audit has, and change the verdict while unresolved.
 
-After Carlini et al. 2019, "On Evaluating Adversarial Robustness", and AutoAttack's runtime checks
-(Croce & Hein 2020). Each check returns a :class:`SanityFlag` when it fires, ``None`` otherwise.
+After Carlini et al. 2019, "On Evaluating Adversarial Robustness", Athalye, Carlini & Wagner 2018, "Obfuscated
+Gradients Give a False Sense of Security", and AutoAttack's runtime checks (Croce & Hein 2020).
+
+Before the attacks (symptoms of the model, each with a remedy applied to the attack plan):
+
+| check | fires when | remedy |
+| --- | --- | --- |
+| probability-outputs | outputs lie in [0, 1] and sum to 1 | margin / DLR losses (APGD-DLR added) |
+| randomness | two forward passes on the same inputs differ | EoT: gradients averaged over several passes |
+| zero-gradients | > 1% of samples have an all-zero input gradient | black-box attacks (Square, HopSkipJump) added |
+
+After the attacks (symptoms of the evaluation; the worst case already includes every attack, but each means the
+gradient attacks were unreliable, so they stay unresolved):
+
+| check | fires when |
+| --- | --- |
+| single-step-beats-iterative | FGSM breaks > 1% of samples that the iterative attacks did not |
+| black-box-beats-white-box | a black-box attack breaks > 1% of samples that every white-box attack missed |
+| not-converged | the strongest iterative attack with twice the steps breaks > 1% more samples |
+| large-eps-not-broken | at eps = half the input range, > 5% of samples survive the strongest attacks |
+
+A pre-attack flag counts as resolved when its remedy ran and the large-epsilon check then passes.
 """
 
 from __future__ import annotations
 
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any
+
 import torch
 
-from modelsec.attacks.base import ThreatModel
-from modelsec.attacks.evasion.pgd import PGD
+from modelsec.attacks.base import EvasionAttack, ThreatModel
+from modelsec.attacks.evasion import EVASION_ATTACKS
+from modelsec.audits.presets import AttackSpec
 from modelsec.audits.robustness import RobustnessRun
-from modelsec.models.base import Classifier
+from modelsec.models.base import Capability, Classifier
 from modelsec.results import SanityFlag
 
-CHECKS = (
-    "probability-outputs",
-    "randomness",
-    "zero-gradients",
-    "single-step-beats-iterative",
-    "large-eps-not-broken",
-)
+EOT_SAMPLES = 10
+BLACK_BOX = ("square", "hopskipjump")
+SINGLE_STEP = ("fgsm",)
+
+
+@dataclass
+class Remedies:
+    """What the pre-attack checks ask of the attack plan."""
+
+    eot_samples: int = 1
+    add_margin_loss: bool = False
+    add_black_box: bool = False
+    notes: list[str] = field(default_factory=list)
+
+
+# -- checks before the attacks --------------------------------------------------------------------------------
 
 
 def check_probability_outputs(classifier: Classifier, x: torch.Tensor) -> SanityFlag | None:
-    """The model's outputs look like probabilities (in [0, 1], rows summing to 1) rather than logits:
-    cross-entropy on them saturates and gradient attacks weaken."""
+    """Outputs look like probabilities (in [0, 1], rows summing to 1) rather than logits: cross-entropy on them
+    saturates and gradient attacks weaken."""
     out = classifier.predict_logits(x)
-    if bool(((out >= 0) & (out <= 1)).all()) and bool(torch.allclose(out.sum(1), torch.ones(len(out)), atol=1e-3)):
+    in_unit = bool(((out >= 0) & (out <= 1)).all())
+    if in_unit and bool(torch.allclose(out.sum(1), torch.ones(len(out)), atol=1e-3)):
         return SanityFlag(
             "probability-outputs",
-            "the model outputs probabilities, not logits; gradient attacks on a softmax output are weak "
-            "(remove the final softmax, or use a margin loss)",
+            "the model outputs probabilities, not logits; cross-entropy gradients through a softmax saturate",
+            remedy="attacks with the margin-based DLR loss were added",
         )
     return None
 
@@ -42,39 +78,122 @@ def check_randomness(classifier: Classifier, x: torch.Tensor) -> SanityFlag | No
     if not torch.allclose(a, b, rtol=1e-5, atol=1e-6):
         return SanityFlag(
             "randomness",
-            "repeated forward passes give different outputs; a randomised defense needs expectation over "
-            "transformation (EoT) to be evaluated",
+            "repeated forward passes give different outputs: the model is randomised",
+            remedy=f"expectation over transformation: gradients averaged over {EOT_SAMPLES} passes",
         )
     return None
 
 
 def check_zero_gradients(classifier: Classifier, x: torch.Tensor, y: torch.Tensor) -> SanityFlag | None:
-    """More than 1% of samples have an all-zero input gradient: gradient masking or saturation."""
+    """More than 1% of samples have an all-zero input gradient: gradient masking, quantisation or saturation."""
+    if classifier.capability < Capability.GRADIENTS:
+        return None
     xb, yb = x[:500].to(classifier.device), y[:500].to(classifier.device)
     grad = classifier.input_gradient(xb, yb)
     zero = (grad.flatten(1).abs().amax(dim=1) == 0).float().mean().item()
     if zero > 0.01:
         return SanityFlag(
             "zero-gradients",
-            f"{zero:.1%} of samples have an all-zero input gradient: gradients are masked or the loss "
-            "saturates; black-box attacks and a margin loss are needed",
+            f"{zero:.1%} of samples have an all-zero input gradient: gradients are masked (e.g. quantisation in "
+            "forward) or the loss saturates",
+            remedy="black-box attacks (Square, HopSkipJump) were added",
         )
     return None
 
 
-def check_single_step_beats_iterative(run: RobustnessRun, single: str, iterative: str) -> SanityFlag | None:
-    """A single-step attack breaks samples that the iterative one does not (more than 1% of them)."""
-    for (name, eps), robust_single in run.per_attack_robust.items():
-        if name != single or (iterative, eps) not in run.per_attack_robust:
-            continue
-        robust_iter = run.per_attack_robust[(iterative, eps)]
-        extra = int((~robust_single & robust_iter).sum())
-        if extra > max(1, 0.01 * len(robust_iter)):
+def pre_checks(classifier: Classifier, x: torch.Tensor, y: torch.Tensor) -> tuple[list[SanityFlag], Remedies]:
+    """Run the model checks and derive the remedies."""
+    remedies = Remedies()
+    flags: list[SanityFlag] = []
+    if (f := check_probability_outputs(classifier, x[:200])) is not None:
+        flags.append(f)
+        remedies.add_margin_loss = True
+    if (f := check_randomness(classifier, x[:200])) is not None:
+        flags.append(f)
+        remedies.eot_samples = EOT_SAMPLES
+    if (f := check_zero_gradients(classifier, x, y)) is not None:
+        flags.append(f)
+        remedies.add_black_box = True
+    if classifier.uses_bpda:
+        remedies.notes.append("BPDA: gradients pass through the declared non-differentiable preprocessing")
+    return flags, remedies
+
+
+def apply_remedies(specs: list[AttackSpec], remedies: Remedies) -> list[AttackSpec]:
+    """The attack plan with the remedies applied (EoT on every attack that supports it; added attacks)."""
+    out = []
+    for spec in specs:
+        cls = EVASION_ATTACKS.get(spec.attack)
+        has_eot = any(f.name == "eot_samples" for f in dataclasses.fields(cls))
+        if remedies.eot_samples > 1 and has_eot:
+            spec = AttackSpec(spec.attack, {**spec.params, "eot_samples": remedies.eot_samples})
+        out.append(spec)
+    names = {s.attack for s in out}
+    if remedies.add_margin_loss and not any(s.params.get("loss") in ("dlr", "margin") for s in out):
+        params: dict[str, Any] = {"loss": "dlr"} if "apgd" in EVASION_ATTACKS else {"loss": "margin"}
+        if remedies.eot_samples > 1:
+            params["eot_samples"] = remedies.eot_samples
+        out.append(AttackSpec("apgd" if "apgd" in EVASION_ATTACKS else "pgd", params))
+    if remedies.add_black_box:
+        out += [AttackSpec(name) for name in BLACK_BOX if name in EVASION_ATTACKS and name not in names]
+    return out
+
+
+# -- checks after the attacks ---------------------------------------------------------------------------------
+
+
+def _broken_by(run: RobustnessRun, labels: list[str], eps: float) -> torch.Tensor:
+    broken = torch.zeros(run.x.shape[0], dtype=torch.bool)
+    for label in labels:
+        if (label, eps) in run.per_attack_robust:
+            broken |= ~run.per_attack_robust[(label, eps)]
+    return broken
+
+
+def _exclusive_breaks(
+    run: RobustnessRun, group: list[str], others: list[str], check: str, what: str
+) -> SanityFlag | None:
+    if not group or not others:
+        return None
+    for eps in sorted({e for (_, e) in run.per_attack_robust}):
+        extra = int((_broken_by(run, group, eps) & ~_broken_by(run, others, eps)).sum())
+        if extra > max(1, 0.01 * run.x.shape[0]):
             return SanityFlag(
-                "single-step-beats-iterative",
-                f"{single} breaks {extra} samples that {iterative} does not at eps={eps:g}; the iterative "
-                "attack is not converging (gradient masking, or too few steps)",
+                check,
+                f"{', '.join(group)} broke {extra} samples at eps={eps:g} that {', '.join(others)} did not: {what}",
+                remedy="the worst case includes them, but the gradient attacks are unreliable on this model",
             )
+    return None
+
+
+def check_not_converged(
+    classifier: Classifier,
+    run: RobustnessRun,
+    attacks: list[EvasionAttack],
+    norm: str,
+    generator: torch.Generator,
+    samples: int = 200,
+) -> SanityFlag | None:
+    """Twice the steps of the strongest iterative gradient attack still breaks more samples: not converged."""
+    iterative = [a for a in attacks if hasattr(a, "steps") and a.name not in SINGLE_STEP + BLACK_BOX and
+                 a.requires == Capability.GRADIENTS and not a.minimum_norm]  # fmt: skip
+    if not iterative:
+        return None
+    base = iterative[0]
+    eps = max(run.robust)
+    idx = run.robust[eps].nonzero().flatten()[:samples]
+    if idx.numel() == 0:
+        return None
+    doubled = dataclasses.replace(base, steps=2 * base.steps)  # type: ignore[call-arg]
+    res = doubled(classifier, run.x[idx], run.y[idx], ThreatModel(norm, eps), generator=generator)
+    newly = int(res.success.sum())
+    if newly > max(1, 0.01 * run.x.shape[0] * idx.numel() / max(int(run.robust[eps].sum()), 1)):
+        return SanityFlag(
+            "not-converged",
+            f"{base.label} with {2 * base.steps} steps broke {newly} of {idx.numel()} samples that survived every "
+            f"attack at eps={eps:g}: more iterations still help",
+            remedy="use --preset thorough (more steps and restarts)",
+        )
     return None
 
 
@@ -84,36 +203,91 @@ def check_large_eps(
     y: torch.Tensor,
     norm: str,
     generator: torch.Generator,
+    eot_samples: int = 1,
     samples: int = 100,
 ) -> SanityFlag | None:
-    """At a huge epsilon (half the input range) robust accuracy must be near 0; if PGD cannot get there,
-    its gradients are not informative."""
+    """At a huge epsilon (half the input range) robust accuracy must be near 0. The strongest cheap attacks run:
+    PGD with the margin loss (white-box) and Square (scores); if > 5% of samples survive, attacks are misled."""
     lo, hi = classifier.bounds
-    eps = 0.5 * (hi - lo) if norm == "linf" else 0.5 * (hi - lo) * float(torch.tensor(x[0].numel()).sqrt())
+    eps = 0.5 * (hi - lo)
+    if norm == "l2":
+        eps *= float(x[0].numel()) ** 0.5
     threat = ThreatModel(norm=norm, eps=eps)
-    res = PGD(steps=20, restarts=1)(classifier, x[:samples], y[:samples], threat, generator=generator)
-    if res.robust_accuracy > 0.05:
+    xs, ys = x[:samples], y[:samples]
+    robust = torch.ones(xs.shape[0], dtype=torch.bool)
+    plan: list[EvasionAttack] = []
+    if classifier.capability >= Capability.GRADIENTS:
+        plan.append(EVASION_ATTACKS.get("pgd")(steps=20, loss="margin", eot_samples=eot_samples))  # type: ignore[call-arg]
+    if "square" in EVASION_ATTACKS and classifier.capability >= Capability.SCORES:
+        plan.append(EVASION_ATTACKS.get("square")(max_queries=1000))  # type: ignore[call-arg]
+    for attack in plan:
+        todo = robust.nonzero().flatten()
+        if todo.numel() == 0:
+            break
+        robust[todo] = attack(classifier, xs[todo], ys[todo], threat, generator=generator).robust
+    rate = float(robust.float().mean()) if len(robust) else 0.0
+    if rate > 0.05:
         return SanityFlag(
             "large-eps-not-broken",
-            f"PGD leaves {res.robust_accuracy:.1%} of samples robust at eps={eps:g} (half the input range); "
-            "at that size any input can be changed into another class, so the gradients mislead the attack",
+            f"{rate:.1%} of samples survive at eps={eps:g} (half the input range), where any input can be turned "
+            "into another class: the attacks are being misled",
+            severity="error",
         )
     return None
 
 
-def run_checks(
+def post_checks(
     classifier: Classifier,
     run: RobustnessRun,
+    attacks: list[EvasionAttack],
+    labels: list[str],
     norm: str,
     generator: torch.Generator,
-) -> tuple[list[str], list[SanityFlag]]:
-    """Run every check; return the names of the checks run and the flags that fired."""
-    x, y = run.x, run.y
+    eot_samples: int = 1,
+) -> list[SanityFlag]:
+    """Checks of the evaluation itself, after the attacks."""
+    by_kind: dict[str, list[str]] = {"single": [], "iterative": [], "black": []}
+    for label, attack in zip(labels, attacks, strict=True):
+        if attack.name in SINGLE_STEP:
+            by_kind["single"].append(label)
+        elif attack.requires < Capability.GRADIENTS:
+            by_kind["black"].append(label)
+        else:
+            by_kind["iterative"].append(label)
     flags = [
-        check_probability_outputs(classifier, x[:200]),
-        check_randomness(classifier, x[:200]),
-        check_zero_gradients(classifier, x, y),
-        check_single_step_beats_iterative(run, "fgsm", "pgd"),
-        check_large_eps(classifier, x, y, norm, generator),
-    ]
-    return list(CHECKS), [f for f in flags if f is not None]
+        _exclusive_breaks(
+            run, by_kind["single"], by_kind["iterative"], "single-step-beats-iterative",
+            "the iterative attacks are not converging (gradient masking, or too few steps)",
+        ),
+        _exclusive_breaks(
+            run, by_kind["black"], by_kind["iterative"] + by_kind["single"], "black-box-beats-white-box",
+            "gradients are masked or misleading",
+        ),
+        check_not_converged(classifier, run, attacks, norm, generator),
+        check_large_eps(classifier, run.x, run.y, norm, generator, eot_samples=eot_samples),
+    ]  # fmt: skip
+    return [f for f in flags if f is not None]
+
+
+def resolve(pre: list[SanityFlag], post: list[SanityFlag], attacks: list[EvasionAttack]) -> list[SanityFlag]:
+    """Mark the pre-attack flags whose remedy ran (and left the large-eps check passing) as resolved."""
+    large_eps_ok = not any(f.check == "large-eps-not-broken" for f in post)
+    names = {a.name for a in attacks}
+    ran = {
+        "probability-outputs": any(getattr(a, "loss", None) in ("dlr", "margin") or a.name == "apgd-t" for a in attacks),
+        "randomness": any(getattr(a, "eot_samples", 1) > 1 for a in attacks),
+        "zero-gradients": bool(names & set(BLACK_BOX)),
+    }
+    out = [dataclasses.replace(f, resolved=ran.get(f.check, False) and large_eps_ok) for f in pre]
+    return out + post
+
+
+CHECKS = (
+    "probability-outputs",
+    "randomness",
+    "zero-gradients",
+    "single-step-beats-iterative",
+    "black-box-beats-white-box",
+    "not-converged",
+    "large-eps-not-broken",
+)

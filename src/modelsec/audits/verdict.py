@@ -1,8 +1,8 @@
 """The one-line verdict at the top of a report, from the numbers and the sanity flags, with the rule stated.
 
 Robustness, at the largest epsilon audited: "fail" when less than half of the clean accuracy survives, "warning"
-when less than 90% survives; any sanity flag turns the robustness finding into "likely overestimated" and at
-least a warning. Leakage: "fail" when an attack's TPR at 0.1% FPR has a lower confidence bound above 1% (ten
+when less than 90% survives; any unresolved sanity flag turns the robustness finding into "likely overestimated"
+and at least a warning (a resolved one, whose remedy ran, is listed but does not). Leakage: "fail" when an attack's TPR at 0.1% FPR has a lower confidence bound above 1% (ten
 times chance) or its AUC's lower bound exceeds 0.6; "warning" when the AUC's lower bound exceeds 0.5.
 """
 
@@ -30,10 +30,14 @@ def make_verdict(robustness: RobustnessResult | None, privacy: PrivacyResult | N
         rob_level = "fail" if kept < 0.5 else "warning" if kept < 0.9 else "ok"
         word = {"fail": "Not robust", "warning": "Partly robust", "ok": "Robust"}[rob_level]
         parts.append(f"{word}: {robust:.1%} accuracy under attack at {norm} eps={float(eps_key):g} (clean {clean:.1%})")
-        if robustness.flags:
+        unresolved = [f for f in robustness.flags if not f.resolved]
+        if unresolved:
             rob_level = _worse(rob_level, "warning")
             parts[-1] += "; robustness likely overestimated"
-            details += [f"sanity check '{f.check}' fired: {f.message}" for f in robustness.flags]
+        for f in robustness.flags:
+            state = "resolved" if f.resolved else "UNRESOLVED"
+            remedy = f" (remedy: {f.remedy})" if f.remedy else ""
+            details.append(f"sanity check '{f.check}' fired, {state}: {f.message}{remedy}")
         level = _worse(level, rob_level)
     if privacy is not None and privacy.attacks:
         worst = max(privacy.attacks, key=lambda a: a.auc)

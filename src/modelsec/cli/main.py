@@ -122,9 +122,16 @@ def cli() -> None:
 )
 @click.option("--eps", default="0.03,0.1", show_default=True, help="Perturbation budgets, comma-separated.")
 @click.option("--norm", type=click.Choice(["linf", "l2"]), default="linf", show_default=True)
-@click.option("--attacks", default="fgsm,pgd", show_default=True, help="Evasion attacks, comma-separated.")
-@click.option("--pgd-steps", type=int, default=20, show_default=True)
-@click.option("--pgd-restarts", type=int, default=1, show_default=True)
+@click.option(
+    "--preset",
+    type=click.Choice(["quick", "standard", "thorough"]),
+    default="standard",
+    show_default=True,
+    help="quick: FGSM + PGD; standard: AutoAttack-like APGD-CE, APGD-T, DeepFool, Square; thorough: more of all.",
+)
+@click.option("--attacks", default=None, help="Explicit evasion attacks, comma-separated (overrides --preset).")
+@click.option("--pgd-steps", type=int, default=20, show_default=True, help="PGD steps when named in --attacks.")
+@click.option("--pgd-restarts", type=int, default=1, show_default=True, help="PGD restarts when named in --attacks.")
 @click.option("--no-checks", is_flag=True, help="Skip the robustness sanity checks.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of every random choice of the audit.")
 @click.option(
@@ -156,7 +163,8 @@ def audit(
     mia_samples: int,
     eps: str,
     norm: str,
-    attacks: str,
+    preset: str,
+    attacks: str | None,
     pgd_steps: int,
     pgd_restarts: int,
     no_checks: bool,
@@ -176,7 +184,8 @@ def audit(
         norm=norm,
         samples=samples,
         mia_samples=mia_samples,
-        attacks=tuple(a.strip() for a in attacks.split(",") if a.strip()),
+        preset=preset,
+        attacks=None if attacks is None else tuple(a.strip() for a in attacks.split(",") if a.strip()),
         pgd_steps=pgd_steps,
         pgd_restarts=pgd_restarts,
         seed=seed,

@@ -16,15 +16,17 @@ import json
 import math
 import os
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from modelsec.results import (
     AuditResult,
     Interval,
     MembershipAttackResult,
+    MinNormStats,
     PrivacyResult,
     RobustnessResult,
+    SanityFlag,
     eps_key,
 )
 
@@ -34,6 +36,10 @@ LOW_FPRS = (0.001, 0.01)
 LEVELS = ("ok", "warning", "fail")
 LEVEL_LABELS = {"ok": "PASS", "warning": "WARNING", "fail": "FAIL"}
 NORM_NAMES = {"linf": "L∞", "l2": "L2", "l1": "L1", "l0": "L0"}
+# The quantiles of a minimum-norm attack's perturbation sizes shown beside the median.
+MIN_NORM_QUANTILES = (0.1, 0.25, 0.75, 0.9)
+# What an unresolved sanity flag means for the numbers (Carlini et al. 2019).
+OVERESTIMATED = "robustness likely overestimated"
 
 
 def _finite(x: float | None) -> bool:
@@ -58,6 +64,11 @@ def num(x: float | None, digits: int = 3) -> str:
 
 def count(n: int | None) -> str:
     return DASH if n is None else f"{n:,}"
+
+
+def size(x: float | None) -> str:
+    """A perturbation size, three significant digits: ``0.031372 -> "0.0314"``; missing -> em dash."""
+    return f"{x:.3g}" if x is not None and _finite(x) else DASH
 
 
 def norm_label(norm: str) -> str:
@@ -213,11 +224,17 @@ def robustness_table(rob: RobustnessResult) -> RobustnessTable:
 
 @dataclass(frozen=True)
 class CheckRow:
-    """A sanity check, its ``status`` (``"passed"``, ``"warning"``, ``"error"``) and its messages."""
+    """A sanity check, its ``status`` (``"passed"``, ``"warning"``, ``"error"``), its messages and the flags that
+    fired (each with its ``remedy`` and whether it is ``resolved``)."""
 
     check: str
     status: str
     messages: list[str]
+    flags: list[SanityFlag] = field(default_factory=list)
+
+    @property
+    def unresolved(self) -> int:
+        return sum(not f.resolved for f in self.flags)
 
 
 def check_rows(rob: RobustnessResult) -> list[CheckRow]:
@@ -230,8 +247,53 @@ def check_rows(rob: RobustnessResult) -> list[CheckRow]:
             rows.append(CheckRow(name, "passed", []))
             continue
         status = "error" if any(f.severity == "error" for f in fired) else "warning"
-        rows.append(CheckRow(name, status, [f.message for f in fired]))
+        rows.append(CheckRow(name, status, [f.message for f in fired], fired))
     return rows
+
+
+def unresolved_flags(rob: RobustnessResult) -> int:
+    """How many fired sanity flags the reported numbers do not account for."""
+    return sum(not f.resolved for f in rob.flags)
+
+
+@dataclass(frozen=True)
+class MinNormRow:
+    """A minimum-norm attack's perturbation sizes; ``quantiles`` follow :data:`MIN_NORM_QUANTILES`."""
+
+    attack: str
+    norm: str
+    found: str  # "412 / 912"
+    found_rate: str  # "45.2%"
+    median: str
+    mean: str
+    quantiles: list[str]
+
+
+def quantile_label(q: float) -> str:
+    """``0.1 -> "10%"``, ``0.25 -> "25%"``."""
+    return f"{100.0 * q:g}%"
+
+
+def _min_norm_row(m: MinNormStats) -> MinNormRow:
+    any_found = m.found > 0
+    quantiles = []
+    for q in MIN_NORM_QUANTILES:
+        key = _find_key(m.quantiles, q)
+        quantiles.append(size(m.quantiles[key]) if any_found and key is not None else DASH)
+    return MinNormRow(
+        attack=m.attack,
+        norm=norm_label(m.norm),
+        found=f"{m.found:,} / {m.n:,}",
+        found_rate=pct(m.found / m.n) if m.n > 0 else DASH,
+        median=size(m.median) if any_found else DASH,
+        mean=size(m.mean) if any_found else DASH,
+        quantiles=quantiles,
+    )
+
+
+def min_norm_rows(rob: RobustnessResult) -> list[MinNormRow]:
+    """One row per minimum-norm attack; sizes are a dash when the attack broke no sample."""
+    return [_min_norm_row(m) for m in rob.min_norm]
 
 
 def robustness_intervals(rob: RobustnessResult) -> list[Interval]:

@@ -1,8 +1,10 @@
 """Evasion attacks, registered by name in :data:`EVASION_ATTACKS`."""
 
+from modelsec.attacks.evasion.cw import CarliniWagnerL2
+from modelsec.attacks.evasion.deepfool import DeepFool
 from modelsec.attacks.evasion.fgsm import FGSM
 from modelsec.attacks.evasion.gradient import GradientAttack
 from modelsec.attacks.evasion.pgd import BIM, PGD
 from modelsec.attacks.evasion.registry import EVASION_ATTACKS
 
-__all__ = ["BIM", "EVASION_ATTACKS", "FGSM", "PGD", "GradientAttack"]
+__all__ = ["BIM", "EVASION_ATTACKS", "FGSM", "PGD", "CarliniWagnerL2", "DeepFool", "GradientAttack"]

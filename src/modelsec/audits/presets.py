@@ -1,0 +1,83 @@
+"""Robustness presets: which attacks an audit runs, by name and parameters.
+
+- ``quick``: FGSM and PGD (10 steps of 2.5 eps / 10 from a random start): a fast first look.
+- ``standard``: an AutoAttack-like chain (Croce & Hein 2020): APGD-CE, targeted APGD-DLR, DeepFool (minimum
+  norm) and the Square attack (score-based black-box); FGSM is added as the single-step reference of the sanity
+  checks. Each attack runs only on the samples every earlier one failed to break (per-sample worst case).
+- ``thorough``: more restarts and iterations, APGD with the DLR loss, Carlini-Wagner (L2), both black-box attacks
+  (Square with 10,000 queries and HopSkipJump).
+
+Attacks that need more access than the model offers (gradients, scores) are skipped and the report says why.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from modelsec.attacks.base import EvasionAttack
+from modelsec.attacks.evasion import EVASION_ATTACKS
+from modelsec.errors import ConfigError
+from modelsec.models.base import Classifier
+from modelsec.results import SkippedAttack
+
+
+@dataclass(frozen=True)
+class AttackSpec:
+    """One attack of a preset: a registered name and its hyper-parameters."""
+
+    attack: str
+    params: dict[str, Any] = field(default_factory=dict)
+
+
+PRESETS: dict[str, tuple[AttackSpec, ...]] = {
+    "quick": (AttackSpec("fgsm"), AttackSpec("pgd", {"steps": 10})),
+    "standard": (
+        AttackSpec("fgsm"),
+        AttackSpec("apgd", {"steps": 100}),
+        AttackSpec("apgd-t", {"steps": 100, "n_targets": 9}),
+        AttackSpec("deepfool"),
+        AttackSpec("square", {"max_queries": 5000}),
+    ),
+    "thorough": (
+        AttackSpec("fgsm"),
+        AttackSpec("pgd", {"steps": 100, "restarts": 5}),
+        AttackSpec("apgd", {"steps": 200, "restarts": 3}),
+        AttackSpec("apgd", {"steps": 200, "restarts": 3, "loss": "dlr"}),
+        AttackSpec("apgd-t", {"steps": 200, "n_targets": 9}),
+        AttackSpec("deepfool"),
+        AttackSpec("cw-l2"),
+        AttackSpec("square", {"max_queries": 10000, "restarts": 2}),
+        AttackSpec("hopskipjump"),
+    ),
+}
+
+
+def preset_specs(preset: str) -> tuple[AttackSpec, ...]:
+    try:
+        return PRESETS[preset]
+    except KeyError:
+        raise ConfigError(f"unknown preset {preset!r}; known: {', '.join(PRESETS)}") from None
+
+
+def build_attacks(
+    specs: tuple[AttackSpec, ...] | list[AttackSpec], classifier: Classifier, norm: str
+) -> tuple[list[EvasionAttack], list[SkippedAttack]]:
+    """Instantiate the specs that this classifier and norm allow; the others become :class:`SkippedAttack`."""
+    attacks: list[EvasionAttack] = []
+    skipped: list[SkippedAttack] = []
+    for spec in specs:
+        cls = EVASION_ATTACKS.get(spec.attack)
+        if norm not in cls.supported_norms:
+            skipped.append(SkippedAttack(spec.attack, f"does not support the {norm} norm"))
+            continue
+        if classifier.capability < cls.requires:
+            skipped.append(
+                SkippedAttack(
+                    spec.attack,
+                    f"needs {cls.requires.name.lower()}; the model offers only {classifier.capability.name.lower()}",
+                )
+            )
+            continue
+        attacks.append(cls(**spec.params))
+    return attacks, skipped
