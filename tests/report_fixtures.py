@@ -1,13 +1,15 @@
 """A realistic :class:`AuditResult` for the report tests, built without running any model.
 
 The numbers are those of a small CNN on Fashion-MNIST: 91% clean accuracy, FGSM and PGD at two
-L-inf budgets, and a loss-threshold membership attack whose ROC is binormal (AUC about 0.61),
-sampled at about 200 points.
+L-inf budgets (the "quick" preset, with Square skipped), a DeepFool minimum-norm summary, two sanity
+flags (one resolved by a remedy, one not), and a loss-threshold membership attack whose ROC is
+binormal (AUC about 0.61), sampled at about 200 points.
 """
 
 from __future__ import annotations
 
 import dataclasses
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -20,10 +22,12 @@ from modelsec.results import (
     DataInfo,
     Interval,
     MembershipAttackResult,
+    MinNormStats,
     ModelInfo,
     PrivacyResult,
     RobustnessResult,
     SanityFlag,
+    SkippedAttack,
     Verdict,
     eps_key,
 )
@@ -37,6 +41,7 @@ CORRECT = {"fgsm": (483, 62), "pgd": (351, 4)}
 WORST = (342, 2)
 CLEAN = 912
 SHIFT = 0.4  # binormal ROC: member scores ~ N(SHIFT, 1), non-member scores ~ N(0, 1)
+CLASS_NAMES = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"]
 
 
 def clopper_pearson(k: int, n: int, level: float = 0.95) -> Interval:
@@ -78,7 +83,16 @@ def _robustness() -> RobustnessResult:
                 message="PGD with 4x the steps lowered robust accuracy at eps=0.03 "
                 "from 35.1% to 33.0%: the attack may not have converged.",
                 severity="warning",
-            )
+                remedy="Re-ran PGD with 160 steps; the worst case includes it.",
+                resolved=True,
+            ),
+            SanityFlag(
+                check="nonzero-gradients",
+                message="31 of 912 correctly classified samples have zero input gradients.",
+                severity="warning",
+                remedy="Ran Square (black-box) on those samples; it broke 4 of 31.",
+                resolved=False,
+            ),
         ],
         checks=[
             "logits-not-probabilities",
@@ -89,6 +103,19 @@ def _robustness() -> RobustnessResult:
             "more-iterations",
         ],
         adversarial_file="adversarial.npz",
+        preset="quick",
+        skipped=[SkippedAttack("square", "needs class scores; the model only returns labels")],
+        min_norm=[
+            MinNormStats(
+                attack="deepfool",
+                norm="linf",
+                n=CLEAN,
+                found=897,
+                median=0.0213,
+                mean=0.0248,
+                quantiles={"0.1": 0.0071, "0.25": 0.0132, "0.5": 0.0213, "0.75": 0.0331, "0.9": 0.0472},
+            )
+        ],
     )
 
 
@@ -147,6 +174,7 @@ def make_audit_result(**overrides: Any) -> AuditResult:
                 "population": "3d6b2a1e4c9f5a7b8c0d1e2f3a4b5c6d7e8f9a0b1c2d3e4f5a6b7c8d9e0f1a2b",
             },
             overlaps={"members/nonmembers": 0, "members/population": 0, "nonmembers/population": 0},
+            class_names=list(CLASS_NAMES),
         ),
         robustness=_robustness(),
         privacy=PrivacyResult(
@@ -160,11 +188,12 @@ def make_audit_result(**overrides: Any) -> AuditResult:
             headline="Not robust at ε = 0.03: worst-case robust accuracy 34.2% (clean 91.2%)",
             details=[
                 "Worst-case robust accuracy falls to 0.2% at ε = 0.1.",
-                "Sanity check 'more-iterations' fired: robust accuracy may be overestimated.",
+                "Sanity check 'nonzero-gradients' fired and is unresolved: robustness likely overestimated.",
                 "Membership leakage is low: TPR 0.4% at 0.1% FPR (AUC 0.611).",
             ],
         ),
         settings={
+            "preset": "quick",
             "attacks": ["fgsm", "pgd"],
             "norm": "linf",
             "eps": list(EPS),
@@ -177,3 +206,42 @@ def make_audit_result(**overrides: Any) -> AuditResult:
         timings={"load": 0.4, "clean": 0.3, "robustness": 44.5, "privacy": 3.2, "total": 48.6},
     )
     return dataclasses.replace(result, **overrides)
+
+
+# -- adversarial.npz -------------------------------------------------------------------------
+
+NPZ_EPS = (0.03, 0.1)
+# Per epsilon index: the samples an attack broke among those classified correctly (sample 2 is misclassified).
+NPZ_BROKEN = ((5, 9), (1, 3, 5, 7, 9, 11))
+NPZ_MISCLASSIFIED = 2
+
+
+def write_adversarial_npz(path: Path, *, n: int = 12, channels: int = 1, size: int = 28, flat: bool = False) -> Path:
+    """An ``adversarial.npz`` in the layout of ``RobustnessRun.save_npz``: ``n`` synthetic images (a bright disc
+    whose radius depends on the class) with labels ``i % 10``; sample 2 misclassified, the samples of
+    :data:`NPZ_BROKEN` (those below ``n``) broken at each epsilon of :data:`NPZ_EPS`.
+    ``flat``: inputs of shape ``(n, C*H*W)``."""
+    rng = np.random.default_rng(0)
+    y = np.arange(n, dtype=np.int64) % 10
+    pred_clean = y.copy()
+    pred_clean[NPZ_MISCLASSIFIED] = (y[NPZ_MISCLASSIFIED] + 4) % 10
+    yy, xx = np.mgrid[:size, :size]
+    r = np.hypot(yy - (size - 1) / 2, xx - (size - 1) / 2)
+    x = np.empty((n, channels, size, size), dtype=np.float32)
+    for i in range(n):
+        disc = np.clip(1.2 - r / (3 + 0.9 * y[i]), 0.0, 1.0)
+        for c in range(channels):
+            x[i, c] = disc * (0.55 + 0.15 * c) + 0.05 * rng.random((size, size))
+    arrays: dict[str, np.ndarray] = {"y": y, "pred_clean": pred_clean, "eps": np.array(NPZ_EPS)}
+    for i, (eps, broken) in enumerate(zip(NPZ_EPS, NPZ_BROKEN, strict=True)):
+        robust = pred_clean == y
+        robust[[b for b in broken if b < n]] = False
+        pred_adv = np.where(robust, y, (y + 1) % 10)
+        pred_adv[NPZ_MISCLASSIFIED] = pred_clean[NPZ_MISCLASSIFIED]
+        x_adv = np.clip(x + eps * np.sign(rng.standard_normal(x.shape)), 0.0, 1.0).astype(np.float32)
+        arrays[f"x_adv_{i}"] = x_adv.reshape(n, -1) if flat else x_adv
+        arrays[f"robust_{i}"] = robust
+        arrays[f"pred_adv_{i}"] = pred_adv
+    arrays["x"] = x.reshape(n, -1) if flat else x
+    np.savez_compressed(path, **arrays)  # type: ignore[arg-type]
+    return path

@@ -17,7 +17,7 @@ from matplotlib.container import ErrorbarContainer
 from modelsec.report import render_html, render_markdown, write_html
 from modelsec.report.plots import figure_to_png_data_uri, membership_roc, robustness_curve
 from modelsec.report.tables import duration, eps_label, pct
-from modelsec.results import AuditResult, Verdict
+from modelsec.results import AuditResult, MinNormStats, SanityFlag, SkippedAttack, Verdict
 from tests.report_fixtures import make_audit_result
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -125,8 +125,10 @@ def test_html_shows_checks_flags_model_data_and_run(result: AuditResult, html: s
     assert rob is not None
     for check in rob.checks:
         assert check in html
-    assert html.count('class="badge badge-passed"') == len(rob.checks) - 1
-    assert 'class="badge badge-warning"' in html and rob.flags[0].message in html
+    assert html.count('class="badge badge-passed"') == len(rob.checks) - 2
+    assert html.count('class="badge badge-warning"') == 2
+    for flag in rob.flags:
+        assert flag.message in html
     assert result.model.sha256 is not None and result.model.sha256 in html
     for h in result.data.sha256.values():
         assert h in html
@@ -134,6 +136,103 @@ def test_html_shows_checks_flags_model_data_and_run(result: AuditResult, html: s
     assert "small-cnn" in html and "safetensors" in html and "421,642" in html
     assert "2.6.0" in html and "44.5 s" in html  # versions and timings
     assert "loss-threshold attack needs no reference models" in html  # privacy notes
+
+
+def _section(html: str, start: str, end: str) -> str:
+    return html[html.index(start) : html.index(end, html.index(start))]
+
+
+def test_html_flags_show_remedy_and_resolution(result: AuditResult, html: str) -> None:
+    rob = result.robustness
+    assert rob is not None
+    resolved, unresolved = rob.flags
+    checks = _section(html, "<h3>Sanity checks</h3>", "</ul>")
+    assert checks.count('class="badge badge-resolved"') == 1
+    assert checks.count('class="badge badge-unresolved"') == 1
+    assert checks.count("robustness likely overestimated") == 1
+    assert f"Remedy: {resolved.remedy}" in checks and f"Remedy: {unresolved.remedy}" in checks
+    # Each badge follows its own flag's message; the sentence follows the unresolved badge.
+    for flag, badge in [(resolved, 'badge-resolved"'), (unresolved, 'badge-unresolved"')]:
+        item = _section(checks, f"<code>{flag.check}</code>", "</li>")
+        assert item.index(flag.message) < item.index(badge) < item.index(f"Remedy: {flag.remedy}")
+    item = _section(checks, f"<code>{unresolved.check}</code>", "</li>")
+    assert item.index('badge-unresolved"') < item.index("robustness likely overestimated")
+    assert '2 flags fired</span>, <span class="bad">1 unresolved' in html
+
+
+def test_html_flag_without_remedy(result: AuditResult) -> None:
+    assert result.robustness is not None
+    flag = SanityFlag("zero-gradients", "all gradients are zero", severity="error")
+    html = render_html(dataclasses.replace(result, robustness=dataclasses.replace(result.robustness, flags=[flag])))
+    assert "No remedy was applied." in html and 'class="badge badge-unresolved"' in html
+    assert 'class="badge badge-error"' in html and "robustness likely overestimated" in html
+
+
+def test_html_all_flags_resolved(result: AuditResult) -> None:
+    assert result.robustness is not None
+    flags = [dataclasses.replace(f, resolved=True) for f in result.robustness.flags]
+    html = render_html(dataclasses.replace(result, robustness=dataclasses.replace(result.robustness, flags=flags)))
+    checks = _section(html, "<h3>Sanity checks</h3>", "</ul>")
+    assert checks.count('class="badge badge-resolved"') == 2
+    assert 'class="badge badge-unresolved"' not in html and "overestimated" not in checks
+    assert "unresolved" not in _section(html, "Sanity checks</div>", "</div></div>")
+
+
+def test_html_preset_skipped_and_min_norm(html: str) -> None:
+    assert '<span class="preset" id="attack-preset">quick</span>' in html
+    assert html.index('id="attack-preset"') < html.index('id="robustness-table"')
+    assert "1 skipped" in html
+    skipped = _section(html, 'id="skipped-attacks"', "</ul>")
+    assert "<li><code>square</code>: needs class scores; the model only returns labels</li>" in skipped
+    table = _section(html, 'id="min-norm-table"', "</table>")
+    for header in ("Found", "Median", "Mean", "10%", "25%", "75%", "90%"):
+        assert f">{header}</th>" in table
+    assert "<td>deepfool</td><td>L∞</td>" in table
+    assert '897 / 912<span class="ci">98.4%</span>' in table
+    for value in ("0.0213", "0.0248", "0.0071", "0.0132", "0.0331", "0.0472"):
+        assert f'<td class="num">{value}</td>' in table
+    assert html.index('id="robustness-table"') < html.index('id="skipped-attacks"') < html.index('id="min-norm-table"')
+    assert "<th>Class names</th><td>T-shirt/top, Trouser," in html
+
+
+def test_html_new_sections_absent_when_empty(result: AuditResult) -> None:
+    assert result.robustness is not None
+    rob = dataclasses.replace(result.robustness, preset=None, skipped=[], min_norm=[])
+    data = dataclasses.replace(result.data, class_names=None)
+    html = render_html(dataclasses.replace(result, robustness=rob, data=data))
+    assert 'id="attack-preset"' not in html and "no preset" in html
+    assert 'id="skipped-attacks"' not in html and "Skipped attacks" not in html and " skipped (" not in html
+    assert 'id="min-norm-table"' not in html and "Minimal perturbations" not in html
+    assert "Class names" not in html
+    assert 'id="examples-grid"' not in html
+
+
+def test_html_min_norm_nothing_found(result: AuditResult) -> None:
+    assert result.robustness is not None
+    stats = MinNormStats("cw", "l2", n=10, found=0, median=None, mean=None, quantiles={})  # type: ignore[arg-type]
+    rob = dataclasses.replace(result.robustness, min_norm=[stats])
+    html = render_html(dataclasses.replace(result, robustness=rob))
+    table = _section(html, 'id="min-norm-table"', "</table>")
+    assert '0 / 10<span class="ci">0.0%</span>' in table and table.count('<td class="num">—</td>') == 6
+    md = render_markdown(dataclasses.replace(result, robustness=rob))
+    assert "| cw | L2 | 0 / 10 (0.0%) | — | — | — | — | — | — |" in md
+
+
+def test_html_escapes_new_fields(result: AuditResult) -> None:
+    assert result.robustness is not None
+    rob = dataclasses.replace(
+        result.robustness,
+        preset=EVIL,
+        skipped=[SkippedAttack(EVIL, EVIL)],
+        min_norm=[dataclasses.replace(result.robustness.min_norm[0], attack=EVIL)],
+        flags=[SanityFlag("x", EVIL, remedy=EVIL, resolved=False)],
+    )
+    data = dataclasses.replace(result.data, class_names=[EVIL, "b"])
+    html = render_html(dataclasses.replace(result, robustness=rob, data=data))
+    assert "<script" not in html.lower()
+    assert html.count("&lt;script&gt;alert(&#34;x&#34;)&lt;/script&gt;") >= 7
+    md = render_markdown(dataclasses.replace(result, robustness=rob, data=data))
+    assert "<script>" not in re.sub(r"`[^`]*`", "", md)
 
 
 def test_html_escapes_user_strings() -> None:
@@ -185,6 +284,9 @@ def test_write_html(result: AuditResult, tmp_path: Path) -> None:
     assert out == tmp_path / "report.html"
     text = out.read_text(encoding="utf-8")
     assert 'id="roc-plot"' in text and 'charset="utf-8"' in text
+    # result.adversarial_file names adversarial.npz, which is not in tmp_path: no grid, no error.
+    assert 'id="examples-grid"' not in text
+    assert "<code>adversarial.npz</code>" in text
 
 
 def test_rendering_does_not_touch_pyplot() -> None:
@@ -216,6 +318,33 @@ def test_markdown_has_verdict_and_tables(result: AuditResult) -> None:
     assert "**Clean accuracy:** 91.2% (89.3–92.9%) on 1,000 samples" in md
     assert "`more-iterations`: warning" in md
     assert "data:image" not in md  # no plots
+
+
+def test_markdown_new_sections(result: AuditResult) -> None:
+    md = render_markdown(result)
+    assert "**Attack preset:** `quick` · 1 skipped" in md
+    assert "**Skipped attacks**\n\n- `square`: needs class scores; the model only returns labels" in md
+    assert "| Attack | Norm | Found | Median | Mean | 10% | 25% | 75% | 90% |" in md
+    assert "| deepfool | L∞ | 897 / 912 (98.4%) | 0.0213 | 0.0248 | 0.0071 | 0.0132 | 0.0331 | 0.0472 |" in md
+    assert (
+        "  - PGD with 4x the steps lowered robust accuracy at eps=0.03 from 35.1% to 33.0%: the attack may not "
+        "have converged.\n    - ✅ **resolved** — Remedy: Re-ran PGD with 160 steps; the worst case includes it."
+    ) in md
+    assert (
+        "    - ❌ **unresolved: robustness likely overestimated** — Remedy: Ran Square (black-box) on those samples; "
+        "it broke 4 of 31."
+    ) in md
+    assert md.count("robustness likely overestimated** —") == 1
+
+
+def test_markdown_new_sections_absent_when_empty(result: AuditResult) -> None:
+    assert result.robustness is not None
+    rob = dataclasses.replace(result.robustness, preset=None, skipped=[], min_norm=[], flags=[])
+    md = render_markdown(dataclasses.replace(result, robustness=rob))
+    assert "**Attacks:** chosen explicitly (no preset)\n" in md
+    assert "Skipped attacks" not in md and "Minimal perturbations" not in md and "skipped" not in md
+    robustness = _section(md, "## Adversarial robustness", "## Membership inference")
+    assert "resolved" not in robustness and "Remedy" not in robustness
 
 
 def test_markdown_tables_are_well_formed(result: AuditResult) -> None:

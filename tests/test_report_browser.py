@@ -1,4 +1,5 @@
-"""The HTML report in a real browser: headless Chromium loads it offline, draws both plots, logs no errors.
+"""The HTML report in a real browser: headless Chromium loads it offline, draws the plots and the grid of
+adversarial examples, logs no errors.
 
 Needs Debian's ``chromium`` and ``chromium-driver`` (``make system`` installs them). The driver is started
 from ``/usr/bin/chromedriver`` explicitly, so selenium-manager never downloads anything.
@@ -13,7 +14,7 @@ from typing import Any
 import pytest
 
 from modelsec.report import write_html
-from tests.report_fixtures import make_audit_result
+from tests.report_fixtures import make_audit_result, write_adversarial_npz
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMEDRIVER = Path("/usr/bin/chromedriver")
@@ -71,10 +72,12 @@ def test_report_renders_in_chromium(driver: Any, tmp_path: Path) -> None:
     from selenium.webdriver.common.by import By
 
     result = make_audit_result()
+    assert result.robustness is not None and result.robustness.adversarial_file is not None
+    write_adversarial_npz(tmp_path / result.robustness.adversarial_file)  # write_html finds it next to the page
     page = write_html(result, tmp_path / "report.html")
     driver.get(page.as_uri())
 
-    for img_id in ("robustness-plot", "roc-plot"):
+    for img_id in ("robustness-plot", "roc-plot", "examples-grid"):
         loaded = driver.execute_script(
             "const img = document.getElementById(arguments[0]);"
             "return img !== null && img.complete && img.naturalWidth > 0 && img.naturalHeight > 0;",
@@ -96,5 +99,24 @@ def test_report_renders_in_chromium(driver: Any, tmp_path: Path) -> None:
     urls = driver.execute_script("return performance.getEntriesByType('resource').map(e => e.name);")
     assert all(u.startswith("data:") for u in urls), urls
 
+    # The grid is drawn no wider than the page and keeps its aspect ratio (one row of three panels per example).
+    natural, shown = driver.execute_script(
+        "const img = document.getElementById('examples-grid'); const r = img.getBoundingClientRect();"
+        "return [[img.naturalWidth, img.naturalHeight], [r.width, r.height]];"
+    )
+    assert shown[0] <= 980 and abs(shown[1] / shown[0] - natural[1] / natural[0]) < 0.02
+    flags = driver.find_element(By.CSS_SELECTOR, "ul.checks").text
+    assert "RESOLVED" in flags and "UNRESOLVED" in flags and "robustness likely overestimated" in flags
+
     severe = [e for e in driver.get_log("browser") if e.get("level") == "SEVERE"]
     assert severe == []
+
+
+def test_report_without_examples_in_chromium(driver: Any, tmp_path: Path) -> None:
+    page = write_html(make_audit_result(), tmp_path / "report.html")  # no adversarial.npz beside it
+    driver.get(page.as_uri())
+    assert driver.execute_script("return document.getElementById('examples-grid');") is None
+    loaded = driver.execute_script(
+        "const img = document.getElementById('robustness-plot'); return img.complete && img.naturalWidth > 0;"
+    )
+    assert loaded

@@ -75,6 +75,11 @@ def test_robust_accuracy_above_one_fails() -> None:
         lambda d: d["data"].update({"bounds": [0.0]}),
         lambda d: d.update({"schema_version": 2}),
         lambda d: d.update({"seed": "1234"}),
+        lambda d: d["robustness"]["flags"][0].update({"resolved": "yes"}),
+        lambda d: d["robustness"]["skipped"][0].pop("reason"),
+        lambda d: d["robustness"]["min_norm"][0]["quantiles"].update({"q10": 0.1}),
+        lambda d: d["robustness"].update({"preset": 3}),
+        lambda d: d["data"].update({"class_names": "T-shirt"}),
     ],
     ids=[
         "eps-key",
@@ -85,6 +90,11 @@ def test_robust_accuracy_above_one_fails() -> None:
         "bounds",
         "version",
         "seed-type",
+        "flag-resolved",
+        "skipped-reason",
+        "min-norm-quantile-key",
+        "preset-type",
+        "class-names",
     ],
 )
 def test_other_violations_fail(mutate: Callable[[dict[str, Any]], object]) -> None:
@@ -116,6 +126,35 @@ def test_json_round_trip() -> None:
     assert back.to_dict() == r.to_dict()
     none = make_result(robustness=None, privacy=None)
     assert AuditResult.from_dict(json.loads(none.to_json())) == none
+
+
+def test_fixture_has_the_fields_added_within_version_1() -> None:
+    d = make_result().to_dict()
+    rob = d["robustness"]
+    assert rob["preset"] and rob["skipped"] and rob["min_norm"] and d["data"]["class_names"]
+    assert {f["resolved"] for f in rob["flags"]} == {True, False} and all(f["remedy"] for f in rob["flags"])
+
+
+def test_version_1_file_without_the_added_fields_loads_with_defaults() -> None:
+    d = copy.deepcopy(make_result().to_dict())
+    for key in ("preset", "skipped", "min_norm"):
+        del d["robustness"][key]
+    for flag in d["robustness"]["flags"]:
+        del flag["remedy"], flag["resolved"]
+    del d["data"]["class_names"]
+    validate_result_dict(d)
+    r = AuditResult.from_dict(d)
+    assert r.robustness is not None and r.robustness.preset is None
+    assert r.robustness.skipped == [] and r.robustness.min_norm == []
+    assert all(f.remedy is None and not f.resolved for f in r.robustness.flags)
+    assert r.data.class_names is None
+
+
+def test_min_norm_with_nothing_found_validates() -> None:
+    d = copy.deepcopy(make_result().to_dict())
+    d["robustness"]["min_norm"][0].update({"found": 0, "median": None, "mean": None, "quantiles": {}})
+    validate_result_dict(d)
+    assert AuditResult.from_dict(d).to_dict() == d
 
 
 DOC = Path(__file__).resolve().parents[1] / "docs" / "result-schema.md"

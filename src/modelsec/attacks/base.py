@@ -86,6 +86,7 @@ class EvasionAttack(abc.ABC):
     # A minimum-norm attack returns the smallest adversarial perturbation it finds, whatever eps is; the base
     # class then also verifies the unprojected candidate and reports its distance (``min_distance``).
     minimum_norm: ClassVar[bool] = False
+    test_params: ClassVar[dict[str, Any]] = {}  # small settings for the conformance tests
 
     def params(self) -> dict[str, Any]:
         """The hyper-parameters, as given (for reports and configs)."""

@@ -4,10 +4,15 @@ The page is one file: inline CSS, plots embedded as base64 PNG ``data:`` URIs, n
 nothing fetched from the network, so it can be attached to a ticket or opened offline. Every string
 from the result is HTML-escaped by the template engine (``autoescape=True``): a model path or an
 attack name cannot inject markup.
+
+With image inputs the robustness section also shows a grid of worst-case adversarial examples
+(:mod:`modelsec.report.examples`); :func:`write_html` reads them from the result's ``adversarial_file``
+when it lies next to the page.
 """
 
 from __future__ import annotations
 
+import logging
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
@@ -15,10 +20,14 @@ from typing import Any
 from jinja2 import Environment, PackageLoader, StrictUndefined
 
 from modelsec.report import tables
+from modelsec.report.examples import ExampleGrid, example_grid_figure
 from modelsec.report.plots import figure_to_png_data_uri, membership_roc, robustness_curve
 from modelsec.results import AuditResult
 
 TEMPLATE = "report.html.j2"
+EXAMPLES_PX_PER_INCH = 100  # the example grid is drawn at 150 dpi and shown at 2/3 size (sharp on HiDPI)
+
+log = logging.getLogger(__name__)
 
 
 @lru_cache(maxsize=1)
@@ -41,7 +50,7 @@ def _environment() -> Environment:
     return env
 
 
-def _context(result: AuditResult) -> dict[str, Any]:
+def _context(result: AuditResult, examples: ExampleGrid | None = None) -> dict[str, Any]:
     rob, priv = result.robustness, result.privacy
     ctx: dict[str, Any] = {
         "r": result,
@@ -50,11 +59,25 @@ def _context(result: AuditResult) -> dict[str, Any]:
         "level_label": tables.LEVEL_LABELS.get(result.verdict.level, result.verdict.level.upper() or "UNKNOWN"),
         "fpr_labels": [tables.fpr_label(f) for f in tables.LOW_FPRS],
         "modelsec_version": result.versions.get("modelsec", ""),
+        "examples": None,
     }
     if rob is not None:
         ctx["rob_table"] = tables.robustness_table(rob)
         ctx["clean"] = tables.Rate.of_interval(rob.clean_accuracy, rob.clean_ci)
         ctx["checks"] = tables.check_rows(rob)
+        ctx["n_unresolved"] = tables.unresolved_flags(rob)
+        ctx["overestimated"] = tables.OVERESTIMATED
+        ctx["min_norm_rows"] = tables.min_norm_rows(rob)
+        ctx["quantile_labels"] = [tables.quantile_label(q) for q in tables.MIN_NORM_QUANTILES]
+        if examples is not None and len(examples) > 0:
+            fig = example_grid_figure(examples)
+            width = round(fig.get_figwidth() * EXAMPLES_PX_PER_INCH)
+            ctx["examples"] = {
+                "src": figure_to_png_data_uri(fig),
+                "width": width,
+                "eps": tables.eps_label(examples.eps),
+                "n": len(examples),
+            }
         ctx["rob_ci_note"] = tables.ci_note(tables.robustness_intervals(rob))
         ctx["rob_plot"] = figure_to_png_data_uri(robustness_curve(rob))
         ctx["attack_params"] = [
@@ -75,13 +98,42 @@ def _context(result: AuditResult) -> dict[str, Any]:
     return ctx
 
 
-def render_html(result: AuditResult) -> str:
-    """The audit report as one self-contained HTML page (UTF-8 text)."""
-    return _environment().get_template(TEMPLATE).render(**_context(result))
+def render_html(result: AuditResult, *, examples: ExampleGrid | None = None) -> str:
+    """The audit report as one self-contained HTML page (UTF-8 text).
+
+    ``examples``: adversarial examples to draw as a grid in the robustness section (``id="examples-grid"``),
+    e.g. from :meth:`ExampleGrid.from_npz`; none by default.
+    """
+    return _environment().get_template(TEMPLATE).render(**_context(result, examples))
 
 
-def write_html(result: AuditResult, path: str | Path) -> Path:
-    """Write :func:`render_html` of ``result`` to ``path`` (UTF-8) and return the path."""
+def load_examples(result: AuditResult, folder: str | Path) -> ExampleGrid | None:
+    """The example grid of ``result``'s ``adversarial_file``, resolved against ``folder``; ``None`` when there is
+    no such file, its inputs are not images, or it cannot be read (logged as a warning)."""
+    rob = result.robustness
+    if rob is None or not rob.adversarial_file:
+        return None
+    path = Path(folder) / rob.adversarial_file
+    bounds = result.data.bounds
+    try:
+        return ExampleGrid.from_npz(
+            path,
+            bounds=(float(bounds[0]), float(bounds[1])),
+            class_names=result.data.class_names,
+        )
+    except (OSError, ValueError, IndexError) as e:
+        log.warning("adversarial examples in %s left out of the report: %s", path, e)
+        return None
+
+
+def write_html(result: AuditResult, path: str | Path, *, examples: ExampleGrid | None = None) -> Path:
+    """Write :func:`render_html` of ``result`` to ``path`` (UTF-8) and return the path.
+
+    Without ``examples``, the grid is read from the result's ``adversarial_file`` relative to the page's folder
+    (where the audit writes both), if it is there.
+    """
     out = Path(path)
-    out.write_text(render_html(result), encoding="utf-8")
+    if examples is None:
+        examples = load_examples(result, out.parent)
+    out.write_text(render_html(result, examples=examples), encoding="utf-8")
     return out

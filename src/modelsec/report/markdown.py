@@ -16,6 +16,7 @@ from modelsec.results import AuditResult, PrivacyResult, RobustnessResult
 _SPECIAL = re.compile(r"[\\`*\[\]<>|#]|(?<!\w)_|_(?!\w)")
 _ICONS = {"ok": "✅", "warning": "⚠️", "fail": "❌", "unknown": "❔"}
 _CHECK_ICONS = {"passed": "✅", "warning": "⚠️", "error": "❌"}
+_RESOLVED_ICONS = {True: "✅", False: "❌"}
 
 
 def md_text(s: object) -> str:
@@ -52,6 +53,12 @@ def _rate(rate: tables.Rate | None) -> str:
 def _robustness(rob: RobustnessResult) -> list[str]:
     clean = tables.Rate.of_interval(rob.clean_accuracy, rob.clean_ci)
     out = [f"**Clean accuracy:** {_rate(clean)} on {tables.count(rob.n)} samples", ""]
+    attacks = (
+        f"**Attack preset:** {md_code(rob.preset)}" if rob.preset else "**Attacks:** chosen explicitly (no preset)"
+    )
+    if rob.skipped:
+        attacks += f" · {len(rob.skipped)} skipped"
+    out += [attacks, ""]
     table = tables.robustness_table(rob)
     if table.eps:
         header = ["Attack", "Norm", *(f"ε = {e}" for e in table.eps_labels)]
@@ -67,15 +74,43 @@ def _robustness(rob: RobustnessResult) -> list[str]:
         out += ["", f"Robust accuracy (share still classified correctly). {note}".strip()]
     else:
         out.append("_No attack results were recorded._")
+    if rob.skipped:
+        out += ["", "**Skipped attacks**", ""]
+        out += [f"- {md_code(s.attack)}: {md_text(s.reason)}" for s in rob.skipped]
+    if rob.min_norm:
+        out += ["", "**Minimal perturbations**", ""]
+        out += _min_norm(rob)
     out += ["", "**Sanity checks**", ""]
     checks = tables.check_rows(rob)
     if not checks:
         out.append("_No sanity checks were run._")
     for c in checks:
-        line = f"- {_CHECK_ICONS.get(c.status, '')} {md_code(c.check)}: {c.status}"
-        if c.messages:
-            line += " — " + " ".join(md_text(m) for m in c.messages)
-        out.append(line)
+        out.append(f"- {_CHECK_ICONS.get(c.status, '')} {md_code(c.check)}: {c.status}")
+        for f in c.flags:
+            out.append(f"  - {md_text(f.message)}")
+            remedy = f"Remedy: {md_text(f.remedy)}" if f.remedy else "No remedy was applied."
+            if f.resolved:
+                out.append(f"    - {_RESOLVED_ICONS[True]} **resolved** — {remedy}")
+            else:
+                out.append(f"    - {_RESOLVED_ICONS[False]} **unresolved: {tables.OVERESTIMATED}** — {remedy}")
+    if rob.adversarial_file:
+        out += ["", f"Worst-case adversarial examples: {md_code(rob.adversarial_file)} (relative to `result.json`)."]
+    return out
+
+
+def _min_norm(rob: RobustnessResult) -> list[str]:
+    quantiles = [tables.quantile_label(q) for q in tables.MIN_NORM_QUANTILES]
+    header = ["Attack", "Norm", "Found", "Median", "Mean", *quantiles]
+    rows = [
+        [md_text(m.attack), md_text(m.norm), f"{m.found} ({m.found_rate})", m.median, m.mean, *m.quantiles]
+        for m in tables.min_norm_rows(rob)
+    ]
+    out = _table(header, rows, [False, False, *([True] * (len(header) - 2))])
+    out += [
+        "",
+        "Smallest perturbation found to change the prediction, over the correctly classified samples the attack "
+        "broke (found of those attacked).",
+    ]
     return out
 
 

@@ -33,6 +33,10 @@ from modelsec.models.base import Classifier
 
 # Keeps atanh finite for inputs on the bounds (the paper's 0.999999).
 _ATANH_LIMIT = 1 - 1e-6
+LR_SCHEDULES = ("cosine", "constant")
+# Adam's usual constants (those of the paper's code).
+_ADAM_BETAS = (0.9, 0.999)
+_ADAM_EPS = 1e-8
 # The constant is bisected once an upper bound is known; until then it grows tenfold.
 _GROWTH = 10.0
 
@@ -61,6 +65,7 @@ class CarliniWagnerL2(EvasionAttack):
     initial_const: float = 1e-2
     lr: float = 0.01
     confidence: float = 0.0
+    lr_schedule: str = "cosine"
 
     def __post_init__(self) -> None:
         if self.steps < 1:
@@ -71,6 +76,8 @@ class CarliniWagnerL2(EvasionAttack):
             value = getattr(self, field)
             if not (value > 0.0) or math.isinf(value):
                 raise ConfigError(f"{self.name}: {field} must be a finite number > 0, got {value}")
+        if self.lr_schedule not in LR_SCHEDULES:
+            raise ConfigError(f"{self.name}: lr_schedule must be one of {LR_SCHEDULES}, got {self.lr_schedule!r}")
         if not (self.confidence >= 0.0) or math.isinf(self.confidence):
             raise ConfigError(f"{self.name}: confidence must be a finite number >= 0, got {self.confidence}")
 
@@ -93,25 +100,39 @@ class CarliniWagnerL2(EvasionAttack):
         best = x.clone()
         best_d2 = torch.full_like(const, math.inf)
         for _ in range(self.binary_search_steps):
-            w = w0.clone().requires_grad_(True)
-            optimizer = torch.optim.Adam([w], lr=self.lr)
-            found = torch.zeros(n, dtype=torch.bool, device=x.device)
-            for _step in range(self.steps):
+            w = w0.clone()
+            m, v = torch.zeros_like(w0), torch.zeros_like(w0)  # Adam's moment estimates, reset for every c
+            for step in range(self.steps + 1):  # the last pass only scores the final iterate
+                w.requires_grad_(step < self.steps)
                 xa = mid + half * torch.tanh(w)
                 z = classifier.logits(xa)
                 margin = z.gather(1, y[:, None]).squeeze(1) - z.masked_fill(is_label, -math.inf).amax(dim=1)
                 d2 = (xa - x).flatten(1).pow(2).sum(dim=1)
-                loss = d2 + const * margin.clamp_min(-self.confidence)
                 with torch.no_grad():
                     adv = margin < -self.confidence
                     better = adv & (d2 < best_d2)
                     best[better] = xa[better]
                     best_d2 = torch.where(better, d2, best_d2)
-                    found |= adv
+                if step == self.steps:
+                    break
+                loss = d2 + const * margin.clamp_min(-self.confidence)
                 (grad,) = torch.autograd.grad(loss.sum(), w)
-                w.grad = grad
-                optimizer.step()
-            upper = torch.where(found, torch.minimum(upper, const), upper)
-            lower = torch.where(found, lower, torch.maximum(lower, const))
+                w = w.detach() - self._adam_step(grad, m, v, step)
+            # c was large enough where the run ends adversarial (see the module docstring)
+            upper = torch.where(adv, torch.minimum(upper, const), upper)
+            lower = torch.where(adv, lower, torch.maximum(lower, const))
             const = torch.where(torch.isfinite(upper), (lower + upper) / 2, const * _GROWTH)
         return best
+
+    def _adam_step(self, grad: torch.Tensor, m: torch.Tensor, v: torch.Tensor, step: int) -> torch.Tensor:
+        """Adam's update (Kingma & Ba 2015, "Adam: A Method for Stochastic Optimization") for ``grad``, with
+        the moments ``m`` and ``v`` updated in place; ``step`` counts from 0."""
+        beta1, beta2 = _ADAM_BETAS
+        m.mul_(beta1).add_(grad, alpha=1 - beta1)
+        v.mul_(beta2).addcmul_(grad, grad, value=1 - beta2)
+        lr = self.lr
+        if self.lr_schedule == "cosine":
+            lr *= (1 + math.cos(math.pi * step / self.steps)) / 2
+        m_hat = m / (1 - beta1 ** (step + 1))
+        v_hat = v / (1 - beta2 ** (step + 1))
+        return lr * m_hat / (v_hat.sqrt() + _ADAM_EPS)

@@ -1,0 +1,379 @@
+"""Auto-PGD (Croce & Hein 2020, "Reliable evaluation of adversarial robustness with an ensemble of diverse
+parameter-free attacks"): APGD-CE / APGD-DLR and the targeted APGD-T, the gradient attacks of AutoAttack.
+
+Threat model: white-box (input gradients), L-inf or L2 ball of radius eps inside the input bounds. Success is
+untargeted (any wrong label) for both attacks; APGD-T only *searches* with targeted losses.
+
+APGD is PGD without a step size to tune. It starts with step ``2 * eps`` and a momentum of ``0.75``, and at the
+checkpoints ``w_j = ceil(p_j * steps)`` (``p_0 = 0``, ``p_1 = 0.22``, ``p_{j+1} = p_j + max(p_j - p_{j-1} - 0.03,
+0.06)``) it halves the step of a sample and moves it back to the best point it has seen when
+
+1. fewer than ``rho * (w_j - w_{j-1})`` of the steps since the last checkpoint increased its loss, or
+2. its step was not halved at the last checkpoint and its best loss has not improved since then.
+
+Every sample keeps its own step size and its highest-loss point, which is what it returns when it is never
+misclassified. Gradients come from :func:`~modelsec.attacks.gradients.loss_and_gradient` (EoT with
+``eot_samples > 1``). With ``early_stop`` a sample is frozen at the first iterate that is misclassified and costs
+no further passes; each restart (and, for APGD-T, each target) runs only on the samples still standing.
+Differences from the reference code: the random start is the norm's uniform draw from the ball, and the momentum
+restarts together with the step halving.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+from functools import partial
+from typing import Any, ClassVar
+
+import torch
+from torch.nn import functional
+
+from modelsec.attacks.base import EvasionAttack, ThreatModel
+from modelsec.attacks.evasion.registry import EVASION_ATTACKS
+from modelsec.attacks.gradients import loss_and_gradient
+from modelsec.attacks.losses import LOSSES, attack_loss, targeted_dlr_loss
+from modelsec.attacks.norms import Norm, clip_to_bounds
+from modelsec.errors import ConfigError
+from modelsec.models.base import Classifier
+
+# Per-sample loss of logits (n, k) given the auxiliary labels of the same n samples (true labels, or true and
+# target labels side by side for the targeted loss).
+AuxLoss = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+
+MOMENTUM = 0.75  # alpha of the paper: weight of the new gradient step against the previous move
+INITIAL_STEP = 2.0  # the initial step size, as a multiple of eps
+
+
+def checkpoints(steps: int) -> list[int]:
+    """The iterations ``w_0 = 0 < w_1 < ... <= steps`` at which APGD may halve its step (duplicates, which
+    occur for small ``steps``, merged).
+
+    >>> checkpoints(100)
+    [0, 22, 41, 57, 70, 80, 87, 93, 99]
+    >>> checkpoints(10)
+    [0, 3, 5, 6, 7, 8, 9, 10]
+    """
+    p = [0.0, 0.22]
+    while True:
+        nxt = p[-1] + max(p[-1] - p[-2] - 0.03, 0.06)
+        if nxt > 1.0 + 1e-9:
+            break
+        p.append(nxt)
+    # round before ceil so that float noise (0.22 * 100 = 22.000000000000004) does not add an iteration
+    return sorted({math.ceil(round(pj * steps, 6)) for pj in p})
+
+
+def halve_step(
+    increases: torch.Tensor,
+    window: int,
+    rho: float,
+    halved_before: torch.Tensor,
+    loss_best: torch.Tensor,
+    loss_best_before: torch.Tensor,
+) -> torch.Tensor:
+    """Which samples halve their step at a checkpoint (and restart from their best point): condition 1, fewer
+    than ``rho * window`` of the ``window`` steps since the last checkpoint increased the loss, or condition 2,
+    the step was not halved at the last checkpoint and the best loss has not improved since.
+
+    >>> halve_step(torch.tensor([2, 9, 9]), 10, 0.75, torch.tensor([False, False, True]),
+    ...            torch.tensor([1.0, 1.0, 1.0]), torch.tensor([0.5, 1.0, 1.0])).tolist()
+    [True, True, False]
+    """
+    too_few_increases = increases.double() < rho * window
+    stalled = ~halved_before & (loss_best <= loss_best_before)
+    return too_few_increases | stalled
+
+
+@dataclass
+class _Iterates:
+    """The state of one APGD run, one row per sample still being attacked (rows of the batch in ``row``)."""
+
+    row: torch.Tensor  # (m,) row of each sample in the batch the run started with
+    center: torch.Tensor  # clean inputs
+    y: torch.Tensor  # true labels (success is judged against them)
+    aux: torch.Tensor  # labels handed to the loss
+    x: torch.Tensor  # current iterate x(k)
+    x_prev: torch.Tensor  # previous iterate x(k - 1), for the momentum term
+    loss: torch.Tensor  # f(x(k))
+    grad: torch.Tensor  # gradient of f at x(k)
+    x_best: torch.Tensor  # highest-loss point so far
+    loss_best: torch.Tensor
+    grad_best: torch.Tensor
+    step: torch.Tensor  # (m,) step size eta
+    increases: torch.Tensor  # (m,) steps since the last checkpoint that increased the loss
+    loss_best_at_check: torch.Tensor  # best loss at the last checkpoint
+    halved_at_check: torch.Tensor  # (m,) bool: the step was halved at the last checkpoint
+
+    def select(self, keep: torch.Tensor) -> _Iterates:
+        return _Iterates(**{f.name: getattr(self, f.name)[keep] for f in dataclasses.fields(self)})
+
+
+def _bcast(v: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    return v.view(-1, *([1] * (like.ndim - 1)))
+
+
+def apgd_run(
+    classifier: Classifier,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    aux: torch.Tensor,
+    loss_fn: AuxLoss,
+    x_init: torch.Tensor,
+    *,
+    norm: Norm,
+    eps: float,
+    steps: int,
+    rho: float,
+    eot_samples: int,
+    early_stop: bool,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """One APGD run (Algorithm 1 of Croce & Hein 2020) from ``x_init`` on a batch ``x`` with true labels ``y``.
+
+    Ascends ``loss_fn(logits, aux)``. Returns ``(x_out, fooled)``: for each sample the last misclassified iterate
+    seen (``fooled`` True) or else its highest-loss iterate, and whether one was misclassified.
+    """
+    bounds = classifier.bounds
+    n = x.shape[0]
+    found = x_init.clone()
+    fooled_any = torch.zeros(n, dtype=torch.bool, device=x.device)
+    if n == 0:
+        return found, fooled_any
+
+    def project(center: torch.Tensor, point: torch.Tensor) -> torch.Tensor:
+        return clip_to_bounds(norm.project(center, point, eps), bounds).detach()
+
+    def evaluate(
+        row: torch.Tensor, labels: torch.Tensor, aux_: torch.Tensor, point: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        loss, logits, grad = loss_and_gradient(classifier, point, aux_, loss_fn, eot_samples=eot_samples)
+        wrong = logits.argmax(dim=1) != labels
+        found[row[wrong]] = point[wrong]
+        fooled_any[row[wrong]] = True
+        return loss, grad, wrong
+
+    rows = torch.arange(n, device=x.device)
+    x0 = project(x, x_init)
+    loss, grad, wrong = evaluate(rows, y, aux, x0)
+    s = _Iterates(
+        row=rows,
+        center=x,
+        y=y,
+        aux=aux,
+        x=x0,
+        x_prev=x0,
+        loss=loss,
+        grad=grad,
+        x_best=x0,
+        loss_best=loss,
+        grad_best=grad,
+        step=torch.full((n,), INITIAL_STEP * eps, dtype=x.dtype, device=x.device),
+        increases=torch.zeros(n, dtype=torch.int64, device=x.device),
+        loss_best_at_check=loss,
+        halved_at_check=torch.zeros(n, dtype=torch.bool, device=x.device),
+    )
+    if early_stop:
+        s = s.select(~wrong)
+    checks = checkpoints(steps)
+    for k in range(steps):
+        if s.row.numel() == 0:
+            break
+        z = project(s.center, s.x + _bcast(s.step, s.x) * norm.ascent_direction(s.grad))
+        a = 1.0 if k == 0 else MOMENTUM  # the first step has no previous move
+        nxt = project(s.center, s.x + a * (z - s.x) + (1 - a) * (s.x - s.x_prev))
+        loss, grad, wrong = evaluate(s.row, s.y, s.aux, nxt)
+        s.increases += (loss > s.loss).long()
+        s.x_prev, s.x, s.loss, s.grad = s.x, nxt, loss, grad
+        better = loss > s.loss_best
+        s.x_best = torch.where(_bcast(better, nxt), nxt, s.x_best)
+        s.grad_best = torch.where(_bcast(better, grad), grad, s.grad_best)
+        s.loss_best = torch.where(better, loss, s.loss_best)
+        if k + 1 in checks:
+            j = checks.index(k + 1)
+            window = checks[j] - checks[j - 1]
+            halve = halve_step(s.increases, window, rho, s.halved_at_check, s.loss_best, s.loss_best_at_check)
+            s.step = torch.where(halve, s.step / 2, s.step)
+            back = _bcast(halve, s.x)
+            s.x = torch.where(back, s.x_best, s.x)
+            s.x_prev = torch.where(back, s.x_best, s.x_prev)  # the momentum restarts at the best point
+            s.grad = torch.where(back, s.grad_best, s.grad)
+            s.loss = torch.where(halve, s.loss_best, s.loss)
+            s.halved_at_check = halve
+            s.loss_best_at_check = s.loss_best.clone()
+            s.increases = torch.zeros_like(s.increases)
+        if early_stop:
+            s = s.select(~wrong)
+    out = found.clone()  # rows never fooled are all still in s
+    out[s.row] = s.x_best
+    return torch.where(_bcast(fooled_any, out), found, out), fooled_any
+
+
+@dataclass(frozen=True, kw_only=True)
+class _AutoPGD(EvasionAttack):
+    """Hyper-parameters and the restart loop shared by :class:`APGD` and :class:`APGDTargeted`.
+
+    Args:
+        steps: iterations per run (100 in the paper).
+        restarts: runs from fresh random starts; each runs only on the samples no earlier run broke.
+        rho: condition 1 halves the step when fewer than this fraction of the steps since the last checkpoint
+            increased the loss (0.75).
+        eot_samples: gradients averaged over this many passes (EoT, for randomised models).
+        random_start: start from a uniformly random point of the eps-ball (else from the clean input).
+        early_stop: freeze samples as soon as they are misclassified.
+    """
+
+    test_params: ClassVar[dict[str, Any]] = {"steps": 10}
+
+    steps: int = 100
+    restarts: int = 1
+    rho: float = 0.75
+    eot_samples: int = 1
+    random_start: bool = True
+    early_stop: bool = True
+
+    def __post_init__(self) -> None:
+        if self.steps < 1:
+            raise ConfigError(f"{self.name}: steps must be >= 1, got {self.steps}")
+        if self.restarts < 1:
+            raise ConfigError(f"{self.name}: restarts must be >= 1, got {self.restarts}")
+        if not (0.0 < self.rho <= 1.0):
+            raise ConfigError(f"{self.name}: rho must lie in (0, 1], got {self.rho}")
+        if self.eot_samples < 1:
+            raise ConfigError(f"{self.name}: eot_samples must be >= 1, got {self.eot_samples}")
+
+    def _restarts(
+        self,
+        classifier: Classifier,
+        x: torch.Tensor,
+        y: torch.Tensor,
+        aux: torch.Tensor,
+        loss_fn: AuxLoss,
+        threat: ThreatModel,
+        generator: torch.Generator,
+        out: torch.Tensor,
+        remaining: torch.Tensor,
+    ) -> torch.Tensor:
+        """Run ``restarts`` APGD runs on the rows ``remaining`` of the batch, writing their outputs into ``out``;
+        return the rows that are still not broken."""
+        norm = threat.norm_impl
+        for _ in range(self.restarts):
+            if remaining.numel() == 0:
+                break
+            xs = x[remaining]
+            x_init = norm.random_start(xs, threat.eps, generator) if self.random_start else xs
+            x_out, fooled = apgd_run(
+                classifier,
+                xs,
+                y[remaining],
+                aux[remaining],
+                loss_fn,
+                x_init,
+                norm=norm,
+                eps=threat.eps,
+                steps=self.steps,
+                rho=self.rho,
+                eot_samples=self.eot_samples,
+                early_stop=self.early_stop,
+            )
+            out[remaining] = x_out
+            remaining = remaining[~fooled]
+        return remaining
+
+
+@EVASION_ATTACKS.register("apgd")
+@dataclass(frozen=True, kw_only=True)
+class APGD(_AutoPGD):
+    """Untargeted APGD: ``APGD()`` is APGD-CE of AutoAttack, ``APGD(loss="dlr")`` APGD-DLR.
+
+    Defaults: 100 steps, one run from a random start, cross-entropy loss, rho = 0.75, early stopping.
+
+    Args:
+        loss: "ce" (cross-entropy), "dlr" (difference of logits ratio; needs >= 3 classes) or "margin".
+        steps, restarts, rho, eot_samples, random_start, early_stop: as in :class:`_AutoPGD`.
+    """
+
+    name = "apgd"
+    loss: str = "ce"
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.loss not in LOSSES:
+            raise ConfigError(f"{self.name}: loss must be one of {LOSSES}, got {self.loss!r}")
+
+    def run(
+        self,
+        classifier: Classifier,
+        x: torch.Tensor,
+        y: torch.Tensor,
+        threat: ThreatModel,
+        generator: torch.Generator,
+    ) -> torch.Tensor:
+        if self.loss == "dlr" and classifier.num_classes < 3:
+            raise ConfigError(
+                f"{self.name}: the DLR loss needs at least 3 classes but the model has {classifier.num_classes}; "
+                "use loss='ce'"
+            )
+        out = x.clone()
+        loss_fn = partial(attack_loss, kind=self.loss)
+        all_rows = torch.arange(x.shape[0], device=x.device)
+        self._restarts(classifier, x, y, y, loss_fn, threat, generator, out, all_rows)
+        return out
+
+
+def _targeted_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Targeted DLR of ``labels = [true, target]`` columns; with fewer than 4 classes (where DLR is undefined)
+    the targeted logit margin ``z_t - z_y``."""
+    y, target = labels[:, 0], labels[:, 1]
+    if logits.shape[1] >= 4:
+        return targeted_dlr_loss(logits, y, target)
+    return logits.gather(1, target[:, None]).squeeze(1) - logits.gather(1, y[:, None]).squeeze(1)
+
+
+@EVASION_ATTACKS.register("apgd-t")
+@dataclass(frozen=True, kw_only=True)
+class APGDTargeted(_AutoPGD):
+    """APGD-T: APGD on the targeted DLR loss, aimed in turn at the ``n_targets`` classes with the highest clean
+    logits other than the true one; each target runs only on the samples every earlier target left standing.
+    Success is still untargeted (any wrong label). On models with fewer than 4 classes, where the targeted DLR
+    is undefined, the targeted logit margin ``z_t - z_y`` replaces it.
+
+    Defaults: 9 targets (at most ``num_classes - 1``), 100 steps and one run per target, rho = 0.75.
+
+    Args:
+        n_targets: how many target classes to try.
+        steps, restarts, rho, eot_samples, random_start, early_stop: as in :class:`_AutoPGD` (``restarts`` runs
+            per target).
+    """
+
+    name = "apgd-t"
+    test_params: ClassVar[dict[str, Any]] = {"steps": 10, "n_targets": 3}
+    n_targets: int = 9
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.n_targets < 1:
+            raise ConfigError(f"{self.name}: n_targets must be >= 1, got {self.n_targets}")
+
+    def run(
+        self,
+        classifier: Classifier,
+        x: torch.Tensor,
+        y: torch.Tensor,
+        threat: ThreatModel,
+        generator: torch.Generator,
+    ) -> torch.Tensor:
+        out = x.clone()
+        n_targets = min(self.n_targets, classifier.num_classes - 1)
+        with torch.no_grad():
+            clean = classifier.logits(x)
+        others = clean.masked_fill(functional.one_hot(y, classifier.num_classes).bool(), float("-inf"))
+        targets = others.topk(n_targets, dim=1).indices.to(y.device)
+        remaining = torch.arange(x.shape[0], device=x.device)
+        for t in range(n_targets):
+            if remaining.numel() == 0:
+                break
+            labels = torch.stack([y, targets[:, t]], dim=1)
+            remaining = self._restarts(classifier, x, y, labels, _targeted_loss, threat, generator, out, remaining)
+        return out
