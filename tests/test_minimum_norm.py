@@ -27,7 +27,7 @@ BOUNDS = (-10.0, 10.0)
 # DeepFool's overshoot in these tests: the distance found is 1.005 x the exact one.
 OVERSHOOT = 0.005
 # Enough Adam steps for CW to settle on the boundary of an affine model to well within 1% (defaults: 100 x 9).
-CW_EXACT = {"steps": 150, "binary_search_steps": 6}
+CW_EXACT = {"steps": 150, "binary_search_steps": 6, "lr_schedule": "cosine"}
 
 
 def binary_classifier(model: LinearBinary) -> Classifier:

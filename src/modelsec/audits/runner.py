@@ -196,6 +196,7 @@ def run_audit(
             "population": splits.population.sha256(),
         },
         overlaps=overlaps,
+        class_names=list(splits.members.class_names) if splits.members.class_names else None,
     )
 
     rng = np.random.default_rng(config.seed)

@@ -7,14 +7,26 @@ and projects it onto the eps-ball for the fixed-eps result.
 For each sample it minimises ``||x' - x||_2^2 + c * max(z_y(x') - max_{j != y} z_j(x'), -kappa)`` with Adam over
 ``w``, where ``x' = mid + half * tanh(w)`` maps any ``w`` into the classifier's bounds ``[mid - half, mid + half]``
 (the change of variables of the paper: no clipping, no projection). A binary search over the constant ``c``, per
-sample, looks for the smallest ``c`` that still gives an adversarial point: ``c`` grows tenfold while no
-adversarial point is found, and is bisected once one has been. Every iterate that is adversarial (logit margin
-below ``-kappa``) and closer than the best so far becomes the sample's answer.
+sample, looks for the smallest ``c`` that still gives an adversarial point: ``c`` grows tenfold while no run has
+found one, and is bisected between the largest failing and the smallest succeeding ``c`` once one has. Every
+iterate that is adversarial (logit margin below ``-kappa``) and closer than the sample's best so far becomes its
+answer. Each ``c`` starts again from ``x`` with fresh Adam moments.
 
-Defaults: the paper's 9 binary-search steps, learning rate 0.01 and ``kappa = 0``, but 100 Adam steps instead of
-10,000 (the paper's cost is impractical for an audit) and so a larger initial constant, ``c = 0.01`` instead of
-0.001, so that fewer search steps go to growing ``c``. The paper's batch-level "abort early" is left out, so that
-a sample's result does not depend on the other samples of its batch. More ``steps`` give smaller distances.
+Defaults: the paper's 9 binary-search steps, Adam with learning rate 0.01 and ``kappa = 0``, but 100 Adam steps
+instead of 10,000 (the paper's cost is impractical for an audit) and so a larger initial constant, ``c = 0.01``
+instead of 0.001, so that fewer search steps go to growing ``c``. The paper's batch-level "abort early" is left
+out, so that a sample's result does not depend on the other samples in its batch. More ``steps`` give smaller
+distances. With few steps, input values on the bounds barely move: ``w`` starts deep in ``tanh``'s saturation and
+Adam moves it by about ``lr`` a step (on Fashion-MNIST, where over half the pixels are 0, 100 steps leave them
+untouched and DeepFool finds smaller L2 distances; 1,000 steps use them and beat DeepFool).
+
+``lr_schedule="cosine"`` (not in the paper) anneals the learning rate to 0 within each run, so that the run
+settles on the boundary instead of oscillating around it; a ``c`` then counts as large enough when the run *ends*
+adversarial (with a constant rate, as in the paper, when any iterate is: a first step that overshoots a nearby
+boundary then ends the search for ``c`` with that crude point). It pins distances on smooth, nearly linear models
+(on the 200 points of the test suite's linear model, 150 steps x 6 constants come within 0.5% of the closed-form
+distance everywhere; the defaults are more than 1% off on a third of them, up to 93%), but it moves less far in
+the same number of steps, so with 100 steps it breaks fewer samples of an image model than the constant rate.
 """
 
 from __future__ import annotations
@@ -33,7 +45,7 @@ from modelsec.models.base import Classifier
 
 # Keeps atanh finite for inputs on the bounds (the paper's 0.999999).
 _ATANH_LIMIT = 1 - 1e-6
-LR_SCHEDULES = ("cosine", "constant")
+LR_SCHEDULES = ("constant", "cosine")
 # Adam's usual constants (those of the paper's code).
 _ADAM_BETAS = (0.9, 0.999)
 _ADAM_EPS = 1e-8
@@ -53,6 +65,7 @@ class CarliniWagnerL2(EvasionAttack):
         initial_const: the first ``c``.
         lr: Adam's learning rate, in the tanh space (an input step is at most about ``lr * (high - low) / 2``).
         confidence: ``kappa``, the logit margin an adversarial point must have (0: any misclassification).
+        lr_schedule: "constant" (the paper) or "cosine" (annealed within each run; see the module docstring).
     """
 
     name = "cw-l2"
@@ -65,7 +78,7 @@ class CarliniWagnerL2(EvasionAttack):
     initial_const: float = 1e-2
     lr: float = 0.01
     confidence: float = 0.0
-    lr_schedule: str = "cosine"
+    lr_schedule: str = "constant"
 
     def __post_init__(self) -> None:
         if self.steps < 1:
@@ -102,6 +115,7 @@ class CarliniWagnerL2(EvasionAttack):
         for _ in range(self.binary_search_steps):
             w = w0.clone()
             m, v = torch.zeros_like(w0), torch.zeros_like(w0)  # Adam's moment estimates, reset for every c
+            found = torch.zeros(n, dtype=torch.bool, device=x.device)
             for step in range(self.steps + 1):  # the last pass only scores the final iterate
                 w.requires_grad_(step < self.steps)
                 xa = mid + half * torch.tanh(w)
@@ -113,14 +127,16 @@ class CarliniWagnerL2(EvasionAttack):
                     better = adv & (d2 < best_d2)
                     best[better] = xa[better]
                     best_d2 = torch.where(better, d2, best_d2)
+                    found |= adv
                 if step == self.steps:
                     break
                 loss = d2 + const * margin.clamp_min(-self.confidence)
                 (grad,) = torch.autograd.grad(loss.sum(), w)
                 w = w.detach() - self._adam_step(grad, m, v, step)
-            # c was large enough where the run ends adversarial (see the module docstring)
-            upper = torch.where(adv, torch.minimum(upper, const), upper)
-            lower = torch.where(adv, lower, torch.maximum(lower, const))
+            # was c large enough? any adversarial iterate says so (the paper); an annealed run, the final one
+            enough = adv if self.lr_schedule == "cosine" else found
+            upper = torch.where(enough, torch.minimum(upper, const), upper)
+            lower = torch.where(enough, lower, torch.maximum(lower, const))
             const = torch.where(torch.isfinite(upper), (lower + upper) / 2, const * _GROWTH)
         return best
 

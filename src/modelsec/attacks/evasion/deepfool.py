@@ -110,21 +110,26 @@ class DeepFool(EvasionAttack):
             if not keep.any():
                 break
             f_all = z.gather(1, others[active]) - z.gather(1, ya[:, None])  # (m, k - 1), negative while correct
-            rows = []
+            f_abs = f_all.detach()[keep].abs()
+            # the nearest linearised boundary, one candidate class at a time (never the whole Jacobian at once)
+            best_dist = torch.full_like(f_abs[:, 0], math.inf)
+            best_f, best_norm = torch.zeros_like(best_dist), torch.ones_like(best_dist)
+            best_w = torch.zeros((f_abs.shape[0], x[0].numel()), dtype=x.dtype, device=x.device)
             for j in range(k - 1):
                 (g,) = torch.autograd.grad(f_all[:, j].sum(), xa, retain_graph=j < k - 2)
-                rows.append(g[keep])
-            jac = torch.stack(rows, dim=1).flatten(2)  # (m', k - 1, d): gradients of f_k
-            f = f_all.detach()[keep].abs()
-            w_norm = jac.abs().sum(dim=2) if linf else jac.norm(dim=2)
-            dist = f / w_norm.clamp_min(1e-12)
-            best = dist.argmin(dim=1)
-            pick = torch.arange(best.shape[0], device=x.device)
-            w, wn, fl = jac[pick, best], w_norm[pick, best], f[pick, best] + _SLACK
+                g = g[keep].flatten(1)
+                g_norm = g.abs().sum(dim=1) if linf else g.norm(dim=1)
+                dist = f_abs[:, j] / g_norm.clamp_min(1e-12)
+                closer = dist < best_dist
+                best_w = torch.where(closer[:, None], g, best_w)
+                best_f = torch.where(closer, f_abs[:, j], best_f)
+                best_norm = torch.where(closer, g_norm, best_norm)
+                best_dist = torch.where(closer, dist, best_dist)
+            fl = best_f + _SLACK
             if linf:
-                r = (fl / wn.clamp_min(1e-12))[:, None] * w.sign()
+                r = (fl / best_norm.clamp_min(1e-12))[:, None] * best_w.sign()
             else:
-                r = (fl / wn.pow(2).clamp_min(1e-24))[:, None] * w
+                r = (fl / best_norm.pow(2).clamp_min(1e-24))[:, None] * best_w
             active = active[keep]
             r_tot[active] += r.view(-1, *x.shape[1:])
             x_adv[active] = clip_to_bounds(x[active] + (1 + self.overshoot) * r_tot[active], classifier.bounds)
