@@ -25,7 +25,7 @@ def isolated_home(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.
 
 
 os.environ.setdefault("MPLCONFIGDIR", "/tmp/modelsec-test-mpl")
-torch.set_num_threads(min(2, torch.get_num_threads()))
+torch.set_num_threads(1)  # tiny models: threads only add contention, and timings stay predictable
 
 FASHION_MNIST_DIR = Path(os.environ.get("MODELSEC_FASHION_MNIST_DIR", "/usr/share/datasets/fashion-mnist"))
 needs_fashion_mnist = pytest.mark.skipif(

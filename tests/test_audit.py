@@ -46,7 +46,7 @@ def reclassify_adversarial(result: AuditResult, out_dir: Path, model_path: Path 
 
 def test_digits_audit_end_to_end(digits_model: Path, tmp_path: Path) -> None:
     store = RunStore(tmp_path / "runs.sqlite")
-    config = AuditConfig(eps=(0.2, 0.05), samples=150, mia_samples=400, pgd_steps=10, seed=3)
+    config = AuditConfig(eps=(0.2, 0.05), samples=150, mia_samples=400, preset="quick", seed=3)
     outcome = run_audit(digits_model, None, config=config, out_dir=tmp_path / "out", store=store)
     r = outcome.result
     d = json.loads((tmp_path / "out" / "result.json").read_text())
@@ -75,7 +75,7 @@ def test_digits_audit_end_to_end(digits_model: Path, tmp_path: Path) -> None:
 
 
 def test_same_seed_same_numbers(digits_model: Path) -> None:
-    config = AuditConfig(eps=(0.1,), samples=80, mia_samples=200, pgd_steps=5, seed=11, checks=False)
+    config = AuditConfig(eps=(0.1,), samples=80, mia_samples=200, preset="quick", seed=11, checks=False)
     a = run_audit(digits_model, None, config=config).result
     b = run_audit(digits_model, None, config=config).result
     assert a.robustness is not None and b.robustness is not None and a.privacy is not None and b.privacy is not None
@@ -108,7 +108,9 @@ def test_python_api_audits_an_nn_module_twice(tmp_path: Path) -> None:
     torch.manual_seed(0)  # test-local initialisation of the throwaway model
     net = torch.nn.Sequential(torch.nn.Linear(64, 32), torch.nn.ReLU(), torch.nn.Linear(32, 10))
     for _ in range(2):
-        r = modelsec.audit(net, splits, eps=(0.1,), samples=50, mia_samples=100, pgd_steps=3, checks=False)
+        r = modelsec.audit(net, splits, eps=(0.1,), samples=50, mia_samples=100, preset="quick", checks=False)
         assert r.model.format == "nn.Module" and r.robustness is not None and r.robustness.n == 50
-    stored = modelsec.audit(net, splits, eps=(0.1,), samples=20, mia_samples=50, checks=False, store=tmp_path / "s.db")
+    stored = modelsec.audit(
+        net, splits, eps=(0.1,), samples=20, mia_samples=50, preset="quick", checks=False, store=tmp_path / "s.db"
+    )
     assert (tmp_path / "s.db").exists() and stored.run_id

@@ -88,7 +88,7 @@ def test_train_audit_runs_and_report_on_a_data_file(tmp_path: Path) -> None:
     out = tmp_path / "audit"
     proc = modelsec(
         "audit", "--model", str(model), "--samples", "60", "--mia-samples", "100", "--eps", "0.05,0.2",
-        "--pgd-steps", "5", "--out", str(out),
+        "--preset", "quick", "--out", str(out),
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr
     assert (out / "result.json").exists() and (out / "report.html").exists() and (out / "adversarial.npz").exists()

@@ -262,8 +262,7 @@ def run_audit(
         "mia_samples": m,
         "preset": None if config.attacks is not None else config.preset,
         "attacks": attack_labels(attacks),
-        "remedies": remedies.notes
-        + ([f"EoT with {remedies.eot_samples} samples"] if remedies.eot_samples > 1 else []),
+        "remedies": remedies.notes + ([f"EoT with {remedies.eot_samples} samples"] if remedies.eot_samples > 1 else []),
         "pgd_steps": config.pgd_steps,
         "pgd_restarts": config.pgd_restarts,
         "membership_attacks": list(config.membership_attacks),

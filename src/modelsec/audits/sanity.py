@@ -274,7 +274,9 @@ def resolve(pre: list[SanityFlag], post: list[SanityFlag], attacks: list[Evasion
     large_eps_ok = not any(f.check == "large-eps-not-broken" for f in post)
     names = {a.name for a in attacks}
     ran = {
-        "probability-outputs": any(getattr(a, "loss", None) in ("dlr", "margin") or a.name == "apgd-t" for a in attacks),
+        "probability-outputs": any(
+            getattr(a, "loss", None) in ("dlr", "margin") or a.name == "apgd-t" for a in attacks
+        ),
         "randomness": any(getattr(a, "eot_samples", 1) > 1 for a in attacks),
         "zero-gradients": bool(names & set(BLACK_BOX)),
     }
