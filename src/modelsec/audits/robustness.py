@@ -17,7 +17,7 @@ from modelsec.attacks.base import EvasionAttack, ThreatModel
 from modelsec.metrics import rate_with_ci
 from modelsec.models.base import Classifier
 from modelsec.progress import NullProgress, Progress
-from modelsec.results import AttackRobustness, MinNormStats, RobustnessResult, SanityFlag, eps_key
+from modelsec.results import AttackRobustness, MinNormStats, RobustnessResult, eps_key
 
 
 @dataclass

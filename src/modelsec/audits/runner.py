@@ -21,8 +21,8 @@ from torch import nn
 from modelsec import __version__
 from modelsec.attacks.evasion import EVASION_ATTACKS
 from modelsec.attacks.privacy import MEMBERSHIP_ATTACKS, compute_signals
-from modelsec.audits.privacy import evaluate_membership
 from modelsec.audits.presets import AttackSpec, build_attacks, preset_specs
+from modelsec.audits.privacy import evaluate_membership
 from modelsec.audits.robustness import RobustnessRun, attack_labels, evaluate_robustness
 from modelsec.audits.sanity import CHECKS, Remedies, apply_remedies, post_checks, pre_checks, resolve
 from modelsec.audits.verdict import RULE, make_verdict

@@ -2,8 +2,9 @@
 
 Robustness, at the largest epsilon audited: "fail" when less than half of the clean accuracy survives, "warning"
 when less than 90% survives; any unresolved sanity flag turns the robustness finding into "likely overestimated"
-and at least a warning (a resolved one, whose remedy ran, is listed but does not). Leakage: "fail" when an attack's TPR at 0.1% FPR has a lower confidence bound above 1% (ten
-times chance) or its AUC's lower bound exceeds 0.6; "warning" when the AUC's lower bound exceeds 0.5.
+and at least a warning (a resolved one, whose remedy ran, is listed but does not). Leakage: "fail" when an
+attack's TPR at 0.1% FPR has a lower confidence bound above 1% (ten times chance) or its AUC's lower bound exceeds
+0.6; "warning" when the AUC's lower bound exceeds 0.5.
 """
 
 from __future__ import annotations
