@@ -139,3 +139,19 @@ def test_noisy_model_randomness_triggers_eot(undefended: nn.Module, digits: Spli
     assert any("EoT" in r for r in result.settings["remedies"])
     apgd = next(r for r in rob.results if r.attack == "apgd")
     assert apgd.params["eot_samples"] == 10
+
+
+def test_labels_only_model_gets_the_attacks_it_supports(undefended: nn.Module, digits: Splits) -> None:
+    """A model that returns only labels: gradient and score attacks are skipped with a reason, HopSkipJump runs."""
+    from modelsec.models import Capability
+
+    clf = Classifier(
+        undefended, input_shape=digits.input_shape, num_classes=10, bounds=digits.bounds, capability=Capability.LABELS
+    )
+    config = AuditConfig(eps=(0.2,), samples=20, mia_samples=50, preset="quick", checks=False)
+    rob = run_audit(clf, digits, config=config).result.robustness
+    assert rob is not None
+    assert {s.attack for s in rob.skipped} == {"fgsm", "pgd"}
+    assert all("needs gradients" in s.reason for s in rob.skipped)
+    assert [r.attack for r in rob.results] == ["hopskipjump"]
+    assert rob.min_norm and rob.min_norm[0].attack == "hopskipjump"

@@ -18,7 +18,7 @@ from typing import Any
 from modelsec.attacks.base import EvasionAttack
 from modelsec.attacks.evasion import EVASION_ATTACKS
 from modelsec.errors import ConfigError
-from modelsec.models.base import Classifier
+from modelsec.models.base import Capability, Classifier
 from modelsec.results import SkippedAttack
 
 
@@ -63,9 +63,13 @@ def preset_specs(preset: str) -> tuple[AttackSpec, ...]:
 def build_attacks(
     specs: tuple[AttackSpec, ...] | list[AttackSpec], classifier: Classifier, norm: str
 ) -> tuple[list[EvasionAttack], list[SkippedAttack]]:
-    """Instantiate the specs that this classifier and norm allow; the others become :class:`SkippedAttack`."""
+    """Instantiate the specs that this classifier and norm allow; the others become :class:`SkippedAttack`.
+    A model that returns only labels also gets HopSkipJump, the decision-based attack, if the plan lacks it."""
     attacks: list[EvasionAttack] = []
     skipped: list[SkippedAttack] = []
+    specs = list(specs)
+    if classifier.capability < Capability.SCORES and not any(s.attack == "hopskipjump" for s in specs):
+        specs.append(AttackSpec("hopskipjump"))  # a labels-only model still gets a decision-based attack
     for spec in specs:
         cls = EVASION_ATTACKS.get(spec.attack)
         if norm not in cls.supported_norms:
