@@ -2,8 +2,10 @@
 
 - ``quick``: FGSM and PGD (10 steps of 2.5 eps / 10 from a random start): a fast first look.
 - ``standard``: an AutoAttack-like chain (Croce & Hein 2020): APGD-CE, targeted APGD-DLR against the 3 most
-  likely wrong classes (AutoAttack uses 9; 3 keeps the chain's CPU cost down, and ``thorough`` runs 9), DeepFool (minimum norm) and the Square attack (score-based black-box, 5,000 queries); FGSM is added as the
-  single-step reference of the sanity checks. Each attack runs only on the samples every earlier one failed to break (per-sample worst case).
+  likely wrong classes (AutoAttack uses 9; 3 keeps the chain's CPU cost down, and ``thorough`` runs 9), DeepFool
+  (minimum norm) and the Square attack (score-based black-box, 5,000 queries); FGSM is added as the single-step
+  reference of the sanity checks. Each attack runs only on the samples every earlier one failed to break
+  (per-sample worst case).
 - ``thorough``: more restarts and iterations, APGD with the DLR loss, Carlini-Wagner (L2), both black-box attacks
   (Square with 10,000 queries and HopSkipJump).
 
