@@ -100,6 +100,7 @@ class RobustnessResult:
     preset: str | None = None  # "quick", "standard", "thorough", or None for an explicit attack list
     skipped: list[SkippedAttack] = field(default_factory=list)
     min_norm: list[MinNormStats] = field(default_factory=list)
+    chain: bool = False  # True: each entry of ``results`` is cumulative (after that attack and all before it)
 
 
 @dataclass(frozen=True)
@@ -236,6 +237,7 @@ def _robustness_from_dict(d: dict[str, Any]) -> RobustnessResult:
         preset=d.get("preset"),
         skipped=[_build(SkippedAttack, a) for a in d.get("skipped", [])],
         min_norm=[_build(MinNormStats, m) for m in d.get("min_norm", [])],
+        chain=bool(d.get("chain", False)),
     )
 
 

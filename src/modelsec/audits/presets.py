@@ -4,8 +4,8 @@
 - ``standard``: an AutoAttack-like chain (Croce & Hein 2020): APGD-CE, targeted APGD-DLR against the 3 most
   likely wrong classes (AutoAttack uses 9; 3 keeps the chain's CPU cost down, and ``thorough`` runs 9), DeepFool
   (minimum norm) and the Square attack (score-based black-box, 5,000 queries); FGSM is added as the single-step
-  reference of the sanity checks. Each attack runs only on the samples every earlier one failed to break
-  (per-sample worst case).
+  reference of the sanity checks (last, so that what it breaks is what the iterative attacks missed). Each attack
+  runs only on the samples every earlier one failed to break (per-sample worst case).
 - ``thorough``: more restarts and iterations, APGD with the DLR loss, Carlini-Wagner (L2), both black-box attacks
   (Square with 10,000 queries and HopSkipJump).
 
@@ -33,16 +33,15 @@ class AttackSpec:
 
 
 PRESETS: dict[str, tuple[AttackSpec, ...]] = {
-    "quick": (AttackSpec("fgsm"), AttackSpec("pgd", {"steps": 10})),
+    "quick": (AttackSpec("pgd", {"steps": 10}), AttackSpec("fgsm")),
     "standard": (
-        AttackSpec("fgsm"),
         AttackSpec("apgd", {"steps": 100}),
         AttackSpec("apgd-t", {"steps": 100, "n_targets": 3}),
         AttackSpec("deepfool"),
         AttackSpec("square", {"max_queries": 5000}),
+        AttackSpec("fgsm"),
     ),
     "thorough": (
-        AttackSpec("fgsm"),
         AttackSpec("pgd", {"steps": 100, "restarts": 5}),
         AttackSpec("apgd", {"steps": 200, "restarts": 3}),
         AttackSpec("apgd", {"steps": 200, "restarts": 3, "loss": "dlr"}),
@@ -51,6 +50,7 @@ PRESETS: dict[str, tuple[AttackSpec, ...]] = {
         AttackSpec("cw-l2"),
         AttackSpec("square", {"max_queries": 10000, "restarts": 2}),
         AttackSpec("hopskipjump"),
+        AttackSpec("fgsm"),
     ),
 }
 

@@ -15,7 +15,7 @@ import torch
 
 from modelsec.attacks.base import EvasionAttack, ThreatModel
 from modelsec.metrics import rate_with_ci
-from modelsec.models.base import Classifier
+from modelsec.models.base import Capability, Classifier
 from modelsec.progress import NullProgress, Progress
 from modelsec.results import AttackRobustness, MinNormStats, RobustnessResult, eps_key
 
@@ -31,7 +31,8 @@ class RobustnessRun:
     x_adv: dict[float, torch.Tensor]  # eps -> worst-case adversarial inputs
     robust: dict[float, torch.Tensor]  # eps -> per-sample robust flags (worst case)
     pred_adv: dict[float, torch.Tensor]  # eps -> predictions on the worst-case adversarial inputs
-    per_attack_robust: dict[tuple[str, float], torch.Tensor]
+    per_attack_robust: dict[tuple[str, float], torch.Tensor]  # chain: cumulative robust flags after the attack
+    per_attack_broken: dict[tuple[str, float], torch.Tensor]  # the samples this attack itself broke
 
     def save_npz(self, path: str) -> None:
         """Write the clean inputs, labels and worst-case adversarial examples (no pickle)."""
@@ -58,8 +59,14 @@ def evaluate_robustness(
     norm: str = "linf",
     generator: torch.Generator,
     progress: Progress | None = None,
+    chain: bool = True,
 ) -> RobustnessRun:
-    """Run every attack at every epsilon on ``(x, y)``; sanity checks are added by :mod:`modelsec.audits.sanity`."""
+    """Run the attacks at every epsilon on ``(x, y)``; sanity checks are added by :mod:`modelsec.audits.sanity`.
+
+    ``chain=True`` (AutoAttack's protocol): each attack runs only on the samples that every earlier attack left
+    standing, and an attack's entry is the robust accuracy after it and every attack before it. ``chain=False``:
+    each attack runs on every sample, and its entry is its own robust accuracy (slower; for comparing attacks).
+    """
     progress = progress or NullProgress()
     eps_sorted = sorted({float(e) for e in eps})
     n = x.shape[0]
@@ -75,27 +82,41 @@ def evaluate_robustness(
     carried_adv: dict[str, torch.Tensor] = {label: x.clone() for label in labels}
     carried_robust: dict[str, torch.Tensor] = {label: pred_clean == y for label in labels}
     min_dist: dict[str, torch.Tensor] = {}
+    per_attack_broken: dict[tuple[str, float], torch.Tensor] = {}
+    correct_t = pred_clean == y
+    previous: float | None = None
     for e in eps_sorted:
         threat = ThreatModel(norm=norm, eps=e)
-        robust_all = pred_clean == y
-        adv_all = x.clone()
+        if chain and previous is not None:  # broken at a smaller eps -> broken here, with the same example
+            robust_all, adv_all = worst_robust[previous].clone(), worst_adv[previous].clone()
+        else:
+            robust_all, adv_all = correct_t.clone(), x.clone()
         for label, attack in zip(labels, attacks, strict=True):
             start = time.perf_counter()
-            robust = carried_robust[label].clone()
-            adv = carried_adv[label].clone()
+            if chain:  # AutoAttack-style: only what every earlier attack left standing
+                robust, adv = robust_all, adv_all
+            else:  # every attack on every sample it has not broken at a smaller eps
+                robust, adv = carried_robust[label].clone(), carried_adv[label].clone()
             todo = robust.nonzero().flatten()
+            broken = torch.zeros(n, dtype=torch.bool)
             if todo.numel():
                 res = attack(classifier, x[todo], y[todo], threat, generator=generator, progress=progress)
                 adv[todo] = res.x_adv
                 robust[todo] = res.robust
-                if res.min_distance is not None and label not in min_dist:
-                    # the first epsilon attacks every correctly classified sample: its distances are complete
+                broken[todo] = res.success
+                if res.min_distance is not None and label not in min_dist and todo.numel() == int(correct_t.sum()):
+                    # this run attacked every correctly classified sample: its distances are complete
                     d = torch.full((n,), torch.inf)
-                    d[pred_clean != y] = 0.0
+                    d[~correct_t] = 0.0
                     d[todo] = res.min_distance
                     min_dist[label] = d
-            carried_robust[label], carried_adv[label] = robust, adv
-            per_attack[(label, e)] = robust
+            if not chain:
+                carried_robust[label], carried_adv[label] = robust, adv
+                newly_broken = robust_all & ~robust
+                adv_all[newly_broken] = adv[newly_broken]
+                robust_all &= robust
+            per_attack[(label, e)] = robust.clone()
+            per_attack_broken[(label, e)] = broken
             rate, ci = rate_with_ci(robust.numpy())
             entries.append(
                 AttackRobustness(
@@ -110,13 +131,25 @@ def evaluate_robustness(
                     params=attack.params(),
                 )
             )
-            newly_broken = robust_all & ~robust
-            adv_all[newly_broken] = adv[newly_broken]
-            keep = robust_all & robust
-            adv_all[keep] = adv[keep]
-            robust_all &= robust
         worst_robust[e] = robust_all
         worst_adv[e] = adv_all
+        previous = e
+
+    if chain:  # minimal-perturbation statistics need every correct sample: run gradient min-norm attacks once
+        todo = correct_t.nonzero().flatten()
+        for label, attack in zip(labels, attacks, strict=True):
+            if (
+                attack.minimum_norm
+                and attack.requires == Capability.GRADIENTS
+                and todo.numel()
+                and label not in min_dist
+            ):
+                res = attack(classifier, x[todo], y[todo], ThreatModel(norm, eps_sorted[0]), generator=generator)
+                assert res.min_distance is not None
+                d = torch.full((n,), torch.inf)
+                d[~correct_t] = 0.0
+                d[todo] = res.min_distance
+                min_dist[label] = d
 
     robust_accuracy: dict[str, float] = {}
     robust_ci = {}
@@ -132,6 +165,7 @@ def evaluate_robustness(
         results=entries,
         robust_accuracy=robust_accuracy,
         robust_ci=robust_ci,
+        chain=chain,
         flags=[],
         checks=[],
     )
@@ -144,6 +178,7 @@ def evaluate_robustness(
         robust=worst_robust,
         pred_adv={e: classifier.predict(worst_adv[e]) for e in eps_sorted},
         per_attack_robust=per_attack,
+        per_attack_broken=per_attack_broken,
     )
 
 

@@ -147,8 +147,8 @@ def apply_remedies(specs: list[AttackSpec], remedies: Remedies) -> list[AttackSp
 def _broken_by(run: RobustnessRun, labels: list[str], eps: float) -> torch.Tensor:
     broken = torch.zeros(run.x.shape[0], dtype=torch.bool)
     for label in labels:
-        if (label, eps) in run.per_attack_robust:
-            broken |= ~run.per_attack_robust[(label, eps)]
+        if (label, eps) in run.per_attack_broken:
+            broken |= run.per_attack_broken[(label, eps)]
     return broken
 
 
@@ -157,7 +157,7 @@ def _exclusive_breaks(
 ) -> SanityFlag | None:
     if not group or not others:
         return None
-    for eps in sorted({e for (_, e) in run.per_attack_robust}):
+    for eps in sorted({e for (_, e) in run.per_attack_broken}):
         extra = int((_broken_by(run, group, eps) & ~_broken_by(run, others, eps)).sum())
         if extra > max(1, 0.01 * run.x.shape[0]):
             return SanityFlag(
@@ -256,6 +256,11 @@ def post_checks(
             by_kind["black"].append(label)
         else:
             by_kind["iterative"].append(label)
+    if run.result.chain:  # in a chain, an attack's breaks exclude only the attacks that ran before it
+        position = {label: i for i, label in enumerate(labels)}
+        last_white = max((position[lb] for lb in by_kind["iterative"]), default=-1)
+        by_kind["single"] = [lb for lb in by_kind["single"] if position[lb] > last_white]
+        by_kind["black"] = [lb for lb in by_kind["black"] if position[lb] > last_white]
     flags = [
         _exclusive_breaks(
             run, by_kind["single"], by_kind["iterative"], "single-step-beats-iterative",
