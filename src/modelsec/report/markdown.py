@@ -71,7 +71,8 @@ def _robustness(rob: RobustnessResult) -> list[str]:
                 rows.append([md_text(row.attack), md_text(row.norm), *cells])
         out += _table(header, rows, [False, False, *([True] * len(table.eps))])
         note = tables.ci_note(tables.robustness_intervals(rob))
-        out += ["", f"Robust accuracy (share still classified correctly). {note}".strip()]
+        chain = " after each attack and every attack above it (a chain)" if rob.chain else ""
+        out += ["", f"Robust accuracy (share still classified correctly{chain}). {note}".strip()]
     else:
         out.append("_No attack results were recorded._")
     if rob.skipped:
