@@ -24,7 +24,7 @@ system:
 
 demo: setup
 	bash scripts/setup_system.sh --data-only
-	$(BIN)/modelsec audit --out $(DEMO_OUT) --preset standard --samples 500 --eps 0.05,0.1
+	$(BIN)/modelsec audit --out $(DEMO_OUT) --preset quick --samples 1000 --eps 0.03,0.1
 	@echo "Report: $(DEMO_OUT)/report.html  (results: $(DEMO_OUT)/result.json)"
 
 lint: setup
