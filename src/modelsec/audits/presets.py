@@ -2,7 +2,7 @@
 
 - ``quick``: APGD-CE (a step-size-free PGD, Croce & Hein 2020) with 20 steps and 3 restarts (restarts run
   only on what earlier ones left standing), then FGSM: a fast first look. On the bundled model, 1000 test images at
-  L-inf eps=0.1, it leaves 0.2% robust (8.5 s, 1 thread) where PGD-10 leaves 0.6% and PGD-20 with 3 restarts 0.4%.
+  L-inf eps=0.1, it leaves 0.2% robust where PGD-10 and PGD-20 leave 0.6% (benchmarks/quick_vs_pgd.py).
 - ``standard``: an AutoAttack-like chain (Croce & Hein 2020): APGD-CE, targeted APGD-DLR against the 3 most
   likely wrong classes (AutoAttack uses 9; 3 keeps the chain's CPU cost down, and ``thorough`` runs 9), DeepFool
   (minimum norm) and the Square attack (score-based black-box, 5,000 queries); FGSM is added as the single-step
