@@ -35,18 +35,18 @@ def test_load_returns_a_fresh_copy() -> None:
 
 
 def test_fixture_result_validates() -> None:
-    validate_result_dict(json.loads(make_result().to_json()))
+    assert validate_result_dict(json.loads(make_result().to_json())) is None  # raises ValueError when invalid
 
 
 def test_result_without_robustness_and_privacy_validates() -> None:
-    validate_result_dict(make_result(robustness=None, privacy=None).to_dict())
+    assert validate_result_dict(make_result(robustness=None, privacy=None).to_dict()) is None
 
 
 def test_extra_fields_are_allowed() -> None:
     d = make_result().to_dict()
     d["added_in_a_later_minor_version"] = {"x": 1}
     d["model"]["new_field"] = "ok"
-    validate_result_dict(d)
+    assert validate_result_dict(d) is None
 
 
 @pytest.mark.parametrize("field", ["run_id", "model", "verdict", "robustness", "timings"])
