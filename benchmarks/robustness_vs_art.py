@@ -293,17 +293,35 @@ def bench_model(name: str, args: argparse.Namespace, art: Any, x_all: torch.Tens
     return entry
 
 
+def merge_pairs(previous_entry: dict[str, Any], entry: dict[str, Any]) -> list[dict[str, Any]]:
+    """The pairs just measured, plus the previous run's pairs of the same model that were not rerun now, provided
+    the model file is the same (same sha256); older entries without their own date inherit their model's."""
+    if not previous_entry or previous_entry.get("sha256") != entry["sha256"]:
+        return entry["pairs"]
+    rerun = {p["pair"] for p in entry["pairs"]}
+    kept = []
+    for pair in previous_entry.get("pairs", []):
+        if pair["pair"] not in rerun:
+            for key in ("date", "config", "versions"):
+                if key in previous_entry:
+                    pair.setdefault(key, previous_entry[key])
+            kept.append(pair)
+    order = {"quick": 0, "standard": 1}
+    return sorted(kept + entry["pairs"], key=lambda p: order.get(p["pair"], 2))
+
+
 def markdown_table(results: dict[str, Any]) -> str:
     lines = [
-        "| model | modelsec preset | ART attack | images | modelsec s | ART s | ratio | target ratio "
+        "| model | date | modelsec preset | ART attack | images | modelsec s | ART s | ratio | target ratio "
         "| modelsec robust acc | ART robust acc | time target | accuracy target |",
-        "| --- | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- | --- |",
+        "| --- | --- | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- | --- |",
     ]
     for name, model in results["models"].items():
         for p in model["pairs"]:
             target = QUICK_TARGET_RATIO if p["pair"] == "quick" else STANDARD_TARGET_RATIO
+            date = p.get("date", model.get("date", "?"))[:10]
             lines.append(
-                f"| {name} | {p['pair']} | {p['peer']} | {p['samples']} | {p['modelsec']['seconds']:.1f} "
+                f"| {name} | {date} | {p['pair']} | {p['peer']} | {p['samples']} | {p['modelsec']['seconds']:.1f} "
                 f"| {p['art']['seconds']:.1f} | {p['ratio']:.2f}x | <= {target:g}x "
                 f"| {100 * p['modelsec']['robust_accuracy']:.1f}% | {100 * p['art']['robust_accuracy']:.1f}% "
                 f"| {'met' if p['time_target_met'] else 'missed'} "
@@ -335,7 +353,12 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--autoattack-eps-step", type=float, default=None, help="ART AutoAttack eps_step (default eps)")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--out", type=Path, default=HERE / "results" / "robustness_vs_art.json")
-    p.add_argument("--fresh", action="store_true", help="drop the other models' results already in --out")
+    p.add_argument(
+        "--fresh",
+        action="store_true",
+        help="overwrite --out instead of merging into it (by default the models and pairs not run now are kept, "
+        "each with the date it was measured)",
+    )
     args = p.parse_args(argv)
     args.pairs = [s.strip() for s in args.pairs.split(",") if s.strip()]
     if args.autoattack_eps_step is None:
@@ -380,13 +403,17 @@ def main(argv: list[str] | None = None) -> None:
         "machine": {"platform": platform.platform(), "processor": platform.machine(), "cpus": os.cpu_count()},
         "models": {},
     }
+    previous: dict[str, Any] = {}
     if args.out.exists() and not args.fresh:
-        # keep the other models' entries (each records its own date, config and versions)
-        previous = json.loads(args.out.read_text(encoding="utf-8"))
-        results["models"] = {k: v for k, v in previous.get("models", {}).items() if k not in names}
+        # merge: keep the other models' entries and, for the models run now, the pairs not run now
+        previous = json.loads(args.out.read_text(encoding="utf-8")).get("models", {})
+        results["models"] = {k: v for k, v in previous.items() if k not in names}
     for name in names:
         entry = bench_model(name, args, art, x_all, y_all)
-        entry.update(date=results["date"], config=results["config"], versions=results["versions"])
+        for pair in entry["pairs"]:  # every pair records when and how it was measured
+            pair.update(date=results["date"], config=results["config"], versions=results["versions"])
+        entry["pairs"] = merge_pairs(previous.get(name, {}), entry)
+        entry["date"] = results["date"]  # the model's latest measurement; each pair keeps its own
         results["models"][name] = entry
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")  # partial results survive

@@ -10,7 +10,9 @@ than reusing ``modelsec.attacks.evasion.PGD``, whose ``__call__`` also validates
 right for an audit, wasted work inside a training loop.
 
 Seeded end to end (initialisation, batch order, random starts): the same seed gives the same weights on the same
-CPU build of torch. About 6-10 minutes on 2 CPU cores with the defaults.
+CPU build of torch. Each step costs 8 forward/backward passes (7 attack steps, 1 training step). With the
+defaults this took 71 minutes on the shared 2-core machine of 2026-11-26 (load average 8-11, so most of it
+waiting for a core); fewer ``--members`` or ``--epochs`` shorten it proportionally.
 
     .venv/bin/python benchmarks/train_pgd_at.py
 """
