@@ -4,11 +4,12 @@ Two pairs, on each model (the bundled standard Fashion-MNIST small-cnn, and the 
 written by ``benchmarks/train_pgd_at.py``), L-inf at eps 0.1, on the first N images of a seed-0 permutation of the
 10,000 Fashion-MNIST test images:
 
-- modelsec ``quick`` (FGSM, then PGD-10 on what FGSM left) vs ART ``ProjectedGradientDescent`` (20 steps of
-  2.5 * eps / 20, one random start, batch 128). Target: at most 0.5x ART's wall time, robust accuracy no higher.
-- modelsec ``standard`` (FGSM, APGD-CE, APGD-T, DeepFool, Square) vs ART ``AutoAttack`` with its default attack
-  list (APGD-CE and APGD-DLR with 5 restarts each, DeepFool, Square with 5 restarts). Target: no slower, robust
-  accuracy no higher.
+- modelsec ``quick`` (APGD on the margin loss, 12 steps, restarts where cheap; then FGSM) vs ART
+  ``ProjectedGradientDescent`` (20 steps of 2.5 * eps / 20, one random start, batch 128). Target: at most 0.5x
+  ART's wall time, robust accuracy no higher.
+- modelsec ``standard`` (APGD-CE, APGD-T, DeepFool, Square, FGSM; each on what the earlier ones left) vs ART
+  ``AutoAttack`` with its default attack list (APGD-CE and APGD-DLR with 5 restarts each, DeepFool, Square with 5
+  restarts). Target: no slower, robust accuracy no higher.
 
 Both sides get the true labels and the same weights (two copies of the module, loaded from the same file), run
 in the same process with the same thread count, and their adversarial examples are re-classified here with the

@@ -288,12 +288,37 @@ def test_early_stop_saves_queries_and_eot_multiplies_them() -> None:
     assert eot.queries == 50 + 2 * 50 * 21 + 50
 
 
+def test_restart_budget_runs_exactly_the_restarts_it_pays_for(
+    linear_problem: tuple[LinearBinary, torch.Tensor, torch.Tensor],
+) -> None:
+    """On a linear model the survivors of every run are exactly the samples whose margin is at least eps, so each
+    restart costs the same fraction s / n of a run and the budget decides how many run."""
+    model, x, y = linear_problem
+    clf = Classifier(model, input_shape=(8,), num_classes=2, bounds=(-10.0, 10.0), batch_size=256)
+    threat = ThreatModel("linf", 0.1)
+
+    def run(**kw: object) -> tuple[int, torch.Tensor]:
+        res = APGD(steps=5, **kw)(clf, x, y, threat, generator=generator(0))  # type: ignore[arg-type]
+        return res.queries, res.success
+
+    one, success = run(restarts=1)
+    correct = clf.predict(x) == y
+    share = int((correct & ~success).sum()) / int(correct.sum())  # a restart's cost, as a fraction of a run
+    assert 0.3 < share < 0.9
+    queries, success_budget_0 = run(restarts=5, restart_budget=0.0)
+    assert queries == one and torch.equal(success_budget_0, success)
+    assert run(restarts=5, restart_budget=0.99 * share)[0] == one
+    assert run(restarts=5, restart_budget=2.5 * share)[0] == run(restarts=3)[0] > one
+    assert run(restarts=5, restart_budget=100.0)[0] == run(restarts=5)[0]
+
+
 def test_registered_and_params() -> None:
     assert EVASION_ATTACKS.get("apgd") is APGD
     assert EVASION_ATTACKS.get("apgd-t") is APGDTargeted
     assert APGD().params() == {
         "steps": 100,
         "restarts": 1,
+        "restart_budget": None,
         "rho": 0.75,
         "eot_samples": 1,
         "random_start": True,
@@ -311,6 +336,7 @@ def test_registered_and_params() -> None:
     [
         (APGD, {"steps": 0}),
         (APGD, {"restarts": 0}),
+        (APGD, {"restart_budget": -0.1}),
         (APGD, {"rho": 0.0}),
         (APGD, {"rho": 1.5}),
         (APGD, {"eot_samples": 0}),

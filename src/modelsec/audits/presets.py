@@ -1,8 +1,11 @@
 """Robustness presets: which attacks an audit runs, by name and parameters.
 
-- ``quick``: APGD-CE (a step-size-free PGD, Croce & Hein 2020) with 20 steps and 3 restarts (restarts run
-  only on what earlier ones left standing), then FGSM: a fast first look. On the bundled model, 1000 test images at
-  L-inf eps=0.1, it leaves 0.2% robust where PGD-10 and PGD-20 leave 0.6% (benchmarks/quick_vs_pgd.py).
+- ``quick``: APGD (a step-size-free PGD, Croce & Hein 2020) on the margin loss (Carlini & Wagner 2017), 12 steps,
+  with up to 10 restarts that run only on what earlier runs left standing and only within a quarter of the first
+  run's cost (so an undefended model's few hard samples get them and a robust model gets one run), then FGSM: a
+  fast first look. Measured on 1000 Fashion-MNIST test images at L-inf eps 0.1 (benchmarks/robustness_vs_art.py):
+  about 0.4x the time of ART's 20-step PGD with robust accuracy no higher on a standard and a PGD-trained CNN;
+  the margin loss left about 1 point less than cross-entropy on the robust model at equal cost.
 - ``standard``: an AutoAttack-like chain (Croce & Hein 2020): APGD-CE, targeted APGD-DLR against the 3 most
   likely wrong classes (AutoAttack uses 9; 3 keeps the chain's CPU cost down, and ``thorough`` runs 9), DeepFool
   (minimum norm) and the Square attack (score-based black-box, 5,000 queries); FGSM is added as the single-step
@@ -35,7 +38,10 @@ class AttackSpec:
 
 
 PRESETS: dict[str, tuple[AttackSpec, ...]] = {
-    "quick": (AttackSpec("apgd", {"steps": 20, "restarts": 3}), AttackSpec("fgsm")),
+    "quick": (
+        AttackSpec("apgd", {"steps": 12, "loss": "margin", "restarts": 10, "restart_budget": 0.25}),
+        AttackSpec("fgsm"),
+    ),
     "standard": (
         AttackSpec("apgd", {"steps": 100}),
         AttackSpec("apgd-t", {"steps": 100, "n_targets": 3}),

@@ -41,6 +41,23 @@ def eval_mode(module: nn.Module) -> Iterator[nn.Module]:
             m.training = training
 
 
+@contextlib.contextmanager
+def frozen_parameters(module: nn.Module) -> Iterator[nn.Module]:
+    """Stop the module's parameters from requiring gradients for the block, then restore each one's flag.
+
+    A forward pass recorded with trainable parameters makes the backward pass compute (and the forward pass save
+    what it needs for) every weight gradient, even when only the input gradient is asked for: on the small CNN
+    this costs about a quarter of an attack step on the CPU."""
+    flags = [(p, p.requires_grad) for p in module.parameters()]
+    for p, _ in flags:
+        p.requires_grad_(False)
+    try:
+        yield module
+    finally:
+        for p, flag in flags:
+            p.requires_grad_(flag)
+
+
 class Classifier:
     """A PyTorch classifier seen as a security target.
 
@@ -51,7 +68,8 @@ class Classifier:
         bounds: the valid input range ``(low, high)``; attacks clip to it.
         capability: what the model exposes (white-box by default for a local module).
         device: where the module runs ("cpu" or "cuda").
-        batch_size: the batch size of batched inference.
+        batch_size: the batch size of batched inference and of attacks (default: 128 on the CPU, where it ran about
+            15% faster than 256 for attacks on the small CNN, its activations staying in cache; 1024 on a GPU).
         name: a human-readable name for reports.
         preprocess: an input transformation applied before ``module`` (for example a defense's quantisation).
         preprocess_differentiable: declare ``False`` when ``preprocess`` has no useful gradient; gradients then
@@ -68,7 +86,7 @@ class Classifier:
         bounds: tuple[float, float] = (0.0, 1.0),
         capability: Capability = Capability.GRADIENTS,
         device: str | torch.device = "cpu",
-        batch_size: int = 256,
+        batch_size: int | None = None,
         name: str = "model",
         preprocess: Callable[[torch.Tensor], torch.Tensor] | None = None,
         preprocess_differentiable: bool = True,
@@ -83,6 +101,10 @@ class Classifier:
         self.num_classes = int(num_classes)
         self.bounds = (float(bounds[0]), float(bounds[1]))
         self.capability = capability
+        if batch_size is None:
+            batch_size = 128 if self.device.type == "cpu" else 1024
+        if batch_size < 1:
+            raise DataError(f"batch_size must be >= 1, got {batch_size}")
         self.batch_size = int(batch_size)
         self.name = name
         self.preprocess = preprocess
@@ -111,14 +133,16 @@ class Classifier:
             )
 
     def logits(self, x: torch.Tensor) -> torch.Tensor:
-        """Differentiable logits of one batch (the module in eval mode, the caller's mode restored)."""
+        """Logits of one batch, differentiable with respect to ``x`` only: the module runs in eval mode with its
+        parameters frozen (the target is fixed; no weight gradients are built), and the caller's flags are
+        restored afterwards."""
         self.check_inputs(x)
         self.queries += int(x.shape[0])
         x = x.to(self.device, dtype=torch.float32)
         if self.preprocess is not None:
             xp = self.preprocess(x)
             x = xp if self.preprocess_differentiable else x + (xp - x).detach()  # BPDA: identity backward
-        with eval_mode(self.module):
+        with eval_mode(self.module), frozen_parameters(self.module):
             out = self.module(x)
         if not isinstance(out, torch.Tensor) or out.ndim != 2 or out.shape[1] != self.num_classes:
             shape = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__

@@ -217,6 +217,11 @@ class _AutoPGD(EvasionAttack):
     Args:
         steps: iterations per run (100 in the paper).
         restarts: runs from fresh random starts; each runs only on the samples no earlier run broke.
+        restart_budget: when set, restarts after the first run only while their cost stays within this fraction of
+            the first run's: a restart on the ``s`` of the batch's ``n`` samples still standing costs ``s / n``
+            of a run, and a restart that would take the summed cost past the budget is not run. Restarts then
+            go where they are cheap and pay off (a few hard samples of an undefended model), and a robust
+            model, on which most samples survive, gets one run (the ``quick`` preset uses 0.25).
         rho: condition 1 halves the step when fewer than this fraction of the steps since the last checkpoint
             increased the loss (0.75).
         eot_samples: gradients averaged over this many passes (EoT, for randomised models).
@@ -228,6 +233,7 @@ class _AutoPGD(EvasionAttack):
 
     steps: int = 100
     restarts: int = 1
+    restart_budget: float | None = None
     rho: float = 0.75
     eot_samples: int = 1
     random_start: bool = True
@@ -238,6 +244,8 @@ class _AutoPGD(EvasionAttack):
             raise ConfigError(f"{self.name}: steps must be >= 1, got {self.steps}")
         if self.restarts < 1:
             raise ConfigError(f"{self.name}: restarts must be >= 1, got {self.restarts}")
+        if self.restart_budget is not None and not self.restart_budget >= 0:
+            raise ConfigError(f"{self.name}: restart_budget must be >= 0 or None, got {self.restart_budget}")
         if not (0.0 < self.rho <= 1.0):
             raise ConfigError(f"{self.name}: rho must lie in (0, 1], got {self.rho}")
         if self.eot_samples < 1:
@@ -258,9 +266,14 @@ class _AutoPGD(EvasionAttack):
         """Run ``restarts`` APGD runs on the rows ``remaining`` of the batch, writing their outputs into ``out``;
         return the rows that are still not broken."""
         norm = threat.norm_impl
-        for _ in range(self.restarts):
+        attacked, spent = max(remaining.numel(), 1), 0.0
+        for r in range(self.restarts):
             if remaining.numel() == 0:
                 break
+            if r > 0 and self.restart_budget is not None:
+                spent += remaining.numel() / attacked
+                if spent > self.restart_budget:
+                    break
             xs = x[remaining]
             x_init = norm.random_start(xs, threat.eps, generator) if self.random_start else xs
             x_out, fooled = apgd_run(
