@@ -2,8 +2,9 @@
 
 The numbers are those of a small CNN on Fashion-MNIST: 91% clean accuracy, FGSM and PGD at two
 L-inf budgets (the "quick" preset, with Square skipped), a DeepFool minimum-norm summary, two sanity
-flags (one resolved by a remedy, one not), and a loss-threshold membership attack whose ROC is
-binormal (AUC about 0.61), sampled at about 200 points.
+flags (one resolved by a remedy, one not), and two membership attacks whose ROCs are binormal, sampled at about
+200 points: loss-threshold (AUC about 0.61) and LiRA (AUC about 0.76, 8 reference models), with the five members
+LiRA exposes most and the compute it used.
 """
 
 from __future__ import annotations
@@ -15,11 +16,13 @@ from typing import Any
 import numpy as np
 from scipy.stats import beta, norm
 
+from modelsec.metrics import epsilon_lower_bound
 from modelsec.results import (
     SCHEMA_VERSION,
     AttackRobustness,
     AuditResult,
     DataInfo,
+    ExposedRecord,
     Interval,
     MembershipAttackResult,
     MinNormStats,
@@ -41,6 +44,11 @@ CORRECT = {"fgsm": (483, 62), "pgd": (351, 4)}
 WORST = (342, 2)
 CLEAN = 912
 SHIFT = 0.4  # binormal ROC: member scores ~ N(SHIFT, 1), non-member scores ~ N(0, 1)
+LIRA_SHIFT = 1.0
+FPRS = ("0.001", "0.01", "0.1")
+# The members LiRA ranks highest: (member index, label, score).
+EXPOSED = ((417, 3, 9.82), (1203, 8, 9.41), (56, 0, 8.77), (2981, 6, 8.75), (4410, 3, 8.02))
+COMPUTE = {"reference_models": 8, "reference_training_seconds": 312.5, "forward_passes": 90_000}
 CLASS_NAMES = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"]
 
 
@@ -119,31 +127,49 @@ def _robustness() -> RobustnessResult:
     )
 
 
-def _membership() -> MembershipAttackResult:
+def _membership(
+    attack: str = "loss-threshold",
+    shift: float = SHIFT,
+    *,
+    auc_halfwidth: float = 0.011,
+    seconds: float = 0.05,
+    params: dict[str, Any] | None = None,
+) -> MembershipAttackResult:
     # FPRs from 0 and 1/n up to 1 on a log grid (~200 points), TPRs from the binormal model.
     fpr = np.concatenate([[0.0], np.geomspace(1.0 / N_NONMEMBERS, 1.0, 199)])
-    tpr = np.where(fpr > 0, norm.sf(norm.isf(np.clip(fpr, 1e-12, 1.0)) - SHIFT), 0.0)
+    tpr = np.where(fpr > 0, norm.sf(norm.isf(np.clip(fpr, 1e-12, 1.0)) - shift), 0.0)
     tpr[-1] = 1.0
-    tprs = {
-        "0.001": float(norm.sf(norm.isf(0.001) - SHIFT)),
-        "0.01": float(norm.sf(norm.isf(0.01) - SHIFT)),
-    }
+    tprs = {k: float(norm.sf(norm.isf(float(k)) - shift)) for k in FPRS}
     tpr_ci = {k: clopper_pearson(round(v * N_MEMBERS), N_MEMBERS) for k, v in tprs.items()}
-    auc = float(norm.cdf(SHIFT / np.sqrt(2.0)))
+    auc = float(norm.cdf(shift / np.sqrt(2.0)))
+    adv = float(2 * norm.cdf(shift / 2) - 1)
+    # The epsilon bound of seeded scores from the same binormal model.
+    rng = np.random.default_rng(0)
+    eps = epsilon_lower_bound(rng.normal(shift, 1.0, N_MEMBERS), rng.normal(0.0, 1.0, N_NONMEMBERS))
     return MembershipAttackResult(
-        attack="loss-threshold",
+        attack=attack,
         auc=auc,
-        auc_ci=Interval(auc - 0.011, auc + 0.011, 0.95, "bootstrap"),
+        auc_ci=Interval(auc - auc_halfwidth, auc + auc_halfwidth, 0.95, "bootstrap"),
         tpr_at_fpr=tprs,
         tpr_ci=tpr_ci,
-        advantage=float(2 * norm.cdf(SHIFT / 2) - 1),
+        advantage=adv,
         n_members=N_MEMBERS,
         n_nonmembers=N_NONMEMBERS,
         roc_fpr=[float(x) for x in fpr],
         roc_tpr=[float(x) for x in tpr],
-        seconds=0.05,
-        params={"signal": "loss"},
+        seconds=seconds,
+        params={"signal": "loss"} if params is None else params,
+        balanced_accuracy=(1.0 + adv) / 2.0,
+        epsilon_lower_bound=eps.value,
+        epsilon_evidence=eps.evidence,
     )
+
+
+def _exposed() -> list[ExposedRecord]:
+    return [
+        ExposedRecord(rank=i + 1, member_index=idx, label=y, class_name=CLASS_NAMES[y], score=score, attack="lira")
+        for i, (idx, y, score) in enumerate(EXPOSED)
+    ]
 
 
 def make_audit_result(**overrides: Any) -> AuditResult:
@@ -178,10 +204,21 @@ def make_audit_result(**overrides: Any) -> AuditResult:
         ),
         robustness=_robustness(),
         privacy=PrivacyResult(
-            attacks=[_membership()],
+            attacks=[
+                _membership(),
+                _membership(
+                    "lira",
+                    LIRA_SHIFT,
+                    auc_halfwidth=0.009,
+                    seconds=318.2,
+                    params={"reference_models": 8, "online": False},
+                ),
+            ],
             notes=[
                 "The loss-threshold attack needs no reference models; stronger attacks (LiRA) may find more members."
             ],
+            exposed_records=_exposed(),
+            compute=dict(COMPUTE),
         ),
         verdict=Verdict(
             level="warning",
@@ -198,7 +235,7 @@ def make_audit_result(**overrides: Any) -> AuditResult:
             "norm": "linf",
             "eps": list(EPS),
             "samples": N_EVAL,
-            "membership_attacks": ["loss-threshold"],
+            "membership_attacks": ["loss-threshold", "lira"],
             "device": "cpu",
         },
         seed=0,

@@ -80,6 +80,12 @@ def test_robust_accuracy_above_one_fails() -> None:
         lambda d: d["robustness"]["min_norm"][0]["quantiles"].update({"q10": 0.1}),
         lambda d: d["robustness"].update({"preset": 3}),
         lambda d: d["data"].update({"class_names": "T-shirt"}),
+        lambda d: d["privacy"]["attacks"][0].update({"epsilon_lower_bound": -0.1}),
+        lambda d: d["privacy"]["attacks"][0]["epsilon_evidence"].update({"rule": "tpr"}),
+        lambda d: d["privacy"]["attacks"][0].update({"balanced_accuracy": 1.2}),
+        lambda d: d["privacy"]["exposed_records"][0].update({"rank": 0}),
+        lambda d: d["privacy"]["exposed_records"][0].pop("score"),
+        lambda d: d["privacy"].update({"compute": [1]}),
     ],
     ids=[
         "eps-key",
@@ -95,6 +101,12 @@ def test_robust_accuracy_above_one_fails() -> None:
         "min-norm-quantile-key",
         "preset-type",
         "class-names",
+        "negative-epsilon",
+        "epsilon-rule",
+        "balanced-accuracy",
+        "exposed-rank",
+        "exposed-score",
+        "compute-type",
     ],
 )
 def test_other_violations_fail(mutate: Callable[[dict[str, Any]], object]) -> None:
@@ -150,6 +162,29 @@ def test_version_1_file_without_the_added_fields_loads_with_defaults() -> None:
     assert r.data.class_names is None
 
 
+def test_fixture_has_the_privacy_fields_added_within_version_1() -> None:
+    priv = make_result().to_dict()["privacy"]
+    for a in priv["attacks"]:
+        assert a["balanced_accuracy"] == (1 + a["advantage"]) / 2 and a["epsilon_lower_bound"] > 0
+        assert a["epsilon_evidence"]["thresholds"] == 6 and set(a["tpr_at_fpr"]) == {"0.001", "0.01", "0.1"}
+    assert priv["exposed_records"][0]["rank"] == 1 and priv["compute"]["reference_models"] == 8
+
+
+def test_version_1_file_without_the_added_privacy_fields_loads_with_defaults() -> None:
+    d = copy.deepcopy(make_result().to_dict())
+    for a in d["privacy"]["attacks"]:
+        for key in ("balanced_accuracy", "epsilon_lower_bound", "epsilon_evidence"):
+            del a[key]
+        del a["tpr_at_fpr"]["0.1"], a["tpr_ci"]["0.1"]
+    del d["privacy"]["exposed_records"], d["privacy"]["compute"]
+    validate_result_dict(d)
+    r = AuditResult.from_dict(d)
+    assert r.privacy is not None and r.privacy.exposed_records == [] and r.privacy.compute == {}
+    for a in r.privacy.attacks:
+        assert a.balanced_accuracy == (1 + a.advantage) / 2  # derived
+        assert a.epsilon_lower_bound is None and a.epsilon_evidence is None
+
+
 def test_min_norm_with_nothing_found_validates() -> None:
     d = copy.deepcopy(make_result().to_dict())
     d["robustness"]["min_norm"][0].update({"found": 0, "median": None, "mean": None, "quantiles": {}})
@@ -190,3 +225,10 @@ def test_every_schema_field_is_documented() -> None:
     text = DOC.read_text(encoding="utf-8")
     missing = sorted(n for n in _property_names(load_result_schema()) if f"`{n}`" not in text)
     assert missing == []
+
+
+def test_zero_epsilon_bound_without_evidence_validates() -> None:
+    d = copy.deepcopy(make_result().to_dict())
+    d["privacy"]["attacks"][0].update({"epsilon_lower_bound": 0.0, "epsilon_evidence": None})
+    validate_result_dict(d)
+    assert AuditResult.from_dict(d).to_dict() == d

@@ -6,13 +6,18 @@ conservative: the largest TPR among ROC points whose FPR does not exceed the tar
 
 from __future__ import annotations
 
+import math
+from dataclasses import dataclass
+
 import numpy as np
 from scipy import stats
 from sklearn.metrics import roc_auc_score, roc_curve
 
-from modelsec.results import Interval
+from modelsec.results import EpsilonEvidence, Interval
 
-FPR_TARGETS = (0.001, 0.01)
+# The FPRs at which membership TPRs are reported (0.1%, 1%, 10%); the same numbers serve as FNR targets for the
+# thresholds of the empirical epsilon bound.
+FPR_TARGETS = (0.001, 0.01, 0.1)
 
 
 def clopper_pearson(successes: int, trials: int, level: float = 0.95) -> Interval:
@@ -75,6 +80,17 @@ def advantage(fpr: np.ndarray, tpr: np.ndarray) -> float:
     return float(np.max(tpr - fpr))
 
 
+def balanced_accuracy(fpr: np.ndarray, tpr: np.ndarray) -> float:
+    """The best balanced accuracy of a threshold: ``max((TPR + 1 - FPR) / 2)``, i.e. ``(1 + advantage) / 2``.
+
+    A membership attack's accuracy when members and non-members are equally likely; 0.5 is a random guess.
+
+    >>> balanced_accuracy(np.array([0.0, 0.25, 1.0]), np.array([0.0, 0.75, 1.0]))
+    0.75
+    """
+    return float(np.max((np.asarray(tpr) + 1.0 - np.asarray(fpr)) / 2.0))
+
+
 def auc_bootstrap_ci(
     member_scores: np.ndarray,
     nonmember_scores: np.ndarray,
@@ -118,3 +134,130 @@ def downsample_roc(fpr: np.ndarray, tpr: np.ndarray, points: int = 300) -> tuple
     idx = np.searchsorted(fpr, grid, side="right") - 1
     idx = np.unique(np.clip(idx, 0, fpr.size - 1))
     return fpr[idx].tolist(), tpr[idx].tolist()
+
+
+# -- empirical epsilon lower bound -------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class EpsilonBound:
+    """An empirical lower bound on the epsilon of (epsilon, 0)-DP and the threshold that gave it.
+
+    ``evidence`` is ``None`` when ``value`` is 0: no threshold showed more than chance.
+    """
+
+    value: float
+    evidence: EpsilonEvidence | None = None
+
+
+def _count_above(sorted_scores: np.ndarray, threshold: float, *, inclusive: bool) -> int:
+    """How many of ``sorted_scores`` (ascending) are ``> threshold`` (``>=`` when ``inclusive``)."""
+    index = np.searchsorted(sorted_scores, threshold, side="left" if inclusive else "right")
+    return int(sorted_scores.size - index)
+
+
+def epsilon_thresholds(
+    member_scores: np.ndarray, nonmember_scores: np.ndarray, targets: tuple[float, ...] = FPR_TARGETS
+) -> list[tuple[str, float, int, int]]:
+    """The thresholds the epsilon bound is evaluated at, as ``(rule, target, k1, k0)``: ``k1`` of the members and
+    ``k0`` of the non-members are flagged as members.
+
+    For each FPR target (``rule`` "fpr") the threshold of :func:`tpr_at_fpr`: flag every score above the
+    ``(floor(target * n_n) + 1)``-th largest non-member score, so at most that share of non-members is flagged.
+    For each FNR target (``rule`` "fnr") the complementary one: flag every score at or above the
+    ``(floor(target * n_m) + 1)``-th smallest member score, so at most that share of members is missed. Each
+    threshold is an order statistic of one group alone, so the other group's count is an independent binomial
+    and its own count has exactly the coverage of a Clopper-Pearson bound: the intervals stay valid although the
+    thresholds come from the data.
+
+    >>> epsilon_thresholds(np.array([4.0, 5.0, 6.0, 7.0]), np.array([0.0, 1.0, 2.0, 5.0]), (0.25,))
+    [('fpr', 0.25, 4, 1), ('fnr', 0.25, 3, 1)]
+    """
+    m, n = _check_scores(member_scores, nonmember_scores)
+    m_asc, n_asc = np.sort(m), np.sort(n)
+    out: list[tuple[str, float, int, int]] = []
+    for f in targets:
+        k = math.floor(f * n.size + 1e-9)
+        if k >= n.size:
+            out.append(("fpr", f, m.size, n.size))
+            continue
+        v = float(n_asc[n.size - 1 - k])  # the (k + 1)-th largest non-member score
+        out.append(("fpr", f, _count_above(m_asc, v, inclusive=False), _count_above(n_asc, v, inclusive=False)))
+    for g in targets:
+        j = math.floor(g * m.size + 1e-9)
+        if j >= m.size:
+            out.append(("fnr", g, 0, 0))
+            continue
+        u = float(m_asc[j])  # the (j + 1)-th smallest member score
+        out.append(("fnr", g, _count_above(m_asc, u, inclusive=True), _count_above(n_asc, u, inclusive=True)))
+    return out
+
+
+def epsilon_lower_bound(
+    member_scores: np.ndarray,
+    nonmember_scores: np.ndarray,
+    *,
+    targets: tuple[float, ...] = FPR_TARGETS,
+    level: float = 0.95,
+) -> EpsilonBound:
+    """An empirical lower bound on epsilon from one membership attack's scores, valid at confidence ``level``.
+
+    If training were (epsilon, 0)-differentially private, every membership test would satisfy
+    ``TPR <= e^eps * FPR`` and ``1 - FPR <= e^eps * (1 - TPR)`` (the hypothesis-testing view of DP: Kairouz, Oh
+    & Viswanath, "The Composition Theorem for Differential Privacy", 2015). An attack whose rates violate them
+    shows that epsilon must be larger; "Auditing Differentially Private Machine Learning: How Private is Private
+    SGD?" (Jagielski, Ullman & Oprea, 2020) turns this into a bound with Clopper-Pearson intervals:
+
+        eps_lb = max(ln(TPR_low / FPR_high), ln((1 - FPR_high) / (1 - TPR_low)), 0)
+
+    with ``TPR_low`` a one-sided lower bound of the TPR and ``FPR_high`` an upper bound of the FPR (the lower
+    bound of ``1 - FPR`` is ``1 - FPR_high``, so both inequalities rest on the same two bounds). It is evaluated
+    only at the few thresholds of :func:`epsilon_thresholds` (an FPR and an FNR threshold per target, six by
+    default), each one-sided bound at ``(1 - level) / (2 * thresholds)`` (Bonferroni), so the maximum holds
+    simultaneously at ``level``.
+
+    This is a LOWER bound: the evidence of one attack on one trained model, never a privacy guarantee. A
+    stronger attack, more records or more trained models may give a larger bound, and 0 does not mean private.
+    (Training on one fixed data set also measures membership on the population, not a worst-case neighbour.)
+
+    Perfectly separated scores of 1,000 members and 1,000 non-members: the threshold for 0.1% FPR flags every
+    member and one non-member; with alpha = 0.05 / 12 per one-sided bound, ``TPR_low = alpha ** (1 / 1000)``
+    (all 1,000 members flagged) and the second inequality gives the bound (the FNR threshold at 0.1%, 999 members
+    and no non-member, gives the same number through the first: Clopper-Pearson is symmetric):
+
+    >>> bound = epsilon_lower_bound(np.arange(1000.0) + 1000.0, np.arange(1000.0))
+    >>> round(bound.value, 4), bound.evidence.rule, bound.evidence.target, bound.evidence.inequality
+    (5.2016, 'fpr', 0.001, 'tnr')
+    >>> a = 0.05 / 12
+    >>> tpr_low, fpr_high = a ** (1 / 1000), stats.beta.ppf(1 - a, 2, 999)
+    >>> round(float(np.log((1 - fpr_high) / (1 - tpr_low))), 4)
+    5.2016
+    """
+    m, n = _check_scores(member_scores, nonmember_scores)
+    if not 0.0 < level < 1.0:
+        raise ValueError(f"level must be in (0, 1), got {level}")
+    thresholds = epsilon_thresholds(m, n, targets)
+    alpha = (1.0 - level) / (2 * len(thresholds))  # per one-sided bound
+    best = EpsilonBound(0.0)
+    for rule, target, k1, k0 in thresholds:
+        tpr_low = clopper_pearson(k1, m.size, 1.0 - 2.0 * alpha).low
+        fpr_high = clopper_pearson(k0, n.size, 1.0 - 2.0 * alpha).high
+        candidates = {
+            "tpr": math.log(tpr_low / fpr_high) if tpr_low > 0.0 else -math.inf,
+            "tnr": math.log((1.0 - fpr_high) / (1.0 - tpr_low)) if fpr_high < 1.0 else -math.inf,
+        }
+        for inequality, value in candidates.items():
+            if value > best.value:
+                evidence = EpsilonEvidence(
+                    rule=rule,
+                    target=target,
+                    inequality=inequality,
+                    tpr=k1 / m.size,
+                    fpr=k0 / n.size,
+                    tpr_low=tpr_low,
+                    fpr_high=fpr_high,
+                    thresholds=len(thresholds),
+                    level=level,
+                )
+                best = EpsilonBound(value, evidence)
+    return best

@@ -104,13 +104,42 @@ class RobustnessResult:
 
 
 @dataclass(frozen=True)
+class EpsilonEvidence:
+    """Where a membership attack's empirical epsilon lower bound was attained (see
+    :func:`modelsec.metrics.epsilon_lower_bound`).
+
+    The threshold is the one chosen for ``target``: an FPR target when ``rule`` is ``"fpr"``, an FNR target when
+    ``"fnr"``. ``tpr`` and ``fpr`` are its point estimates; ``tpr_low`` and ``fpr_high`` the one-sided bounds the
+    epsilon was computed from, simultaneous over the ``thresholds`` evaluated (Clopper-Pearson, Bonferroni) at
+    ``level``. ``inequality`` names the consequence of (epsilon, 0)-DP the attack violated: ``"tpr"`` for
+    ``TPR <= e^eps FPR``, ``"tnr"`` for ``1 - FPR <= e^eps (1 - TPR)``.
+    """
+
+    rule: str
+    target: float
+    inequality: str
+    tpr: float
+    fpr: float
+    tpr_low: float
+    fpr_high: float
+    thresholds: int
+    level: float = 0.95
+    method: str = "clopper-pearson-bonferroni"
+
+
+@dataclass(frozen=True)
 class MembershipAttackResult:
-    """One membership-inference attack's ROC summary. Members are the positive class."""
+    """One membership-inference attack's ROC summary. Members are the positive class.
+
+    ``balanced_accuracy`` and ``epsilon_lower_bound`` were added within schema version 1: ``None`` only in
+    results read from files written before them (a missing ``balanced_accuracy`` is derived from ``advantage``
+    on loading). ``epsilon_lower_bound`` is a LOWER bound from this attack's evidence, never a guarantee.
+    """
 
     attack: str
     auc: float
     auc_ci: Interval
-    tpr_at_fpr: dict[str, float]  # "0.001" -> TPR at FPR <= 0.1%
+    tpr_at_fpr: dict[str, float]  # "0.001" -> TPR at FPR <= 0.1%; also "0.01" and "0.1"
     tpr_ci: dict[str, Interval]
     advantage: float  # max over thresholds of TPR - FPR (Yeom et al. 2018)
     n_members: int
@@ -119,12 +148,40 @@ class MembershipAttackResult:
     roc_tpr: list[float]
     seconds: float
     params: dict[str, Any] = field(default_factory=dict)
+    balanced_accuracy: float | None = None  # max over thresholds of (TPR + 1 - FPR) / 2
+    epsilon_lower_bound: float | None = None  # empirical, at 95% confidence; 0 when no evidence
+    epsilon_evidence: EpsilonEvidence | None = None  # None when the bound is 0 (or was not computed)
+
+
+@dataclass(frozen=True)
+class ExposedRecord:
+    """A member that a membership attack singles out: ``rank`` 1 has the highest membership score.
+
+    ``member_index`` indexes the member sample the attack scored (the order of its scores); ``label`` is the
+    record's class and ``class_name`` its name when the data set has names. Images are never stored in the result:
+    the HTML report draws thumbnails only when it is given the inputs (``write_html(..., exposed_images=...)``).
+    """
+
+    rank: int
+    member_index: int
+    label: int
+    class_name: str | None
+    score: float
+    attack: str
 
 
 @dataclass(frozen=True)
 class PrivacyResult:
+    """Membership-inference audit: one entry per attack, the members most exposed, and the compute spent.
+
+    ``compute`` is free-form with conventional keys: ``reference_models`` (shadow/reference models trained),
+    ``reference_training_seconds``, ``forward_passes``; a key ending in ``seconds`` is a duration.
+    """
+
     attacks: list[MembershipAttackResult]
     notes: list[str] = field(default_factory=list)
+    exposed_records: list[ExposedRecord] = field(default_factory=list)
+    compute: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -247,5 +304,14 @@ def _privacy_from_dict(d: dict[str, Any]) -> PrivacyResult:
         a = dict(a)
         a["auc_ci"] = _build(Interval, a["auc_ci"])
         a["tpr_ci"] = {k: _build(Interval, v) for k, v in a["tpr_ci"].items()}
+        if a.get("balanced_accuracy") is None:  # files written before it: (1 + advantage) / 2 exactly
+            a["balanced_accuracy"] = (1.0 + float(a["advantage"])) / 2.0
+        if a.get("epsilon_evidence") is not None:
+            a["epsilon_evidence"] = _build(EpsilonEvidence, a["epsilon_evidence"])
         attacks.append(_build(MembershipAttackResult, a))
-    return PrivacyResult(attacks=attacks, notes=list(d.get("notes", [])))
+    return PrivacyResult(
+        attacks=attacks,
+        notes=list(d.get("notes", [])),
+        exposed_records=[_build(ExposedRecord, r) for r in d.get("exposed_records", [])],
+        compute=dict(d.get("compute", {})),
+    )
