@@ -17,7 +17,9 @@ from modelsec.metrics import (
     advantage,
     auc,
     auc_bootstrap_ci,
+    balanced_accuracy,
     downsample_roc,
+    epsilon_lower_bound,
     roc,
     tpr_at_fpr,
     tpr_ci_at_fpr,
@@ -34,10 +36,12 @@ def summarise_membership(
     seconds: float = 0.0,
     params: dict[str, object] | None = None,
 ) -> MembershipAttackResult:
-    """AUC with a bootstrap interval, TPR at each target FPR with an exact interval, advantage, a ROC sketch."""
+    """AUC with a bootstrap interval, TPR at each target FPR with an exact interval, advantage and balanced
+    accuracy, the empirical epsilon lower bound (:func:`modelsec.metrics.epsilon_lower_bound`), a ROC sketch."""
     fpr, tpr, _ = roc(member_scores, nonmember_scores)
     n_m = int(np.asarray(member_scores).size)
     fx, tx = downsample_roc(fpr, tpr)
+    eps = epsilon_lower_bound(member_scores, nonmember_scores)
     return MembershipAttackResult(
         attack=name,
         auc=auc(member_scores, nonmember_scores),
@@ -51,6 +55,9 @@ def summarise_membership(
         roc_tpr=tx,
         seconds=seconds,
         params=dict(params or {}),
+        balanced_accuracy=balanced_accuracy(fpr, tpr),
+        epsilon_lower_bound=eps.value,
+        epsilon_evidence=eps.evidence,
     )
 
 
