@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import dataclasses
+import io
 import re
 import subprocess
 import sys
@@ -313,7 +314,8 @@ def test_markdown_has_verdict_and_tables(result: AuditResult) -> None:
     assert "| pgd | L∞ | 35.1% (32.1–38.1%) | 0.4% (0.1–1.0%) |" in md
     assert "| **Worst case (per sample)** | L∞ | **34.2% (31.3–37.2%)** | **0.2% (0.0–0.7%)** |" in md
     assert (
-        "| loss-threshold | 0.611 (0.600–0.622) | 0.4% (0.2–0.6%) | 2.7% (2.3–3.2%) | 15.9% | 5,000 | 5,000 |"
+        "| loss-threshold | 0.611 (0.600–0.622) | 0.4% (0.2–0.6%) | 2.7% (2.3–3.2%) | 18.9% (17.8–20.0%) | 57.9% "
+        "| 15.9% | 0.64 (at 1% FNR) | 0.1 s |"
     ) in md
     assert "**Clean accuracy:** 91.2% (89.3–92.9%) on 1,000 samples" in md
     assert "`more-iterations`: warning" in md
@@ -464,3 +466,146 @@ def test_roc_with_zero_rates_stays_on_log_axes(result: AuditResult) -> None:
     for line in fig.axes[0].get_lines():
         assert np.all(np.asarray(line.get_xdata(), dtype=float) > 0)
         assert np.all(np.asarray(line.get_ydata(), dtype=float) > 0)
+
+
+# -- membership: metrics, epsilon, exposed members, compute ----------------------------------------
+
+
+def _exposed_images(result: AuditResult) -> np.ndarray:
+    """Member images (n, 1, 28, 28): black, except the exposed members, each a uniform grey of its rank."""
+    assert result.privacy is not None
+    x = np.zeros((max(r.member_index for r in result.privacy.exposed_records) + 1, 1, 28, 28), dtype=np.float32)
+    for r in result.privacy.exposed_records:
+        x[r.member_index] = r.rank / 10
+    return x
+
+
+def test_privacy_table_has_every_metric(html: str) -> None:
+    table = _section(html, 'id="privacy-table"', "</table>")
+    for header in ("TPR @ 0.1% FPR", "TPR @ 1% FPR", "TPR @ 10% FPR", "Balanced acc.", "Advantage", "ε lower bound"):
+        assert f">{header}</th>" in table
+    assert "<td>loss-threshold</td>" in table and "<td>lira</td>" in table
+    assert '18.9%<span class="ci">17.8–20.0%</span>' in table  # TPR at 10% FPR with its interval
+    assert '<td class="num">57.9%</td>' in table and '<td class="num">69.1%</td>' in table  # balanced accuracy
+    assert '0.64<span class="ci">at 1% FNR</span>' in table
+    assert '1.96<span class="ci">at 0.1% FNR</span>' in table
+    assert '<td class="num">5 min 18 s</td>' in table  # LiRA's time
+    note = _section(html, 'id="epsilon-note"', "</p>")
+    assert "never a guarantee" in note and "95% confidence, simultaneous over 6 thresholds" in note
+    assert "Jagielski" in note and "Kairouz" in note
+    assert "Each attack scored 5,000 members and 5,000 non-members" in html
+
+
+def test_compute_line(html: str) -> None:
+    line = _section(html, 'id="compute-used"', "</p>")
+    assert "reference models <strong>8</strong>" in line
+    assert "reference training <strong>5 min 12 s</strong>" in line and "forward passes <strong>90,000</strong>" in line
+    assert html.index('id="privacy-table"') < html.index('id="compute-used"') < html.index('id="roc-plot"')
+
+
+def test_exposed_members_without_images(result: AuditResult, html: str) -> None:
+    assert result.privacy is not None
+    section = _section(html, 'id="exposed-records"', "</div>\n  <p")
+    assert "<code>lira</code>" in section and "<th>Image</th>" not in section and "<img" not in section
+    rows = re.findall(r"<tr><td class=\"num\">(\d+)</td>\s*<td class=\"mono\">(#\d+)</td><td>([^<]*)</td>", section)
+    assert rows == [
+        (str(r.rank), f"#{r.member_index}", f"{r.label} · {r.class_name}") for r in result.privacy.exposed_records
+    ]
+    assert '<td class="num">9.82</td>' in section
+    assert html.index('id="roc-plot"') < html.index('id="exposed-records"') < html.index('id="model"')
+
+
+def test_exposed_members_with_thumbnails(result: AuditResult, tmp_path: Path) -> None:
+    from matplotlib.image import imread
+
+    assert result.privacy is not None
+    html = write_html(result, tmp_path / "r.html", exposed_images=_exposed_images(result)).read_text(encoding="utf-8")
+    section = _section(html, 'id="exposed-records"', "</div>\n  <p")
+    assert "<th>Image</th>" in section
+    thumbs = [attrs for tag, attrs in _tags(section) if tag == "img"]
+    assert len(thumbs) == len(result.privacy.exposed_records)
+    for attrs, record in zip(thumbs, result.privacy.exposed_records, strict=True):
+        assert attrs["alt"] == f"member #{record.member_index}"
+        pixels = imread(io.BytesIO(_png_bytes(attrs["src"] or "")), format="png")
+        assert pixels.shape[:2] == (56, 56)  # 28 x 28 enlarged twice
+        assert pixels[..., 0] == pytest.approx(np.full((56, 56), record.rank / 10), abs=1 / 255)  # its own image
+    assert render_html(result, exposed_images=_exposed_images(result)) == html  # deterministic
+
+
+def test_exposed_images_that_are_not_images_or_too_few(result: AuditResult) -> None:
+    flat = _exposed_images(result).reshape(-1, 784)
+    html = render_html(result, exposed_images=flat)
+    assert 'id="exposed-records"' in html and "<th>Image</th>" not in html
+    with pytest.raises(ValueError, match="whole member sample"):
+        render_html(result, exposed_images=_exposed_images(result)[:100])
+
+
+def test_privacy_section_of_an_old_result(result: AuditResult) -> None:
+    """A result.json written before balanced accuracy, the epsilon bound, exposed records and compute."""
+    d = result.to_dict()
+    for a in d["privacy"]["attacks"]:
+        for key in ("balanced_accuracy", "epsilon_lower_bound", "epsilon_evidence"):
+            del a[key]
+        del a["tpr_at_fpr"]["0.1"], a["tpr_ci"]["0.1"]
+    del d["privacy"]["exposed_records"], d["privacy"]["compute"]
+    old = AuditResult.from_dict(d)
+    html = render_html(old)
+    table = _section(html, 'id="privacy-table"', "</table>")
+    assert '<td class="num">57.9%</td>' in table  # balanced accuracy derived from the advantage
+    assert table.count('<td class="num">—</td>') == 2 * 2  # TPR at 10% and epsilon, per attack
+    assert 'id="exposed-records"' not in html and 'id="compute-used"' not in html
+    md = render_markdown(old)
+    assert "| 57.9% | 15.9% | — |" in md and "Compute used" not in md
+
+
+def test_zero_epsilon_bound(result: AuditResult) -> None:
+    assert result.privacy is not None
+    attack = dataclasses.replace(result.privacy.attacks[0], epsilon_lower_bound=0.0, epsilon_evidence=None)
+    priv = dataclasses.replace(result.privacy, attacks=[attack])
+    table = _section(render_html(dataclasses.replace(result, privacy=priv)), 'id="privacy-table"', "</table>")
+    assert '<td class="num">0</td>' in table
+    assert "at 95% confidence (Clopper-Pearson" in render_markdown(dataclasses.replace(result, privacy=priv))
+
+
+def test_exposed_records_are_escaped(result: AuditResult) -> None:
+    assert result.privacy is not None
+    records = [dataclasses.replace(r, attack=EVIL, class_name=EVIL) for r in result.privacy.exposed_records]
+    priv = dataclasses.replace(result.privacy, exposed_records=records, compute={EVIL: EVIL})
+    html = render_html(dataclasses.replace(result, privacy=priv), exposed_images=_exposed_images(result))
+    assert "<script" not in html.lower()
+    assert "&lt;script&gt;" in _section(html, 'id="exposed-records"', "</div>\n  <p")
+    md = render_markdown(dataclasses.replace(result, privacy=priv))
+    assert "<script>" not in re.sub(r"`[^`]*`", "", md)
+
+
+def test_markdown_epsilon_and_compute(result: AuditResult) -> None:
+    md = render_markdown(result)
+    assert "| lira | 0.760 (0.751–0.769) |" in md and "| 1.96 (at 0.1% FNR) | 5 min 18 s |" in md
+    assert "**ε lower bound:**" in md and "never a guarantee" in md
+    assert "95% confidence, simultaneous over 6 thresholds" in md
+    assert "**Compute used:** reference models 8 · reference training 5 min 12 s · forward passes 90,000" in md
+    assert "Each attack scored 5,000 members and 5,000 non-members." in md
+
+
+def test_roc_shows_every_attack(result: AuditResult) -> None:
+    assert result.privacy is not None
+    (ax,) = membership_roc(result.privacy).axes
+    labels = [t.get_text() for t in ax.get_legend().get_texts()]
+    assert [label.split()[0] for label in labels] == ["chance", "loss-threshold", "lira"]
+
+
+def test_report_fprs_are_the_metric_targets() -> None:
+    from modelsec.metrics import FPR_TARGETS
+    from modelsec.report.tables import LOW_FPRS
+
+    assert LOW_FPRS == FPR_TARGETS
+
+
+def test_thumbnails_do_not_touch_pyplot() -> None:
+    code = (
+        "import sys, numpy as np\n"
+        "from modelsec.report.images import thumbnail_data_uri\n"
+        "assert thumbnail_data_uri(np.zeros((3, 8, 8)), (0.0, 1.0)).startswith('data:image/png;base64,')\n"
+        "assert 'matplotlib.pyplot' not in sys.modules\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=120)

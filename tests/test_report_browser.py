@@ -11,6 +11,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 
 from modelsec.report import write_html
@@ -73,8 +74,10 @@ def test_report_renders_in_chromium(driver: Any, tmp_path: Path) -> None:
 
     result = make_audit_result()
     assert result.robustness is not None and result.robustness.adversarial_file is not None
+    assert result.privacy is not None
     write_adversarial_npz(tmp_path / result.robustness.adversarial_file)  # write_html finds it next to the page
-    page = write_html(result, tmp_path / "report.html")
+    members = np.full((max(r.member_index for r in result.privacy.exposed_records) + 1, 1, 28, 28), 0.5, np.float32)
+    page = write_html(result, tmp_path / "report.html", exposed_images=members)
     driver.get(page.as_uri())
 
     for img_id in ("robustness-plot", "roc-plot", "examples-grid"):
@@ -105,6 +108,14 @@ def test_report_renders_in_chromium(driver: Any, tmp_path: Path) -> None:
         "return [[img.naturalWidth, img.naturalHeight], [r.width, r.height]];"
     )
     assert shown[0] <= 980 and abs(shown[1] / shown[0] - natural[1] / natural[0]) < 0.02
+    # Every exposed member has a thumbnail, drawn at its natural 56 px.
+    thumbs = driver.execute_script(
+        "return [...document.querySelectorAll('#exposed-records img')].map("
+        "img => [img.complete && img.naturalWidth, img.getBoundingClientRect().width]);"
+    )
+    assert thumbs == [[56, 56]] * len(result.privacy.exposed_records)
+    assert "Compute used" in driver.find_element(By.ID, "compute-used").text
+
     flags = driver.find_element(By.CSS_SELECTOR, "ul.checks").text
     assert "RESOLVED" in flags and "UNRESOLVED" in flags and "robustness likely overestimated" in flags
 

@@ -6,8 +6,9 @@ writes next to ``result.json``: arrays ``x``, ``y``, ``pred_clean`` and ``eps`` 
 correctly) and the predictions ``pred_adv_{i}``. It is read with ``allow_pickle=False``.
 
 Only image inputs ``(n, C, H, W)`` get a grid: one channel is drawn in greyscale, three as RGB, any other
-number as the mean over channels. The figure is a :class:`matplotlib.figure.Figure` on its own Agg canvas,
-like :mod:`modelsec.report.plots`: nothing here imports :mod:`matplotlib.pyplot`.
+number as the mean over channels (:func:`modelsec.report.images.to_display`). The figure is a
+:class:`matplotlib.figure.Figure` on its own Agg canvas, like :mod:`modelsec.report.plots`: nothing here imports
+:mod:`matplotlib.pyplot`.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.layout_engine import ConstrainedLayoutEngine
 
+from modelsec.report.images import to_display
 from modelsec.report.tables import eps_label
 
 PANEL_INCHES = 1.35  # width of one panel
@@ -147,16 +149,6 @@ def select_examples(y: np.ndarray, pred_clean: np.ndarray, robust: np.ndarray, m
     return np.concatenate([first, rest])[:max_examples].astype(np.int64)
 
 
-def _to_display(img: np.ndarray, low: float, high: float) -> np.ndarray:
-    """``(C, H, W)`` in ``[low, high]`` as ``(H, W)`` greyscale or ``(H, W, 3)`` RGB in ``[0, 1]``."""
-    scaled = np.clip((img - low) / (high - low), 0.0, 1.0)
-    if scaled.shape[0] == 3:
-        return np.transpose(scaled, (1, 2, 0))
-    if scaled.shape[0] == 1:
-        return scaled[0]
-    return scaled.mean(axis=0)
-
-
 def _show(ax: Axes, img: np.ndarray, *, cmap: str = "gray", vmax: float = 1.0) -> None:
     if img.ndim == 3:
         ax.imshow(img, interpolation="nearest")
@@ -201,7 +193,7 @@ def example_grid_figure(grid: ExampleGrid) -> Figure:
         ax_orig, ax_adv, ax_diff = (fig.add_subplot(gs[row, first + k]) for k in range(3))
         y, clean, adv = int(grid.y[r]), int(grid.pred_clean[r]), int(grid.pred_adv[r])
 
-        _show(ax_orig, _to_display(grid.x[r], low, high))
+        _show(ax_orig, to_display(grid.x[r], low, high))
         ax_orig.set_title(
             f"true: {grid.label(y)}\nclean: {grid.label(clean)}",
             fontsize=7.5,
@@ -210,7 +202,7 @@ def example_grid_figure(grid: ExampleGrid) -> Figure:
         if grid.indices is not None:
             ax_orig.set_ylabel(f"#{int(grid.indices[r])}", fontsize=7, color="#59636e")
 
-        _show(ax_adv, _to_display(grid.x_adv[r], low, high))
+        _show(ax_adv, to_display(grid.x_adv[r], low, high))
         ax_adv.set_title(
             f"adversarial\npred: {grid.label(adv)}",
             fontsize=7.5,
@@ -221,10 +213,10 @@ def example_grid_figure(grid: ExampleGrid) -> Figure:
         delta = np.abs(grid.x_adv[r] - grid.x[r])
         peak = float(delta.max()) if delta.size else 0.0
         if peak > 0:
-            diff = _to_display(delta, 0.0, peak)  # each panel amplified to its own maximum
+            diff = to_display(delta, 0.0, peak)  # each panel amplified to its own maximum
             title = f"|δ| max {peak:.3g}\n(×{(high - low) / peak:.3g})"
         else:
-            diff = _to_display(delta, 0.0, 1.0)
+            diff = to_display(delta, 0.0, 1.0)
             title = "|δ| = 0\n(unchanged)"
         _show(ax_diff, diff, cmap=DIFF_CMAP)
         ax_diff.set_title(title, fontsize=7.5, color=RIGHT_COLOUR)

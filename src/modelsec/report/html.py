@@ -7,7 +7,9 @@ attack name cannot inject markup.
 
 With image inputs the robustness section also shows a grid of worst-case adversarial examples
 (:mod:`modelsec.report.examples`); :func:`write_html` reads them from the result's ``adversarial_file``
-when it lies next to the page.
+when it lies next to the page. The privacy section lists the most exposed members
+(``PrivacyResult.exposed_records``); given the member sample's images (``exposed_images``) it shows each as a
+thumbnail. Images are never stored in ``result.json``, so the caller passes them.
 """
 
 from __future__ import annotations
@@ -17,12 +19,14 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 from jinja2 import Environment, PackageLoader, StrictUndefined
 
 from modelsec.report import tables
 from modelsec.report.examples import ExampleGrid, example_grid_figure
+from modelsec.report.images import is_image_batch, thumbnail_data_uri
 from modelsec.report.plots import figure_to_png_data_uri, membership_roc, robustness_curve
-from modelsec.results import AuditResult
+from modelsec.results import AuditResult, ExposedRecord
 
 TEMPLATE = "report.html.j2"
 EXAMPLES_PX_PER_INCH = 100  # the example grid is drawn at 150 dpi and shown at 2/3 size (sharp on HiDPI)
@@ -50,7 +54,32 @@ def _environment() -> Environment:
     return env
 
 
-def _context(result: AuditResult, examples: ExampleGrid | None = None) -> dict[str, Any]:
+def exposed_thumbnails(
+    records: list[ExposedRecord], images: np.ndarray | None, bounds: tuple[float, float]
+) -> dict[int, str]:
+    """A PNG ``data:`` URI per ``member_index`` of ``records``, from ``images`` (the member sample's inputs,
+    ``(n_members, C, H, W)``, indexed by ``member_index``); empty when there are no images or they are not images
+    (e.g. tabular rows). An index outside ``images`` is a ``ValueError``: the caller passed the wrong array."""
+    if images is None or not records:
+        return {}
+    x = np.asarray(images)
+    if not is_image_batch(x):
+        return {}
+    out: dict[int, str] = {}
+    for r in records:
+        if not 0 <= r.member_index < x.shape[0]:
+            raise ValueError(
+                f"exposed_images has {x.shape[0]} rows but exposed record {r.rank} ({r.attack}) is member "
+                f"{r.member_index}: pass the inputs of the whole member sample the attacks scored"
+            )
+        if r.member_index not in out:
+            out[r.member_index] = thumbnail_data_uri(x[r.member_index], bounds)
+    return out
+
+
+def _context(
+    result: AuditResult, examples: ExampleGrid | None = None, exposed_images: np.ndarray | None = None
+) -> dict[str, Any]:
     rob, priv = result.robustness, result.privacy
     ctx: dict[str, Any] = {
         "r": result,
@@ -93,18 +122,30 @@ def _context(result: AuditResult, examples: ExampleGrid | None = None) -> dict[s
     if priv is not None:
         ctx["priv_rows"] = tables.privacy_rows(priv)
         ctx["priv_ci_note"] = tables.ci_note(tables.privacy_intervals(priv))
+        ctx["priv_counts"] = tables.privacy_counts(priv)
+        ctx["eps_confidence"] = tables.epsilon_confidence(priv)
+        bounds = (float(result.data.bounds[0]), float(result.data.bounds[1]))
+        thumbnails = exposed_thumbnails(priv.exposed_records, exposed_images, bounds)
+        ctx["exposed"] = tables.exposed_groups(priv.exposed_records, thumbnails)
+        ctx["has_thumbnails"] = bool(thumbnails)
+        ctx["compute"] = tables.compute_items(priv.compute)
         has_roc = any(a.roc_fpr for a in priv.attacks)
         ctx["roc_plot"] = figure_to_png_data_uri(membership_roc(priv)) if has_roc else None
     return ctx
 
 
-def render_html(result: AuditResult, *, examples: ExampleGrid | None = None) -> str:
+def render_html(
+    result: AuditResult, *, examples: ExampleGrid | None = None, exposed_images: np.ndarray | None = None
+) -> str:
     """The audit report as one self-contained HTML page (UTF-8 text).
 
     ``examples``: adversarial examples to draw as a grid in the robustness section (``id="examples-grid"``),
     e.g. from :meth:`ExampleGrid.from_npz`; none by default.
+    ``exposed_images``: the inputs of the member sample the membership attacks scored, ``(n_members, C, H, W)`` in
+    the data's bounds, indexed by ``ExposedRecord.member_index``; each exposed member is then shown as a
+    thumbnail. Without it, or for inputs that are not images, the exposed members are listed without pictures.
     """
-    return _environment().get_template(TEMPLATE).render(**_context(result, examples))
+    return _environment().get_template(TEMPLATE).render(**_context(result, examples, exposed_images))
 
 
 def load_examples(result: AuditResult, folder: str | Path) -> ExampleGrid | None:
@@ -126,14 +167,20 @@ def load_examples(result: AuditResult, folder: str | Path) -> ExampleGrid | None
         return None
 
 
-def write_html(result: AuditResult, path: str | Path, *, examples: ExampleGrid | None = None) -> Path:
+def write_html(
+    result: AuditResult,
+    path: str | Path,
+    *,
+    examples: ExampleGrid | None = None,
+    exposed_images: np.ndarray | None = None,
+) -> Path:
     """Write :func:`render_html` of ``result`` to ``path`` (UTF-8) and return the path.
 
     Without ``examples``, the grid is read from the result's ``adversarial_file`` relative to the page's folder
-    (where the audit writes both), if it is there.
+    (where the audit writes both), if it is there. ``exposed_images``: as for :func:`render_html`.
     """
     out = Path(path)
     if examples is None:
         examples = load_examples(result, out.parent)
-    out.write_text(render_html(result, examples=examples), encoding="utf-8")
+    out.write_text(render_html(result, examples=examples, exposed_images=exposed_images), encoding="utf-8")
     return out

@@ -124,18 +124,20 @@ def _privacy(priv: PrivacyResult) -> list[str]:
             "Attack",
             "AUC",
             *(f"TPR @ {f} FPR" for f in fprs),
+            "Balanced acc.",
             "Advantage",
-            "Members",
-            "Non-members",
+            "ε lower bound",
+            "Time",
         ]
         body = [
             [
                 md_text(p.attack),
                 f"{p.auc} ({p.auc_ci})" if p.auc_ci else p.auc,
                 *(_rate(t) for t in p.tpr),
+                p.balanced_accuracy,
                 p.advantage,
-                p.n_members,
-                p.n_nonmembers,
+                f"{p.epsilon} ({p.epsilon_at})" if p.epsilon_at else p.epsilon,
+                p.seconds,
             ]
             for p in rows
         ]
@@ -143,10 +145,18 @@ def _privacy(priv: PrivacyResult) -> list[str]:
         note = tables.ci_note(tables.privacy_intervals(priv))
         out += [
             "",
-            f"Members are the positive class; chance is TPR = FPR, AUC = 0.5. {note}".strip(),
+            f"Each attack scored {tables.privacy_counts(priv)}. Members are the positive class; chance is TPR = FPR, "
+            f"AUC = 0.5, balanced accuracy 50%. {note}".strip(),
+            "",
+            "**ε lower bound:** the smallest ε that (ε, 0)-DP training could have and still let the attack reach its "
+            f"rates, at {tables.epsilon_confidence(priv)} (Clopper-Pearson, Bonferroni). A lower bound from one "
+            "attack's evidence, **never a guarantee**: 0 does not mean private.",
         ]
     else:
         out.append("_No membership attacks were recorded._")
+    compute = tables.compute_items(priv.compute)
+    if compute:
+        out += ["", "**Compute used:** " + " · ".join(f"{md_text(k)} {md_text(v)}" for k, v in compute)]
     if priv.notes:
         out += ["", *(f"- {md_text(n)}" for n in priv.notes)]
     return out

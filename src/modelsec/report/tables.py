@@ -21,6 +21,8 @@ from typing import Any
 
 from modelsec.results import (
     AuditResult,
+    EpsilonEvidence,
+    ExposedRecord,
     Interval,
     MembershipAttackResult,
     MinNormStats,
@@ -31,8 +33,9 @@ from modelsec.results import (
 )
 
 DASH = "—"
-# The FPRs at which membership TPRs are reported (DESIGN.md: 0.1% and 1%).
-LOW_FPRS = (0.001, 0.01)
+# The FPRs at which membership TPRs are reported: modelsec.metrics.FPR_TARGETS (not imported, to keep the report
+# free of scikit-learn).
+LOW_FPRS = (0.001, 0.01, 0.1)
 LEVELS = ("ok", "warning", "fail")
 LEVEL_LABELS = {"ok": "PASS", "warning": "WARNING", "fail": "FAIL"}
 NORM_NAMES = {"linf": "L∞", "l2": "L2", "l1": "L1", "l0": "L0"}
@@ -310,7 +313,11 @@ class PrivacyRow:
     auc: str
     auc_ci: str
     tpr: list[Rate]  # one per LOW_FPRS
+    balanced_accuracy: str
     advantage: str
+    epsilon: str  # the empirical epsilon lower bound, "0" without evidence, a dash when not computed
+    epsilon_at: str  # the threshold that gave it, by its target: "at 1% FNR", or ""
+    seconds: str
     n_members: str
     n_nonmembers: str
 
@@ -324,23 +331,136 @@ def tpr_at(a: MembershipAttackResult, fpr: float) -> tuple[float | None, Interva
     return a.tpr_at_fpr[key], None if ci_key is None else a.tpr_ci[ci_key]
 
 
+def epsilon_text(value: float | None) -> str:
+    """An empirical epsilon bound, two decimals: ``0.6356 -> "0.64"``, ``0.0 -> "0"``; missing -> em dash."""
+    if value is None or not _finite(value):
+        return DASH
+    return "0" if value == 0 else f"{value:.2f}"
+
+
+def epsilon_where(evidence: EpsilonEvidence | None) -> str:
+    """The threshold that gave the bound, by its target: ``"at 0.1% FPR"`` or ``"at 1% FNR"``; ``""`` without
+    evidence."""
+    if evidence is None:
+        return ""
+    return f"at {fpr_label(evidence.target)} {evidence.rule.upper()}"
+
+
 def privacy_rows(priv: PrivacyResult) -> list[PrivacyRow]:
     rows = []
     for a in priv.attacks:
         tprs = [Rate.of_interval(*tpr_at(a, f)) for f in LOW_FPRS]
         auc_ci = f"{num(a.auc_ci.low)}–{num(a.auc_ci.high)}" if _finite(a.auc) else ""
+        balanced = a.balanced_accuracy if a.balanced_accuracy is not None else (1.0 + a.advantage) / 2.0
         rows.append(
             PrivacyRow(
                 attack=a.attack,
                 auc=num(a.auc),
                 auc_ci=auc_ci,
                 tpr=tprs,
+                balanced_accuracy=pct(balanced),
                 advantage=pct(a.advantage),
+                epsilon=epsilon_text(a.epsilon_lower_bound),
+                epsilon_at=epsilon_where(a.epsilon_evidence),
+                seconds=duration(a.seconds),
                 n_members=count(a.n_members),
                 n_nonmembers=count(a.n_nonmembers),
             )
         )
     return rows
+
+
+def privacy_counts(priv: PrivacyResult) -> str:
+    """How many records the attacks scored: ``"5,000 members and 5,000 non-members"`` when every attack scored the
+    same sets, else one ``"attack: m members / n non-members"`` per attack."""
+    pairs = [(a.n_members, a.n_nonmembers) for a in priv.attacks]
+    if not pairs:
+        return ""
+    if len(set(pairs)) == 1:
+        m, n = pairs[0]
+        return f"{count(m)} members and {count(n)} non-members"
+    return "; ".join(
+        f"{a.attack}: {count(m)} members / {count(n)} non-members"
+        for a, (m, n) in zip(priv.attacks, pairs, strict=True)
+    )
+
+
+def epsilon_confidence(priv: PrivacyResult) -> str:
+    """The confidence of the epsilon bounds as the results record it: ``"95% confidence, simultaneous over 6
+    thresholds"``; ``"95% confidence"`` when no attack has evidence."""
+    setups = sorted({(e.level, e.thresholds) for a in priv.attacks if (e := a.epsilon_evidence) is not None})
+    if not setups:
+        return "95% confidence"
+    return "; ".join(f"{100.0 * level:g}% confidence, simultaneous over {k} thresholds" for level, k in setups)
+
+
+@dataclass(frozen=True)
+class ExposedRow:
+    """One exposed member, formatted; ``thumbnail`` is a PNG ``data:`` URI when the report has the image."""
+
+    rank: str
+    member: str
+    label: str
+    score: str
+    thumbnail: str | None = None
+
+
+@dataclass(frozen=True)
+class ExposedGroup:
+    """The most exposed members of one attack, in rank order."""
+
+    attack: str
+    rows: list[ExposedRow]
+
+
+def exposed_groups(records: Iterable[ExposedRecord], thumbnails: Mapping[int, str] | None = None) -> list[ExposedGroup]:
+    """``records`` grouped by attack (in order of first appearance), each in rank order; ``thumbnails`` maps a
+    ``member_index`` to its image."""
+    groups: dict[str, list[ExposedRecord]] = {}
+    for r in records:
+        groups.setdefault(r.attack, []).append(r)
+    thumbs = thumbnails or {}
+    return [
+        ExposedGroup(
+            attack,
+            [
+                ExposedRow(
+                    rank=str(r.rank),
+                    member=f"#{r.member_index}",
+                    label=f"{r.label} · {r.class_name}" if r.class_name else str(r.label),
+                    score=score_text(r.score),
+                    thumbnail=thumbs.get(r.member_index),
+                )
+                for r in sorted(rs, key=lambda r: r.rank)
+            ],
+        )
+        for attack, rs in groups.items()
+    ]
+
+
+def score_text(x: float) -> str:
+    """An attack's membership score, four significant digits: ``9.8213 -> "9.821"``."""
+    return f"{x:.4g}" if _finite(x) else DASH
+
+
+def compute_items(compute: Mapping[str, Any]) -> list[tuple[str, str]]:
+    """``PrivacyResult.compute`` as ``(label, value)`` pairs: ``reference_training_seconds: 312.5`` becomes
+    ``("reference training", "5 min 12 s")``, ``forward_passes: 90000`` becomes ``("forward passes", "90,000")``.
+
+    >>> compute_items({"reference_models": 8, "reference_training_seconds": 312.5})
+    [('reference models', '8'), ('reference training', '5 min 12 s')]
+    """
+    items = []
+    for key, value in compute.items():
+        is_number = isinstance(value, (int, float)) and not isinstance(value, bool)
+        if key.endswith("seconds") and is_number:
+            label = key.removesuffix("seconds").rstrip("_") or "time"
+            items.append((label.replace("_", " "), duration(float(value))))
+        elif isinstance(value, int) and not isinstance(value, bool):
+            items.append((key.replace("_", " "), count(value)))
+        else:
+            items.append((key.replace("_", " "), value_text(value)))
+    return items
 
 
 def privacy_intervals(priv: PrivacyResult) -> list[Interval]:
