@@ -12,6 +12,7 @@ from modelsec.metrics import (
     FPR_TARGETS,
     advantage,
     balanced_accuracy,
+    clopper_pearson,
     epsilon_lower_bound,
     epsilon_thresholds,
     roc,
@@ -88,8 +89,8 @@ def test_bound_never_exceeds_point_estimates(seed: int) -> None:
         m, n = np.round(m), np.round(n)
     bound = epsilon_lower_bound(m, n)
     point = 0.0
-    for _, _, k1, k0 in epsilon_thresholds(m, n):
-        tpr, fpr = k1 / n_m, k0 / n_n
+    for t in epsilon_thresholds(m, n):
+        tpr, fpr = t.members / n_m, t.nonmembers / n_n
         ratios = [tpr / fpr if fpr > 0 else math.inf, (1 - fpr) / (1 - tpr) if tpr < 1 else math.inf]
         point = max(point, *(math.log(r) for r in ratios if r > 0))
     assert 0.0 <= bound.value <= point
@@ -110,16 +111,36 @@ def test_thresholds_are_those_of_the_reported_rates(ties: bool) -> None:
         m, n = np.round(m, 1), np.round(n, 1)
     fpr, tpr, _ = roc(m, n)
     thresholds = epsilon_thresholds(m, n)
-    assert [(r, t) for r, t, _, _ in thresholds] == [("fpr", t) for t in FPR_TARGETS] + [
-        ("fnr", t) for t in FPR_TARGETS
+    assert [(t.rule, t.target) for t in thresholds] == [("fpr", f) for f in FPR_TARGETS] + [
+        ("fnr", f) for f in FPR_TARGETS
     ]
-    for rule, target, k1, k0 in thresholds:
-        if rule == "fpr":  # the threshold of tpr_at_fpr: the reported TPR, at most the target FPR
-            assert k1 / m.size == pytest.approx(tpr_at_fpr(fpr, tpr, target), abs=1e-12)
-            assert k0 / n.size <= target
+    for t in thresholds:
+        if t.rule == "fpr":  # the threshold of tpr_at_fpr: the reported TPR, at most the target FPR
+            assert t.members / m.size == pytest.approx(tpr_at_fpr(fpr, tpr, t.target), abs=1e-12)
+            assert t.nonmembers <= t.rank == math.floor(t.target * n.size)
         else:  # the smallest FPR among thresholds missing at most the target share of members
-            assert 1 - k1 / m.size <= target + 1e-12
-            assert k0 / n.size == pytest.approx(fpr[tpr >= 1 - target - 1e-12].min(), abs=1e-12)
+            assert t.members >= t.rank == m.size - math.floor(t.target * m.size)
+            assert t.nonmembers / n.size == pytest.approx(fpr[tpr >= 1 - t.target - 1e-12].min(), abs=1e-12)
+        assert (t.nonmembers == t.rank if t.rule == "fpr" else t.members == t.rank) or ties
+
+
+def test_bounds_cover_their_level_with_tied_scores() -> None:
+    """With discrete scores a threshold chosen on one group flags more (or fewer) of that group than its rank; the
+    bound uses the rank, so each one-sided Clopper-Pearson bound still fails at most alpha of the time. (With the
+    observed counts, the bound at the 1% FNR threshold fails about 6% of the time at alpha = 5% here.)"""
+    rng = np.random.default_rng(0)
+    alpha, lam, trials = 0.05, 20, 3000
+    fails = np.zeros(6)
+    for _ in range(trials):
+        m, n = rng.poisson(lam, 300).astype(float), rng.poisson(lam, 300).astype(float)
+        for i, t in enumerate(epsilon_thresholds(m, n)):
+            if t.rule == "fpr":  # true FPR of "score > v": flagged at most rank of the non-members
+                v = np.sort(n)[n.size - 1 - t.rank]
+                fails[i] += stats.poisson.sf(v, lam) > clopper_pearson(t.rank, n.size, 1 - 2 * alpha).high
+            else:  # true TPR of "score >= u": at least rank of the members flagged
+                u = np.sort(m)[m.size - t.rank]
+                fails[i] += stats.poisson.sf(u - 1, lam) < clopper_pearson(t.rank, m.size, 1 - 2 * alpha).low
+    assert np.all(fails / trials <= alpha + 3 * np.sqrt(alpha * (1 - alpha) / trials)), fails / trials
 
 
 def test_bound_validates_its_inputs() -> None:

@@ -156,40 +156,64 @@ def _count_above(sorted_scores: np.ndarray, threshold: float, *, inclusive: bool
     return int(sorted_scores.size - index)
 
 
+@dataclass(frozen=True)
+class EpsilonThreshold:
+    """One threshold of the epsilon bound: ``members`` and ``nonmembers`` are how many of each it flags.
+
+    ``rule`` "fpr": chosen on the non-member scores for an FPR ``target``; ``rule`` "fnr": chosen on the member
+    scores for an FNR ``target``. ``rank`` is the count that the order statistic guarantees for the group that chose
+    it: at most ``rank`` non-members flagged ("fpr"), at least ``rank`` members flagged ("fnr"). With continuous
+    scores it equals the observed count; with ties the bound must use it, not the observed count (see
+    :func:`epsilon_thresholds`).
+    """
+
+    rule: str
+    target: float
+    members: int
+    nonmembers: int
+    rank: int
+
+
 def epsilon_thresholds(
     member_scores: np.ndarray, nonmember_scores: np.ndarray, targets: tuple[float, ...] = FPR_TARGETS
-) -> list[tuple[str, float, int, int]]:
-    """The thresholds the epsilon bound is evaluated at, as ``(rule, target, k1, k0)``: ``k1`` of the members and
-    ``k0`` of the non-members are flagged as members.
+) -> list[EpsilonThreshold]:
+    """The thresholds the epsilon bound is evaluated at: first one per FPR target, then one per FNR target.
 
-    For each FPR target (``rule`` "fpr") the threshold of :func:`tpr_at_fpr`: flag every score above the
-    ``(floor(target * n_n) + 1)``-th largest non-member score, so at most that share of non-members is flagged.
-    For each FNR target (``rule`` "fnr") the complementary one: flag every score at or above the
-    ``(floor(target * n_m) + 1)``-th smallest member score, so at most that share of members is missed. Each
-    threshold is an order statistic of one group alone, so the other group's count is an independent binomial
-    and its own count has exactly the coverage of a Clopper-Pearson bound: the intervals stay valid although the
-    thresholds come from the data.
+    For an FPR target the threshold of :func:`tpr_at_fpr`: flag every score above ``v``, the
+    ``(floor(target * n_n) + 1)``-th largest non-member score, so at most ``floor(target * n_n)`` non-members are
+    flagged. For an FNR target the complementary one: flag every score at or above ``u``, the
+    ``(floor(target * n_m) + 1)``-th smallest member score, so at most ``floor(target * n_m)`` members are missed.
 
-    >>> epsilon_thresholds(np.array([4.0, 5.0, 6.0, 7.0]), np.array([0.0, 1.0, 2.0, 5.0]), (0.25,))
-    [('fpr', 0.25, 4, 1), ('fnr', 0.25, 3, 1)]
+    Each threshold is an order statistic of one group, so the intervals stay valid although the thresholds come
+    from the data: the other group's count is a binomial independent of the threshold, and the true rate of the
+    group that chose it is bounded by a Beta order-statistic law that is exactly a Clopper-Pearson bound of the
+    count ``rank`` (for ties, stochastically: the probability integral transform of a discrete order statistic).
+    With tied scores the observed count of that group can differ from ``rank`` in the attacker's favour; a bound
+    computed from it would hold less often than the stated level.
+
+    >>> [(t.rule, t.members, t.nonmembers, t.rank) for t in epsilon_thresholds(
+    ...     np.array([4.0, 5.0, 5.0, 7.0]), np.array([0.0, 1.0, 2.0, 5.0]), (0.25,))]
+    [('fpr', 4, 1, 1), ('fnr', 3, 1, 3)]
     """
     m, n = _check_scores(member_scores, nonmember_scores)
     m_asc, n_asc = np.sort(m), np.sort(n)
-    out: list[tuple[str, float, int, int]] = []
+    out: list[EpsilonThreshold] = []
     for f in targets:
-        k = math.floor(f * n.size + 1e-9)
-        if k >= n.size:
-            out.append(("fpr", f, m.size, n.size))
+        k = min(math.floor(f * n.size + 1e-9), n.size)
+        if k == n.size:
+            out.append(EpsilonThreshold("fpr", f, m.size, n.size, n.size))
             continue
         v = float(n_asc[n.size - 1 - k])  # the (k + 1)-th largest non-member score
-        out.append(("fpr", f, _count_above(m_asc, v, inclusive=False), _count_above(n_asc, v, inclusive=False)))
+        flagged_m, flagged_n = _count_above(m_asc, v, inclusive=False), _count_above(n_asc, v, inclusive=False)
+        out.append(EpsilonThreshold("fpr", f, flagged_m, flagged_n, k))
     for g in targets:
-        j = math.floor(g * m.size + 1e-9)
-        if j >= m.size:
-            out.append(("fnr", g, 0, 0))
+        j = min(math.floor(g * m.size + 1e-9), m.size)
+        if j == m.size:
+            out.append(EpsilonThreshold("fnr", g, 0, 0, 0))
             continue
         u = float(m_asc[j])  # the (j + 1)-th smallest member score
-        out.append(("fnr", g, _count_above(m_asc, u, inclusive=True), _count_above(n_asc, u, inclusive=True)))
+        flagged_m, flagged_n = _count_above(m_asc, u, inclusive=True), _count_above(n_asc, u, inclusive=True)
+        out.append(EpsilonThreshold("fnr", g, flagged_m, flagged_n, m.size - j))
     return out
 
 
@@ -239,7 +263,9 @@ def epsilon_lower_bound(
     thresholds = epsilon_thresholds(m, n, targets)
     alpha = (1.0 - level) / (2 * len(thresholds))  # per one-sided bound
     best = EpsilonBound(0.0)
-    for rule, target, k1, k0 in thresholds:
+    for t in thresholds:
+        # The group that chose the threshold is bounded through its rank (see epsilon_thresholds).
+        k1, k0 = (t.members, t.rank) if t.rule == "fpr" else (t.rank, t.nonmembers)
         tpr_low = clopper_pearson(k1, m.size, 1.0 - 2.0 * alpha).low
         fpr_high = clopper_pearson(k0, n.size, 1.0 - 2.0 * alpha).high
         candidates = {
@@ -249,11 +275,11 @@ def epsilon_lower_bound(
         for inequality, value in candidates.items():
             if value > best.value:
                 evidence = EpsilonEvidence(
-                    rule=rule,
-                    target=target,
+                    rule=t.rule,
+                    target=t.target,
                     inequality=inequality,
-                    tpr=k1 / m.size,
-                    fpr=k0 / n.size,
+                    tpr=t.members / m.size,
+                    fpr=t.nonmembers / n.size,
                     tpr_low=tpr_low,
                     fpr_high=fpr_high,
                     thresholds=len(thresholds),
