@@ -76,8 +76,8 @@ def test_report_renders_in_chromium(driver: Any, tmp_path: Path) -> None:
     assert result.robustness is not None and result.robustness.adversarial_file is not None
     assert result.privacy is not None
     write_adversarial_npz(tmp_path / result.robustness.adversarial_file)  # write_html finds it next to the page
-    members = np.full((max(r.member_index for r in result.privacy.exposed_records) + 1, 1, 28, 28), 0.5, np.float32)
-    page = write_html(result, tmp_path / "report.html", exposed_images=members)
+    images = np.full((len(result.privacy.exposed_records), 1, 28, 28), 0.5, np.float32)
+    page = write_html(result, tmp_path / "report.html", exposed_images=images)
     driver.get(page.as_uri())
 
     for img_id in ("robustness-plot", "roc-plot", "examples-grid"):

@@ -157,9 +157,11 @@ class MembershipAttackResult:
 class ExposedRecord:
     """A member that a membership attack singles out: ``rank`` 1 has the highest membership score.
 
-    ``member_index`` indexes the member sample the attack scored (the order of its scores); ``label`` is the
-    record's class and ``class_name`` its name when the data set has names. Images are never stored in the result:
-    the HTML report draws thumbnails only when it is given the inputs (``write_html(..., exposed_images=...)``).
+    ``member_index`` is the record's index in the data's members split (the target's training records), so it can
+    be looked up (:func:`modelsec.audits.exposure.most_exposed` gives positions in the scores it ranks, which the
+    audit maps to the split); ``label`` is the record's class and ``class_name`` its name when the data set has
+    names. Images are never stored in the result: the HTML report draws thumbnails only when it is given the
+    inputs (``write_html(..., exposed_images=...)``, one per record).
     """
 
     rank: int

@@ -34,7 +34,8 @@ def most_exposed(
     """The ``top`` members with the highest scores of ``attack``, highest first (fewer if there are fewer members).
 
     ``member_scores[i]`` and ``labels[i]`` belong to member ``i`` of the sample the attack scored (``(n,)`` each);
-    equal scores are ranked by index, so the list is deterministic. ``class_names`` names the labels when given.
+    ``member_index`` is that ``i`` (map it to the members split before storing it in a result, as the audit does).
+    Equal scores are ranked by index, so the list is deterministic. ``class_names`` names the labels when given.
     """
     scores = np.asarray(member_scores, dtype=np.float64).reshape(-1)
     y = np.asarray(labels).reshape(-1)

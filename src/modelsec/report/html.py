@@ -8,7 +8,7 @@ attack name cannot inject markup.
 With image inputs the robustness section also shows a grid of worst-case adversarial examples
 (:mod:`modelsec.report.examples`); :func:`write_html` reads them from the result's ``adversarial_file``
 when it lies next to the page. The privacy section lists the most exposed members
-(``PrivacyResult.exposed_records``); given the member sample's images (``exposed_images``) it shows each as a
+(``PrivacyResult.exposed_records``); given their images (``exposed_images``, one per record) it shows each as a
 thumbnail. Images are never stored in ``result.json``, so the caller passes them.
 """
 
@@ -56,25 +56,21 @@ def _environment() -> Environment:
 
 def exposed_thumbnails(
     records: list[ExposedRecord], images: np.ndarray | None, bounds: tuple[float, float]
-) -> dict[int, str]:
-    """A PNG ``data:`` URI per ``member_index`` of ``records``, from ``images`` (the member sample's inputs,
-    ``(n_members, C, H, W)``, indexed by ``member_index``); empty when there are no images or they are not images
-    (e.g. tabular rows). An index outside ``images`` is a ``ValueError``: the caller passed the wrong array."""
+) -> list[str] | None:
+    """A PNG ``data:`` URI per record, from ``images[i]``, the input of ``records[i]`` (``(len(records), C, H, W)``
+    in ``bounds``); ``None`` when there are no images or they are not images (e.g. tabular rows). Another number
+    of images than records is a ``ValueError``: the caller passed the wrong array."""
     if images is None or not records:
-        return {}
+        return None
     x = np.asarray(images)
+    if x.shape[0] != len(records):
+        raise ValueError(
+            f"exposed_images has {x.shape[0]} rows for {len(records)} exposed records: pass one input per record, "
+            "in the order of privacy.exposed_records"
+        )
     if not is_image_batch(x):
-        return {}
-    out: dict[int, str] = {}
-    for r in records:
-        if not 0 <= r.member_index < x.shape[0]:
-            raise ValueError(
-                f"exposed_images has {x.shape[0]} rows but exposed record {r.rank} ({r.attack}) is member "
-                f"{r.member_index}: pass the inputs of the whole member sample the attacks scored"
-            )
-        if r.member_index not in out:
-            out[r.member_index] = thumbnail_data_uri(x[r.member_index], bounds)
-    return out
+        return None
+    return [thumbnail_data_uri(img, bounds) for img in x]
 
 
 def _context(
@@ -127,7 +123,7 @@ def _context(
         bounds = (float(result.data.bounds[0]), float(result.data.bounds[1]))
         thumbnails = exposed_thumbnails(priv.exposed_records, exposed_images, bounds)
         ctx["exposed"] = tables.exposed_groups(priv.exposed_records, thumbnails)
-        ctx["has_thumbnails"] = bool(thumbnails)
+        ctx["has_thumbnails"] = thumbnails is not None
         ctx["compute"] = tables.compute_items(priv.compute)
         has_roc = any(a.roc_fpr for a in priv.attacks)
         ctx["roc_plot"] = figure_to_png_data_uri(membership_roc(priv)) if has_roc else None
@@ -141,9 +137,9 @@ def render_html(
 
     ``examples``: adversarial examples to draw as a grid in the robustness section (``id="examples-grid"``),
     e.g. from :meth:`ExampleGrid.from_npz`; none by default.
-    ``exposed_images``: the inputs of the member sample the membership attacks scored, ``(n_members, C, H, W)`` in
-    the data's bounds, indexed by ``ExposedRecord.member_index``; each exposed member is then shown as a
-    thumbnail. Without it, or for inputs that are not images, the exposed members are listed without pictures.
+    ``exposed_images``: the inputs of the exposed members, ``exposed_images[i]`` that of
+    ``result.privacy.exposed_records[i]`` (``(len(exposed_records), C, H, W)`` in the data's bounds); each is then
+    shown as a thumbnail. Without it, or for inputs that are not images, the members are listed without pictures.
     """
     return _environment().get_template(TEMPLATE).render(**_context(result, examples, exposed_images))
 

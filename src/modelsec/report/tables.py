@@ -15,7 +15,7 @@ from __future__ import annotations
 import json
 import math
 import os
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -413,13 +413,12 @@ class ExposedGroup:
     rows: list[ExposedRow]
 
 
-def exposed_groups(records: Iterable[ExposedRecord], thumbnails: Mapping[int, str] | None = None) -> list[ExposedGroup]:
-    """``records`` grouped by attack (in order of first appearance), each in rank order; ``thumbnails`` maps a
-    ``member_index`` to its image."""
-    groups: dict[str, list[ExposedRecord]] = {}
-    for r in records:
-        groups.setdefault(r.attack, []).append(r)
-    thumbs = thumbnails or {}
+def exposed_groups(records: Sequence[ExposedRecord], thumbnails: Sequence[str] | None = None) -> list[ExposedGroup]:
+    """``records`` grouped by attack (in order of first appearance), each in rank order; ``thumbnails[i]`` is the
+    image of ``records[i]``."""
+    groups: dict[str, list[tuple[ExposedRecord, str | None]]] = {}
+    for i, r in enumerate(records):
+        groups.setdefault(r.attack, []).append((r, None if thumbnails is None else thumbnails[i]))
     return [
         ExposedGroup(
             attack,
@@ -429,9 +428,9 @@ def exposed_groups(records: Iterable[ExposedRecord], thumbnails: Mapping[int, st
                     member=f"#{r.member_index}",
                     label=f"{r.label} · {r.class_name}" if r.class_name else str(r.label),
                     score=score_text(r.score),
-                    thumbnail=thumbs.get(r.member_index),
+                    thumbnail=thumb,
                 )
-                for r in sorted(rs, key=lambda r: r.rank)
+                for r, thumb in sorted(rs, key=lambda pair: pair[0].rank)
             ],
         )
         for attack, rs in groups.items()
