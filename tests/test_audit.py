@@ -62,10 +62,15 @@ def test_digits_audit_end_to_end(digits_model: Path, tmp_path: Path) -> None:
         assert rob.robust_accuracy[eps_key(entry.eps)] <= entry.robust_accuracy
         assert entry.ci_low <= entry.robust_accuracy <= entry.ci_high
     assert set(rob.checks) >= {"randomness", "zero-gradients", "large-eps-not-broken"}
-    (mia,) = r.privacy.attacks
-    assert mia.attack == "loss-threshold" and 0.0 <= mia.auc <= 1.0
-    assert mia.n_members == mia.n_nonmembers == 400
-    assert set(mia.tpr_at_fpr) == {"0.001", "0.01", "0.1"}
+    # without reference models, every attack that needs none runs by default (label-only: labels-only models)
+    assert [a.attack for a in r.privacy.attacks] == ["confidence", "entropy", "loss-threshold", "modified-entropy"]
+    for mia in r.privacy.attacks:
+        assert 0.0 <= mia.auc <= 1.0
+        assert mia.n_members == mia.n_nonmembers == 400
+        assert set(mia.tpr_at_fpr) == {"0.001", "0.01", "0.1"}
+    assert len(r.privacy.exposed_records) == 20 and r.privacy.compute["target_queries"] == 800
+    exposed_csv = (tmp_path / "out" / "exposed_records.csv").read_text().splitlines()
+    assert len(exposed_csv) == 21 and exposed_csv[0].startswith("rank,member_index")
     reclassify_adversarial(r, tmp_path / "out", digits_model)
     html = (tmp_path / "out" / "report.html").read_text()
     assert r.verdict.headline.split(":")[0] in html

@@ -10,8 +10,9 @@ import time
 
 import numpy as np
 
-from modelsec.attacks.privacy.base import MembershipAttack
-from modelsec.attacks.privacy.signals import Signals
+from modelsec.attacks.privacy.base import MEMBERSHIP_ATTACKS, MembershipAttack, MembershipInputs
+from modelsec.attacks.privacy.reference import ReferenceConfig
+from modelsec.errors import ConfigError
 from modelsec.metrics import (
     FPR_TARGETS,
     advantage,
@@ -24,6 +25,7 @@ from modelsec.metrics import (
     tpr_at_fpr,
     tpr_ci_at_fpr,
 )
+from modelsec.models.base import Capability
 from modelsec.results import MembershipAttackResult
 
 
@@ -63,19 +65,63 @@ def summarise_membership(
 
 def evaluate_membership(
     attacks: list[MembershipAttack],
-    members: Signals,
-    nonmembers: Signals,
+    inputs: MembershipInputs,
+    members: np.ndarray,
+    nonmembers: np.ndarray,
     *,
     rng: np.random.Generator,
-) -> list[MembershipAttackResult]:
-    """Score both sets with every attack and summarise."""
-    results = []
+) -> tuple[list[MembershipAttackResult], dict[str, np.ndarray]]:
+    """Score the pool with every attack and summarise it on the candidate ``members`` and ``nonmembers`` (index
+    arrays into the pool). Returns the summaries and each attack's scores on the whole pool, by attack label."""
+    results, scores = [], {}
     for attack in attacks:
         start = time.perf_counter()
-        sm, sn = attack.score(members), attack.score(nonmembers)
+        s = attack(inputs)
+        scores[attack.label] = s
         results.append(
             summarise_membership(
-                attack.name, sm, sn, rng=rng, seconds=time.perf_counter() - start, params=attack.params()
+                attack.label,
+                s[members],
+                s[nonmembers],
+                rng=rng,
+                seconds=time.perf_counter() - start,
+                params=attack.params(),
             )
         )
-    return results
+    return results, scores
+
+
+# -- the membership part of an audit ----------------------------------------------------------------------------
+
+
+def plan_membership_attacks(
+    names: tuple[str, ...] | None, capability: Capability, reference: ReferenceConfig | None
+) -> tuple[list[MembershipAttack], list[str]]:
+    """The attacks to run and notes on what was left out. Explicit names that cannot run are a
+    :class:`ConfigError` (before any work); by default every registered attack that can run does, except the
+    label-only attack, which runs by default only on models that return labels alone."""
+    notes: list[str] = []
+    chosen: list[MembershipAttack] = []
+    explicit = names is not None
+    for name in names if names is not None else tuple(MEMBERSHIP_ATTACKS.names()):
+        cls = MEMBERSHIP_ATTACKS.get(name)
+        reason = None
+        if capability < cls.requires:
+            reason = f"needs {cls.requires.name.lower()} but the model returns {capability.name.lower()}"
+        elif cls.needs_reference and reference is None:
+            reason = "needs reference models (--reference-models N)"
+        elif cls.needs_online and reference is not None and not reference.online:
+            reason = "is an online attack and the reference models are offline"
+        elif not explicit and cls.requires is Capability.LABELS and capability >= Capability.SCORES:
+            continue  # label-only runs by default only where nothing stronger can
+        if reason is not None:
+            if explicit:
+                raise ConfigError(f"membership attack {name} {reason}")
+            notes.append(f"{name} not run: {reason}")
+            continue
+        chosen.append(cls())
+    if not chosen:
+        raise ConfigError("no membership attack can run on this model: " + "; ".join(notes))
+    if capability < Capability.SCORES:
+        notes.append("the model returns labels only: only label-only membership attacks apply")
+    return chosen, notes

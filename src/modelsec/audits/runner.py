@@ -7,6 +7,7 @@ replaces the function ``modelsec.audit`` on the package.)
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import platform
 import time
@@ -20,9 +21,12 @@ from torch import nn
 
 from modelsec import __version__
 from modelsec.attacks.evasion import EVASION_ATTACKS
-from modelsec.attacks.privacy import MEMBERSHIP_ATTACKS, compute_signals
+from modelsec.attacks.privacy import MEMBERSHIP_ATTACKS, MembershipInputs, compute_signals
+from modelsec.attacks.privacy.reference import ReferenceConfig
+from modelsec.audits.exposure import most_exposed, write_exposed_csv
+from modelsec.audits.membership_pool import build_pool, reference_signals
 from modelsec.audits.presets import AttackSpec, build_attacks, preset_specs
-from modelsec.audits.privacy import evaluate_membership
+from modelsec.audits.privacy import evaluate_membership, plan_membership_attacks
 from modelsec.audits.robustness import RobustnessRun, attack_labels, evaluate_robustness
 from modelsec.audits.sanity import CHECKS, Remedies, apply_remedies, post_checks, pre_checks, resolve
 from modelsec.audits.verdict import RULE, make_verdict
@@ -33,6 +37,7 @@ from modelsec.models.base import Classifier
 from modelsec.models.formats import ModelFormat
 from modelsec.models.loading import bundled_model_path, check_loadable, load_model
 from modelsec.models.torch import read_safetensors_metadata
+from modelsec.models.zoo import ARCHITECTURES, default_architecture
 from modelsec.progress import NullProgress, Progress
 from modelsec.results import (
     SCHEMA_VERSION,
@@ -43,6 +48,7 @@ from modelsec.results import (
     SanityFlag,
 )
 from modelsec.seeding import generator
+from modelsec.training import TrainingConfig
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -57,7 +63,14 @@ class AuditConfig:
         preset: "quick", "standard" or "thorough" (see :mod:`modelsec.audits.presets`).
         attacks: evasion attacks by registered name with default settings; overrides ``preset``.
         pgd_steps, pgd_restarts: PGD's (and BIM's) iterations and random restarts when named in ``attacks``.
-        membership_attacks: membership attacks by registered name.
+        membership_attacks: membership attacks by registered name; None = every one the model and the reference
+            models allow (label-only by default only for models that return labels alone).
+        reference_models: reference models to train for LiRA, RMIA and the shadow-model attack (0 = none; they
+            cost a training run each, in parallel processes, and are cached in the run store).
+        reference_mode: "online" (reference models also train on the candidates: online and offline attacks) or
+            "offline" (only on population records: offline attacks).
+        reference_epochs: the reference models' epochs (default: the target's recorded recipe).
+        workers: processes that train reference models (default: one per CPU core, at most one per model).
         seed: seed of every random choice in the audit (sample selection, random starts, bootstrap).
         split_seed: seed of the member / non-member / population split (defaults to the model's record, or 0).
         checks: run the robustness sanity checks (and their remedies).
@@ -71,7 +84,11 @@ class AuditConfig:
     attacks: tuple[str, ...] | None = None
     pgd_steps: int = 20
     pgd_restarts: int = 1
-    membership_attacks: tuple[str, ...] = ("loss-threshold",)
+    membership_attacks: tuple[str, ...] | None = None
+    reference_models: int = 0
+    reference_mode: str = "online"
+    reference_epochs: int | None = None
+    workers: int | None = None
     seed: int = 0
     split_seed: int | None = None
     checks: bool = True
@@ -94,8 +111,25 @@ class AuditConfig:
                 EVASION_ATTACKS.get(name)
         else:
             preset_specs(self.preset)
-        for name in self.membership_attacks:
+        for name in self.membership_attacks or ():
             MEMBERSHIP_ATTACKS.get(name)
+        if self.reference_models < 0:
+            raise ConfigError(f"--reference-models must be >= 0, got {self.reference_models}")
+        if self.reference_mode not in ("online", "offline"):
+            raise ConfigError(f"--reference-mode must be online or offline, got {self.reference_mode!r}")
+        if self.reference_epochs is not None and self.reference_epochs < 1:
+            raise ConfigError(f"--reference-epochs must be >= 1, got {self.reference_epochs}")
+        self.reference_config()  # validates the combination (online needs >= 2 models)
+
+    def reference_config(self) -> ReferenceConfig | None:
+        if self.reference_models == 0:
+            return None
+        return ReferenceConfig(
+            models=self.reference_models,
+            online=self.reference_mode == "online",
+            workers=self.workers,
+            seed=self.seed,
+        )
 
     def attack_specs(self) -> list[AttackSpec]:
         """The attack plan before remedies: the explicit list, else the preset."""
@@ -237,21 +271,9 @@ def run_audit(
     )
     timings["sanity_checks"] = time.perf_counter() - t
 
-    # Membership: balanced, seeded samples of members and non-members.
+    # Membership: seeded samples of members and non-members, reference models when asked for.
     t = time.perf_counter()
-    m = min(config.mia_samples, len(splits.members), len(splits.nonmembers))
-    mem = splits.members.subset(np.sort(rng.permutation(len(splits.members))[:m]))
-    non = splits.nonmembers.subset(np.sort(rng.permutation(len(splits.nonmembers))[:m]))
-    with progress.task("membership signals", total=2) as advance:
-        sig_m = compute_signals(classifier, mem)
-        advance(1)
-        sig_n = compute_signals(classifier, non)
-        advance(1)
-    mia_attacks = [MEMBERSHIP_ATTACKS.get(name)() for name in config.membership_attacks]
-    notes = []
-    if any(overlaps.values()):
-        notes.append(f"the splits share records ({overlaps}); membership numbers are biased towards chance")
-    privacy = PrivacyResult(attacks=evaluate_membership(mia_attacks, sig_m, sig_n, rng=rng), notes=notes)
+    privacy, exposed_images = _membership(classifier, splits, config, info, meta, overlaps, rng, store, progress)
     timings["privacy"] = time.perf_counter() - t
 
     verdict = make_verdict(rob_run.result, privacy, config.norm)
@@ -259,13 +281,15 @@ def run_audit(
         "eps": list(config.eps),
         "norm": config.norm,
         "samples": n,
-        "mia_samples": m,
+        "mia_samples": config.mia_samples,
+        "reference_models": config.reference_models,
+        "reference_mode": config.reference_mode if config.reference_models else None,
         "preset": None if config.attacks is not None else config.preset,
         "attacks": attack_labels(attacks),
         "remedies": remedies.notes + ([f"EoT with {remedies.eot_samples} samples"] if remedies.eot_samples > 1 else []),
         "pgd_steps": config.pgd_steps,
         "pgd_restarts": config.pgd_restarts,
-        "membership_attacks": list(config.membership_attacks),
+        "membership_attacks": [a.attack for a in privacy.attacks],
         "device": device,
         "verdict_rule": RULE,
     }
@@ -301,10 +325,92 @@ def run_audit(
         files["result"] = out / "result.json"
         result.save(files["result"])
         files["report"] = out / "report.html"
-        write_html(result, files["report"])
+        write_html(result, files["report"], exposed_images=exposed_images)
+        if privacy.exposed_records:
+            files["exposed"] = write_exposed_csv(out / "exposed_records.csv", privacy.exposed_records)
     if store is not None:
         store.record_audit(result, out_dir=None if out_dir is None else str(out_dir), artifacts=files)
     return AuditOutcome(result=result, robustness_run=rob_run, files=files)
+
+
+def _reference_recipe(info: ModelInfo, meta: dict[str, Any], config: AuditConfig) -> tuple[str, TrainingConfig]:
+    """The reference models' architecture (the target's when built-in, else the default for its input) and
+    training recipe (the target's recorded one, else the defaults; ``reference_epochs`` overrides the epochs)."""
+    arch = info.arch if info.arch is not None and info.arch in ARCHITECTURES else None
+    arch = arch or default_architecture(tuple(info.input_shape))
+    recorded = (meta.get("training") or {}).get("config") or {}
+    known = {f.name for f in dataclasses.fields(TrainingConfig)} - {"seed"}
+    training = TrainingConfig(**{k: v for k, v in recorded.items() if k in known})
+    if config.reference_epochs is not None:
+        training = replace(training, epochs=config.reference_epochs)
+    return arch, training
+
+
+def _membership(
+    classifier: Classifier,
+    splits: Splits,
+    config: AuditConfig,
+    info: ModelInfo,
+    meta: dict[str, Any],
+    overlaps: dict[str, int],
+    rng: np.random.Generator,
+    store: Any,
+    progress: Progress,
+) -> tuple[PrivacyResult, np.ndarray | None]:
+    """The membership-inference part of an audit: its result and the most exposed members' inputs (for the
+    report's thumbnails, images only)."""
+    reference = config.reference_config()
+    attacks, notes = plan_membership_attacks(config.membership_attacks, classifier.capability, reference)
+    recorded_size = (meta.get("data") or {}).get("members_used")
+    pool = build_pool(
+        splits,
+        members=config.mia_samples,
+        nonmembers=config.mia_samples,
+        rng=rng,
+        reference=reference,
+        target_train_size=int(recorded_size) if recorded_size else len(splits.members),
+        exclude_shared=any(overlaps.values()),
+    )
+    if any(overlaps.values()):
+        notes.append(f"the splits share records ({overlaps}); those records were left out of membership inference")
+    if pool.members.size != pool.nonmembers.size:
+        notes.append(
+            f"unbalanced candidates: {pool.members.size} members, {pool.nonmembers.size} non-members "
+            "(TPR, FPR and AUC do not depend on the balance; balanced accuracy weighs both classes equally)"
+        )
+    queries_before = classifier.queries
+    with progress.task("membership signals", total=1) as advance:
+        target = compute_signals(classifier, pool.records)
+        advance(1)
+    compute: dict[str, Any] = {}
+    training = None
+    if reference is not None:
+        arch, recipe = _reference_recipe(info, meta, config)
+        cache = store.signal_cache if store is not None else None
+        training = reference_signals(pool, reference, arch=arch, training=recipe, cache=cache, progress=progress)
+        compute.update(training.compute())
+        compute["reference_mode"] = "online" if reference.online else "offline"
+    inputs = MembershipInputs(
+        target, None if training is None else training.signals, online=bool(reference and reference.online)
+    )
+    results, scores = evaluate_membership(attacks, inputs, pool.members, pool.nonmembers, rng=rng)
+    compute["target_queries"] = classifier.queries - queries_before
+    compute["pool_records"] = len(pool.records)
+    strongest = max(results, key=lambda r: (r.tpr_at_fpr.get(repr(0.01), 0.0), r.auc))
+    member_scores = scores[strongest.attack][pool.members]
+    exposed = most_exposed(
+        member_scores,
+        pool.records.y[pool.members],
+        attack=strongest.attack,
+        class_names=splits.members.class_names,
+    )
+    images = None
+    if len(splits.input_shape) == 3 and exposed:
+        images = pool.records.x[pool.members][[e.member_index for e in exposed]]
+    # report each record by its index in the members split, which the user can look up
+    exposed = [replace(e, member_index=int(pool.member_source[e.member_index])) for e in exposed]
+    privacy = PrivacyResult(attacks=results, notes=notes, exposed_records=exposed, compute=compute)
+    return privacy, images
 
 
 def _classifier(

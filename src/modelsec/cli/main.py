@@ -22,6 +22,11 @@ EXIT_USER_ERROR = 2
 EXIT_INTERNAL_ERROR = 1
 
 
+def _parse_names(value: str | None) -> tuple[str, ...] | None:
+    """A comma-separated list of names (None stays None: the default plan)."""
+    return None if value is None else tuple(v.strip() for v in value.split(",") if v.strip())
+
+
 def _parse_floats(value: str, what: str) -> tuple[float, ...]:
     try:
         out = tuple(float(v) for v in value.split(",") if v.strip())
@@ -118,7 +123,38 @@ def cli() -> None:
     type=int,
     default=10000,
     show_default=True,
-    help="Members (and as many non-members) scored for membership inference.",
+    help="Members, and as many non-members, scored for membership inference (at most; fewer if the data has fewer).",
+)
+@click.option(
+    "--membership-attacks",
+    default=None,
+    help="Membership attacks, comma-separated (see `modelsec list`). Default: every one the model and the "
+    "reference models allow.",
+)
+@click.option(
+    "--reference-models",
+    type=int,
+    default=0,
+    show_default=True,
+    help="Reference models to train for LiRA, RMIA and the shadow-model attack (each costs a training run; "
+    "they train in parallel and are cached in the run store). 0: only attacks that need none.",
+)
+@click.option(
+    "--reference-mode",
+    type=click.Choice(["online", "offline"]),
+    default="online",
+    show_default=True,
+    help="online: reference models also train on the audited records (online and offline attacks); "
+    "offline: only on population data (offline attacks).",
+)
+@click.option(
+    "--reference-epochs", type=int, default=None, help="Reference models' epochs (default: the target's recipe)."
+)
+@click.option(
+    "--workers",
+    type=int,
+    default=None,
+    help="Processes training reference models (default: one per CPU core, at most one per model).",
 )
 @click.option("--eps", default="0.03,0.1", show_default=True, help="Perturbation budgets, comma-separated.")
 @click.option("--norm", type=click.Choice(["linf", "l2"]), default="linf", show_default=True)
@@ -127,7 +163,8 @@ def cli() -> None:
     type=click.Choice(["quick", "standard", "thorough"]),
     default="standard",
     show_default=True,
-    help="quick: FGSM + PGD; standard: AutoAttack-like APGD-CE, APGD-T, DeepFool, Square; thorough: more of all.",
+    help="quick: APGD (12 steps) + FGSM; standard: AutoAttack-like APGD-CE, APGD-T, DeepFool, Square; "
+    "thorough: more of all.",
 )
 @click.option("--attacks", default=None, help="Explicit evasion attacks, comma-separated (overrides --preset).")
 @click.option("--pgd-steps", type=int, default=20, show_default=True, help="PGD steps when named in --attacks.")
@@ -161,6 +198,11 @@ def audit(
     split_seed: int | None,
     samples: int,
     mia_samples: int,
+    membership_attacks: str | None,
+    reference_models: int,
+    reference_mode: str,
+    reference_epochs: int | None,
+    workers: int | None,
     eps: str,
     norm: str,
     preset: str,
@@ -176,7 +218,7 @@ def audit(
     device: str,
     quiet: bool,
 ) -> None:
-    """Audit a model: evasion (FGSM, PGD) and membership inference; writes a report."""
+    """Audit a model: evasion attacks (a preset) and membership inference; writes a report."""
     from modelsec.audits import AuditConfig, run_audit
 
     config = AuditConfig(
@@ -184,8 +226,13 @@ def audit(
         norm=norm,
         samples=samples,
         mia_samples=mia_samples,
+        membership_attacks=_parse_names(membership_attacks),
+        reference_models=reference_models,
+        reference_mode=reference_mode,
+        reference_epochs=reference_epochs,
+        workers=workers,
         preset=preset,
-        attacks=None if attacks is None else tuple(a.strip() for a in attacks.split(",") if a.strip()),
+        attacks=_parse_names(attacks),
         pgd_steps=pgd_steps,
         pgd_restarts=pgd_restarts,
         seed=seed,

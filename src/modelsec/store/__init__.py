@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from modelsec.store.cache import SignalCache, cache_key
 from modelsec.store.runs import (
     STORE_VERSION,
     ArtifactRecord,
@@ -23,7 +24,9 @@ __all__ = [
     "ArtifactRecord",
     "RunStore",
     "RunSummary",
+    "SignalCache",
     "StoredRun",
+    "cache_key",
     "default_store_path",
     "new_run_id",
 ]

@@ -29,6 +29,7 @@ from typing import Any
 
 from modelsec.errors import ConfigError, StoreError
 from modelsec.results import AuditResult
+from modelsec.store.cache import SignalCache
 
 #: Version of the SQLite layout below, kept in ``PRAGMA user_version``. Bump it (with a migration)
 #: on any change to the tables.
@@ -138,6 +139,11 @@ class RunStore:
 
     def __repr__(self) -> str:
         return f"RunStore({str(self.path)!r})"
+
+    @property
+    def signal_cache(self) -> SignalCache:
+        """The cache of reference-model signals that lives beside this store (``<store>.signals/``)."""
+        return SignalCache(self.path.with_name(self.path.name + ".signals"))
 
     # -- connections -----------------------------------------------------------------------------
 
