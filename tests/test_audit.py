@@ -119,3 +119,21 @@ def test_python_api_audits_an_nn_module_twice(tmp_path: Path) -> None:
         net, splits, eps=(0.1,), samples=20, mia_samples=50, preset="quick", checks=False, store=tmp_path / "s.db"
     )
     assert (tmp_path / "s.db").exists() and stored.run_id
+
+
+def test_audit_with_reference_models_runs_lira_and_rmia_and_reuses_the_cache(digits_model: Path, tmp_path: Path) -> None:
+    store = RunStore(tmp_path / "runs.sqlite")
+    config = AuditConfig(
+        eps=(0.1,), samples=20, mia_samples=150, preset="quick", checks=False,
+        reference_models=2, reference_epochs=3, workers=1,
+    )  # fmt: skip
+    first = run_audit(digits_model, None, config=config, store=store).result
+    assert first.privacy is not None
+    names = [a.attack for a in first.privacy.attacks]
+    assert {"lira", "lira-offline", "rmia", "rmia-offline", "shadow", "loss-threshold"} <= set(names)
+    compute = first.privacy.compute
+    assert compute["reference_models"] == 2 and compute["reference_mode"] == "online" and not compute["from_cache"]
+    second = run_audit(digits_model, None, config=config, store=store).result
+    assert second.privacy is not None and second.privacy.compute["from_cache"]
+    assert [(a.attack, a.auc) for a in second.privacy.attacks] == [(a.attack, a.auc) for a in first.privacy.attacks]
+    assert first.settings["reference_models"] == 2

@@ -21,7 +21,8 @@ from torch import nn
 
 from modelsec import __version__
 from modelsec.attacks.evasion import EVASION_ATTACKS
-from modelsec.attacks.privacy import MEMBERSHIP_ATTACKS, MembershipInputs, compute_signals
+from modelsec.attacks.privacy import MEMBERSHIP_ATTACKS, LabelOnly, MembershipInputs, compute_signals
+from modelsec.attacks.privacy.label_only import with_augmentation
 from modelsec.attacks.privacy.reference import ReferenceConfig
 from modelsec.audits.exposure import most_exposed, write_exposed_csv
 from modelsec.audits.membership_pool import build_pool, reference_signals
@@ -382,6 +383,19 @@ def _membership(
     with progress.task("membership signals", total=1) as advance:
         target = compute_signals(classifier, pool.records)
         advance(1)
+    label_only = next((a for a in attacks if isinstance(a, LabelOnly)), None)
+    if label_only is not None:  # its signal: is the label still right on augmented copies of each record?
+        with progress.task("label-only augmentations", total=1) as advance:
+            target = with_augmentation(
+                target,
+                classifier,
+                pool.records.x,
+                augmentations=label_only.augmentations,
+                generator=generator(config.seed),
+                max_shift=label_only.max_shift,
+                noise_std=label_only.noise_std,
+            )
+            advance(1)
     compute: dict[str, Any] = {}
     training = None
     if reference is not None:
