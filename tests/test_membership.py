@@ -21,7 +21,7 @@ from modelsec.attacks.privacy import (
 )
 from modelsec.attacks.privacy.lira import lira_scores
 from modelsec.attacks.privacy.reference import ReferenceConfig, membership_matrix, train_reference_models
-from modelsec.attacks.privacy.rmia import rmia_log_ratio, rmia_pairwise_scores, tune_offline_a, A_GRID
+from modelsec.attacks.privacy.rmia import A_GRID, rmia_log_ratio, rmia_pairwise_scores, tune_offline_a
 from modelsec.attacks.privacy.signals import (
     cross_entropy,
     entropy,
