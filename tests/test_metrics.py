@@ -9,7 +9,7 @@ import pytest
 from scipy import stats
 from sklearn.metrics import roc_auc_score
 
-from modelsec.attacks.privacy import LossThreshold, Signals
+from modelsec.attacks.privacy import LossThreshold, MembershipInputs, Signals
 from modelsec.audits.privacy import evaluate_membership, summarise_membership
 from modelsec.metrics import (
     _auc_fast,
@@ -84,9 +84,12 @@ def test_loss_threshold_attack_on_signals() -> None:
     def signals(loss: np.ndarray) -> Signals:
         return Signals(logits=np.zeros((loss.size, 2), np.float32), labels=np.zeros(loss.size, np.int64), loss=loss)
 
-    members = signals(rng.exponential(0.1, 2000))
-    nonmembers = signals(rng.exponential(0.5, 2000))
-    (res,) = evaluate_membership([LossThreshold()], members, nonmembers, rng=np.random.default_rng(0))
+    pool = signals(np.concatenate([rng.exponential(0.1, 2000), rng.exponential(0.5, 2000)]))
+    members, nonmembers = np.arange(2000), np.arange(2000, 4000)
+    (res,), scores = evaluate_membership(
+        [LossThreshold()], MembershipInputs(pool), members, nonmembers, rng=np.random.default_rng(0)
+    )
+    np.testing.assert_array_equal(scores["loss-threshold"], -pool.loss)
     assert res.auc > 0.7 and res.auc_ci.low > 0.5
     assert res.tpr_at_fpr["0.01"] >= res.tpr_at_fpr["0.001"]
     same = summarise_membership("x", rng.normal(0, 1, 2000), rng.normal(0, 1, 2000), rng=np.random.default_rng(0))
