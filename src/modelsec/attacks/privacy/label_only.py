@@ -108,13 +108,15 @@ def augmentation_correct(
         if col == 0:
             xa = xt
         elif image and col < len(offsets):
-            xa = translate(xt, *offsets[col], fill=low)
+            dy, dx = offsets[col]
+            xa = translate(xt, dy, dx, fill=low)
         elif image:  # every shift is taken: a random one per record, plus noise
             pick = torch.randint(len(offsets), (n,), generator=generator)
             xa = torch.empty_like(xt)
             for o in pick.unique().tolist():
                 rows = pick == o
-                xa[rows] = translate(xt[rows], *offsets[o], fill=low)
+                dy, dx = offsets[o]
+                xa[rows] = translate(xt[rows], dy, dx, fill=low)
             xa = _noisy(xa, noise_std, classifier.bounds, generator)
         else:
             xa = _noisy(xt, noise_std, classifier.bounds, generator)
