@@ -30,7 +30,7 @@ from modelsec.attacks.privacy.signals import (
     scaled_logit,
 )
 from modelsec.audits.membership_pool import build_pool, reference_signals
-from modelsec.audits.privacy import plan_membership_attacks
+from modelsec.audits.privacy import evaluate_membership, plan_membership_attacks
 from modelsec.data.dataset import Dataset, Splits
 from modelsec.errors import ConfigError
 from modelsec.metrics import auc
@@ -189,22 +189,54 @@ def _gaussian_world(
 
 def test_lira_matches_a_slow_reference_implementation() -> None:
     target, ref, inclusion, _ = _gaussian_world(n=30, models=8)
+    ins = [ref[inclusion[:, i], i] for i in range(30)]
+    outs = [ref[~inclusion[:, i], i] for i in range(30)]
+
+    def pooled(groups: list[list[np.ndarray]]) -> float:  # within-record spread, one mean per record and group
+        resid = sum(((v - v.mean()) ** 2).sum() for g in groups for v in g)
+        return float(np.sqrt(resid / sum(v.size - 1 for g in groups for v in g)))
+
     for per_example in (True, False):
         fast = lira_scores(target, ref, inclusion, online=True, per_example_variance=per_example)
         fast_off = lira_scores(target, ref, inclusion, online=False, per_example_variance=per_example)
-        ins = [ref[inclusion[:, i], i] for i in range(30)]
-        outs = [ref[~inclusion[:, i], i] for i in range(30)]
-        if per_example:
-            s_in, s_out = [v.std() for v in ins], [v.std() for v in outs]
-        else:
-            pooled = lambda vs: np.sqrt(sum(((v - v.mean()) ** 2).sum() for v in vs) / sum(v.size for v in vs))  # noqa: E731
-            s_in, s_out = [pooled(ins)] * 30, [pooled(outs)] * 30
         for i in range(30):
-            slow = stats.norm.logpdf(target[i], ins[i].mean(), s_in[i]) - stats.norm.logpdf(
-                target[i], outs[i].mean(), s_out[i]
+            s_in, s_out = (ins[i].std(), outs[i].std()) if per_example else (pooled([ins, outs]),) * 2
+            s_off = outs[i].std() if per_example else pooled([outs])
+            slow = stats.norm.logpdf(target[i], ins[i].mean(), s_in) - stats.norm.logpdf(
+                target[i], outs[i].mean(), s_out
             )
             assert fast[i] == pytest.approx(slow, rel=1e-9, abs=1e-9)
-            assert fast_off[i] == pytest.approx((target[i] - outs[i].mean()) / s_out[i], rel=1e-12)
+            assert fast_off[i] == pytest.approx((target[i] - outs[i].mean()) / s_off, rel=1e-12)
+
+
+def test_lira_global_variance_with_one_model_per_group_falls_back_to_the_spread_across_records() -> None:
+    target, ref, inclusion, member = _gaussian_world(models=2)
+    s = lira_scores(target, ref, inclusion, online=True, per_example_variance=False)
+    sigma = ref.std()  # every record has one IN and one OUT value: no within-record spread to pool
+    in_mean, out_mean = (ref * inclusion).sum(0), (ref * ~inclusion).sum(0)
+    np.testing.assert_allclose(s, ((target - out_mean) ** 2 - (target - in_mean) ** 2) / (2 * sigma**2), rtol=1e-9)
+    assert np.abs(s).max() < 1e4 and auc(s[member], s[~member]) > 0.6
+
+
+def test_records_without_the_models_a_test_needs_score_nan_and_candidates_must_have_them() -> None:
+    """One offline reference model trained on half of the population: the population records it trained on have
+    no OUT model, so offline attacks cannot judge them (NaN), while the candidates, OUT of it, are judged."""
+    rng = np.random.default_rng(0)
+    n, k = 40, 3
+    labels = rng.integers(0, k, n)
+    eligible = np.arange(n) >= 20  # 20 candidates, 20 population records
+    inclusion = membership_matrix(1, eligible, rng)
+    inputs = MembershipInputs(
+        signals_from_logits(rng.normal(size=(n, k)), labels),
+        ReferenceSignals(rng.normal(size=(1, n, k)).astype(np.float32), inclusion, labels),
+    )
+    for attack in (LiRAOffline(), RMIAOffline()):
+        s = attack(inputs)
+        assert np.isfinite(s[:20]).all() and np.array_equal(np.isnan(s), inclusion[0]), attack.name
+    results, _ = evaluate_membership([LiRAOffline()], inputs, np.arange(10), np.arange(10, 20), rng=rng)
+    assert results[0].n_members == 10
+    with pytest.raises(ConfigError, match="cannot judge"):
+        evaluate_membership([LiRAOffline()], inputs, np.flatnonzero(inclusion[0])[:3], np.arange(5), rng=rng)
 
 
 def test_lira_beats_a_global_threshold_where_records_differ_in_difficulty() -> None:

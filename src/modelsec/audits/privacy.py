@@ -77,6 +77,12 @@ def evaluate_membership(
     for attack in attacks:
         start = time.perf_counter()
         s = attack(inputs)
+        unjudged = int(np.isnan(s[members]).sum() + np.isnan(s[nonmembers]).sum())
+        if unjudged:
+            raise ConfigError(
+                f"{attack.label} cannot judge {unjudged} candidate records (they lack the reference models it "
+                "needs); train more reference models"
+            )
         scores[attack.label] = s
         results.append(
             summarise_membership(

@@ -71,18 +71,19 @@ class MembershipAttack(abc.ABC):
             )
 
     def __call__(self, inputs: MembershipInputs) -> np.ndarray:
-        """Scores for every record of the pool (float64, finite)."""
+        """Scores for every record of the pool (float64; NaN only for a record the attack cannot judge, such as
+        one without an OUT reference model)."""
         self.check_inputs(inputs)
         scores = np.asarray(self.score(inputs), dtype=np.float64)
         if scores.shape != (len(inputs.target),):
             raise RuntimeError(f"{self.label} returned scores of shape {scores.shape} for {len(inputs.target)} records")
-        if not np.isfinite(scores).all():
-            raise RuntimeError(f"{self.label} returned non-finite scores")
+        if np.isinf(scores).any():
+            raise RuntimeError(f"{self.label} returned infinite scores")
         return scores
 
     @abc.abstractmethod
     def score(self, inputs: MembershipInputs) -> np.ndarray:
-        """One membership score per record of ``inputs.target`` (higher = member)."""
+        """One membership score per record of ``inputs.target`` (higher = member; NaN where it cannot judge)."""
 
 
 MEMBERSHIP_ATTACKS: Registry[type[MembershipAttack]] = Registry("membership attack")

@@ -9,10 +9,11 @@ Gaussian under the reference models that trained on the record (IN) and under th
 - **offline**: score = ``(phi - mu_out) / sigma_out``, one-sided: how far above the OUT distribution the record's
   confidence lies (a monotone function of the paper's ``1 - Pr[Z > phi]``, so the same ROC).
 
-Variance: ``per-example`` estimates sigma for each record from its own IN / OUT models; ``global`` (the paper's
-"fixed variance") pools the within-record spread over all records, which is better with few reference models
-(Carlini et al. find it better below 64). ``auto`` uses per-example from 64 models on. Each record's mean is the
-mean over its models. Unlike the paper, modelsec does not query augmented copies of a record.
+Variance: ``per-example`` estimates sigma for each record (and for IN and OUT) from its own models; ``global``
+(the paper's "fixed variance") uses one sigma for every record and for IN and OUT alike, the within-record spread
+pooled over all records (see :func:`global_sigma`), which is better with few reference models (Carlini et al.
+find it better below 64). ``auto`` uses per-example from 64 models on. Each record's mean is the mean over its
+models. Unlike the paper, modelsec does not query augmented copies of a record.
 """
 
 from __future__ import annotations
@@ -31,26 +32,32 @@ MIN_SIGMA = 1e-6
 
 
 def _masked_mean_std(values: np.ndarray, mask: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Per-record mean, standard deviation and count of ``values[k, i]`` over the models ``k`` where ``mask``."""
+    """Per-record mean, standard deviation and count of ``values[k, i]`` over the models ``k`` where ``mask``
+    (NaN mean where a record has no such model)."""
     count = mask.sum(axis=0)
-    safe = np.maximum(count, 1)
-    mean = np.where(mask, values, 0.0).sum(axis=0) / safe
-    var = np.where(mask, (values - mean) ** 2, 0.0).sum(axis=0) / safe
+    with np.errstate(invalid="ignore", divide="ignore"):
+        mean = np.where(mask, values, 0.0).sum(axis=0) / count
+        var = np.where(mask, (values - mean) ** 2, 0.0).sum(axis=0) / np.maximum(count, 1)
     return mean, np.sqrt(var), count
 
 
-def _global_std(values: np.ndarray, mask: np.ndarray, mean: np.ndarray) -> float:
-    """The within-record standard deviation pooled over all records: sqrt(sum of squared residuals / count)."""
-    resid = np.where(mask, (values - mean) ** 2, 0.0)
-    return float(np.sqrt(resid.sum() / max(int(mask.sum()), 1)))
+def global_sigma(values: np.ndarray, groups: list[tuple[np.ndarray, np.ndarray]]) -> float:
+    """One standard deviation for every record (the "fixed variance"): the within-record spread pooled over all
+    records and the given (mask, per-record mean) groups, i.e. around each record's own IN or OUT mean. Where no
+    record has two models in a group (two online models: one IN and one OUT each) that spread is not estimable, and
+    the spread of all the groups' values across records is used instead, as Carlini et al.'s code does."""
+    resid, dof = 0.0, 0
+    for mask, mean in groups:
+        usable = mask & (mask.sum(axis=0) >= 2)[None, :]
+        resid += float(np.where(usable, (values - mean) ** 2, 0.0).sum())
+        dof += int(usable.sum() - (usable.any(axis=0)).sum())  # one mean estimated per record and group
+    if dof > 0 and resid > 0:
+        return float(np.sqrt(resid / dof))
+    pooled = np.concatenate([values[mask] for mask, _ in groups])
+    return max(float(pooled.std()), MIN_SIGMA)
 
 
-def _sigma(values: np.ndarray, mask: np.ndarray, mean: np.ndarray, std: np.ndarray, per_example: bool) -> np.ndarray:
-    sigma = std if per_example else np.full_like(mean, _global_std(values, mask, mean))
-    return np.maximum(sigma, MIN_SIGMA)
-
-
-def _log_normal(x: np.ndarray, mean: np.ndarray, sigma: np.ndarray) -> np.ndarray:
+def _log_normal(x: np.ndarray, mean: np.ndarray, sigma: np.ndarray | float) -> np.ndarray:
     return -0.5 * ((x - mean) / sigma) ** 2 - np.log(sigma)  # the common -log(sqrt(2 pi)) cancels in the ratio
 
 
@@ -62,18 +69,22 @@ def lira_scores(
     online: bool,
     per_example_variance: bool,
 ) -> np.ndarray:
-    """LiRA scores from the target's scaled logits ``(n,)`` and the reference models' ``(models, n)``."""
-    out_mean, out_std, out_count = _masked_mean_std(reference_phi, ~inclusion)
-    if (out_count == 0).any():
-        raise ConfigError(f"LiRA: {(out_count == 0).sum()} records have no OUT reference model")
-    out_sigma = _sigma(reference_phi, ~inclusion, out_mean, out_std, per_example_variance)
+    """LiRA scores from the target's scaled logits ``(n,)`` and the reference models' ``(models, n)``. A record
+    without the models its test needs (an OUT model; online, an IN model too) scores NaN: it cannot be judged."""
+    out_mean, out_std, _ = _masked_mean_std(reference_phi, ~inclusion)
     if not online:
-        return (target_phi - out_mean) / out_sigma
-    in_mean, in_std, in_count = _masked_mean_std(reference_phi, inclusion)
-    if (in_count == 0).any():
-        raise ConfigError(f"LiRA online: {(in_count == 0).sum()} records have no IN reference model")
-    in_sigma = _sigma(reference_phi, inclusion, in_mean, in_std, per_example_variance)
-    return _log_normal(target_phi, in_mean, in_sigma) - _log_normal(target_phi, out_mean, out_sigma)
+        sigma = (
+            np.maximum(out_std, MIN_SIGMA)
+            if per_example_variance
+            else global_sigma(reference_phi, [(~inclusion, out_mean)])
+        )
+        return (target_phi - out_mean) / sigma
+    in_mean, in_std, _ = _masked_mean_std(reference_phi, inclusion)
+    if per_example_variance:
+        in_sigma, out_sigma = np.maximum(in_std, MIN_SIGMA), np.maximum(out_std, MIN_SIGMA)
+        return _log_normal(target_phi, in_mean, in_sigma) - _log_normal(target_phi, out_mean, out_sigma)
+    sigma = global_sigma(reference_phi, [(inclusion, in_mean), (~inclusion, out_mean)])
+    return _log_normal(target_phi, in_mean, sigma) - _log_normal(target_phi, out_mean, sigma)
 
 
 @dataclass(frozen=True, kw_only=True)

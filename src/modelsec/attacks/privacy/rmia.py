@@ -35,11 +35,12 @@ DEFAULT_A = 0.3  # when it cannot be tuned (a single reference model)
 
 
 def _log_mean_p(ref_logp: np.ndarray, mask: np.ndarray) -> np.ndarray:
-    """``log mean_{k in mask} p_k`` per record, from log-probabilities ``(models, n)``."""
+    """``log mean_{k in mask} p_k`` per record, from log-probabilities ``(models, n)``; NaN for a record without
+    such a model (it cannot be judged)."""
     count = mask.sum(axis=0)
-    if (count == 0).any():
-        raise ConfigError(f"RMIA: {(count == 0).sum()} records have no usable reference model")
-    return np.asarray(logsumexp(np.where(mask, ref_logp, -np.inf), axis=0)) - np.log(count)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        out = np.asarray(logsumexp(np.where(mask, ref_logp, -np.inf), axis=0)) - np.log(count)
+    return np.where(count > 0, out, np.nan)
 
 
 def log_p_population(ref_logp: np.ndarray, inclusion: np.ndarray, *, online: bool, a: float) -> np.ndarray:
@@ -49,7 +50,8 @@ def log_p_population(ref_logp: np.ndarray, inclusion: np.ndarray, *, online: boo
     out = _log_mean_p(ref_logp, ~inclusion)
     if a >= 1.0:
         return out
-    return np.logaddexp(np.log1p(a) - np.log(2.0) + out, np.log((1.0 - a) / 2.0))
+    with np.errstate(invalid="ignore"):  # NaN (no OUT model) stays NaN
+        return np.logaddexp(np.log1p(a) - np.log(2.0) + out, np.log((1.0 - a) / 2.0))
 
 
 def rmia_log_ratio(
