@@ -76,7 +76,6 @@ from modelsec.audits.membership_pool import MembershipPool, build_pool, referenc
 from modelsec.audits.privacy import summarise_membership
 from modelsec.data import load_splits
 from modelsec.data.dataset import Splits
-from modelsec.errors import ConfigError
 from modelsec.models.base import Classifier
 from modelsec.models.zoo import build_architecture
 from modelsec.results import MembershipAttackResult
@@ -214,20 +213,9 @@ def score_attacks(
 ) -> list[dict[str, Any]]:
     """Score the pool with each attack and summarise it on all candidates and on ART's held-out candidates."""
     entries = []
-    n_cand = pool.members.size + pool.nonmembers.size  # the candidates are the pool's first records
     for attack in attacks:
-        note = None
         with stopwatch() as t:
-            try:
-                scores = attack(inputs)
-            except ConfigError as exc:
-                # LiRA / RMIA offline need an OUT model for every record of the pool, population records included,
-                # which a single offline model (each population record IN it with probability 1/2) cannot give;
-                # the candidates are OUT of it, so score them alone
-                cand = np.arange(n_cand)
-                ref = None if inputs.reference is None else inputs.reference.subset(cand)
-                scores = attack(MembershipInputs(inputs.target.subset(cand), ref, online=inputs.online))
-                note = f"scored on the candidates only: on the whole pool, {exc}"
+            scores = attack(inputs)  # NaN only for population records it cannot judge; the candidates are judged
         seconds = t["seconds"] + (extra_seconds or {}).get(attack.label, 0.0)
         common = {
             "attack": attack.label,
@@ -238,9 +226,6 @@ def score_attacks(
             "seconds": seconds,
             "reference_training_seconds": reference_training_seconds,
         }
-        if note is not None:
-            common["note"] = note
-            log(f"  {attack.label}: {note}")
         for evaluated_on, (members, nonmembers) in ((ALL, (pool.members, pool.nonmembers)), (HELD_OUT, held_out)):
             entries.append(
                 {
