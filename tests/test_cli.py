@@ -56,6 +56,9 @@ def test_user_errors_exit_2_without_traceback(tmp_path: Path) -> None:
     np.savez(bad, x=x, y=y)
     assert_user_error(modelsec("train", "--data", str(bad), "--out", str(tmp_path / "m.safetensors")), "NaN")
     assert_user_error(modelsec("audit", "--no-such-flag"), "No such option")
+    assert_user_error(modelsec("audit", "--reference-models", "1"), "at least 2")
+    assert_user_error(modelsec("audit", "--membership-attacks", "lira"), "needs reference models")
+    assert_user_error(modelsec("audit", "--membership-attacks", "nope"), "unknown membership attack")
 
 
 def test_pickle_model_refused_and_payload_never_runs(tmp_path: Path) -> None:

@@ -21,7 +21,13 @@ from torch import nn
 
 from modelsec import __version__
 from modelsec.attacks.evasion import EVASION_ATTACKS
-from modelsec.attacks.privacy import MEMBERSHIP_ATTACKS, LabelOnly, MembershipInputs, compute_signals
+from modelsec.attacks.privacy import (
+    MEMBERSHIP_ATTACKS,
+    LabelOnly,
+    MembershipAttack,
+    MembershipInputs,
+    compute_signals,
+)
 from modelsec.attacks.privacy.label_only import with_augmentation
 from modelsec.attacks.privacy.reference import ReferenceConfig
 from modelsec.audits.exposure import most_exposed, write_exposed_csv
@@ -217,6 +223,7 @@ def run_audit(
     t = time.perf_counter()
     classifier, info = _classifier(model, splits, arch=arch, trust_model=trust_model, device=device)
     timings["load_model"] = time.perf_counter() - t
+    mia_plan = plan_membership_attacks(config.membership_attacks, classifier.capability, config.reference_config())
     overlaps = splits.overlaps()
     data_info = DataInfo(
         name=splits.source,
@@ -274,7 +281,9 @@ def run_audit(
 
     # Membership: seeded samples of members and non-members, reference models when asked for.
     t = time.perf_counter()
-    privacy, exposed_images = _membership(classifier, splits, config, info, meta, overlaps, rng, store, progress)
+    privacy, exposed_images = _membership(
+        classifier, splits, config, mia_plan, info, meta, overlaps, rng, store, progress
+    )
     timings["privacy"] = time.perf_counter() - t
 
     verdict = make_verdict(rob_run.result, privacy, config.norm)
@@ -351,6 +360,7 @@ def _membership(
     classifier: Classifier,
     splits: Splits,
     config: AuditConfig,
+    plan: tuple[list[MembershipAttack], list[str]],
     info: ModelInfo,
     meta: dict[str, Any],
     overlaps: dict[str, int],
@@ -361,7 +371,7 @@ def _membership(
     """The membership-inference part of an audit: its result and the most exposed members' inputs (for the
     report's thumbnails, images only)."""
     reference = config.reference_config()
-    attacks, notes = plan_membership_attacks(config.membership_attacks, classifier.capability, reference)
+    attacks, notes = plan[0], list(plan[1])
     recorded_size = (meta.get("data") or {}).get("members_used")
     pool = build_pool(
         splits,
