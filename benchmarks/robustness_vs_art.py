@@ -260,7 +260,10 @@ def bench_model(name: str, args: argparse.Namespace, art: Any, x_all: torch.Tens
         n_aa = args.samples
         probe = None
         make_aa = art_autoattack(art, args.eps, args.autoattack_eps_step)
-        if args.autoattack_samples == "auto":
+        previous_n = previous_art_samples(args, name, entry["sha256"]) if args.reuse_art else None
+        if previous_n is not None:
+            n_aa = previous_n
+        elif args.autoattack_samples == "auto":
             k = min(AUTOATTACK_PROBE_SAMPLES, args.samples)
             probe = run_art(art, peer_module, x[:k], y[:k], make_attack=make_aa, eps=args.eps)
             estimate = probe["seconds"] * args.samples / k
@@ -271,7 +274,9 @@ def bench_model(name: str, args: argparse.Namespace, art: Any, x_all: torch.Tens
         else:
             n_aa = min(int(args.autoattack_samples), args.samples)
         xs, ys = x[:n_aa], y[:n_aa]
-        peer = run_art(art, peer_module, xs, ys, make_attack=make_aa, eps=args.eps)
+        peer = reusable_art(args, name, entry["sha256"], n_aa) if args.reuse_art else None
+        if peer is None:
+            peer = run_art(art, peer_module, xs, ys, make_attack=make_aa, eps=args.eps)
         print(f"  ART AutoAttack on {n_aa}: {peer['seconds']:.1f} s ({peer['robust_accuracy']:.3f})", flush=True)
         ours = run_modelsec(ours_model, xs, ys, preset="standard", eps=args.eps, seed=0)
         print(f"  modelsec standard on {n_aa}: {ours['seconds']:.1f} s ({ours['robust_accuracy']:.3f})", flush=True)
@@ -292,6 +297,36 @@ def bench_model(name: str, args: argparse.Namespace, art: Any, x_all: torch.Tens
             )
         entry["pairs"].append(pair)
     return entry
+
+
+def _previous_standard_pair(args: argparse.Namespace, name: str, sha256: str) -> dict[str, Any] | None:
+    if not args.out.exists():
+        return None
+    model = json.loads(args.out.read_text(encoding="utf-8")).get("models", {}).get(name, {})
+    if model.get("sha256") != sha256:
+        return None
+    pair = next((p for p in model.get("pairs", []) if p["pair"] == "standard"), None)
+    if pair is None or pair.get("config", model.get("config", {})).get("eps") != args.eps:
+        return None
+    return pair
+
+
+def previous_art_samples(args: argparse.Namespace, name: str, sha256: str) -> int | None:
+    """The image count of the stored ART AutoAttack run of this model (same weights, same eps), if any."""
+    pair = _previous_standard_pair(args, name, sha256)
+    return None if pair is None else int(pair["samples"])
+
+
+def reusable_art(args: argparse.Namespace, name: str, sha256: str, n: int) -> dict[str, Any] | None:
+    """ART AutoAttack's stored result on the same weights, eps and images (ART's side does not depend on
+    modelsec's presets), marked with the date it was measured; None when there is none to reuse."""
+    pair = _previous_standard_pair(args, name, sha256)
+    if pair is None or int(pair["samples"]) != n:
+        return None
+    art = dict(pair["art"])
+    art.setdefault("measured", pair.get("date", "unknown"))
+    art["reused"] = True
+    return art
 
 
 def merge_pairs(previous_entry: dict[str, Any], entry: dict[str, Any]) -> list[dict[str, Any]]:
@@ -352,6 +387,12 @@ def main(argv: list[str] | None = None) -> None:
         "when all of --samples would take ART more than 25 minutes",
     )
     p.add_argument("--autoattack-eps-step", type=float, default=None, help="ART AutoAttack eps_step (default eps)")
+    p.add_argument(
+        "--reuse-art",
+        action="store_true",
+        help="standard pair: reuse ART AutoAttack's stored result for the same weights, eps and images instead of "
+        "rerunning it (hours on a robust model); only modelsec's side is measured again, under today's load",
+    )
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--out", type=Path, default=HERE / "results" / "robustness_vs_art.json")
     p.add_argument(
