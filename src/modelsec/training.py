@@ -6,17 +6,21 @@ Seeded end to end: initialisation (under :func:`modelsec.seeding.seeded`) and ba
 
 from __future__ import annotations
 
+import copy
+import hashlib
 import json
 import time
-from dataclasses import asdict, dataclass, field
+from collections.abc import Callable, Mapping
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from torch import nn
 from torch.nn import functional
 
-from modelsec.data.dataset import Dataset
+from modelsec.data.dataset import Dataset, Splits
 from modelsec.errors import ConfigError
 from modelsec.models.base import eval_mode
 from modelsec.progress import NullProgress, Progress
@@ -53,14 +57,100 @@ class TrainingConfig:
 
 @dataclass
 class TrainingHistory:
+    """Per-epoch numbers of one training run.
+
+    ``train_loss`` and ``train_accuracy`` are measured on what the model was trained on (the adversarial examples,
+    for adversarial training); ``metrics`` holds further per-epoch series a defense records (for example the PGD
+    accuracy of a catastrophic-overfitting check), ``events`` what happened on the way (a collapse detected, best
+    weights restored), ``stop_reason`` why training ended before its last epoch (``None``: it ran them all).
+    """
+
     config: dict[str, Any]
     train_loss: list[float] = field(default_factory=list)
     train_accuracy: list[float] = field(default_factory=list)
     test_accuracy: list[float] = field(default_factory=list)
     seconds: float = 0.0
+    metrics: dict[str, list[float]] = field(default_factory=dict)
+    events: list[dict[str, Any]] = field(default_factory=list)
+    stop_reason: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> TrainingHistory:
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: copy.deepcopy(v) for k, v in d.items() if k in known})
+
+    @property
+    def epochs(self) -> int:
+        """Epochs completed."""
+        return len(self.train_loss)
+
+
+BatchLoss = Callable[[nn.Module, torch.Tensor, torch.Tensor, torch.Generator], tuple[torch.Tensor, torch.Tensor]]
+"""``batch_loss(module, x, y, generator) -> (loss, logits)``: the scalar loss of one mini-batch (what the optimizer
+descends) and the logits the training accuracy counts. ``generator`` is the loop's own generator for any random
+choice a loss makes (random starts of an inner attack), so a seeded run stays reproducible and resumable."""
+
+
+def cross_entropy_loss(
+    module: nn.Module, x: torch.Tensor, y: torch.Tensor, generator: torch.Generator
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Standard training's batch loss: the mean cross-entropy of the clean batch."""
+    logits = module(x)
+    return functional.cross_entropy(logits, y), logits
+
+
+@dataclass
+class TrainingState:
+    """Everything :func:`train_classifier` needs to continue a run exactly where it stopped: the model, the
+    optimizer and its learning-rate schedule, the two generators (batch order; the batch loss's random choices),
+    the history and the number of epochs completed. ``extra`` holds a caller's own state (a defense's best weights),
+    saved and restored with the rest.
+
+    :meth:`state_dict` holds only tensors and plain Python values, so a checkpoint of it loads with
+    ``torch.load(weights_only=True)``.
+    """
+
+    module: nn.Module
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LRScheduler | None
+    order_generator: torch.Generator
+    batch_generator: torch.Generator
+    history: TrainingHistory
+    epoch: int = 0
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "epoch": self.epoch,
+            "model": {k: v.detach().cpu().clone() for k, v in self.module.state_dict().items()},
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": None if self.scheduler is None else self.scheduler.state_dict(),
+            "order_generator": self.order_generator.get_state(),
+            "batch_generator": self.batch_generator.get_state(),
+            "history": self.history.to_dict(),
+            "extra": self.extra,
+        }
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        self.module.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        if (self.scheduler is None) != (state["scheduler"] is None):
+            raise ValueError("the checkpoint's learning-rate schedule differs from this run's")
+        if self.scheduler is not None:
+            self.scheduler.load_state_dict(state["scheduler"])
+        self.order_generator.set_state(state["order_generator"])
+        self.batch_generator.set_state(state["batch_generator"])
+        self.history = TrainingHistory.from_dict(state["history"])
+        self.epoch = int(state["epoch"])
+        self.extra = dict(state.get("extra") or {})
+
+
+EpochHook = Callable[[TrainingState], "str | None"]
+"""Called with the loop's state at the start or the end of each epoch; an end-of-epoch hook returns a reason to
+stop training now (recorded as ``history.stop_reason``), or ``None`` to go on."""
 
 
 @torch.no_grad()
@@ -75,6 +165,12 @@ def accuracy(module: nn.Module, data: Dataset, device: torch.device, batch_size:
     return correct / max(len(data), 1)
 
 
+def batch_seed(seed: int) -> int:
+    """The seed of the batch loss's generator, derived from the run's seed and apart from the batch-order one."""
+    digest = hashlib.sha256(f"modelsec/batch-loss/{int(seed)}".encode()).digest()
+    return int.from_bytes(digest[:8], "little") >> 1
+
+
 def train_classifier(
     module: nn.Module,
     train: Dataset,
@@ -83,9 +179,20 @@ def train_classifier(
     test: Dataset | None = None,
     device: str = "cpu",
     progress: Progress | None = None,
+    batch_loss: BatchLoss | None = None,
+    on_epoch_start: Callable[[TrainingState], None] | None = None,
+    on_epoch_end: EpochHook | None = None,
+    resume: Mapping[str, Any] | None = None,
 ) -> TrainingHistory:
-    """Train ``module`` in place on ``train``; report accuracy on ``test`` after each epoch if given."""
+    """Train ``module`` in place on ``train``; report accuracy on ``test`` after each epoch if given.
+
+    Adam, shuffled mini-batches, the schedule of ``config``. The override points make the same loop train with a
+    defense: ``batch_loss`` (default: cross-entropy of the clean batch), ``on_epoch_start`` / ``on_epoch_end``
+    hooks (the end hook may stop training and save a checkpoint of the state it is given), and ``resume``, a
+    :meth:`TrainingState.state_dict` to continue from. With none of them this is standard training, unchanged.
+    """
     progress = progress or NullProgress()
+    loss_fn = batch_loss or cross_entropy_loss
     dev = torch.device(device)
     module.to(dev)
     x = torch.from_numpy(train.x)
@@ -97,20 +204,33 @@ def train_classifier(
         if config.lr_schedule == "cosine"
         else None
     )
-    g = generator(config.seed)
-    history = TrainingHistory(config=asdict(config))
-    start = time.perf_counter()
+    state = TrainingState(
+        module=module,
+        optimizer=opt,
+        scheduler=schedule,
+        order_generator=generator(config.seed),
+        batch_generator=generator(batch_seed(config.seed)),
+        history=TrainingHistory(config=asdict(config)),
+    )
+    if resume is not None:
+        state.load_state_dict(resume)
+        module.to(dev)
+    history = state.history
+    start = time.perf_counter() - history.seconds
     was_training = module.training
-    for epoch in range(config.epochs):
+    for epoch in range(state.epoch, config.epochs):
+        if history.stop_reason is not None:
+            break
+        if on_epoch_start is not None:
+            on_epoch_start(state)
         module.train()
-        order = torch.randperm(len(train), generator=g)
+        order = torch.randperm(len(train), generator=state.order_generator)
         total_loss, correct = 0.0, 0
         with progress.task(f"epoch {epoch + 1}/{config.epochs}", total=len(train)) as advance:
             for i in range(0, len(order), config.batch_size):
                 idx = order[i : i + config.batch_size]
                 xb, yb = x[idx].to(dev), y[idx].to(dev)
-                logits = module(xb)
-                loss = functional.cross_entropy(logits, yb)
+                loss, logits = loss_fn(module, xb, yb, state.batch_generator)
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 opt.step()
@@ -127,6 +247,12 @@ def train_classifier(
                 f"epoch {epoch + 1}: loss {history.train_loss[-1]:.4f}, "
                 f"train acc {history.train_accuracy[-1]:.4f}, test acc {history.test_accuracy[-1]:.4f}"
             )
+        state.epoch = epoch + 1
+        history.seconds = time.perf_counter() - start
+        if on_epoch_end is not None:
+            reason = on_epoch_end(state)
+            if reason is not None:
+                history.stop_reason = reason
     module.train(was_training)
     history.seconds = time.perf_counter() - start
     return history
@@ -151,41 +277,77 @@ def train_and_save(
     the architecture, input shape, classes, bounds and data split (so ``modelsec audit --model OUT`` needs no
     other flags), plus the same metadata with the training history as ``OUT.json``. Returns the metadata."""
     from modelsec.data import load_splits
-    from modelsec.models.torch import save_safetensors
     from modelsec.models.zoo import build_architecture, default_architecture
     from modelsec.seeding import seeded
 
-    sidecar = out.with_name(out.name + ".json")
-    for path in (out, sidecar):
-        if path.exists() and not overwrite:
-            raise ConfigError(f"{path} exists; pass --overwrite to replace it")
-    if members is not None and members < 1:
-        raise ConfigError(f"--members must be >= 1, got {members}")
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise ConfigError("--device cuda was asked for but no CUDA device is available")
+    check_outputs(out, overwrite=overwrite)
+    check_run_options(members=members, device=device)
     splits = load_splits(data, seed=split_seed, data_dir=data_dir, label_column=label_column, bounds=bounds)
-    train = splits.members
-    if members is not None:
-        train = train.subset(torch.arange(min(members, len(train))).numpy())
+    train = training_set(splits, members)
     arch_name = arch or default_architecture(splits.input_shape)
     with seeded(config.seed):
         module = build_architecture(arch_name, splits.input_shape, splits.num_classes)
     history = train_classifier(module, train, config=config, test=splits.nonmembers, device=device, progress=progress)
-    metadata: dict[str, Any] = {
-        "arch": arch_name,
+    metadata = model_metadata(arch_name, splits, members_used=len(train))
+    full = {**metadata, "training": history.to_dict(), "modelsec_version": _version()}
+    save_model(module, out, metadata, full)
+    return full
+
+
+def output_paths(out: Path) -> tuple[Path, Path]:
+    """The weights file and the provenance JSON beside it (``OUT.json``)."""
+    return out, out.with_name(out.name + ".json")
+
+
+def check_outputs(out: Path, *, overwrite: bool) -> None:
+    """Refuse to replace an existing weights file or its JSON unless ``overwrite``."""
+    for path in output_paths(out):
+        if path.exists() and not overwrite:
+            raise ConfigError(f"{path} exists; pass --overwrite to replace it")
+
+
+def check_run_options(*, members: int | None, device: str) -> None:
+    """User errors in the options every training command shares, raised before any data is loaded."""
+    if members is not None and members < 1:
+        raise ConfigError(f"--members must be >= 1, got {members}")
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise ConfigError("--device cuda was asked for but no CUDA device is available")
+
+
+def training_set(splits: Splits, members: int | None) -> Dataset:
+    """The members split, or its first ``members`` records."""
+    train = splits.members
+    if members is not None:
+        train = train.subset(np.arange(min(members, len(train))))
+    return train
+
+
+def model_metadata(arch: str, splits: Splits, *, members_used: int) -> dict[str, Any]:
+    """What a saved model's header records, so ``modelsec audit --model OUT`` needs no other flags: the
+    architecture, input shape, classes, bounds, class names and the data split it was trained on."""
+    return {
+        "arch": arch,
         "input_shape": list(splits.input_shape),
         "num_classes": splits.num_classes,
         "bounds": list(splits.bounds),
         "class_names": list(splits.members.class_names) if splits.members.class_names else None,
-        "data": {"source": splits.source, "split_seed": splits.seed, "members_used": len(train)},
+        "data": {"source": splits.source, "split_seed": splits.seed, "members_used": members_used},
     }
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(out.name + ".tmp")
+
+
+def save_model(module: nn.Module, out: Path, metadata: dict[str, Any], provenance: dict[str, Any]) -> None:
+    """Write ``module``'s weights as safetensors with ``metadata`` in the header (atomically: a temporary file
+    renamed into place) and ``provenance`` as ``OUT.json``."""
+    from modelsec.models.torch import save_safetensors
+
+    weights, sidecar = output_paths(out)
+    weights.parent.mkdir(parents=True, exist_ok=True)
+    tmp = weights.with_name(weights.name + ".tmp")
     save_safetensors(module.cpu(), tmp, metadata)
-    tmp.replace(out)
-    full = {**metadata, "training": history.to_dict(), "modelsec_version": _version()}
-    sidecar.write_text(json.dumps(full, indent=2) + "\n", encoding="utf-8")
-    return full
+    tmp.replace(weights)
+    tmp_json = sidecar.with_name(sidecar.name + ".tmp")
+    tmp_json.write_text(json.dumps(provenance, indent=2) + "\n", encoding="utf-8")
+    tmp_json.replace(sidecar)
 
 
 def _version() -> str:
