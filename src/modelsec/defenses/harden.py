@@ -1,0 +1,134 @@
+"""``harden``: train an architecture with a defense and save it with its provenance.
+
+Writes, for ``out = models/at.safetensors``:
+
+- ``models/at.safetensors``: the weights; the header records the architecture, input shape, classes, bounds, class
+  names and data split (so ``modelsec audit --model`` needs no other flag) and ``defense`` (name, config,
+  guarantees);
+- ``models/at.safetensors.json``: the provenance: the same metadata plus the seed, the data hashes, the training
+  seconds and history (with any catastrophic-overfitting event), the guarantees and the versions;
+- ``models/at.safetensors.ckpt`` while training: the per-epoch checkpoint (:mod:`modelsec.defenses.checkpoint`),
+  resumed by a rerun of the same command and deleted once the model is saved.
+"""
+
+from __future__ import annotations
+
+import platform
+from collections.abc import Mapping
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from modelsec.data.dataset import Splits
+from modelsec.defenses.base import DefenseConfig, make_defense
+from modelsec.defenses.checkpoint import Checkpoint, checkpoint_path
+from modelsec.progress import NullProgress, Progress
+from modelsec.training import check_outputs, check_run_options, model_metadata, save_model, training_set
+
+
+def harden(
+    defense: str,
+    *,
+    data: str | Splits,
+    arch: str | None,
+    out: str | Path,
+    config: Mapping[str, Any] | DefenseConfig | None = None,
+    split_seed: int = 0,
+    members: int | None = None,
+    data_dir: str | None = None,
+    label_column: str = "label",
+    bounds: tuple[float, float] | None = None,
+    device: str = "cpu",
+    progress: Progress | None = None,
+    overwrite: bool = False,
+    resume: bool = True,
+) -> dict[str, Any]:
+    """Train the architecture ``arch`` on the data's members split with the registered ``defense`` and save it.
+
+    Args:
+        defense: a name in :data:`~modelsec.defenses.DEFENSES` (``modelsec list defenses``).
+        data: a data set name or file, or :class:`Splits`; training uses the members split (its first
+            ``members`` records if given), the non-members give the per-epoch test accuracy.
+        arch: a built-in architecture (``None``: small-cnn for images, mlp otherwise).
+        out: the weights file; the provenance goes to ``OUT.json``, the checkpoint to ``OUT.ckpt``.
+        config: the defense's options (a dict, or its config dataclass), validated before anything else runs.
+        resume: continue from ``OUT.ckpt`` when it is a checkpoint of this same run (defense, config,
+            architecture, data); ``False`` ignores and replaces it.
+
+    Returns the provenance written to ``OUT.json``. Raises :class:`~modelsec.errors.ConfigError` for a bad
+    option, an existing output without ``overwrite``, or a checkpoint of another run.
+
+    """
+    from modelsec import __version__
+    from modelsec.data import load_splits
+    from modelsec.models.zoo import build_architecture, default_architecture
+    from modelsec.seeding import seeded
+
+    progress = progress or NullProgress()
+    impl = make_defense(defense, config)
+    cfg = impl.config
+    out = Path(out)
+    check_outputs(out, overwrite=overwrite)
+    check_run_options(members=members, device=device)
+    if isinstance(data, Splits):
+        splits = data
+    else:
+        splits = load_splits(data, seed=split_seed, data_dir=data_dir, label_column=label_column, bounds=bounds)
+    train = training_set(splits, members)
+    impl.check_data(train)
+    arch_name = arch or default_architecture(splits.input_shape)
+    with seeded(cfg.seed):
+        module = build_architecture(arch_name, splits.input_shape, splits.num_classes)
+
+    data_hashes = {"train": train.sha256(), "test": splits.nonmembers.sha256()}
+    run = {
+        "defense": impl.name,
+        "config": cfg.to_dict(),
+        "arch": arch_name,
+        "input_shape": list(splits.input_shape),
+        "num_classes": splits.num_classes,
+        "bounds": list(splits.bounds),
+        "data_sha256": data_hashes,
+    }
+    checkpoint = Checkpoint(checkpoint_path(out), run)
+    state = checkpoint.load() if resume else None
+    if not resume:
+        checkpoint.delete()
+    resumed_from = int(state["epoch"]) if state is not None else 0
+    if resumed_from:
+        progress.note(f"resuming from {checkpoint.path} after epoch {resumed_from}/{cfg.epochs}")
+
+    history = impl.fit(
+        module,
+        train,
+        test=splits.nonmembers,
+        device=device,
+        progress=progress,
+        resume=state,
+        after_epoch=checkpoint.save,
+    )
+    guarantees = impl.guarantees().to_dict()
+    metadata = {
+        **model_metadata(arch_name, splits, members_used=len(train)),
+        "defense": {"name": impl.name, "config": cfg.to_dict(), "guarantees": guarantees},
+    }
+    provenance = {
+        **metadata,
+        "seed": cfg.seed,
+        "data_sha256": data_hashes,
+        "training_seconds": history.seconds,
+        "epochs_completed": history.epochs,
+        "resumed_from_epoch": resumed_from or None,
+        "stop_reason": history.stop_reason,
+        "training": history.to_dict(),
+        "guarantees": guarantees,
+        "device": device,
+        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "versions": {"modelsec": __version__, "torch": torch.__version__, "python": platform.python_version()},
+        "modelsec_version": __version__,
+    }
+    save_model(module, out, metadata, provenance)
+    checkpoint.delete()
+    return provenance
