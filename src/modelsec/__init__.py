@@ -5,6 +5,8 @@ Python API::
     import modelsec
     result = modelsec.audit(data="fashion-mnist", eps=(0.1,), samples=200, out="runs/quick")
     print(result.verdict.headline)
+    modelsec.harden("pgd-at", data="fashion-mnist", arch="small-cnn", out="models/at.safetensors",
+                    config={"eps": 0.1})
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ if TYPE_CHECKING:
     from torch import nn
 
     from modelsec.data.dataset import Splits
+    from modelsec.defenses.base import DefenseConfig
     from modelsec.models.base import Classifier
     from modelsec.models.loading import LoadedModel
     from modelsec.results import AuditResult
@@ -60,6 +63,47 @@ def audit(
     ).result
 
 
+def harden(
+    defense: str,
+    *,
+    data: str | Splits,
+    arch: str | None,
+    out: str | Path,
+    config: dict[str, Any] | DefenseConfig | None = None,
+    split_seed: int = 0,
+    members: int | None = None,
+    device: str = "cpu",
+    overwrite: bool = False,
+    resume: bool = True,
+    **options: Any,
+) -> dict[str, Any]:
+    """Train ``arch`` on the data's members split with a registered defense ("pgd-at", "trades", "fgsm-rs",
+    "standard", ...; see :data:`modelsec.defenses.DEFENSES`) and write safetensors weights (``out``), their
+    provenance (``OUT.json``) and, while training, a resumable per-epoch checkpoint (``OUT.ckpt``).
+
+    ``config`` holds the defense's options, validated before anything runs; further ``options`` (``data_dir``,
+    ``label_column``, ``bounds``, ``progress``) go to :func:`modelsec.defenses.harden`. Returns the provenance.
+
+    >>> modelsec.harden("pgd-at", data="digits", arch="mlp", out="models/digits-at.safetensors",
+    ...                 config={"eps": 0.1, "epochs": 10})  # doctest: +SKIP
+    """
+    from modelsec.defenses import harden as _harden
+
+    return _harden(
+        defense,
+        data=data,
+        arch=arch,
+        out=out,
+        config=config,
+        split_seed=split_seed,
+        members=members,
+        device=device,
+        overwrite=overwrite,
+        resume=resume,
+        **options,
+    )
+
+
 def load_model(path: str | Path | None = None, **kwargs: Any) -> LoadedModel:
     """Load a model file safely; see :func:`modelsec.models.load_model`."""
     from modelsec.models.loading import load_model as _load
@@ -74,4 +118,4 @@ def load_data(source: str, **kwargs: Any) -> Splits:
     return load_splits(source, **kwargs)
 
 
-__all__ = ["__version__", "audit", "load_data", "load_model"]
+__all__ = ["__version__", "audit", "harden", "load_data", "load_model"]

@@ -366,6 +366,134 @@ def train(
         )
 
 
+def _harden_config(config_json: str | None, flags: dict[str, Any]) -> dict[str, Any]:
+    """The defense's options: ``--config-json`` (an object), overridden by the per-option flags that were given."""
+    config: dict[str, Any] = {}
+    if config_json is not None:
+        try:
+            parsed = json.loads(config_json)
+        except json.JSONDecodeError as e:
+            raise ConfigError(f"--config-json is not valid JSON ({e})") from None
+        if not isinstance(parsed, dict):
+            raise ConfigError(f"--config-json must be a JSON object of options, got {config_json!r}")
+        config.update(parsed)
+    config.update({k: v for k, v in flags.items() if v is not None})
+    return config
+
+
+@cli.command()
+@click.option("--defense", required=True, help="Defense by name (see `modelsec list defenses`).")
+@click.option(
+    "--config-json",
+    default=None,
+    help='The defense\'s options as a JSON object, e.g. \'{"eps": 0.1, "steps": 7}\'; the flags below override it.',
+)
+@click.option("--arch", default=None, help="Built-in architecture (default: small-cnn for images, mlp otherwise).")
+@click.option(
+    "--data", default="fashion-mnist", show_default=True, help="Data set name or file; trains on its members split."
+)
+@with_data_options
+@click.option(
+    "--out",
+    "out_path",
+    type=click.Path(dir_okay=False),
+    required=True,
+    help="Weights file to write (safetensors); provenance goes to OUT.json, the per-epoch checkpoint to OUT.ckpt.",
+)
+@click.option("--epochs", type=int, default=None, help="Training epochs (default: the defense's, 8).")
+@click.option("--batch-size", type=int, default=None, help="Mini-batch size (default 128).")
+@click.option("--lr", type=float, default=None, help="Adam learning rate (default 1e-3).")
+@click.option("--weight-decay", type=float, default=None, help="Adam weight decay (default 0).")
+@click.option("--lr-schedule", type=click.Choice(["cosine", "constant"]), default=None, help="Default cosine.")
+@click.option("--seed", type=int, default=None, help="Seed of initialisation, batch order and attacks (default 0).")
+@click.option("--eps", type=float, default=None, help="Adversarial training: the training budget in input units.")
+@click.option("--norm", type=click.Choice(["linf", "l2"]), default=None, help="Adversarial training: default linf.")
+@click.option("--steps", type=int, default=None, help="PGD-AT / TRADES: steps of the inner attack.")
+@click.option("--step-size", type=float, default=None, help="Adversarial training: inner attack step (input units).")
+@click.option("--beta", type=float, default=None, help="TRADES: weight of the robustness term (default 6).")
+@click.option("--eps-warmup-epochs", type=int, default=None, help="Adversarial training: grow eps over N epochs.")
+@click.option("--members", type=int, default=None, help="Train on only the first N members (default: all).")
+@click.option("--overwrite", is_flag=True, help="Replace an existing output file.")
+@click.option("--no-resume", is_flag=True, help="Ignore (and replace) a checkpoint OUT.ckpt left by an earlier run.")
+@device_option
+@quiet_option
+def harden(
+    defense: str,
+    config_json: str | None,
+    arch: str | None,
+    data: str,
+    data_dir: str | None,
+    label_column: str,
+    bounds: str | None,
+    split_seed: int | None,
+    out_path: str,
+    epochs: int | None,
+    batch_size: int | None,
+    lr: float | None,
+    weight_decay: float | None,
+    lr_schedule: str | None,
+    seed: int | None,
+    eps: float | None,
+    norm: str | None,
+    steps: int | None,
+    step_size: float | None,
+    beta: float | None,
+    eps_warmup_epochs: int | None,
+    members: int | None,
+    overwrite: bool,
+    no_resume: bool,
+    device: str,
+    quiet: bool,
+) -> None:
+    """Train a model with a defense (adversarial training, ...) and save it as safetensors with its provenance.
+
+    Resumable: after each epoch a checkpoint OUT.ckpt is written; rerunning the same command continues from it.
+    """
+    from modelsec.defenses import harden as run_harden
+    from modelsec.defenses import make_defense
+
+    flags = {
+        "epochs": epochs,
+        "batch_size": batch_size,
+        "lr": lr,
+        "weight_decay": weight_decay,
+        "lr_schedule": lr_schedule,
+        "seed": seed,
+        "eps": eps,
+        "norm": norm,
+        "steps": steps,
+        "step_size": step_size,
+        "beta": beta,
+        "eps_warmup_epochs": eps_warmup_epochs,
+    }
+    config = make_defense(defense, _harden_config(config_json, flags)).config  # validated before the data loads
+    result = run_harden(
+        defense,
+        data=data,
+        arch=arch,
+        out=Path(out_path),
+        config=config,
+        split_seed=split_seed or 0,
+        members=members,
+        data_dir=data_dir,
+        label_column=label_column,
+        bounds=_parse_bounds(bounds),
+        device=device,
+        progress=_progress(quiet),
+        overwrite=overwrite,
+        resume=not no_resume,
+    )
+    if result["stop_reason"]:
+        click.echo(f"stopped early: {result['stop_reason']}", err=True)
+    if not quiet:
+        test_accuracy = result["training"]["test_accuracy"]
+        accuracy = f", test accuracy {test_accuracy[-1]:.2%}" if test_accuracy else ""
+        click.echo(
+            f"saved {out_path} ({result['defense']['name']}, {result['arch']}{accuracy}; "
+            f"{result['guarantees']['summary']}) and {out_path}.json"
+        )
+
+
 @cli.group()
 def runs() -> None:
     """Inspect the run store."""
@@ -437,12 +565,13 @@ def report(result_json: str, out_path: str) -> None:
 
 
 @cli.command("list")
-@click.argument("kind", type=click.Choice(["attacks", "architectures", "datasets", "all"]), default="all")
+@click.argument("kind", type=click.Choice(["attacks", "architectures", "datasets", "defenses", "all"]), default="all")
 def list_plugins(kind: str) -> None:
-    """List what the registries hold: attacks, architectures, data sets."""
+    """List what the registries hold: attacks, architectures, data sets, defenses."""
     from modelsec.attacks.evasion import EVASION_ATTACKS
     from modelsec.attacks.privacy import MEMBERSHIP_ATTACKS
     from modelsec.data import DATASETS
+    from modelsec.defenses import DEFENSES
     from modelsec.models.zoo import ARCHITECTURES
 
     if kind in ("attacks", "all"):
@@ -452,6 +581,8 @@ def list_plugins(kind: str) -> None:
         click.echo("architectures:      " + ", ".join(ARCHITECTURES.names()))
     if kind in ("datasets", "all"):
         click.echo("data sets:          " + ", ".join(DATASETS.names()) + " (or a .npz / .csv file)")
+    if kind in ("defenses", "all"):
+        click.echo("defenses:           " + ", ".join(DEFENSES.names()))
 
 
 def _show_warning(message: Any, category: Any, filename: str, lineno: int, file: Any = None, line: Any = None) -> None:
