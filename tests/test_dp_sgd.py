@@ -332,13 +332,21 @@ def test_poisson_sampler_inclusion_rate() -> None:
 def test_batchnorm_is_replaced_with_a_warning_or_refused(cheap_accounting: None) -> None:
     def bn_model() -> nn.Module:
         with seeded(0):
-            return nn.Sequential(nn.Linear(FEATURES, 16), nn.BatchNorm1d(16), nn.ReLU(), nn.Linear(16, CLASSES))
+            return nn.Sequential(
+                nn.Linear(FEATURES, 16),
+                nn.BatchNorm1d(16),
+                nn.ReLU(),
+                nn.Linear(16, 16),
+                nn.BatchNorm1d(16, affine=False),  # no parameters, but still mixes the batch and keeps statistics
+                nn.Linear(16, CLASSES),
+            )
 
     model = bn_model()
     with pytest.warns(BatchNormReplacedWarning, match="BatchNorm"):
         report = train_dp_sgd(model, blobs(128, 8), DPSGDConfig(noise_multiplier=1.0, batch_size=32, epochs=1))
-    assert isinstance(model[1], nn.GroupNorm)  # replaced in the caller's own module
-    assert any("BatchNorm1d replaced by GroupNorm" in w for w in report.warnings)
+    assert isinstance(model[1], nn.GroupNorm) and isinstance(model[4], nn.GroupNorm)  # in the caller's module
+    assert not any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules())
+    assert sum("BatchNorm1d replaced by GroupNorm" in w for w in report.warnings) == 2
     with pytest.raises(ConfigError, match="batchnorm='replace'"):
         train_dp_sgd(bn_model(), blobs(128, 8), DPSGDConfig(noise_multiplier=1.0, batch_size=32, batchnorm="refuse"))
 

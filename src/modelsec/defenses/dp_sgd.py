@@ -393,32 +393,45 @@ class DPSGDStep:
 
 
 def make_private_compatible(module: nn.Module, *, batchnorm: str = "replace") -> list[str]:
-    """Replace, in place, the submodules that Opacus's ``ModuleValidator`` can fix (BatchNorm -> GroupNorm, ...),
-    or refuse them with ``batchnorm="refuse"``; then validate. Returns one message per replacement."""
+    """Make ``module`` DP-trainable in place: every BatchNorm (with or without affine parameters: its running
+    statistics and its batch-wide normalisation both depend on other examples) becomes a GroupNorm, freshly
+    initialised, with a :class:`BatchNormReplacedWarning` (or is refused with ``batchnorm="refuse"``); the other
+    layers that Opacus's ``ModuleValidator`` flags (LSTM, GRU, MultiheadAttention, InstanceNorm with running
+    statistics) get Opacus's equivalent replacement. Returns one message per replacement."""
     from opacus.validators import ModuleValidator
+    from torch.nn.modules.batchnorm import _BatchNorm
 
     messages: list[str] = []
     for name, sub in list(module.named_modules()):
+        is_batchnorm = isinstance(sub, _BatchNorm)
         fixer = ModuleValidator.FIXERS.get(type(sub))
-        if fixer is None or not any(p.requires_grad for p in sub.parameters(recurse=False)):
+        if is_batchnorm:
+            fixer = fixer or ModuleValidator.FIXERS[nn.BatchNorm2d]  # a subclass: the same GroupNorm conversion
+        elif fixer is None or not ModuleValidator.VALIDATORS[type(sub)](sub):
             continue
         if name == "":
             raise ConfigError(f"the model itself is a {type(sub).__name__}, which DP training cannot use")
-        if batchnorm == "refuse":
+        if is_batchnorm and batchnorm == "refuse":
             raise ConfigError(
                 f"layer {name!r} ({type(sub).__name__}) is not compatible with DP-SGD: BatchNorm mixes the examples "
                 "of a batch, so one example's influence is not bounded by its own clipped gradient. Replace it "
                 "with GroupNorm (pass batchnorm='replace') or use a model without it"
             )
         replacement = fixer(sub)
-        device = next(sub.parameters()).device
-        replacement.to(device)
-        parent = module.get_submodule(name.rpartition(".")[0]) if "." in name else module
-        parent._modules[name.rpartition(".")[2]] = replacement
-        messages.append(
-            f"layer {name!r}: {type(sub).__name__} replaced by {replacement!r} (Opacus ModuleValidator.fix), "
-            "freshly initialised, because BatchNorm is not differentially private"
-        )
+        reference = next(iter([*sub.parameters(), *sub.buffers()]), None)
+        if reference is not None:
+            replacement.to(reference.device)
+        parent_name, _, child = name.rpartition(".")
+        module.get_submodule(parent_name)._modules[child] = replacement
+        if is_batchnorm:
+            message = (
+                f"layer {name!r}: {type(sub).__name__} replaced by {replacement!r}, freshly initialised (Opacus "
+                "ModuleValidator fixer): BatchNorm is not differentially private"
+            )
+            warnings.warn(message, BatchNormReplacedWarning, stacklevel=3)
+        else:
+            message = f"layer {name!r}: {type(sub).__name__} replaced by Opacus's DP-compatible {replacement!r}"
+        messages.append(message)
     errors = ModuleValidator.validate(module, strict=False)
     errors = [e for e in errors if "training mode" not in str(e)]
     if errors:
@@ -510,9 +523,7 @@ def train_dp_sgd(
     was_training = module.training
     module.to(dev)
     module.train()
-    for message in make_private_compatible(module, batchnorm=config.batchnorm):
-        warnings.warn(message, BatchNormReplacedWarning, stacklevel=2)
-        notes.append(message)
+    notes.extend(make_private_compatible(module, batchnorm=config.batchnorm))
 
     sampler_seed, noise_seed, torch_seed = (int(s) for s in np.random.SeedSequence(config.seed).generate_state(3))
     x_all = torch.from_numpy(np.ascontiguousarray(train.x, dtype=np.float32))
