@@ -142,13 +142,16 @@ def batch_of(data: Dataset, n: int) -> tuple[torch.Tensor, torch.Tensor]:
     return torch.from_numpy(data.x[:n]), torch.from_numpy(data.y[:n])
 
 
+def inputs_for(make: Any, n: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    if make is small_cnn:
+        return torch.rand((n, 1, 8, 8), generator=generator(seed)), torch.arange(n) % CLASSES
+    return batch_of(blobs(n, seed), n)
+
+
 @pytest.mark.parametrize("mode", ["ghost", "hooks"])
 @pytest.mark.parametrize("make", [mlp, small_cnn])
 def test_no_noise_huge_clip_equals_plain_sgd_step(mode: str, make: Any) -> None:
-    if make is small_cnn:
-        x, y = torch.rand((8, 1, 8, 8), generator=generator(3)), torch.arange(8) % CLASSES
-    else:
-        x, y = batch_of(blobs(8, 3), 8)
+    x, y = inputs_for(make, 8, 3)
     dp_model, plain = make(), make()
     with DPSGDStep(
         dp_model,
@@ -168,10 +171,11 @@ def test_no_noise_huge_clip_equals_plain_sgd_step(mode: str, make: Any) -> None:
 
 
 @pytest.mark.parametrize("mode", ["ghost", "hooks"])
-def test_clipped_update_matches_per_example_reference(mode: str) -> None:
-    x, y = batch_of(blobs(16, 4), 16)
+@pytest.mark.parametrize("make", [mlp, small_cnn])  # ghost norms for Linear, per-example norms for Conv2d
+def test_clipped_update_matches_per_example_reference(mode: str, make: Any) -> None:
+    x, y = inputs_for(make, 16, 4)
     clip = 0.05
-    model = mlp()
+    model = make()
     reference = per_example_reference(model, x, y)
     norms = torch.stack([torch.sqrt(sum((g**2).sum() for g in grads)) for grads in reference])
     assert (norms > clip).all()  # every example is actually clipped
