@@ -281,7 +281,7 @@ def run_audit(
 
     # Membership: seeded samples of members and non-members, reference models when asked for.
     t = time.perf_counter()
-    privacy, exposed_images = _membership(
+    privacy, exposed_images, candidates_sha256 = _membership(
         classifier, splits, config, mia_plan, info, meta, overlaps, rng, store, progress
     )
     timings["privacy"] = time.perf_counter() - t
@@ -302,6 +302,9 @@ def run_audit(
         "membership_attacks": [a.attack for a in privacy.attacks],
         "device": device,
         "verdict_rule": RULE,
+        # content hashes of the records attacked and of the membership candidates: equal hashes, same records
+        "samples_sha256": splits.nonmembers.subset(idx).sha256(),
+        "mia_candidates_sha256": candidates_sha256,
     }
     from modelsec.store.runs import new_run_id
 
@@ -367,9 +370,9 @@ def _membership(
     rng: np.random.Generator,
     store: Any,
     progress: Progress,
-) -> tuple[PrivacyResult, np.ndarray | None]:
-    """The membership-inference part of an audit: its result and the most exposed members' inputs (for the
-    report's thumbnails, images only)."""
+) -> tuple[PrivacyResult, np.ndarray | None, str]:
+    """The membership-inference part of an audit: its result, the most exposed members' inputs (for the
+    report's thumbnails, images only) and a content hash of the candidates (members, then non-members)."""
     reference = config.reference_config()
     attacks, notes = plan[0], list(plan[1])
     recorded_size = (meta.get("data") or {}).get("members_used")
@@ -434,7 +437,8 @@ def _membership(
     # report each record by its index in the members split, which the user can look up
     exposed = [replace(e, member_index=int(pool.member_source[e.member_index])) for e in exposed]
     privacy = PrivacyResult(attacks=results, notes=notes, exposed_records=exposed, compute=compute)
-    return privacy, images
+    candidates = pool.records.subset(np.concatenate([pool.members, pool.nonmembers])).sha256()
+    return privacy, images, candidates
 
 
 def _classifier(
