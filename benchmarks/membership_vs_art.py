@@ -573,7 +573,7 @@ def art_split(
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--train-size", type=int, default=2000, help="target training records (the first N members)")
-    p.add_argument("--epochs", type=int, default=30, help="epochs of the target and of every reference model")
+    p.add_argument("--epochs", type=int, default=100, help="epochs of the target and of every reference model")
     p.add_argument(
         "--reference-models",
         type=parse_counts,
