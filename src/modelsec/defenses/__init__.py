@@ -19,7 +19,7 @@ modelsec.errors.ConfigError: pgd-at: eps must be > 0 (in input units), got -1.0
 
 from __future__ import annotations
 
-from modelsec.defenses import adversarial_training, standard
+from modelsec.defenses import adversarial_training, membership, standard
 from modelsec.defenses.adversarial_training import (
     FGSMRS,
     PGDAT,
@@ -34,21 +34,35 @@ from modelsec.defenses.adversarial_training import (
 from modelsec.defenses.base import DEFENSES, Defense, DefenseConfig, Guarantees, make_defense
 from modelsec.defenses.checkpoint import Checkpoint, checkpoint_path
 from modelsec.defenses.harden import harden
+from modelsec.defenses.membership import (
+    DMP,
+    DMPConfig,
+    OutputHardeningConfig,
+    OutputHardeningDefense,
+    Regularised,
+    RegularisedConfig,
+)
 from modelsec.defenses.standard import Standard, StandardConfig
 
 __all__ = [
     "DEFENSES",
+    "DMP",
     "FGSMRS",
     "PGDAT",
     "TRADES",
     "AdversarialTraining",
     "AdversarialTrainingConfig",
     "Checkpoint",
+    "DMPConfig",
     "Defense",
     "DefenseConfig",
     "FGSMRSConfig",
     "Guarantees",
+    "OutputHardeningConfig",
+    "OutputHardeningDefense",
     "PGDATConfig",
+    "Regularised",
+    "RegularisedConfig",
     "Standard",
     "StandardConfig",
     "TRADESConfig",
@@ -56,6 +70,7 @@ __all__ = [
     "checkpoint_path",
     "harden",
     "make_defense",
+    "membership",
     "perturb",
     "standard",
 ]

@@ -23,6 +23,7 @@ import types
 import typing
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, ClassVar
 
 import torch
@@ -148,6 +149,7 @@ class Defense(abc.ABC):
             )
         self.config: DefenseConfig = config
         self.progress: Progress = NullProgress()
+        self.population: Dataset | None = None
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.config!r})"
@@ -155,6 +157,27 @@ class Defense(abc.ABC):
     @abc.abstractmethod
     def guarantees(self) -> Guarantees:
         """What the trained model is guaranteed to have (and, as important, what it is not)."""
+
+    def use_population(self, population: Dataset | None) -> None:
+        """Hand over the data's population records (the splits' ``population``: neither members nor the test set),
+        for defenses that need records they do not train on with labels (DMP's reference set, a validation slice
+        for early stopping); they read ``self.population``. :func:`~modelsec.defenses.harden` calls this before
+        :meth:`check_data`."""
+        self.population = population
+
+    def header_metadata(self) -> dict[str, Any]:
+        """Entries the saved model's safetensors header gets besides the architecture, data and ``defense`` record,
+        read back by :func:`~modelsec.models.load_model` (output hardening's ``"output"``); default none."""
+        return {}
+
+    def wrap_model_file(self, base: Path, out: Path, *, overwrite: bool = False) -> dict[str, Any]:
+        """Harden the trained model file ``base`` without training and write it to ``out``; returns the provenance.
+        Only defenses that wrap a trained model can (output hardening); the others train and refuse."""
+        wrapping = [n for n in DEFENSES.names() if DEFENSES.get(n).wrap_model_file is not Defense.wrap_model_file]
+        raise ConfigError(
+            f"{self.name} trains a model and cannot harden an existing one; --base (base=) is for "
+            f"{', '.join(wrapping) or 'none of the registered defenses'}"
+        )
 
     def check_data(self, train: Dataset) -> None:
         """Raise :class:`ConfigError` if the configuration does not fit the data (called before training)."""

@@ -44,6 +44,7 @@ def harden(
     progress: Progress | None = None,
     overwrite: bool = False,
     resume: bool = True,
+    base: str | Path | None = None,
 ) -> dict[str, Any]:
     """Train the architecture ``arch`` on the data's members split with the registered ``defense`` and save it.
 
@@ -56,6 +57,8 @@ def harden(
         config: the defense's options (a dict, or its config dataclass), validated before anything else runs.
         resume: continue from ``OUT.ckpt`` when it is a checkpoint of this same run (defense, config,
             architecture, data); ``False`` ignores and replaces it.
+        base: harden this trained model file instead of training (defenses that wrap a model: output-hardening);
+            ``data``, ``arch`` and the data options are then unused, the base file's own records are kept.
 
     Returns the provenance written to ``OUT.json``. Raises :class:`~modelsec.errors.ConfigError` for a bad
     option, an existing output without ``overwrite``, or a checkpoint of another run.
@@ -70,6 +73,8 @@ def harden(
     impl = make_defense(defense, config)
     cfg = impl.config
     out = Path(out)
+    if base is not None:
+        return impl.wrap_model_file(Path(base), out, overwrite=overwrite)
     check_outputs(out, overwrite=overwrite)
     check_run_options(members=members, device=device)
     if isinstance(data, Splits):
@@ -77,6 +82,7 @@ def harden(
     else:
         splits = load_splits(data, seed=split_seed, data_dir=data_dir, label_column=label_column, bounds=bounds)
     train = training_set(splits, members)
+    impl.use_population(splits.population)
     impl.check_data(train)
     arch_name = arch or default_architecture(splits.input_shape)
     with seeded(cfg.seed):
@@ -112,6 +118,7 @@ def harden(
     guarantees = impl.guarantees().to_dict()
     metadata = {
         **model_metadata(arch_name, splits, members_used=len(train)),
+        **impl.header_metadata(),
         "defense": {"name": impl.name, "config": cfg.to_dict(), "guarantees": guarantees},
     }
     provenance = {

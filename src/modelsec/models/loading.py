@@ -17,8 +17,9 @@ from typing import Any
 import torch
 
 from modelsec.errors import ConfigError, ModelLoadError, UnsafeModelError
-from modelsec.models.base import Classifier
+from modelsec.models.base import Capability, Classifier
 from modelsec.models.formats import ModelFormat, detect_format
+from modelsec.models.output import harden_output
 from modelsec.models.torch import (
     load_exported,
     load_state_dict_into,
@@ -84,6 +85,10 @@ def load_model(
         input_shape, num_classes, bounds: from the data when the file does not record them.
         trust_model: allow pickle-based files (still loaded with ``weights_only=True``).
         device: "cpu" or "cuda".
+
+    A safetensors header that records ``"output"`` (output hardening, :mod:`modelsec.models.output`) gets its
+    module wrapped so that it returns what the hardened API reveals, and the classifier the capability of that
+    API (labels only, or scores without gradients).
     """
     p = bundled_model_path() if path is None else Path(path)
     fmt = check_loadable(p, trust_model=trust_model)
@@ -123,6 +128,15 @@ def load_model(
             raise ConfigError("the input shape and number of classes are unknown; pass --data")
         module = build_architecture(resolved_arch, shape, num_classes)
         load_state_dict_into(module, state, str(p))
+    capability = Capability.GRADIENTS
+    if "output" in metadata:  # output hardening: the module returns what the hardened API reveals, no more
+        try:
+            hardened = harden_output(module, metadata["output"])
+            if num_classes:
+                hardened.check_classes(num_classes)
+        except ConfigError as e:
+            raise ModelLoadError(f"{str(p)!r} records an output hardening this modelsec cannot apply: {e}") from None
+        module, capability = hardened, hardened.capability
 
     if shape is None:
         raise ConfigError("the input shape is unknown; pass --data")
@@ -142,6 +156,7 @@ def load_model(
         input_shape=tuple(shape),
         num_classes=num_classes,
         bounds=(float(bounds[0]), float(bounds[1])),
+        capability=capability,
         device=device,
         name=p.name,
     )
