@@ -415,6 +415,12 @@ def _harden_config(config_json: str | None, flags: dict[str, Any]) -> dict[str, 
 @click.option("--members", type=int, default=None, help="Train on only the first N members (default: all).")
 @click.option("--overwrite", is_flag=True, help="Replace an existing output file.")
 @click.option("--no-resume", is_flag=True, help="Ignore (and replace) a checkpoint OUT.ckpt left by an earlier run.")
+@click.option(
+    "--base",
+    type=click.Path(exists=True, dir_okay=False),
+    default=None,
+    help="output-hardening: harden this trained model file (safetensors) instead of training; --data, --arch unused.",
+)
 @device_option
 @quiet_option
 def harden(
@@ -442,6 +448,7 @@ def harden(
     members: int | None,
     overwrite: bool,
     no_resume: bool,
+    base: str | None,
     device: str,
     quiet: bool,
 ) -> None:
@@ -482,11 +489,12 @@ def harden(
         progress=_progress(quiet),
         overwrite=overwrite,
         resume=not no_resume,
+        base=base,
     )
     if result["stop_reason"]:
         click.echo(f"stopped early: {result['stop_reason']}", err=True)
     if not quiet:
-        test_accuracy = result["training"]["test_accuracy"]
+        test_accuracy = (result["training"] or {}).get("test_accuracy")  # None: a model hardened without training
         accuracy = f", test accuracy {test_accuracy[-1]:.2%}" if test_accuracy else ""
         click.echo(
             f"saved {out_path} ({result['defense']['name']}, {result['arch']}{accuracy}; "
