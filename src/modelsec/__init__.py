@@ -7,6 +7,8 @@ Python API::
     print(result.verdict.headline)
     modelsec.harden("pgd-at", data="fashion-mnist", arch="small-cnn", out="models/at.safetensors",
                     config={"eps": 0.1})
+    comparison = modelsec.compare("models/base.safetensors", "models/at.safetensors", out="runs/compare")
+    print(comparison.recommendation.outcome())
 """
 
 from __future__ import annotations
@@ -19,10 +21,12 @@ __version__ = "0.1.0"
 if TYPE_CHECKING:
     from torch import nn
 
+    from modelsec.comparison import Comparison
     from modelsec.data.dataset import Splits
     from modelsec.defenses.base import DefenseConfig
     from modelsec.models.base import Classifier
     from modelsec.models.loading import LoadedModel
+    from modelsec.progress import Progress
     from modelsec.results import AuditResult
 
 
@@ -104,6 +108,67 @@ def harden(
     )
 
 
+def compare(
+    baseline: str | Path,
+    *hardened: str | Path,
+    data: str | Splits | None = None,
+    out: str | Path | None = None,
+    config: Any = None,
+    store: str | Path | bool | Any = False,
+    progress: Progress | None = None,
+    max_accuracy_drop: float = 5.0,
+    trust_model: bool = False,
+    device: str = "cpu",
+    **audit_kwargs: Any,
+) -> Comparison:
+    """Run the same audit on a baseline and its hardened variants and recommend one; see
+    :mod:`modelsec.audits.compare` and the rule in :func:`modelsec.comparison.rule_text`.
+
+    Args:
+        baseline, hardened: model files (safetensors, ``.pt2``, or pickle-based with ``trust_model``).
+        data: a data set name or file, or :class:`Splits`; ``None`` uses the data the baseline records.
+        out: folder for ``comparison.json``, ``comparison.html``, ``comparison.md`` and one audit folder per model.
+        config: an :class:`~modelsec.audits.AuditConfig` shared by every audit; or give its fields as
+            ``audit_kwargs`` (``eps``, ``samples``, ``preset``, ``mia_samples``, ``reference_models``, ``seed``, ...).
+        store: record each audit in a SQLite store (``True``: the default store, or a path, or a ``RunStore``);
+            reference models are cached there, or in a temporary folder for this comparison when ``False``.
+        max_accuracy_drop: the rule's N, in percentage points of clean accuracy below the baseline's.
+
+    >>> c = modelsec.compare("models/base.safetensors", "models/at.safetensors", eps=(0.1,),
+    ...                      preset="quick", out="runs/compare")  # doctest: +SKIP
+    >>> c.recommendation.most_robust  # doctest: +SKIP
+    'at'
+    """
+    from modelsec.audits import AuditConfig
+    from modelsec.audits.compare import run_compare
+    from modelsec.errors import ConfigError
+    from modelsec.store import RunStore, default_store_path
+
+    if config is not None and audit_kwargs:
+        raise ConfigError(f"give config or audit options ({', '.join(audit_kwargs)}), not both")
+    if config is None:
+        if "eps" in audit_kwargs:
+            audit_kwargs["eps"] = tuple(audit_kwargs["eps"])
+        config = AuditConfig(**audit_kwargs)
+    run_store: Any = None
+    if isinstance(store, RunStore):
+        run_store = store
+    elif store is not False and store is not None:
+        run_store = RunStore(default_store_path() if store is True else Path(store))
+    return run_compare(
+        baseline,
+        hardened,
+        data=data,
+        config=config,
+        out_dir=out,
+        max_accuracy_drop=max_accuracy_drop,
+        trust_model=trust_model,
+        device=device,
+        store=run_store,
+        progress=progress,
+    ).comparison
+
+
 def load_model(path: str | Path | None = None, **kwargs: Any) -> LoadedModel:
     """Load a model file safely; see :func:`modelsec.models.load_model`."""
     from modelsec.models.loading import load_model as _load
@@ -118,4 +183,4 @@ def load_data(source: str, **kwargs: Any) -> Splits:
     return load_splits(source, **kwargs)
 
 
-__all__ = ["__version__", "audit", "harden", "load_data", "load_model"]
+__all__ = ["__version__", "audit", "compare", "harden", "load_data", "load_model"]

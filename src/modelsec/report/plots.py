@@ -18,11 +18,15 @@ import sys
 from collections.abc import Sequence
 
 import numpy as np
+from matplotlib import colormaps
 from matplotlib.axes import Axes
 from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.cm import ScalarMappable
+from matplotlib.colors import Colormap, Normalize
 from matplotlib.figure import Figure
 from matplotlib.ticker import FuncFormatter, PercentFormatter
 
+from modelsec.comparison import Comparison
 from modelsec.report.tables import (
     LOW_FPRS,
     eps_label,
@@ -215,3 +219,83 @@ def _close(fig: Figure) -> None:
     if pyplot is not None:  # only when the caller already uses pyplot; closing is then a no-op for our figures
         pyplot.close(fig)
     fig.clear()
+
+
+def tradeoff_plot(comparison: Comparison) -> Figure:
+    """Clean accuracy (x) against worst-case robust accuracy at the largest epsilon (y), one point per compared model,
+    with confidence intervals on both axes; colour is leakage (the strongest membership attack's TPR at 0.1% FPR,
+    grey without a membership result), the baseline a square, a model whose robustness is likely overestimated a
+    hollow marker. The shaded band holds the models within the recommendation's accuracy drop of the baseline.
+    """
+    fig = _new_figure(FIGSIZE)
+    ax = fig.add_subplot()
+    _style_axes(ax)
+    rec = comparison.recommendation
+    eps = rec.eps
+    tprs = [m.mia_tpr for m in comparison.models if m.mia_tpr is not None and np.isfinite(m.mia_tpr)]
+    norm = Normalize(vmin=0.0, vmax=max([0.01, *tprs]))
+    cmap = colormaps["plasma_r"]
+    base = next((m for m in comparison.models if m.name == comparison.baseline), None)
+    lows = [m.clean_ci.low if m.clean_ci else m.clean_accuracy for m in comparison.models]
+    edge = None if base is None or base.clean_accuracy is None else base.clean_accuracy - rec.max_accuracy_drop / 100
+    left = min([v for v in [*lows, edge] if v is not None], default=0.0)
+    left = max(0.0, left - 0.05)
+    if edge is not None:
+        ax.axvspan(edge, 1.01, color="#e8f3ea", zorder=0, label=f"within {rec.max_accuracy_drop:g} points of baseline")
+    for m in comparison.models:
+        x, y = m.clean_accuracy, m.robust_at(eps)
+        if x is None or y is None:
+            continue
+        xci, yci = m.clean_ci, m.robust_ci_at(eps)
+        xerr = None if xci is None else _yerr([x], [xci.low], [xci.high])
+        yerr = None if yci is None else _yerr([y], [yci.low], [yci.high])
+        colour = CHANCE_COLOUR if m.mia_tpr is None or not np.isfinite(m.mia_tpr) else cmap(norm(m.mia_tpr))
+        ax.errorbar([x], [y], xerr=xerr, yerr=yerr, fmt="none", ecolor="#9a9a9a", elinewidth=1.0, capsize=3, zorder=2)
+        ax.scatter(
+            [x],
+            [y],
+            s=110 if m.baseline else 80,
+            marker="s" if m.baseline else "o",
+            facecolors="white" if m.robustness_overestimated else [colour],
+            edgecolors=[colour] if m.robustness_overestimated else WORST_COLOUR,
+            linewidths=2.0 if m.robustness_overestimated else 0.8,
+            zorder=4,
+        )
+        tags = [
+            t
+            for t, hit in (("most robust", rec.most_robust == m.name), ("least leaking", rec.least_leaking == m.name))
+            if hit
+        ]
+        label = m.name + (" (baseline)" if m.baseline else "") + (" ★ " + ", ".join(tags) if tags else "")
+        if m.robustness_overestimated:
+            label += " (robustness likely overestimated)"
+        right = x > left + 0.6 * (1.01 - left)  # labels of points on the right go to their left, inside the axes
+        ax.annotate(
+            label,
+            (x, y),
+            xytext=(-7 if right else 7, 6),
+            textcoords="offset points",
+            ha="right" if right else "left",
+            fontsize=8.5,
+            zorder=5,
+        )
+    fig.colorbar(
+        _scalar_mappable(norm, cmap), ax=ax, label=f"leakage: TPR at {fpr_label(LOW_FPRS[0])} FPR", pad=0.02
+    ).ax.yaxis.set_major_formatter(PercentFormatter(xmax=1.0, decimals=1))
+    ax.set_xlim(left, 1.01)
+    ax.set_ylim(0.0, 1.02)
+    ax.xaxis.set_major_formatter(PercentFormatter(xmax=1.0, decimals=0))
+    ax.yaxis.set_major_formatter(PercentFormatter(xmax=1.0, decimals=0))
+    ax.set_xlabel("clean accuracy", fontsize=10)
+    eps_text = f" at ε = {eps_label(float(eps))}" if eps is not None else ""
+    ax.set_ylabel(f"worst-case robust accuracy{eps_text}", fontsize=10)
+    ax.set_title("Accuracy, robustness and leakage", fontsize=11, loc="left")
+    if edge is not None:
+        ax.legend(fontsize=8.5, frameon=False, loc="upper left")
+    return fig
+
+
+def _scalar_mappable(norm: Normalize, cmap: Colormap) -> ScalarMappable:
+    mappable = ScalarMappable(norm=norm, cmap=cmap)
+    mappable.set_array([])
+    return mappable

@@ -1,0 +1,390 @@
+"""Compare a baseline and its hardened variants under one audit, and recommend one.
+
+Every model gets the same :class:`~modelsec.audits.AuditConfig` (same seed) on the same :class:`Splits` (loaded
+once, same split seed), so the audits attack the same test records and score the same membership candidates; each
+audit records content hashes of both (``samples_sha256``, ``mia_candidates_sha256``), which the comparison checks.
+What can be shared is: the data are loaded once, and reference models for membership attacks are cached by content
+in the run store's signal cache (a temporary one when no store is given), so they train once for all models. The
+work on each target model (attacks, its membership signals) cannot be shared.
+
+Each model's own audit goes to ``OUT/<name>/`` (``result.json``, ``report.html``, ``adversarial.npz``); the
+comparison to ``OUT/comparison.json``, ``OUT/comparison.html`` and ``OUT/comparison.md``.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import math
+import re
+import tempfile
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from modelsec.audits.runner import AuditConfig, run_audit, versions
+from modelsec.comparison import (
+    COMPARISON_SCHEMA_VERSION,
+    DEFAULT_MAX_ACCURACY_DROP,
+    LOW_FPR,
+    Comparison,
+    ModelSummary,
+    recommend,
+)
+from modelsec.data import load_splits
+from modelsec.data.dataset import Splits
+from modelsec.errors import ConfigError
+from modelsec.models.formats import ModelFormat
+from modelsec.models.loading import check_loadable
+from modelsec.models.torch import read_safetensors_metadata
+from modelsec.progress import NullProgress, Progress
+from modelsec.results import AuditResult, MembershipAttackResult
+from modelsec.store.cache import SignalCache
+
+_FINGERPRINTS = ("samples_sha256", "mia_candidates_sha256")
+
+
+@dataclass
+class CompareOutcome:
+    """What :func:`run_compare` returns: the comparison, every model's audit result, and the files written."""
+
+    comparison: Comparison
+    results: dict[str, AuditResult]
+    files: dict[str, Path] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class _Candidate:
+    name: str
+    path: Path
+    meta: dict[str, Any]
+    provenance: dict[str, Any]
+
+
+class _CacheOnlyStore:
+    """A stand-in for the run store when the caller gives none: it caches reference-model signals for the
+    comparison (so they train once) and records nothing."""
+
+    def __init__(self, directory: Path) -> None:
+        self.signal_cache = SignalCache(directory)
+
+    def record_audit(self, result: AuditResult, *, out_dir: str | None, artifacts: dict[str, Path]) -> str:
+        return result.run_id
+
+
+def model_names(paths: Sequence[str | Path]) -> list[str]:
+    """A folder-safe, distinct name per model file: its name without the extension (``models/at.safetensors`` ->
+    ``at``), with ``-2``, ``-3`` ... appended to repeats."""
+    names: list[str] = []
+    for p in paths:
+        stem = Path(p).name
+        for suffix in (".safetensors", ".pt2", ".pth", ".pt", ".onnx"):
+            if stem.endswith(suffix) and len(stem) > len(suffix):
+                stem = stem[: -len(suffix)]
+                break
+        base = re.sub(r"[^A-Za-z0-9._-]+", "_", stem).strip("._") or "model"
+        name, k = base, 2
+        while name in names or name == "comparison":
+            name, k = f"{base}-{k}", k + 1
+        names.append(name)
+    return names
+
+
+def run_compare(
+    baseline: str | Path,
+    hardened: Sequence[str | Path],
+    *,
+    data: str | Splits | None = None,
+    config: AuditConfig | None = None,
+    out_dir: str | Path | None = None,
+    max_accuracy_drop: float = DEFAULT_MAX_ACCURACY_DROP,
+    trust_model: bool = False,
+    device: str = "cpu",
+    data_dir: str | None = None,
+    label_column: str = "label",
+    bounds: tuple[float, float] | None = None,
+    store: Any = None,
+    progress: Progress | None = None,
+) -> CompareOutcome:
+    """Audit ``baseline`` and every ``hardened`` model file with the same ``config`` on the same data, recommend
+    one (:func:`modelsec.comparison.recommend`) and, with ``out_dir``, write every audit and the comparison.
+
+    ``data``: a data set name or file, or :class:`Splits`; ``None`` uses the data the baseline records (with
+    ``config.split_seed``, else the baseline's recorded split seed). Every file is checked (exists, safe to load)
+    before the first audit runs. ``store``: a :class:`~modelsec.store.RunStore` to record each audit in and to
+    cache reference models in; ``None`` caches them in a temporary folder for this comparison only.
+    """
+    config = config or AuditConfig()
+    progress = progress or NullProgress()
+    if not hardened:
+        raise ConfigError("give at least one hardened model to compare with the baseline")
+    if not (isinstance(max_accuracy_drop, (int, float)) and math.isfinite(max_accuracy_drop)) or max_accuracy_drop < 0:
+        raise ConfigError(f"--max-accuracy-drop must be a number of percentage points >= 0, got {max_accuracy_drop}")
+    paths = [Path(baseline), *(Path(p) for p in hardened)]
+    candidates = [
+        _Candidate(name, path, *_read_model(path, trust_model))
+        for name, path in zip(model_names(paths), paths, strict=True)
+    ]
+    t0 = time.perf_counter()
+    created = dt.datetime.now(dt.timezone.utc)
+    splits = _splits(data, candidates[0], config, data_dir=data_dir, label_column=label_column, bounds=bounds)
+    timings: dict[str, float] = {"load_data": round(time.perf_counter() - t0, 3)}
+    out = None if out_dir is None else Path(out_dir)
+
+    with tempfile.TemporaryDirectory(prefix="modelsec-compare-") as tmp:
+        audit_store = store if store is not None else _CacheOnlyStore(Path(tmp))
+        results: dict[str, AuditResult] = {}
+        summaries: list[ModelSummary] = []
+        for i, c in enumerate(candidates):
+            progress.note(f"[{i + 1}/{len(candidates)}] auditing {c.name} ({c.path})")
+            t = time.perf_counter()
+            outcome = run_audit(
+                c.path,
+                splits,
+                config=config,
+                trust_model=trust_model,
+                device=device,
+                out_dir=None if out is None else out / c.name,
+                store=audit_store,
+                progress=progress,
+            )
+            seconds = time.perf_counter() - t
+            timings[c.name] = round(seconds, 3)
+            results[c.name] = outcome.result
+            summaries.append(
+                summarise(
+                    outcome.result,
+                    name=c.name,
+                    path=c.path,
+                    baseline=i == 0,
+                    meta=c.meta,
+                    provenance=c.provenance,
+                    splits=splits,
+                    out_dir=None if out is None else c.name,
+                    audit_seconds=seconds,
+                )
+            )
+    timings["total"] = round(time.perf_counter() - t0, 3)
+    recommendation = recommend(summaries, baseline=candidates[0].name, max_accuracy_drop=max_accuracy_drop)
+    comparison = Comparison(
+        schema_version=COMPARISON_SCHEMA_VERSION,
+        created_at=created.isoformat(timespec="seconds"),
+        baseline=candidates[0].name,
+        models=summaries,
+        recommendation=recommendation,
+        settings={**_settings(results[candidates[0].name]), "max_accuracy_drop": float(max_accuracy_drop)},
+        data={
+            "name": splits.source,
+            "split_seed": splits.seed,
+            "sha256": dict(results[candidates[0].name].data.sha256),
+        },
+        notes=_consistency_notes(results) + _reuse_notes(results, store is not None),
+        timings=timings,
+        versions=versions(),
+    )
+    files: dict[str, Path] = {}
+    if out is not None:
+        from modelsec.report.comparison import write_comparison_html, write_comparison_markdown
+
+        out.mkdir(parents=True, exist_ok=True)
+        files["comparison"] = comparison.save(out / "comparison.json")
+        files["html"] = write_comparison_html(comparison, out / "comparison.html")
+        files["markdown"] = write_comparison_markdown(comparison, out / "comparison.md")
+    return CompareOutcome(comparison=comparison, results=results, files=files)
+
+
+def _read_model(path: Path, trust_model: bool) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The file's header metadata (safetensors only) and the provenance JSON beside it (``PATH.json``, if any),
+    after the safe-loading check: a missing or unsafe file fails here, before any audit runs."""
+    meta = (
+        read_safetensors_metadata(path)
+        if check_loadable(path, trust_model=trust_model) is ModelFormat.SAFETENSORS
+        else {}
+    )
+    sidecar = path.with_name(path.name + ".json")
+    provenance: dict[str, Any] = {}
+    if sidecar.is_file():
+        try:
+            loaded = json.loads(sidecar.read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+            loaded = None
+        provenance = loaded if isinstance(loaded, dict) else {}
+    return meta, provenance
+
+
+def _splits(
+    data: str | Splits | None,
+    baseline: _Candidate,
+    config: AuditConfig,
+    *,
+    data_dir: str | None,
+    label_column: str,
+    bounds: tuple[float, float] | None,
+) -> Splits:
+    if isinstance(data, Splits):
+        return data
+    recorded = baseline.meta.get("data") or {}
+    if data is None:
+        if not recorded.get("source"):
+            raise ConfigError(f"the baseline {baseline.path} does not record its training data; pass --data")
+        data = str(recorded["source"])
+    seed = config.split_seed if config.split_seed is not None else int(recorded.get("split_seed", 0))
+    return load_splits(data, seed=seed, data_dir=data_dir, label_column=label_column, bounds=bounds)
+
+
+def strongest_attack(result: AuditResult) -> MembershipAttackResult | None:
+    """The membership attack with the highest TPR at 0.1% FPR, then the highest AUC (NaN counts as lowest)."""
+    if result.privacy is None or not result.privacy.attacks:
+        return None
+
+    def key(a: MembershipAttackResult) -> tuple[float, float]:
+        tpr = a.tpr_at_fpr.get(LOW_FPR, math.nan)
+        return (tpr if math.isfinite(tpr) else -1.0, a.auc if math.isfinite(a.auc) else -1.0)
+
+    return max(result.privacy.attacks, key=key)
+
+
+def dp_claim(guarantees: dict[str, Any] | None) -> tuple[float | None, float | None]:
+    """The (epsilon, delta) a defense's recorded guarantees claim, or ``(None, None)``: read from
+    ``details["epsilon"]``/``details["delta"]`` (or the same keys at the top level) of a guarantee of kind
+    ``"differential-privacy"`` or one that names an epsilon."""
+    if not isinstance(guarantees, dict):
+        return None, None
+    details = guarantees["details"] if isinstance(guarantees.get("details"), dict) else {}
+    eps = _number(details.get("epsilon", guarantees.get("epsilon")))
+    delta = _number(details.get("delta", guarantees.get("delta")))
+    if eps is None and guarantees.get("kind") != "differential-privacy":
+        return None, None
+    return eps, delta
+
+
+def summarise(
+    result: AuditResult,
+    *,
+    name: str,
+    path: str | Path | None,
+    baseline: bool,
+    meta: dict[str, Any],
+    provenance: dict[str, Any],
+    splits: Splits | None = None,
+    out_dir: str | None = None,
+    audit_seconds: float | None = None,
+) -> ModelSummary:
+    """One model's row of the comparison, from its audit result, its file's metadata and its provenance."""
+    rob = result.robustness
+    defense: dict[str, Any] = meta.get("defense") or provenance.get("defense") or {}
+    guarantees: dict[str, Any] | None = defense.get("guarantees") or provenance.get("guarantees")
+    dp_epsilon, dp_delta = dp_claim(guarantees)
+    flags = [f"{f.check} ({'resolved' if f.resolved else 'UNRESOLVED'})" for f in (rob.flags if rob else [])]
+    stop = provenance.get("stop_reason")
+    if stop:
+        flags.append(f"training stopped early: {stop}")
+    if splits is not None:
+        flags += _data_flags(meta, splits)
+    strongest = strongest_attack(result)
+    training_seconds = _number(provenance.get("training_seconds"))
+    if training_seconds is None and isinstance(provenance.get("training"), dict):
+        training_seconds = _number(provenance["training"].get("seconds"))
+    return ModelSummary(
+        name=name,
+        path=None if path is None else str(path),
+        baseline=baseline,
+        defense=defense.get("name"),
+        defense_config=defense.get("config"),
+        guarantee=guarantees.get("summary") if isinstance(guarantees, dict) else None,
+        clean_accuracy=None if rob is None else rob.clean_accuracy,
+        clean_ci=None if rob is None else rob.clean_ci,
+        robust_accuracy={} if rob is None else dict(rob.robust_accuracy),
+        robust_ci={} if rob is None else dict(rob.robust_ci),
+        mia_attack=None if strongest is None else strongest.attack,
+        mia_auc=None if strongest is None else _finite(strongest.auc),
+        mia_auc_ci=None if strongest is None else strongest.auc_ci,
+        mia_tpr=None if strongest is None else _finite(strongest.tpr_at_fpr.get(LOW_FPR)),
+        mia_tpr_ci=None if strongest is None else strongest.tpr_ci.get(LOW_FPR),
+        epsilon_lower_bound=None if strongest is None else strongest.epsilon_lower_bound,
+        dp_epsilon=dp_epsilon,
+        dp_delta=dp_delta,
+        training_seconds=training_seconds,
+        verdict_level=result.verdict.level,
+        verdict_headline=result.verdict.headline,
+        flags=flags,
+        robustness_overestimated=rob is not None and any(not f.resolved for f in rob.flags),
+        n_samples=None if rob is None else rob.n,
+        n_members=None if strongest is None else strongest.n_members,
+        n_nonmembers=None if strongest is None else strongest.n_nonmembers,
+        run_id=result.run_id,
+        out_dir=out_dir,
+        fingerprints={k: str(result.settings[k]) for k in _FINGERPRINTS if k in result.settings},
+        audit_seconds=None if audit_seconds is None else round(audit_seconds, 3),
+    )
+
+
+def _data_flags(meta: dict[str, Any], splits: Splits) -> list[str]:
+    """Where the model's recorded training data differ from the data compared on: its membership numbers then do
+    not describe its own training set."""
+    recorded = meta.get("data") or {}
+    flags = []
+    source, seed = recorded.get("source"), recorded.get("split_seed")
+    if (source is not None and str(source) != splits.source) or (seed is not None and int(seed) != splits.seed):
+        flags.append(
+            f"trained on {source} (split seed {seed}), compared on {splits.source} (split seed {splits.seed}): "
+            "its membership results do not describe its own training data"
+        )
+    used = recorded.get("members_used")
+    if used is not None and int(used) != len(splits.members):
+        flags.append(
+            f"trained on {int(used)} of the {len(splits.members)} members: candidates it never saw count as members"
+        )
+    return flags
+
+
+def _settings(result: AuditResult) -> dict[str, Any]:
+    """The audit settings every model shared (the fingerprints are per model)."""
+    return {"seed": result.seed, **{k: v for k, v in result.settings.items() if k not in _FINGERPRINTS}}
+
+
+def _consistency_notes(results: dict[str, AuditResult]) -> list[str]:
+    notes = []
+    first_name, first = next(iter(results.items()))
+    for what, label in (
+        ("samples_sha256", "attacked test records"),
+        ("mia_candidates_sha256", "membership candidates"),
+    ):
+        values = {n: r.settings.get(what) for n, r in results.items()}
+        if len(set(values.values())) == 1 and None not in values.values():
+            notes.append(f"Every model was audited on the same {label} (SHA-256 {str(values[first_name])[:12]}…).")
+        else:
+            differ = [n for n, v in values.items() if v != values[first_name]]
+            notes.append(f"The {label} differ from the baseline's for {', '.join(differ)}: compare with care.")
+    differ = [n for n, r in results.items() if r.data.sha256 != first.data.sha256]
+    if differ:
+        notes.append(f"The data splits differ from the baseline's for {', '.join(differ)}.")
+    return notes
+
+
+def _reuse_notes(results: dict[str, AuditResult], persistent: bool) -> list[str]:
+    cached = [n for n, r in results.items() if r.privacy is not None and r.privacy.compute.get("from_cache")]
+    trained = [
+        n
+        for n, r in results.items()
+        if r.privacy is not None and "reference_models" in r.privacy.compute and not r.privacy.compute.get("from_cache")
+    ]
+    if not cached and not trained:
+        return []
+    where = "the run store's signal cache" if persistent else "a cache kept for this comparison"
+    return [
+        f"Reference models: trained for {', '.join(trained) or 'no model'}; reused from {where} for "
+        f"{', '.join(cached) or 'no model'} (same records, architecture and recipe)."
+    ]
+
+
+def _number(x: Any) -> float | None:
+    if isinstance(x, bool) or not isinstance(x, (int, float)):
+        return None
+    return float(x) if math.isfinite(x) else None
+
+
+def _finite(x: float | None) -> float | None:
+    return x if x is not None and math.isfinite(x) else None

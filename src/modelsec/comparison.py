@@ -1,0 +1,342 @@
+"""A comparison of several models under the same audit, and the rule that recommends one: typed, JSON-serialisable.
+
+:func:`modelsec.compare` audits a baseline and its hardened variants with the same settings and seeds, on the same
+attacked test records and the same membership candidates, and summarises each audit as a :class:`ModelSummary`.
+:func:`recommend` is the recommendation rule, a pure function over those summaries (:func:`rule_text` states it in
+words, as the report prints it). :class:`Comparison` is what ``comparison.json`` holds.
+
+Accuracies and rates are fractions in ``[0, 1]``; ``max_accuracy_drop`` is in percentage points (5 = 0.05).
+
+>>> def model(name, clean, robust, tpr, auc, overestimated=False):
+...     return ModelSummary(name=name, clean_accuracy=clean, robust_accuracy={"0.1": robust},
+...                         mia_tpr=tpr, mia_auc=auc, robustness_overestimated=overestimated)
+>>> models = [model("base", 0.98, 0.10, 0.02, 0.60), model("at", 0.90, 0.60, 0.01, 0.55),
+...           model("at-light", 0.95, 0.40, 0.03, 0.58)]
+>>> r = recommend(models, baseline="base", max_accuracy_drop=5)
+>>> r.most_robust, r.least_leaking
+('at-light', 'base')
+>>> recommend(models, baseline="base", max_accuracy_drop=10).most_robust
+'at'
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from modelsec.results import Interval
+
+COMPARISON_SCHEMA_VERSION = 1
+LOW_FPR = "0.001"  # the FPR at which leakage is compared: TPR at 0.1% FPR
+DEFAULT_MAX_ACCURACY_DROP = 5.0  # percentage points of clean accuracy below the baseline's
+_TOLERANCE = 1e-9  # accuracies are ratios of counts; this only absorbs float rounding at the boundary
+
+
+@dataclass(frozen=True, kw_only=True)
+class ModelSummary:
+    """One compared model: what it is, and its audit's headline numbers.
+
+    ``robust_accuracy``/``robust_ci`` are the per-sample worst case over every attack, keyed by epsilon as in
+    ``result.json`` (``"0.1"``). The membership numbers are those of the strongest attack (``mia_attack``: the
+    highest TPR at 0.1% FPR, then the highest AUC); ``epsilon_lower_bound`` is its empirical lower bound, never a
+    guarantee. ``dp_epsilon``/``dp_delta``: the differential-privacy claim the model's defense records, if any.
+    ``robustness_overestimated``: a robustness sanity check fired and stayed unresolved, so the robust accuracy is
+    likely an overestimate. ``out_dir``: the model's own audit folder, relative to ``comparison.json``.
+    """
+
+    name: str
+    path: str | None = None
+    baseline: bool = False
+    defense: str | None = None
+    defense_config: dict[str, Any] | None = None
+    guarantee: str | None = None
+    clean_accuracy: float | None = None
+    clean_ci: Interval | None = None
+    robust_accuracy: dict[str, float] = field(default_factory=dict)
+    robust_ci: dict[str, Interval] = field(default_factory=dict)
+    mia_attack: str | None = None
+    mia_auc: float | None = None
+    mia_auc_ci: Interval | None = None
+    mia_tpr: float | None = None
+    mia_tpr_ci: Interval | None = None
+    epsilon_lower_bound: float | None = None
+    dp_epsilon: float | None = None
+    dp_delta: float | None = None
+    training_seconds: float | None = None
+    verdict_level: str = "unknown"
+    verdict_headline: str = ""
+    flags: list[str] = field(default_factory=list)
+    robustness_overestimated: bool = False
+    n_samples: int | None = None
+    n_members: int | None = None
+    n_nonmembers: int | None = None
+    run_id: str | None = None
+    out_dir: str | None = None
+    fingerprints: dict[str, str] = field(default_factory=dict)
+    audit_seconds: float | None = None
+
+    def robust_at(self, eps: str | None) -> float | None:
+        """Worst-case robust accuracy at the epsilon key ``eps`` (matched numerically), or ``None``."""
+        key = _find_eps(self.robust_accuracy, eps)
+        return None if key is None else self.robust_accuracy[key]
+
+    def robust_ci_at(self, eps: str | None) -> Interval | None:
+        key = _find_eps(self.robust_ci, eps)
+        return None if key is None else self.robust_ci[key]
+
+
+@dataclass(frozen=True, kw_only=True)
+class Recommendation:
+    """The outcome of :func:`recommend`.
+
+    ``eligible``: models within ``max_accuracy_drop`` points of the baseline's clean accuracy (in input order);
+    ``excluded``: the others, each with the reason. ``most_robust``/``least_leaking``: the models the rule picks
+    (``None`` when none qualifies, with the reason in ``notes``). ``unresolved``: eligible models never picked as
+    most robust because a robustness check stayed unresolved. ``eps``: the epsilon key robustness was compared at.
+    """
+
+    max_accuracy_drop: float
+    baseline: str
+    eps: str | None
+    eligible: list[str]
+    excluded: dict[str, str]
+    most_robust: str | None
+    least_leaking: str | None
+    unresolved: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    rule: str = ""
+
+    def outcome(self) -> list[str]:
+        """The outcome in sentences, as the report states it."""
+        eps = f" at ε = {float(self.eps):g}" if self.eps is not None else ""
+        out = [
+            f"Most robust{eps}: {self.most_robust}." if self.most_robust else "Most robust: no model qualifies.",
+            f"Least leaking: {self.least_leaking}." if self.least_leaking else "Least leaking: no model qualifies.",
+        ]
+        return out
+
+
+@dataclass(frozen=True, kw_only=True)
+class Comparison:
+    """What ``comparison.json`` holds: every model's summary (the baseline first), the recommendation, the shared
+    audit settings and data, notes (consistency of the shared records, work reused) and timings."""
+
+    schema_version: int
+    created_at: str
+    baseline: str
+    models: list[ModelSummary]
+    recommendation: Recommendation
+    settings: dict[str, Any]
+    data: dict[str, Any]
+    notes: list[str] = field(default_factory=list)
+    timings: dict[str, float] = field(default_factory=dict)
+    versions: dict[str, str] = field(default_factory=dict)
+
+    def model(self, name: str) -> ModelSummary:
+        for m in self.models:
+            if m.name == name:
+                return m
+        raise KeyError(name)
+
+    @property
+    def eps_keys(self) -> list[str]:
+        """Every epsilon key any model was audited at, sorted numerically."""
+        keys: dict[float, str] = {}
+        for m in self.models:
+            for k in m.robust_accuracy:
+                keys.setdefault(float(k), k)
+        return [keys[v] for v in sorted(keys)]
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def to_json(self, indent: int | None = 2) -> str:
+        return json.dumps(self.to_dict(), indent=indent, allow_nan=False)
+
+    def save(self, path: str | Path) -> Path:
+        out = Path(path)
+        out.write_text(self.to_json() + "\n", encoding="utf-8")
+        return out
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> Comparison:
+        version = int(d["schema_version"])
+        if version > COMPARISON_SCHEMA_VERSION:
+            raise ValueError(
+                f"comparison schema version {version} is newer than this modelsec understands "
+                f"({COMPARISON_SCHEMA_VERSION}); upgrade modelsec"
+            )
+        return cls(
+            schema_version=version,
+            created_at=str(d["created_at"]),
+            baseline=str(d["baseline"]),
+            models=[_summary_from_dict(m) for m in d["models"]],
+            recommendation=_known(Recommendation, d["recommendation"]),
+            settings=dict(d.get("settings", {})),
+            data=dict(d.get("data", {})),
+            notes=list(d.get("notes", [])),
+            timings={k: float(v) for k, v in d.get("timings", {}).items()},
+            versions=dict(d.get("versions", {})),
+        )
+
+    @classmethod
+    def load(cls, path: str | Path) -> Comparison:
+        return cls.from_dict(json.loads(Path(path).read_text(encoding="utf-8")))
+
+
+def rule_text(max_accuracy_drop: float = DEFAULT_MAX_ACCURACY_DROP) -> str:
+    """The recommendation rule in words, with its parameter filled in."""
+    n = f"{max_accuracy_drop:g}"
+    return (
+        f"A model is eligible when its clean accuracy is at most {n} percentage points below the baseline's (the "
+        "baseline always is). Most robust: the eligible model with the highest worst-case robust accuracy at the "
+        "largest ε audited (ties: the higher clean accuracy); a model whose robustness sanity checks stay "
+        "unresolved (its verdict says robustness likely overestimated) is never recommended as most robust. "
+        "Least leaking: the eligible model whose strongest membership attack has the lowest TPR at 0.1% FPR, then "
+        "the lowest AUC (ties: the higher clean accuracy). Point estimates decide; a note says when the runner-up "
+        "lies inside the winner's 95% confidence interval, where the sample cannot tell the two apart."
+    )
+
+
+def recommend(
+    models: Sequence[ModelSummary], *, baseline: str, max_accuracy_drop: float = DEFAULT_MAX_ACCURACY_DROP
+) -> Recommendation:
+    """Apply the recommendation rule (:func:`rule_text`) to ``models``, among which is ``baseline`` (a name).
+
+    Pure: reads only the summaries' numbers and flags. ``max_accuracy_drop`` is in percentage points.
+    """
+    if not (math.isfinite(max_accuracy_drop) and max_accuracy_drop >= 0):
+        raise ValueError(f"max_accuracy_drop must be a number of percentage points >= 0, got {max_accuracy_drop}")
+    by_name = {m.name: m for m in models}
+    if baseline not in by_name:
+        raise ValueError(f"baseline {baseline!r} is not among the models {list(by_name)}")
+    base = by_name[baseline]
+    order = {m.name: i for i, m in enumerate(models)}
+    notes: list[str] = []
+    eligible: list[ModelSummary] = []
+    excluded: dict[str, str] = {}
+    base_clean = base.clean_accuracy if _ok(base.clean_accuracy) else None
+    for m in models:
+        clean = m.clean_accuracy if _ok(m.clean_accuracy) else None
+        if m.name == baseline:
+            eligible.append(m)
+        elif base_clean is None:
+            excluded[m.name] = "the baseline has no clean accuracy to compare with"
+        elif clean is None:
+            excluded[m.name] = "no clean accuracy was measured"
+        elif base_clean - clean > max_accuracy_drop / 100.0 + _TOLERANCE:
+            excluded[m.name] = (
+                f"clean accuracy {_pct(clean)} is {100.0 * (base_clean - clean):.1f} points below the baseline's "
+                f"{_pct(base_clean)} (more than {max_accuracy_drop:g})"
+            )
+        else:
+            eligible.append(m)
+
+    eps = _largest_eps(models)
+    unresolved = [m.name for m in eligible if m.robustness_overestimated]
+    robust_pool = [m for m in eligible if not m.robustness_overestimated and _ok(m.robust_at(eps))]
+    robust_rank = sorted(
+        robust_pool,
+        key=lambda m: (-_value(m.robust_at(eps)), -_value(m.clean_accuracy), order[m.name]),
+    )
+    most_robust = robust_rank[0].name if robust_rank else None
+    if most_robust is None:
+        why = "every eligible model's robustness checks stay unresolved" if unresolved else "no robustness result"
+        notes.append(f"No model is recommended as most robust: {why}.")
+    elif len(robust_rank) > 1:
+        first, second = robust_rank[0], robust_rank[1]
+        ci = first.robust_ci_at(eps)
+        value = second.robust_at(eps)
+        if ci is not None and value is not None and ci.low <= value <= ci.high:
+            notes.append(
+                f"The runner-up for robustness, {second.name} ({_pct(value)}), lies inside {first.name}'s "
+                f"{100 * ci.level:g}% confidence interval ({_pct(ci.low)}–{_pct(ci.high)}): more samples would be "
+                "needed to tell them apart."
+            )
+    for name in unresolved:
+        notes.append(f"{name} is not recommended as most robust: its robustness is likely overestimated.")
+
+    leak_pool = [m for m in eligible if _ok(m.mia_tpr) and _ok(m.mia_auc)]
+    leak_rank = sorted(
+        leak_pool,
+        key=lambda m: (_value(m.mia_tpr), _value(m.mia_auc), -_value(m.clean_accuracy), order[m.name]),
+    )
+    least_leaking = leak_rank[0].name if leak_rank else None
+    if least_leaking is None:
+        notes.append("No model is recommended as least leaking: no membership result.")
+    elif len(leak_rank) > 1:
+        first, second = leak_rank[0], leak_rank[1]
+        tci = first.mia_tpr_ci
+        if tci is not None and second.mia_tpr is not None and tci.low <= second.mia_tpr <= tci.high:
+            notes.append(
+                f"The runner-up for leakage, {second.name} (TPR {_pct(second.mia_tpr, 2)} at 0.1% FPR), lies inside "
+                f"{first.name}'s {100 * tci.level:g}% confidence interval ({_pct(tci.low, 2)}–{_pct(tci.high, 2)})."
+            )
+    return Recommendation(
+        max_accuracy_drop=float(max_accuracy_drop),
+        baseline=baseline,
+        eps=eps,
+        eligible=[m.name for m in eligible],
+        excluded=excluded,
+        most_robust=most_robust,
+        least_leaking=least_leaking,
+        unresolved=unresolved,
+        notes=notes,
+        rule=rule_text(max_accuracy_drop),
+    )
+
+
+def _largest_eps(models: Sequence[ModelSummary]) -> str | None:
+    keys: dict[float, str] = {}
+    for m in models:
+        for k in m.robust_accuracy:
+            keys.setdefault(float(k), k)
+    return keys[max(keys)] if keys else None
+
+
+def _find_eps(d: Mapping[str, Any], eps: str | None) -> str | None:
+    if eps is None:
+        return None
+    if eps in d:
+        return eps
+    for k in d:
+        if math.isclose(float(k), float(eps), rel_tol=1e-9, abs_tol=1e-12):
+            return k
+    return None
+
+
+def _value(x: float | None) -> float:
+    """``x`` as a sort key; only used on values :func:`_ok` accepted, or on a clean accuracy (missing: 0)."""
+    return float(x) if x is not None and math.isfinite(x) else 0.0
+
+
+def _ok(x: float | None) -> bool:
+    return x is not None and math.isfinite(x)
+
+
+def _pct(x: float | None, digits: int = 1) -> str:
+    return "—" if x is None or not math.isfinite(x) else f"{100.0 * x:.{digits}f}%"
+
+
+def _interval(d: Any) -> Interval | None:
+    return None if d is None else _known(Interval, d)
+
+
+def _known(cls: Any, d: Mapping[str, Any]) -> Any:
+    """``cls(**d)`` without the keys later versions may have added."""
+    names = {f.name for f in dataclasses.fields(cls)}
+    return cls(**{k: v for k, v in d.items() if k in names})
+
+
+def _summary_from_dict(d: Mapping[str, Any]) -> ModelSummary:
+    d = dict(d)
+    for key in ("clean_ci", "mia_auc_ci", "mia_tpr_ci"):
+        d[key] = _interval(d.get(key))
+    d["robust_ci"] = {k: _known(Interval, v) for k, v in (d.get("robust_ci") or {}).items()}
+    summary: ModelSummary = _known(ModelSummary, d)
+    return summary
