@@ -14,7 +14,9 @@
 - ``thorough``: more restarts and iterations, APGD with the DLR loss, Carlini-Wagner (L2), both black-box attacks
   (Square with 10,000 queries and HopSkipJump).
 
-Attacks that need more access than the model offers (gradients, scores) are skipped and the report says why.
+Attacks that need more access than the model offers (gradients, scores) are skipped and the report says why. A
+model that returns labels only also gets HopSkipJump; one that returns scores only (an output-hardened model) gets
+Square when nothing in the plan can run on it.
 """
 
 from __future__ import annotations
@@ -80,6 +82,10 @@ def build_attacks(
     specs = list(specs)
     if classifier.capability < Capability.SCORES and not any(s.attack == "hopskipjump" for s in specs):
         specs.append(AttackSpec("hopskipjump"))  # a labels-only model still gets a decision-based attack
+    elif classifier.capability == Capability.SCORES and all(
+        EVASION_ATTACKS.get(s.attack).requires > Capability.SCORES for s in specs
+    ):
+        specs.append(AttackSpec("square"))  # a scores-only model (hardened outputs) still gets a score-based attack
     for spec in specs:
         cls = EVASION_ATTACKS.get(spec.attack)
         if norm not in cls.supported_norms:
