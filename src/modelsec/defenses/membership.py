@@ -4,8 +4,8 @@ Threat model: an attacker who queries the trained model (scores or labels; for `
 the weights) and wants to tell whether a record was in its training set, the members split. None of the three
 gives a proven bound: their protection is *empirical*, what an audit's membership attacks still achieve against
 them, and nothing is promised against a stronger or adaptive attack (Song & Mittal 2021, "Systematic Evaluation
-of Privacy Risks of Machine Learning Models", found such defenses weaker than reported once attacked with
-metric-based and adaptive attacks). For a guarantee, train with ``dp-sgd``.
+of Privacy Risks of Machine Learning Models", found two such defenses, adversarial regularisation and MemGuard,
+weaker than reported once attacked with metric-based and adaptive attacks). For a guarantee, train with ``dp-sgd``.
 
 - ``dmp`` (Shejwalkar & Houmansadr 2021, "Membership Privacy for Machine Learning Models Through Knowledge
   Transfer", AAAI; "distillation for membership privacy"): a teacher trained on the members; the deployed student

@@ -3,8 +3,8 @@
 A prediction API can return the whole probability vector, only its k largest entries, probabilities rounded to a
 few decimals, or only the predicted label. Membership inference feeds on the fine detail of the scores (how
 confident the model is on the true class), so each coarser output leaves an attacker less to work with (Shokri,
-Stronati, Song & Shmatikov 2017, "Membership Inference Attacks against Machine Learning Models", sec. VIII,
-evaluate top-k and rounding; Choquette-Choo, Tramer, Carlini & Papernot 2021, "Label-Only Membership Inference
+Stronati, Song & Shmatikov 2017, "Membership Inference Attacks against Machine Learning Models", evaluate
+top-k and rounding as mitigations; Choquette-Choo, Tramer, Carlini & Papernot 2021, "Label-Only Membership Inference
 Attacks", show what labels alone still leak).
 
 Each hardening here is a small ``nn.Module`` around the trained module whose output is the *log-probabilities of
