@@ -400,9 +400,9 @@ def _harden_config(config_json: str | None, flags: dict[str, Any]) -> dict[str, 
     required=True,
     help="Weights file to write (safetensors); provenance goes to OUT.json, the per-epoch checkpoint to OUT.ckpt.",
 )
-@click.option("--epochs", type=int, default=None, help="Training epochs (default: the defense's, 8).")
-@click.option("--batch-size", type=int, default=None, help="Mini-batch size (default 128).")
-@click.option("--lr", type=float, default=None, help="Adam learning rate (default 1e-3).")
+@click.option("--epochs", type=int, default=None, help="Training epochs (default: the defense's, 8; dp-sgd 10).")
+@click.option("--batch-size", type=int, default=None, help="Mini-batch size (default 128; dp-sgd: expected, 256).")
+@click.option("--lr", type=float, default=None, help="Learning rate (default: Adam 1e-3; dp-sgd 0.1).")
 @click.option("--weight-decay", type=float, default=None, help="Adam weight decay (default 0).")
 @click.option("--lr-schedule", type=click.Choice(["cosine", "constant"]), default=None, help="Default cosine.")
 @click.option("--seed", type=int, default=None, help="Seed of initialisation, batch order and attacks (default 0).")
@@ -412,6 +412,17 @@ def _harden_config(config_json: str | None, flags: dict[str, Any]) -> dict[str, 
 @click.option("--step-size", type=float, default=None, help="Adversarial training: inner attack step (input units).")
 @click.option("--beta", type=float, default=None, help="TRADES: weight of the robustness term (default 6).")
 @click.option("--eps-warmup-epochs", type=int, default=None, help="Adversarial training: grow eps over N epochs.")
+@click.option("--l2-norm-clip", type=float, default=None, help="dp-sgd: per-example clipping bound C (default 1).")
+@click.option("--noise-multiplier", type=float, default=None, help="dp-sgd: noise std in units of C (default 1.1).")
+@click.option("--target-epsilon", type=float, default=None, help="dp-sgd: derive the noise multiplier from it.")
+@click.option("--delta", type=float, default=None, help="dp-sgd: delta of the claim (default 1e-5, < 1/n).")
+@click.option("--num-microbatches", type=int, default=None, help="dp-sgd: unset or = batch size (per example).")
+@click.option("--optimizer", default=None, help="dp-sgd: sgd (default, with --momentum) or adam.")
+@click.option("--momentum", type=float, default=None, help="dp-sgd: SGD momentum (default 0.9).")
+@click.option("--grad-sample-mode", default=None, help="dp-sgd: ghost (default; falls back to hooks) or hooks.")
+@click.option("--batchnorm", default=None, help="dp-sgd: replace (GroupNorm, default) or refuse.")
+@click.option("--temperature", type=float, default=None, help="distillation, dmp: softmax temperature T.")
+@click.option("--teacher-epochs", type=int, default=None, help="distillation: teacher epochs (default: --epochs).")
 @click.option("--members", type=int, default=None, help="Train on only the first N members (default: all).")
 @click.option("--overwrite", is_flag=True, help="Replace an existing output file.")
 @click.option("--no-resume", is_flag=True, help="Ignore (and replace) a checkpoint OUT.ckpt left by an earlier run.")
@@ -445,6 +456,17 @@ def harden(
     step_size: float | None,
     beta: float | None,
     eps_warmup_epochs: int | None,
+    l2_norm_clip: float | None,
+    noise_multiplier: float | None,
+    target_epsilon: float | None,
+    delta: float | None,
+    num_microbatches: int | None,
+    optimizer: str | None,
+    momentum: float | None,
+    grad_sample_mode: str | None,
+    batchnorm: str | None,
+    temperature: float | None,
+    teacher_epochs: int | None,
     members: int | None,
     overwrite: bool,
     no_resume: bool,
@@ -452,9 +474,10 @@ def harden(
     device: str,
     quiet: bool,
 ) -> None:
-    """Train a model with a defense (adversarial training, ...) and save it as safetensors with its provenance.
+    """Train a model with a defense (adversarial training, DP-SGD, ...) and save it as safetensors with its provenance.
 
-    Resumable: after each epoch a checkpoint OUT.ckpt is written; rerunning the same command continues from it.
+    Resumable (except dp-sgd): after each epoch a checkpoint OUT.ckpt is written; rerunning the same command
+    continues from it.
     """
     from modelsec.defenses import harden as run_harden
     from modelsec.defenses import make_defense
@@ -472,6 +495,17 @@ def harden(
         "step_size": step_size,
         "beta": beta,
         "eps_warmup_epochs": eps_warmup_epochs,
+        "l2_norm_clip": l2_norm_clip,
+        "noise_multiplier": noise_multiplier,
+        "target_epsilon": target_epsilon,
+        "delta": delta,
+        "num_microbatches": num_microbatches,
+        "optimizer": optimizer,
+        "momentum": momentum,
+        "grad_sample_mode": grad_sample_mode,
+        "batchnorm": batchnorm,
+        "temperature": temperature,
+        "teacher_epochs": teacher_epochs,
     }
     config = make_defense(defense, _harden_config(config_json, flags)).config  # validated before the data loads
     result = run_harden(

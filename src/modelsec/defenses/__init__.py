@@ -19,7 +19,7 @@ modelsec.errors.ConfigError: pgd-at: eps must be > 0 (in input units), got -1.0
 
 from __future__ import annotations
 
-from modelsec.defenses import adversarial_training, membership, standard
+from modelsec.defenses import adversarial_training, distillation, dp_sgd, membership, standard
 from modelsec.defenses.adversarial_training import (
     FGSMRS,
     PGDAT,
@@ -33,6 +33,8 @@ from modelsec.defenses.adversarial_training import (
 )
 from modelsec.defenses.base import DEFENSES, Defense, DefenseConfig, Guarantees, make_defense
 from modelsec.defenses.checkpoint import Checkpoint, checkpoint_path
+from modelsec.defenses.distillation import DefensiveDistillation, DistillationConfig
+from modelsec.defenses.dp_sgd import DPSGD, DPSGDDefenseConfig
 from modelsec.defenses.harden import harden
 from modelsec.defenses.membership import (
     DMP,
@@ -47,6 +49,7 @@ from modelsec.defenses.standard import Standard, StandardConfig
 __all__ = [
     "DEFENSES",
     "DMP",
+    "DPSGD",
     "FGSMRS",
     "PGDAT",
     "TRADES",
@@ -54,8 +57,11 @@ __all__ = [
     "AdversarialTrainingConfig",
     "Checkpoint",
     "DMPConfig",
+    "DPSGDDefenseConfig",
     "Defense",
     "DefenseConfig",
+    "DefensiveDistillation",
+    "DistillationConfig",
     "FGSMRSConfig",
     "Guarantees",
     "OutputHardeningConfig",
@@ -68,6 +74,8 @@ __all__ = [
     "TRADESConfig",
     "adversarial_training",
     "checkpoint_path",
+    "distillation",
+    "dp_sgd",
     "harden",
     "make_defense",
     "membership",

@@ -201,6 +201,11 @@ class Defense(abc.ABC):
         """Called after each epoch; returns a reason to stop training now, or ``None``."""
         return None
 
+    def provenance(self) -> dict[str, Any]:
+        """What the defense adds to the provenance JSON after :meth:`fit`, as top-level keys (a privacy report,
+        a teacher's history); default nothing."""
+        return {}
+
     def fit(
         self,
         module: nn.Module,

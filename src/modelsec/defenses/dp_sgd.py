@@ -43,6 +43,9 @@ Randomness is explicit: the Poisson sampler, the noise (Opacus ``secure_mode=Fal
 result. Seeded pseudo-random noise is right for experiments and audits; a production guarantee also needs a
 cryptographically secure generator (Opacus ``secure_mode``), which modelsec does not offer.
 
+The registered defense ``dp-sgd`` (:class:`DPSGD`, options :class:`DPSGDDefenseConfig`) runs :func:`train_dp_sgd`
+for ``modelsec harden``; its guarantees carry the epsilons and the provenance the full :class:`DPTrainingReport`.
+
 Example (a tiny run on random data; Opacus and dp-accounting are the ``dp`` extra):
 
 >>> import numpy as np, torch
@@ -64,9 +67,9 @@ import contextlib
 import math
 import time
 import warnings
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import asdict, dataclass, field, fields
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
@@ -74,6 +77,7 @@ from torch import nn
 from torch.nn import functional
 
 from modelsec.data.dataset import Dataset
+from modelsec.defenses.base import DEFENSES, Defense, DefenseConfig, Guarantees
 from modelsec.errors import ConfigError
 from modelsec.privacy_accounting import (
     ACCOUNTANTS,
@@ -85,6 +89,7 @@ from modelsec.privacy_accounting import (
 )
 from modelsec.progress import NullProgress, Progress
 from modelsec.seeding import generator, seeded
+from modelsec.training import TrainingHistory, TrainingState
 
 GRAD_SAMPLE_MODES = ("ghost", "hooks")
 OPTIMIZERS = ("sgd", "adam")
@@ -629,3 +634,185 @@ def train_dp_sgd(
         seconds=time.perf_counter() - start,
         config=asdict(config),
     )
+
+
+# --- the registered defense -----------------------------------------------------------------------------------------
+
+_DP_DEFAULTS = DPSGDConfig()
+
+
+@dataclass(frozen=True, kw_only=True)
+class DPSGDDefenseConfig(DefenseConfig):
+    """``dp-sgd``'s options: the fields of :class:`DPSGDConfig` under TensorFlow Privacy's names, with its defaults
+    and its validation (a bad value fails here, before any data is loaded).
+
+    Args:
+        l2_norm_clip: the per-example clipping bound C (default 1.0).
+        noise_multiplier: sigma, the Gaussian noise's standard deviation in units of C (default: 1.1 unless
+            ``target_epsilon`` is given; 0 clips only and claims no privacy).
+        target_epsilon: the PRV epsilon at ``delta`` to reach after all planned steps; sigma is derived from it.
+        delta: the delta of the claim (default 1e-5; keep it well below 1/n).
+        num_microbatches: None, or equal to ``batch_size`` (one microbatch per example; TF Privacy's meaning).
+        batch_size: the expected batch size under Poisson sampling (default 256).
+        epochs: passes of ``n // batch_size`` steps (default 10).
+        lr: the learning rate (default 0.1), constant: ``lr_schedule`` must stay "constant" and ``weight_decay`` 0,
+            the two shared training knobs DP-SGD's optimizer does not use.
+        optimizer: "sgd" (default, with ``momentum``, default 0.9) or "adam".
+        grad_sample_mode: "ghost" (default; falls back to "hooks" where the model does not allow it) or "hooks".
+        batchnorm: "replace" (GroupNorm, with a warning; default) or "refuse".
+        seed: seeds the initialisation, the Poisson sampler, the noise and dropout.
+    """
+
+    defense_name: ClassVar[str] = "dp-sgd"
+    epochs: int = _DP_DEFAULTS.epochs
+    batch_size: int = _DP_DEFAULTS.batch_size
+    lr: float = _DP_DEFAULTS.lr
+    lr_schedule: str = "constant"
+    l2_norm_clip: float = _DP_DEFAULTS.l2_norm_clip
+    noise_multiplier: float | None = _DP_DEFAULTS.noise_multiplier
+    target_epsilon: float | None = _DP_DEFAULTS.target_epsilon
+    delta: float = _DP_DEFAULTS.delta
+    num_microbatches: int | None = _DP_DEFAULTS.num_microbatches
+    optimizer: str = _DP_DEFAULTS.optimizer
+    momentum: float = _DP_DEFAULTS.momentum
+    grad_sample_mode: str = _DP_DEFAULTS.grad_sample_mode
+    batchnorm: str = _DP_DEFAULTS.batchnorm
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.lr_schedule != "constant":
+            raise self.fail(
+                f"lr_schedule must be 'constant' (DP-SGD trains at a constant learning rate), got {self.lr_schedule!r}"
+            )
+        if self.weight_decay != 0:
+            raise self.fail(f"weight_decay is not supported by DP-SGD's optimizer; leave it 0, got {self.weight_decay}")
+        try:
+            self.dp_config()
+        except ConfigError as e:
+            raise self.fail(str(e)) from None
+
+    def dp_config(self) -> DPSGDConfig:
+        """The :class:`DPSGDConfig` that :func:`train_dp_sgd` runs with (validated there)."""
+        return DPSGDConfig(**{f.name: getattr(self, f.name) for f in fields(DPSGDConfig)})
+
+
+@DEFENSES.register("dp-sgd")
+class DPSGD(Defense):
+    """Differentially private training with DP-SGD (Abadi et al. 2016, "Deep Learning with Differential Privacy"),
+    through :func:`train_dp_sgd` (see this module's docstring for the algorithm, the settings and the accounting).
+
+    Guarantee: ``(epsilon, delta)``-differential privacy of the training records under add/remove-one adjacency
+    with Poisson sampling: the PRV epsilon is the claim, RDP and PLD beside it, computed from the sample rate and the
+    noisy steps actually used. It is a guarantee about the training algorithm as implemented; modelsec's one-run
+    privacy audit (issue 6) checks it empirically (its lower bound must never exceed the claim). No robustness
+    guarantee. :meth:`fit` writes no per-epoch checkpoint: a DP run restarts from scratch.
+    """
+
+    name = "dp-sgd"
+    config_class = DPSGDDefenseConfig
+    config: DPSGDDefenseConfig
+
+    def __init__(self, config: DefenseConfig | Mapping[str, Any] | None = None) -> None:
+        super().__init__(config)
+        self.report_: DPTrainingReport | None = None
+
+    def check_data(self, train: Dataset) -> None:
+        if self.config.batch_size > len(train):
+            raise self.config.fail(
+                f"batch_size {self.config.batch_size} exceeds the {len(train)} training records: Poisson sampling "
+                "needs batch_size <= n (the sample rate is batch_size / n)"
+            )
+
+    def fit(
+        self,
+        module: nn.Module,
+        train: Dataset,
+        *,
+        test: Dataset | None = None,
+        device: str = "cpu",
+        progress: Progress | None = None,
+        resume: Mapping[str, Any] | None = None,
+        after_epoch: Callable[[TrainingState], None] | None = None,
+    ) -> TrainingHistory:
+        """Train ``module`` in place with DP-SGD; the privacy report is kept as ``report_``. ``after_epoch`` is
+        not called (no checkpoint) and ``resume`` must be None."""
+        if resume is not None:
+            raise ConfigError("dp-sgd cannot resume from a checkpoint; delete it or pass --no-resume (resume=False)")
+        self.progress = progress or NullProgress()
+        self.check_data(train)
+        report = train_dp_sgd(module, train, self.config.dp_config(), test=test, device=device, progress=self.progress)
+        self.report_ = report
+        epochs = report.history
+        metrics: dict[str, list[float]] = {
+            "steps": [float(e.steps) for e in epochs],
+            "mean_batch_size": [e.mean_batch_size for e in epochs],
+            "epoch_seconds": [e.seconds for e in epochs],
+        }
+        if all(e.epsilon is not None for e in epochs):
+            metrics["epsilon"] = [float(e.epsilon) for e in epochs if e.epsilon is not None]
+        return TrainingHistory(
+            config=self.config.to_dict(),
+            train_loss=[e.train_loss for e in epochs],
+            train_accuracy=[e.train_accuracy for e in epochs],
+            test_accuracy=[e.test_accuracy for e in epochs if e.test_accuracy is not None],
+            seconds=report.seconds,
+            metrics=metrics,
+            events=[{"event": "warning", "message": w} for w in report.warnings],
+        )
+
+    def provenance(self) -> dict[str, Any]:
+        """The full :class:`DPTrainingReport` (after :meth:`fit`) under ``dp_sgd``."""
+        return {} if self.report_ is None else {"dp_sgd": self.report_.to_dict()}
+
+    def guarantees(self) -> Guarantees:
+        c = self.config
+        scope = (
+            "a guarantee about the training algorithm as implemented (Opacus DP-SGD, seeded pseudo-random noise); "
+            "modelsec's one-run privacy audit (issue 6) checks it empirically: its lower bound must never exceed "
+            "the claimed epsilon"
+        )
+        r = self.report_
+        if r is None:
+            if c.noise_multiplier == 0:
+                return Guarantees(kind="none", summary="dp-sgd with noise_multiplier 0: clipping only, no guarantee")
+            return Guarantees(
+                kind="differential-privacy",
+                summary=(
+                    f"(epsilon, {c.delta:g})-differential privacy of the training records (add/remove-one adjacency, "
+                    "Poisson sampling); epsilon is computed from the steps actually taken once training ends"
+                ),
+                details={"epsilon": None, "delta": c.delta, "accountant": DEFAULT_ACCOUNTANT, "scope": scope},
+            )
+        if r.epsilon is None:
+            return Guarantees(
+                kind="none",
+                summary="dp-sgd with noise_multiplier 0: clipping only, no differential privacy guarantee",
+                details={"noise_multiplier": 0.0, "l2_norm_clip": r.l2_norm_clip},
+            )
+        others = ", ".join(f"{k.upper()} {v:.3g}" for k, v in r.epsilons.items() if k != r.accountant and v is not None)
+        return Guarantees(
+            kind="differential-privacy",
+            summary=(
+                f"({r.epsilon:.3g}, {r.delta:g})-differential privacy of the training records (add/remove-one "
+                f"adjacency, Poisson sampling at q={r.sample_rate:.4g} over {r.steps} noisy steps, noise multiplier "
+                f"{r.noise_multiplier:.4g}, clip {r.l2_norm_clip:g}); epsilon from {r.accountant.upper()}, {others} "
+                f"beside it; {scope}; no robustness guarantee"
+            ),
+            details={
+                "epsilon": r.epsilon,
+                "delta": r.delta,
+                "accountant": r.accountant,
+                "epsilons": dict(r.epsilons),
+                "adjacency": "add/remove-one record",
+                "sampling": r.sampling,
+                "sample_rate": r.sample_rate,
+                "steps": r.steps,
+                "noise_multiplier": r.noise_multiplier,
+                "noise_multiplier_source": r.noise_multiplier_source,
+                "l2_norm_clip": r.l2_norm_clip,
+                "expected_batch_size": r.expected_batch_size,
+                "dataset_size": r.dataset_size,
+                "assumptions": r.assumptions,
+                "scope": scope,
+            },
+        )

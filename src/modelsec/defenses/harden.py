@@ -136,6 +136,10 @@ def harden(
         "versions": {"modelsec": __version__, "torch": torch.__version__, "python": platform.python_version()},
         "modelsec_version": __version__,
     }
+    extra = impl.provenance()
+    if clash := sorted(set(extra) & set(provenance)):
+        raise RuntimeError(f"{impl.name}: provenance keys {clash} clash with harden's own")  # a bug in the defense
+    provenance.update(extra)
     save_model(module, out, metadata, provenance)
     checkpoint.delete()
     return provenance
