@@ -422,7 +422,7 @@ def _harden_config(config_json: str | None, flags: dict[str, Any]) -> dict[str, 
 @click.option("--grad-sample-mode", default=None, help="dp-sgd: ghost (default; falls back to hooks) or hooks.")
 @click.option("--batchnorm", default=None, help="dp-sgd: replace (GroupNorm, default) or refuse.")
 @click.option("--temperature", type=float, default=None, help="distillation, dmp: softmax temperature T.")
-@click.option("--teacher-epochs", type=int, default=None, help="distillation: teacher epochs (default: --epochs).")
+@click.option("--teacher-epochs", type=int, default=None, help="distillation, dmp: teacher epochs (default: --epochs).")
 @click.option("--members", type=int, default=None, help="Train on only the first N members (default: all).")
 @click.option("--overwrite", is_flag=True, help="Replace an existing output file.")
 @click.option("--no-resume", is_flag=True, help="Ignore (and replace) a checkpoint OUT.ckpt left by an earlier run.")
