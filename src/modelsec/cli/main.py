@@ -95,6 +95,108 @@ def with_data_options(f: Any) -> Any:
     return f
 
 
+# The options that set an AuditConfig, shared by `audit` and `compare` (see _audit_config).
+audit_options = [
+    click.option("--samples", type=int, default=1000, show_default=True, help="Test records attacked for robustness."),
+    click.option(
+        "--mia-samples",
+        type=int,
+        default=10000,
+        show_default=True,
+        help="Members, and as many non-members, scored for membership inference (at most; fewer if the data has "
+        "fewer).",
+    ),
+    click.option(
+        "--membership-attacks",
+        default=None,
+        help="Membership attacks, comma-separated (see `modelsec list`). Default: every one the model and the "
+        "reference models allow.",
+    ),
+    click.option(
+        "--reference-models",
+        type=int,
+        default=0,
+        show_default=True,
+        help="Reference models to train for LiRA, RMIA and the shadow-model attack (each costs a training run; "
+        "they train in parallel and are cached in the run store). 0: only attacks that need none.",
+    ),
+    click.option(
+        "--reference-mode",
+        type=click.Choice(["online", "offline"]),
+        default="online",
+        show_default=True,
+        help="online: reference models also train on the audited records (online and offline attacks); "
+        "offline: only on population data (offline attacks).",
+    ),
+    click.option(
+        "--reference-epochs", type=int, default=None, help="Reference models' epochs (default: the target's recipe)."
+    ),
+    click.option(
+        "--workers",
+        type=int,
+        default=None,
+        help="Processes training reference models (default: one per CPU core, at most one per model).",
+    ),
+    click.option("--eps", default="0.03,0.1", show_default=True, help="Perturbation budgets, comma-separated."),
+    click.option("--norm", type=click.Choice(["linf", "l2"]), default="linf", show_default=True),
+    click.option(
+        "--preset",
+        type=click.Choice(["quick", "standard", "thorough"]),
+        default="standard",
+        show_default=True,
+        help="quick: APGD (12 steps) + FGSM; standard: AutoAttack-like APGD-CE, APGD-T, DeepFool, Square; "
+        "thorough: more of all.",
+    ),
+    click.option("--attacks", default=None, help="Explicit evasion attacks, comma-separated (overrides --preset)."),
+    click.option("--pgd-steps", type=int, default=20, show_default=True, help="PGD steps when named in --attacks."),
+    click.option(
+        "--pgd-restarts", type=int, default=1, show_default=True, help="PGD restarts when named in --attacks."
+    ),
+    click.option("--no-checks", is_flag=True, help="Skip the robustness sanity checks."),
+    click.option("--seed", type=int, default=0, show_default=True, help="Seed of every random choice of the audit."),
+]
+
+
+def with_audit_options(f: Any) -> Any:
+    for option in reversed(audit_options):
+        f = option(f)
+    return f
+
+
+def _audit_config(split_seed: int | None, options: dict[str, Any]) -> Any:
+    """The AuditConfig of the `audit_options` values (``options``, by parameter name) and ``--split-seed``."""
+    from modelsec.audits import AuditConfig
+
+    o = dict(options)
+    return AuditConfig(
+        eps=_parse_floats(o.pop("eps"), "--eps"),
+        norm=o.pop("norm"),
+        samples=o.pop("samples"),
+        mia_samples=o.pop("mia_samples"),
+        membership_attacks=_parse_names(o.pop("membership_attacks")),
+        reference_models=o.pop("reference_models"),
+        reference_mode=o.pop("reference_mode"),
+        reference_epochs=o.pop("reference_epochs"),
+        workers=o.pop("workers"),
+        preset=o.pop("preset"),
+        attacks=_parse_names(o.pop("attacks")),
+        pgd_steps=o.pop("pgd_steps"),
+        pgd_restarts=o.pop("pgd_restarts"),
+        seed=o.pop("seed"),
+        split_seed=split_seed,
+        checks=not o.pop("no_checks"),
+        **o,
+    )
+
+
+no_store_option = click.option("--no-store", is_flag=True, help="Do not record the run in the run store.")
+trust_model_option = click.option(
+    "--trust-model",
+    is_flag=True,
+    help="Allow pickle-based model files (read with weights_only=True). Only for files you trust.",
+)
+
+
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
 @click.version_option(__version__, prog_name="modelsec")
 def cli() -> None:
@@ -117,60 +219,7 @@ def cli() -> None:
     help="fashion-mnist, digits, breast-cancer, or a .npz/.csv file (default: the model's own data).",
 )
 @with_data_options
-@click.option("--samples", type=int, default=1000, show_default=True, help="Test records attacked for robustness.")
-@click.option(
-    "--mia-samples",
-    type=int,
-    default=10000,
-    show_default=True,
-    help="Members, and as many non-members, scored for membership inference (at most; fewer if the data has fewer).",
-)
-@click.option(
-    "--membership-attacks",
-    default=None,
-    help="Membership attacks, comma-separated (see `modelsec list`). Default: every one the model and the "
-    "reference models allow.",
-)
-@click.option(
-    "--reference-models",
-    type=int,
-    default=0,
-    show_default=True,
-    help="Reference models to train for LiRA, RMIA and the shadow-model attack (each costs a training run; "
-    "they train in parallel and are cached in the run store). 0: only attacks that need none.",
-)
-@click.option(
-    "--reference-mode",
-    type=click.Choice(["online", "offline"]),
-    default="online",
-    show_default=True,
-    help="online: reference models also train on the audited records (online and offline attacks); "
-    "offline: only on population data (offline attacks).",
-)
-@click.option(
-    "--reference-epochs", type=int, default=None, help="Reference models' epochs (default: the target's recipe)."
-)
-@click.option(
-    "--workers",
-    type=int,
-    default=None,
-    help="Processes training reference models (default: one per CPU core, at most one per model).",
-)
-@click.option("--eps", default="0.03,0.1", show_default=True, help="Perturbation budgets, comma-separated.")
-@click.option("--norm", type=click.Choice(["linf", "l2"]), default="linf", show_default=True)
-@click.option(
-    "--preset",
-    type=click.Choice(["quick", "standard", "thorough"]),
-    default="standard",
-    show_default=True,
-    help="quick: APGD (12 steps) + FGSM; standard: AutoAttack-like APGD-CE, APGD-T, DeepFool, Square; "
-    "thorough: more of all.",
-)
-@click.option("--attacks", default=None, help="Explicit evasion attacks, comma-separated (overrides --preset).")
-@click.option("--pgd-steps", type=int, default=20, show_default=True, help="PGD steps when named in --attacks.")
-@click.option("--pgd-restarts", type=int, default=1, show_default=True, help="PGD restarts when named in --attacks.")
-@click.option("--no-checks", is_flag=True, help="Skip the robustness sanity checks.")
-@click.option("--seed", type=int, default=0, show_default=True, help="Seed of every random choice of the audit.")
+@with_audit_options
 @click.option(
     "--out",
     "out_dir",
@@ -180,12 +229,8 @@ def cli() -> None:
     help="Folder for result.json, report.html and adversarial.npz.",
 )
 @store_option
-@click.option("--no-store", is_flag=True, help="Do not record the run in the run store.")
-@click.option(
-    "--trust-model",
-    is_flag=True,
-    help="Allow pickle-based model files (read with weights_only=True). Only for files you trust.",
-)
+@no_store_option
+@trust_model_option
 @device_option
 @quiet_option
 def audit(
@@ -295,6 +340,105 @@ def _print_summary(r: Any) -> None:
                 f"{a.advantage:.3f}",
             )
         console.print(t)
+
+
+@cli.command()
+@click.argument("baseline", type=click.Path(dir_okay=False))
+@click.argument("hardened", nargs=-1, required=True, type=click.Path(dir_okay=False))
+@click.option(
+    "--data",
+    default=None,
+    help="fashion-mnist, digits, breast-cancer, or a .npz/.csv file (default: the baseline's own data).",
+)
+@with_data_options
+@with_audit_options
+@click.option(
+    "--max-accuracy-drop",
+    type=float,
+    default=5.0,
+    show_default=True,
+    help="The recommendation rule's N: only models at most N percentage points of clean accuracy below the "
+    "baseline's are recommended.",
+)
+@click.option(
+    "--out",
+    "out_dir",
+    type=click.Path(file_okay=False),
+    default="modelsec-compare",
+    show_default=True,
+    help="Folder for comparison.html/.json/.md and one audit folder per model.",
+)
+@store_option
+@no_store_option
+@trust_model_option
+@device_option
+@quiet_option
+def compare(
+    baseline: str,
+    hardened: tuple[str, ...],
+    data: str | None,
+    data_dir: str | None,
+    label_column: str,
+    bounds: str | None,
+    split_seed: int | None,
+    max_accuracy_drop: float,
+    out_dir: str,
+    store_path: str | None,
+    no_store: bool,
+    trust_model: bool,
+    device: str,
+    quiet: bool,
+    **options: Any,
+) -> None:
+    """Audit BASELINE and each HARDENED model the same way (same settings, seed, test records and membership
+    candidates) and write a comparison report with a recommendation."""
+    from modelsec.audits.compare import run_compare
+
+    outcome = run_compare(
+        baseline,
+        hardened,
+        data=data,
+        config=_audit_config(split_seed, options),
+        out_dir=out_dir,
+        max_accuracy_drop=max_accuracy_drop,
+        trust_model=trust_model,
+        device=device,
+        data_dir=data_dir,
+        label_column=label_column,
+        bounds=_parse_bounds(bounds),
+        store=_store(store_path, no_store),
+        progress=_progress(quiet),
+    )
+    if not quiet:
+        _print_comparison(outcome.comparison)
+        click.echo(f"report: {outcome.files['html']}\nresult: {outcome.files['comparison']}")
+
+
+def _print_comparison(c: Any) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console(width=None if sys.stdout.isatty() else 120)  # pipes: wide enough for a row per model
+    t = Table(title=f"Comparison (baseline {c.baseline})")
+    eps = c.eps_keys
+    for col in ("model", "defense", "clean", *(f"robust {k}" for k in eps), "AUC", "TPR@0.1%", "verdict"):
+        t.add_column(col, overflow="fold")
+    for m in c.models:
+        t.add_row(
+            m.name,
+            m.defense or "-",
+            "-" if m.clean_accuracy is None else f"{m.clean_accuracy:.1%}",
+            *("-" if (r := m.robust_at(k)) is None else f"{r:.1%}" for k in eps),
+            "-" if m.mia_auc is None else f"{m.mia_auc:.3f}",
+            "-" if m.mia_tpr is None else f"{m.mia_tpr:.2%}",
+            m.verdict_level + ("*" if m.robustness_overestimated else ""),
+        )
+    console.print(t)
+    for m in c.models:
+        if m.robustness_overestimated:
+            console.print(f"* {m.name}: robustness likely overestimated ({', '.join(m.flags)})")
+    for line in c.recommendation.outcome():
+        console.print(f"[bold]{line}[/]")
 
 
 @cli.command()
