@@ -198,13 +198,29 @@ def test_dmp_through_harden_resumes_in_the_student_stage(tmp_path: Path, monkeyp
         m.setattr(Checkpoint, "save", save_then_stop)
         with pytest.raises(KeyboardInterrupt):
             modelsec.harden("dmp", data=splits, arch="mlp", out=out, config=config)
-    resumed = modelsec.harden("dmp", data=splits, arch="mlp", out=out, config=config)
+    with monkeypatch.context() as m:
+        m.setattr(DMP, "teacher_config", lambda self: pytest.fail("the teacher was trained again"))
+        resumed = modelsec.harden("dmp", data=splits, arch="mlp", out=out, config=config)
     assert resumed["resumed_from_epoch"] == 1
     a = load_model(out).classifier.module.state_dict()
     b = load_model(tmp_path / "whole.safetensors").classifier.module.state_dict()
     assert all(torch.equal(a[k], b[k]) for k in a)
     assert whole["defense"]["guarantees"]["kind"] == "empirical"
     assert read_safetensors_metadata(out)["defense"]["name"] == "dmp"
+    assert resumed["dmp"]["reference"] == whole["dmp"]["reference"] and whole["dmp"]["reference"]["records"] == 120
+    for key in ("train_loss", "train_accuracy", "test_accuracy"):  # the teacher's history, from the checkpoint
+        assert resumed["dmp"]["teacher_training"][key] == whole["dmp"]["teacher_training"][key]
+    assert len(whole["dmp"]["teacher_training"]["train_loss"]) == 2 and whole["epochs_completed"] == 3
+
+
+def test_regularised_through_harden_records_its_choice(tmp_path: Path) -> None:
+    out = tmp_path / "reg.safetensors"
+    info = modelsec.harden("regularised", data=blob_splits(), arch="mlp", out=out, config={"epochs": 3, "patience": 0})
+    selected = info["regularised"]["selected"]
+    gaps = info["training"]["metrics"]["generalisation_gap"]
+    assert info["regularised"]["validation_records"] == 120 and len(gaps) == 3
+    assert selected["generalisation_gap"] == gaps[selected["restored_epoch"] - 1]
+    assert read_safetensors_metadata(out)["defense"]["config"]["label_smoothing"] == 0.1
 
 
 # ---------------------------------------------------------------- regularised
