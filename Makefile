@@ -4,6 +4,8 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.modelsec-installed
 DEMO_OUT ?= runs/demo
+DEMO_MODELS ?= runs/demo-models
+DEMO_COMPARE ?= runs/demo-compare
 
 .PHONY: demo test setup system lint typecheck pytest clean weights
 
@@ -26,6 +28,17 @@ demo: setup
 	bash scripts/setup_system.sh --data-only
 	$(BIN)/modelsec audit --out $(DEMO_OUT) --preset quick --samples 1000 --eps 0.03,0.1
 	@echo "Report: $(DEMO_OUT)/report.html  (results: $(DEMO_OUT)/result.json)"
+	# then harden small digits MLPs (seconds each) and compare them under one audit
+	$(BIN)/modelsec harden --defense standard --data digits --arch mlp --epochs 10 --batch-size 32 --overwrite --quiet \
+		--out $(DEMO_MODELS)/digits-base.safetensors
+	$(BIN)/modelsec harden --defense pgd-at --eps 0.1 --data digits --arch mlp --epochs 10 --batch-size 32 --overwrite \
+		--quiet --out $(DEMO_MODELS)/digits-pgd-at.safetensors
+	$(BIN)/modelsec harden --defense fgsm-rs --eps 0.1 --data digits --arch mlp --epochs 10 --batch-size 32 --overwrite \
+		--quiet --out $(DEMO_MODELS)/digits-fgsm-rs.safetensors
+	$(BIN)/modelsec compare $(DEMO_MODELS)/digits-base.safetensors $(DEMO_MODELS)/digits-pgd-at.safetensors \
+		$(DEMO_MODELS)/digits-fgsm-rs.safetensors --preset quick --eps 0.05,0.1 --samples 300 --mia-samples 800 \
+		--reference-models 4 --out $(DEMO_COMPARE)
+	@echo "Comparison: $(DEMO_COMPARE)/comparison.html  (results: $(DEMO_COMPARE)/comparison.json)"
 
 lint: setup
 	$(BIN)/ruff check src tests scripts

@@ -16,6 +16,7 @@ import base64
 import io
 import sys
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 from matplotlib import colormaps
@@ -24,7 +25,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.cm import ScalarMappable
 from matplotlib.colors import Colormap, Normalize
 from matplotlib.figure import Figure
-from matplotlib.ticker import FuncFormatter, PercentFormatter
+from matplotlib.ticker import FuncFormatter, MaxNLocator, PercentFormatter
 
 from modelsec.comparison import Comparison
 from modelsec.report.tables import (
@@ -225,7 +226,8 @@ def tradeoff_plot(comparison: Comparison) -> Figure:
     """Clean accuracy (x) against worst-case robust accuracy at the largest epsilon (y), one point per compared model,
     with confidence intervals on both axes; colour is leakage (the strongest membership attack's TPR at 0.1% FPR,
     grey without a membership result), the baseline a square, a model whose robustness is likely overestimated a
-    hollow marker. The shaded band holds the models within the recommendation's accuracy drop of the baseline.
+    hollow marker, a recommended one starred. The shaded band holds the models within the recommendation's accuracy
+    drop of the baseline.
     """
     fig = _new_figure(FIGSIZE)
     ax = fig.add_subplot()
@@ -242,6 +244,7 @@ def tradeoff_plot(comparison: Comparison) -> Figure:
     left = max(0.0, left - 0.05)
     if edge is not None:
         ax.axvspan(edge, 1.01, color="#e8f3ea", zorder=0, label=f"within {rec.max_accuracy_drop:g} points of baseline")
+    labels: list[tuple[float, float, str]] = []
     for m in comparison.models:
         x, y = m.clean_accuracy, m.robust_at(eps)
         if x is None or y is None:
@@ -261,30 +264,15 @@ def tradeoff_plot(comparison: Comparison) -> Figure:
             linewidths=2.0 if m.robustness_overestimated else 0.8,
             zorder=4,
         )
-        tags = [
-            t
-            for t, hit in (("most robust", rec.most_robust == m.name), ("least leaking", rec.least_leaking == m.name))
-            if hit
-        ]
-        label = m.name + (" (baseline)" if m.baseline else "") + (" ★ " + ", ".join(tags) if tags else "")
-        if m.robustness_overestimated:
-            label += " (robustness likely overestimated)"
-        right = x > left + 0.6 * (1.01 - left)  # labels of points on the right go to their left, inside the axes
-        ax.annotate(
-            label,
-            (x, y),
-            xytext=(-7 if right else 7, 6),
-            textcoords="offset points",
-            ha="right" if right else "left",
-            fontsize=8.5,
-            zorder=5,
-        )
+        star = " ★" if m.name in (rec.most_robust, rec.least_leaking) else ""
+        labels.append((x, y, m.name + star))
     fig.colorbar(
         _scalar_mappable(norm, cmap), ax=ax, label=f"leakage: TPR at {fpr_label(LOW_FPRS[0])} FPR", pad=0.02
     ).ax.yaxis.set_major_formatter(PercentFormatter(xmax=1.0, decimals=1))
     ax.set_xlim(left, 1.01)
     ax.set_ylim(0.0, 1.02)
-    ax.xaxis.set_major_formatter(PercentFormatter(xmax=1.0, decimals=0))
+    ax.xaxis.set_major_locator(MaxNLocator(nbins=7, steps=[1, 2, 2.5, 5, 10]))
+    ax.xaxis.set_major_formatter(PercentFormatter(xmax=1.0, decimals=None))
     ax.yaxis.set_major_formatter(PercentFormatter(xmax=1.0, decimals=0))
     ax.set_xlabel("clean accuracy", fontsize=10)
     eps_text = f" at ε = {eps_label(float(eps))}" if eps is not None else ""
@@ -292,7 +280,38 @@ def tradeoff_plot(comparison: Comparison) -> Figure:
     ax.set_title("Accuracy, robustness and leakage", fontsize=11, loc="left")
     if edge is not None:
         ax.legend(fontsize=8.5, frameon=False, loc="upper left")
+    _place_labels(fig, ax, labels, split=left + 0.6 * (1.01 - left))
     return fig
+
+
+def _place_labels(fig: Figure, ax: Axes, labels: list[tuple[float, float, str]], split: float) -> None:
+    """A text label beside each point, moved down (with a leader line) until it overlaps no label placed before;
+    points right of ``split`` get their label on their left, inside the axes."""
+    canvas = fig.canvas if isinstance(fig.canvas, FigureCanvasAgg) else FigureCanvasAgg(fig)
+    canvas.draw()  # runs the layout, so the extents below are final
+    renderer = canvas.get_renderer()
+    px_per_point = fig.dpi / 72.0
+    placed: list[Any] = []
+    for x, y, text in sorted(labels, key=lambda item: -item[1]):
+        right = x > split
+        dy = 6.0
+        for _ in range(30):
+            label = ax.annotate(
+                text,
+                (x, y),
+                xytext=(-7 if right else 7, dy),
+                textcoords="offset points",
+                ha="right" if right else "left",
+                fontsize=8.5,
+                zorder=5,
+                arrowprops=None if dy == 6.0 else {"arrowstyle": "-", "color": CHANCE_COLOUR, "linewidth": 0.8},
+            )
+            box = label.get_window_extent(renderer)
+            if not any(box.overlaps(other) for other in placed):
+                break
+            label.remove()
+            dy -= box.height / px_per_point + 2.0
+        placed.append(box)
 
 
 def _scalar_mappable(norm: Normalize, cmap: Colormap) -> ScalarMappable:
