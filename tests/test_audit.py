@@ -137,3 +137,23 @@ def test_audit_with_reference_models_reuses_the_cache(digits_model: Path, tmp_pa
     assert second.privacy is not None and second.privacy.compute["from_cache"]
     assert [(a.attack, a.auc) for a in second.privacy.attacks] == [(a.attack, a.auc) for a in first.privacy.attacks]
     assert first.settings["reference_models"] == 2
+
+
+def test_a_model_trained_on_some_members_is_audited_against_those_only(tmp_path: Path) -> None:
+    """``train --members N`` trains on the first N members: the audit's members are those N (the others, never
+    trained on, join the population), and the header's recipe is what reference models would follow."""
+    from modelsec.audits.runner import _reference_recipe
+    from modelsec.models.torch import read_safetensors_metadata
+
+    path = tmp_path / "few.safetensors"
+    train_and_save(
+        data="digits", arch="mlp", out=path, members=120, config=TrainingConfig(epochs=3, batch_size=32, seed=1)
+    )
+    meta = read_safetensors_metadata(path)
+    assert meta["training"]["config"]["epochs"] == 3 and meta["data"]["members_used"] == 120
+    config = AuditConfig(eps=(0.1,), samples=20, mia_samples=500, preset="quick", checks=False)
+    r = run_audit(path, None, config=config).result
+    assert r.data.n_members == 120 and r.privacy is not None
+    assert all(a.n_members == 120 for a in r.privacy.attacks)
+    arch, recipe = _reference_recipe(r.model, meta, config)
+    assert arch == "mlp" and (recipe.epochs, recipe.batch_size) == (3, 32)

@@ -288,7 +288,7 @@ def train_and_save(
     with seeded(config.seed):
         module = build_architecture(arch_name, splits.input_shape, splits.num_classes)
     history = train_classifier(module, train, config=config, test=splits.nonmembers, device=device, progress=progress)
-    metadata = model_metadata(arch_name, splits, members_used=len(train))
+    metadata = model_metadata(arch_name, splits, members_used=len(train), training=config)
     full = {**metadata, "training": history.to_dict(), "modelsec_version": _version()}
     save_model(module, out, metadata, full)
     return full
@@ -322,10 +322,15 @@ def training_set(splits: Splits, members: int | None) -> Dataset:
     return train
 
 
-def model_metadata(arch: str, splits: Splits, *, members_used: int) -> dict[str, Any]:
+def model_metadata(
+    arch: str, splits: Splits, *, members_used: int, training: TrainingConfig | None = None
+) -> dict[str, Any]:
     """What a saved model's header records, so ``modelsec audit --model OUT`` needs no other flags: the
-    architecture, input shape, classes, bounds, class names and the data split it was trained on."""
+    architecture, input shape, classes, bounds, class names, the data split it was trained on and, when given, the
+    training recipe (which the membership audit's reference models then follow)."""
+    recipe = {} if training is None else {"training": {"config": asdict(training)}}
     return {
+        **recipe,
         "arch": arch,
         "input_shape": list(splits.input_shape),
         "num_classes": splits.num_classes,

@@ -218,6 +218,11 @@ def run_audit(
         if isinstance(data_source, Splits)
         else load_splits(str(data_source), seed=split_seed, data_dir=data_dir, label_column=label_column, bounds=bounds)
     )
+    recorded = meta.get("data") or {}
+    same_split = recorded.get("source") == splits.source and recorded.get("split_seed", splits.seed) == splits.seed
+    if recorded.get("members_used") and not isinstance(data_source, Splits) and same_split:
+        # a model trained on the first N members: only those are members (the rest join the population)
+        splits = splits.with_members_used(int(recorded["members_used"]))
     timings["load_data"] = time.perf_counter() - t0
 
     t = time.perf_counter()

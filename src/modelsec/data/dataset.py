@@ -74,6 +74,22 @@ class Splits:
     def num_classes(self) -> int:
         return self.members.num_classes
 
+    def with_members_used(self, used: int) -> Splits:
+        """The splits of a model that trained on only the first ``used`` members: those stay members and the rest,
+        never trained on, join the population (they are neither members nor the held-out test set)."""
+        if not 0 < used < len(self.members):
+            return self
+        rest = self.members.subset(np.arange(used, len(self.members)))
+        population = Dataset(
+            name=self.population.name,
+            x=np.concatenate([self.population.x, rest.x]),
+            y=np.concatenate([self.population.y, rest.y]),
+            num_classes=self.population.num_classes,
+            bounds=self.population.bounds,
+            class_names=self.population.class_names,
+        )
+        return Splits(self.source, self.seed, self.members.subset(np.arange(used)), self.nonmembers, population)
+
     @property
     def bounds(self) -> tuple[float, float]:
         return self.members.bounds

@@ -117,7 +117,7 @@ def harden(
     )
     guarantees = impl.guarantees().to_dict()
     metadata = {
-        **model_metadata(arch_name, splits, members_used=len(train)),
+        **model_metadata(arch_name, splits, members_used=len(train), training=cfg),
         **impl.header_metadata(),
         "defense": {"name": impl.name, "config": cfg.to_dict(), "guarantees": guarantees},
     }
