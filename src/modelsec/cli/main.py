@@ -1,7 +1,8 @@
 """``modelsec`` command line.
 
 Exit codes: 0 success, 2 user error (bad input, unsafe model, unknown name: a message, no traceback),
-1 internal error (a bug: the traceback is printed), 130 interrupted.
+1 internal error (a bug: the traceback is printed), 3 a privacy claim contradicted (``audit-dp``: the empirical
+epsilon lower bound exceeds the claimed epsilon), 130 interrupted.
 """
 
 from __future__ import annotations
@@ -20,6 +21,8 @@ from modelsec.errors import ConfigError, ModelsecError
 
 EXIT_USER_ERROR = 2
 EXIT_INTERNAL_ERROR = 1
+EXIT_PRIVACY_VIOLATION = 3
+"""``audit-dp``: the one-run audit's lower bound exceeds the claimed epsilon (the claim is not delivered)."""
 
 
 def _parse_names(value: str | None) -> tuple[str, ...] | None:
@@ -678,6 +681,163 @@ def harden(
             f"saved {out_path} ({result['defense']['name']}, {result['arch']}{accuracy}; "
             f"{result['guarantees']['summary']}) and {out_path}.json"
         )
+
+
+@cli.command("audit-dp")
+@click.option(
+    "--defense",
+    default="dp-sgd",
+    show_default=True,
+    help="The training under audit, by defense name (see `modelsec list defenses`); standard: non-private.",
+)
+@click.option("--config-json", default=None, help="The defense's options as JSON; the flags below override it.")
+@click.option("--arch", default=None, help="Built-in architecture (default: small-cnn for images, mlp otherwise).")
+@click.option(
+    "--data", default="fashion-mnist", show_default=True, help="Data set name or file; trains on its members split."
+)
+@with_data_options
+@click.option("--canaries", type=int, default=1000, show_default=True, help="Canaries, each included with p = 1/2.")
+@click.option(
+    "--canary-kind",
+    type=click.Choice(["mislabelled", "out-of-distribution"]),
+    default="mislabelled",
+    show_default=True,
+    help="mislabelled: population records with a wrong label; out-of-distribution: noise inputs, random labels.",
+)
+@click.option(
+    "--score",
+    type=click.Choice(["scaled-logit", "loss"]),
+    default="scaled-logit",
+    show_default=True,
+    help="Membership score of a canary's label (both rank alike).",
+)
+@click.option(
+    "--correction",
+    type=click.Choice(["none", "bonferroni"]),
+    default="none",
+    show_default=True,
+    help="none: best over the numbers of guesses, as the paper; bonferroni: corrected for trying them.",
+)
+@click.option("--epochs", type=int, default=None, help="Training epochs (default: the defense's; dp-sgd 10).")
+@click.option("--batch-size", type=int, default=None, help="Mini-batch size (dp-sgd: expected, default 256).")
+@click.option("--lr", type=float, default=None, help="Learning rate (default: Adam 1e-3; dp-sgd 0.1).")
+@click.option("--weight-decay", type=float, default=None, help="Adam weight decay (default 0).")
+@click.option("--lr-schedule", type=click.Choice(["cosine", "constant"]), default=None, help="Default cosine.")
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the canaries and of the training run.")
+@click.option("--l2-norm-clip", type=float, default=None, help="dp-sgd: per-example clipping bound C (default 1).")
+@click.option("--noise-multiplier", type=float, default=None, help="dp-sgd: noise std in units of C (default 1.1).")
+@click.option("--target-epsilon", type=float, default=None, help="dp-sgd: derive the noise multiplier from it.")
+@click.option("--delta", type=float, default=None, help="dp-sgd: delta of the claim (default 1e-5, < 1/n).")
+@click.option("--num-microbatches", type=int, default=None, help="dp-sgd: unset or = batch size (per example).")
+@click.option("--optimizer", default=None, help="dp-sgd: sgd (default, with --momentum) or adam.")
+@click.option("--momentum", type=float, default=None, help="dp-sgd: SGD momentum (default 0.9).")
+@click.option("--grad-sample-mode", default=None, help="dp-sgd: ghost (default; falls back to hooks) or hooks.")
+@click.option("--batchnorm", default=None, help="dp-sgd: replace (GroupNorm, default) or refuse.")
+@click.option("--members", type=int, default=None, help="Train on only the first N members (default: all).")
+@click.option(
+    "--out",
+    "out_dir",
+    type=click.Path(file_okay=False),
+    default="modelsec-dp-audit",
+    show_default=True,
+    help="Folder for dp_audit.json and dp_audit.html.",
+)
+@device_option
+@quiet_option
+def audit_dp(
+    defense: str,
+    config_json: str | None,
+    arch: str | None,
+    data: str,
+    data_dir: str | None,
+    label_column: str,
+    bounds: str | None,
+    split_seed: int | None,
+    canaries: int,
+    canary_kind: str,
+    score: str,
+    correction: str,
+    epochs: int | None,
+    batch_size: int | None,
+    lr: float | None,
+    weight_decay: float | None,
+    lr_schedule: str | None,
+    seed: int,
+    l2_norm_clip: float | None,
+    noise_multiplier: float | None,
+    target_epsilon: float | None,
+    delta: float | None,
+    num_microbatches: int | None,
+    optimizer: str | None,
+    momentum: float | None,
+    grad_sample_mode: str | None,
+    batchnorm: str | None,
+    members: int | None,
+    out_dir: str,
+    device: str,
+    quiet: bool,
+) -> None:
+    """Check a DP claim with one training run (Steinke, Nasr & Jagielski 2023): train with canaries, bound epsilon.
+
+    Exits 3, with a red verdict, when the empirical lower bound exceeds the claimed epsilon (the training does not
+    deliver its claim: a bug, not a result); 0 otherwise, also for a run without a claim (the bound is reported).
+    """
+    from modelsec.audits.dp_audit import run_dp_audit
+    from modelsec.defenses import make_defense
+
+    flags = {
+        "epochs": epochs,
+        "batch_size": batch_size,
+        "lr": lr,
+        "weight_decay": weight_decay,
+        "lr_schedule": lr_schedule,
+        "seed": seed,
+        "l2_norm_clip": l2_norm_clip,
+        "noise_multiplier": noise_multiplier,
+        "target_epsilon": target_epsilon,
+        "delta": delta,
+        "num_microbatches": num_microbatches,
+        "optimizer": optimizer,
+        "momentum": momentum,
+        "grad_sample_mode": grad_sample_mode,
+        "batchnorm": batchnorm,
+    }
+    config = make_defense(defense, _harden_config(config_json, flags)).config  # validated before the data loads
+    if canaries < 1:
+        raise ConfigError(f"--canaries must be >= 1, got {canaries}")
+    result, files = run_dp_audit(
+        defense,
+        data=data,
+        arch=arch,
+        config=config,
+        canaries=canaries,
+        canary_kind=canary_kind,
+        seed=seed,
+        score=score,
+        correction=correction,
+        members=members,
+        split_seed=split_seed or 0,
+        data_dir=data_dir,
+        label_column=label_column,
+        bounds=_parse_bounds(bounds),
+        out_dir=out_dir,
+        device=device,
+        progress=_progress(quiet),
+    )
+    if not quiet:
+        claimed = "none" if result.claimed_epsilon is None else f"{result.claimed_epsilon:.4f} ({result.accountant})"
+        others = ", ".join(f"{k} {v:.4f}" for k, v in sorted(result.epsilons.items()) if v is not None)
+        click.echo(f"claimed epsilon: {claimed}" + (f"; accountants: {others}" if others else ""))
+        click.echo(
+            f"empirical lower bound: {result.lower_bound:.4f} from {result.v}/{result.r} correct guesses "
+            f"({result.k_plus} in, {result.k_minus} out) on {result.canaries} {result.canary_kind} canaries "
+            f"({result.included} included); training {result.train_seconds:.1f} s"
+        )
+        click.echo(f"report: {files['report']}\nresult: {files['result']}")
+    if not result.passed:
+        click.secho(f"FAIL: {result.verdict()}", fg="red", bold=True, err=True)
+        sys.exit(EXIT_PRIVACY_VIOLATION)
+    click.secho(("ok: " if result.claimed_epsilon is not None else "") + result.verdict(), fg="green")
 
 
 @cli.group()

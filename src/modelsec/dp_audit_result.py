@@ -1,0 +1,130 @@
+"""Typed, JSON-serialisable results of the one-run privacy audit (``dp_audit.json``): the claim under test, the
+empirical lower bound and the evidence behind it. Written by :mod:`modelsec.audits.dp_audit`, rendered by
+:mod:`modelsec.report.dp_audit`; no pickle, no model.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+DP_AUDIT_SCHEMA = "modelsec.dp-audit/1"
+
+
+@dataclass(frozen=True)
+class DPClaim:
+    """An ``(epsilon, delta)``-DP claim as an accountant made it: ``epsilon`` from ``accountant`` (the claim), every
+    accountant's value in ``epsilons``, and the assumptions it rests on (sample rate, steps, noise) in ``details``."""
+
+    epsilon: float
+    delta: float
+    accountant: str
+    epsilons: dict[str, float | None] = field(default_factory=dict)
+    details: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def from_guarantees(cls, guarantees: Any) -> DPClaim | None:
+        """The claim of a defense's :class:`~modelsec.defenses.base.Guarantees` (``kind`` "differential-privacy"
+        with an epsilon), else ``None``."""
+        d = dict(getattr(guarantees, "details", None) or {})
+        if getattr(guarantees, "kind", None) != "differential-privacy" or d.get("epsilon") is None:
+            return None
+        keep = ("noise_multiplier", "sample_rate", "steps", "l2_norm_clip", "dataset_size", "sampling", "adjacency")
+        return cls(
+            epsilon=float(d["epsilon"]),
+            delta=float(d["delta"]),
+            accountant=str(d.get("accountant", "")),
+            epsilons={k: (None if v is None else float(v)) for k, v in dict(d.get("epsilons") or {}).items()},
+            details={k: d[k] for k in keep if k in d},
+        )
+
+
+@dataclass
+class DPAuditResult:
+    """One one-run privacy audit (Steinke, Nasr & Jagielski 2023): the claim, the empirical epsilon lower bound at
+    confidence ``level``, and the evidence.
+
+    ``lower_bound`` is the largest epsilon that the canaries' guesses reject at ``delta`` (the claim's delta, or the
+    audit's default without a claim), maximised over ``tests`` choices of guesses (``correction`` says whether that
+    maximum was corrected for the choice); ``k_plus``/``k_minus``/``r``/``v`` are the guesses at the maximum.
+    ``passed`` is ``lower_bound <= claimed_epsilon`` (True without a claim: nothing to contradict). A failure means
+    the implementation does not deliver its claim: a bug, not a result.
+
+    ``included_scores`` and ``excluded_scores`` are every canary's membership score (``score``; higher: more likely
+    included), split by the truth. Seconds: ``train_seconds`` the one training run (with the canaries),
+    ``score_seconds`` scoring the canaries, ``bound_seconds`` the statistics.
+    """
+
+    claimed_epsilon: float | None
+    delta: float
+    accountant: str | None
+    epsilons: dict[str, float | None]
+    lower_bound: float
+    k_plus: int
+    k_minus: int
+    r: int
+    v: int
+    canaries: int
+    included: int
+    canary_kind: str
+    score: str
+    beta: float
+    level: float
+    correction: str
+    tests: int
+    included_scores: list[float]
+    excluded_scores: list[float]
+    train_seconds: float
+    score_seconds: float
+    bound_seconds: float
+    seed: int
+    passed: bool
+    claim: DPClaim | None = None
+    training: dict[str, Any] = field(default_factory=dict)
+    grid: list[dict[str, Any]] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    schema: str = DP_AUDIT_SCHEMA
+
+    @property
+    def audit_seconds(self) -> float:
+        """Training, scoring and the bound together: the audit's whole cost."""
+        return self.train_seconds + self.score_seconds + self.bound_seconds
+
+    def verdict(self) -> str:
+        """One line: the bound beside the claim, and what it means."""
+        bound = f"empirical epsilon lower bound {self.lower_bound:.3f} (at delta={self.delta:g}, {self.level:.0%})"
+        if self.claimed_epsilon is None:
+            return f"{bound}; no DP claim to check (a non-private run)"
+        if self.passed:
+            return f"{bound} <= claimed epsilon {self.claimed_epsilon:.3f}: consistent with the claim"
+        return (
+            f"{bound} EXCEEDS the claimed epsilon {self.claimed_epsilon:.3f}: the training does not deliver its "
+            "claim; that is a bug, not a result"
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["audit_seconds"] = self.audit_seconds
+        return d
+
+    def to_json(self, indent: int | None = 2) -> str:
+        return json.dumps(self.to_dict(), indent=indent, allow_nan=False)
+
+    def save(self, path: str | Path) -> None:
+        Path(path).write_text(self.to_json() + "\n", encoding="utf-8")
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> DPAuditResult:
+        if d.get("schema", DP_AUDIT_SCHEMA) != DP_AUDIT_SCHEMA:
+            raise ValueError(f"not a {DP_AUDIT_SCHEMA} result: schema {d.get('schema')!r}")
+        known = {f.name for f in fields(cls)}
+        values = {k: v for k, v in d.items() if k in known}
+        if values.get("claim") is not None:
+            values["claim"] = DPClaim(**values["claim"])
+        return cls(**values)
+
+    @classmethod
+    def load(cls, path: str | Path) -> DPAuditResult:
+        return cls.from_dict(json.loads(Path(path).read_text(encoding="utf-8")))
