@@ -188,3 +188,15 @@ def test_cli_compare_shares_the_audit_options(capsys: pytest.CaptureFixture[str]
     for option in ("--eps", "--preset", "--samples", "--mia-samples", "--reference-models", "--seed", "--split-seed"):
         assert option in helps["audit"] and option in helps["compare"]
     assert "--max-accuracy-drop" in helps["compare"]
+
+
+def test_each_model_is_audited_against_the_members_it_trained_on() -> None:
+    from modelsec.audits.compare import own_members
+    from modelsec.data import load_splits
+
+    splits = load_splits("digits", seed=0)
+    meta = {"data": {"source": "digits", "split_seed": 0, "members_used": 100}}
+    mine = own_members(splits, meta)
+    assert len(mine.members) == 100 and len(mine.population) == len(splits.population) + len(splits.members) - 100
+    assert own_members(splits, {"data": {"source": "digits", "split_seed": 1, "members_used": 100}}) is splits
+    assert own_members(splits, {}) is splits

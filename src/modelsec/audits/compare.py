@@ -140,9 +140,10 @@ def run_compare(
         for i, c in enumerate(candidates):
             progress.note(f"[{i + 1}/{len(candidates)}] auditing {c.name} ({c.path})")
             t = time.perf_counter()
+            model_splits = own_members(splits, c.meta)
             outcome = run_audit(
                 c.path,
-                splits,
+                model_splits,
                 config=config,
                 trust_model=trust_model,
                 device=device,
@@ -161,7 +162,7 @@ def run_compare(
                     baseline=i == 0,
                     meta=c.meta,
                     provenance=c.provenance,
-                    splits=splits,
+                    splits=model_splits,
                     out_dir=None if out is None else c.name,
                     audit_seconds=seconds,
                 )
@@ -319,6 +320,17 @@ def summarise(
         fingerprints={k: str(result.settings[k]) for k in _FINGERPRINTS if k in result.settings},
         audit_seconds=None if audit_seconds is None else round(audit_seconds, 3),
     )
+
+
+def own_members(splits: Splits, meta: dict[str, Any]) -> Splits:
+    """The splits as this model saw them: a model that records training on the first N members of the same
+    data and split is audited against those N (see :meth:`Splits.with_members_used`), as ``run_audit`` does when it
+    loads the data itself."""
+    recorded = meta.get("data") or {}
+    used, seed = recorded.get("members_used"), recorded.get("split_seed", splits.seed)
+    if used and recorded.get("source") == splits.source and int(seed) == splits.seed:
+        return splits.with_members_used(int(used))
+    return splits
 
 
 def _data_flags(meta: dict[str, Any], splits: Splits) -> list[str]:
