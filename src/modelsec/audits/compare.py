@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from modelsec.audits.privacy import strongest
 from modelsec.audits.runner import AuditConfig, run_audit, versions
 from modelsec.comparison import (
     COMPARISON_SCHEMA_VERSION,
@@ -236,15 +237,11 @@ def _splits(
 
 
 def strongest_attack(result: AuditResult) -> MembershipAttackResult | None:
-    """The membership attack with the highest TPR at 0.1% FPR, then the highest AUC (NaN counts as lowest)."""
+    """The membership attack with the highest TPR at 0.1% FPR, then the highest AUC (see
+    :func:`modelsec.audits.privacy.strongest`)."""
     if result.privacy is None or not result.privacy.attacks:
         return None
-
-    def key(a: MembershipAttackResult) -> tuple[float, float]:
-        tpr = a.tpr_at_fpr.get(LOW_FPR, math.nan)
-        return (tpr if math.isfinite(tpr) else -1.0, a.auc if math.isfinite(a.auc) else -1.0)
-
-    return max(result.privacy.attacks, key=key)
+    return strongest(result.privacy.attacks, float(LOW_FPR))
 
 
 def dp_claim(guarantees: dict[str, Any] | None) -> tuple[float | None, float | None]:

@@ -131,3 +131,16 @@ def plan_membership_attacks(
     if capability < Capability.SCORES:
         notes.append("the model returns labels only: only label-only membership attacks apply")
     return chosen, notes
+
+
+def strongest(results: list[MembershipAttackResult], fpr: float = 0.001) -> MembershipAttackResult:
+    """The attack that leaks most where it matters, at low FPR: the highest TPR at ``fpr`` (0.1%), then the
+    highest AUC (NaN counts as lowest). The one definition the report, the exposed records and ``compare`` use."""
+
+    def key(a: MembershipAttackResult) -> tuple[float, float]:
+        tpr = a.tpr_at_fpr.get(repr(fpr), float("nan"))
+        return (tpr if np.isfinite(tpr) else -1.0, a.auc if np.isfinite(a.auc) else -1.0)
+
+    if not results:
+        raise ValueError("no membership attack results")
+    return max(results, key=key)

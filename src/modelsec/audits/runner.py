@@ -33,7 +33,7 @@ from modelsec.attacks.privacy.reference import ReferenceConfig
 from modelsec.audits.exposure import most_exposed, write_exposed_csv
 from modelsec.audits.membership_pool import build_pool, reference_signals
 from modelsec.audits.presets import AttackSpec, build_attacks, preset_specs
-from modelsec.audits.privacy import evaluate_membership, plan_membership_attacks
+from modelsec.audits.privacy import evaluate_membership, plan_membership_attacks, strongest
 from modelsec.audits.robustness import RobustnessRun, attack_labels, evaluate_robustness
 from modelsec.audits.sanity import CHECKS, Remedies, apply_remedies, post_checks, pre_checks, resolve
 from modelsec.audits.verdict import RULE, make_verdict
@@ -428,12 +428,12 @@ def _membership(
     results, scores = evaluate_membership(attacks, inputs, pool.members, pool.nonmembers, rng=rng)
     compute["target_queries"] = classifier.queries - queries_before
     compute["pool_records"] = len(pool.records)
-    strongest = max(results, key=lambda r: (r.tpr_at_fpr.get(repr(0.01), 0.0), r.auc))
-    member_scores = scores[strongest.attack][pool.members]
+    top = strongest(results)
+    member_scores = scores[top.attack][pool.members]
     exposed = most_exposed(
         member_scores,
         pool.records.y[pool.members],
-        attack=strongest.attack,
+        attack=top.attack,
         class_names=splits.members.class_names,
     )
     images = None
