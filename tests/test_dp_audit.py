@@ -327,7 +327,7 @@ def test_cli_exits_3_on_a_violated_claim_and_0_otherwise(
     picked: dict[str, Any] = {}
 
     def stub_trainer(defense: str, config: Any, **kwargs: Any) -> dp_audit.TrainFn:
-        picked["config"] = config
+        picked["config"], picked["population"] = config, kwargs["population"]
         return oracle(claims["small"])
 
     monkeypatch.setattr(dp_audit, "defense_trainer", stub_trainer)
@@ -339,6 +339,10 @@ def test_cli_exits_3_on_a_violated_claim_and_0_otherwise(
     assert code == 3
     assert "FAIL" in capsys.readouterr().err
     assert picked["config"].noise_multiplier == 2.0
+    from modelsec.data import load_splits
+
+    population = load_splits(str(npz_data), seed=0).population  # 100 of it copied as canaries, the rest for the defense
+    assert len(picked["population"]) == len(population) - 100
     saved = DPAuditResult.load(out / "dp_audit.json")
     assert not saved.passed and saved.training["data"]["members_used"] > 0
     assert (out / "dp_audit.html").exists()

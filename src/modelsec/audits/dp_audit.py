@@ -294,9 +294,10 @@ def run_dp_audit(
     progress: Progress | None = None,
 ) -> tuple[DPAuditResult, dict[str, Path]]:
     """``modelsec audit-dp``: audit ``defense`` (with ``config``) on a data set's members split, with mislabelled
-    canaries copied from its population split (records the model never trains on otherwise), the non-members for
-    the test accuracy. Writes ``dp_audit.json`` and ``dp_audit.html`` to ``out_dir`` if given; returns the result
-    and the files written."""
+    canaries copied from ``canaries`` records of its population split (records the model never trains on
+    otherwise; a defense that uses population records gets the rest), the non-members for the test accuracy.
+    Writes ``dp_audit.json`` and ``dp_audit.html`` to ``out_dir`` if given; returns the result and the files
+    written."""
     from modelsec.data import load_splits
     from modelsec.training import check_run_options, training_set
 
@@ -307,13 +308,22 @@ def run_dp_audit(
     else:
         splits = load_splits(data, seed=split_seed, data_dir=data_dir, label_column=label_column, bounds=bounds)
     train = training_set(splits, members)
-    pool = splits.population
+    population, pool = splits.population, None
+    if canary_kind == "mislabelled":  # the canaries' originals: population records, kept from the defense
+        if canaries > len(population):
+            raise ConfigError(
+                f"{canaries} mislabelled canaries need {canaries} population records to copy, the data has "
+                f"{len(population)}; use fewer canaries or --canary-kind out-of-distribution"
+            )
+        taken = np.random.default_rng(np.random.SeedSequence([int(seed), 0x9001])).permutation(len(population))
+        pool = population.subset(np.sort(taken[:canaries]), name=f"{population.name}/canary-source")
+        population = population.subset(np.sort(taken[canaries:]))
     train_fn = defense_trainer(
         defense,
         impl.config,
         arch=arch,
         test=splits.nonmembers,
-        population=None,
+        population=population,
         device=device,
         progress=progress,
     )
@@ -322,7 +332,7 @@ def run_dp_audit(
         train,
         canaries=canaries,
         canary_kind=canary_kind,
-        canary_source=pool if canary_kind == "mislabelled" else None,
+        canary_source=pool,
         seed=seed,
         score=score,
         correction=correction,
