@@ -365,3 +365,17 @@ def test_cli_non_private_run_reports_the_bound(npz_data: Path, tmp_path: Path) -
     result = DPAuditResult.load(out / "dp_audit.json")
     assert result.claimed_epsilon is None and result.passed and result.training["defense"] == "standard"
     assert result.canaries == 100 and len(result.included_scores) == result.included
+
+
+def test_claim_from_a_defense_guarantee() -> None:
+    from modelsec.defenses.base import Guarantees
+
+    details = {"epsilon": 2.9, "delta": 1e-5, "accountant": "prv", "epsilons": {"prv": 2.9, "rdp": 6.1, "pld": 2.89}}
+    claim = DPClaim.from_guarantees(
+        Guarantees(kind="differential-privacy", summary="", details={**details, "steps": 7})
+    )
+    assert claim == DPClaim(2.9, 1e-5, "prv", details["epsilons"], {"steps": 7})
+    assert DPClaim.from_guarantees(Guarantees(kind="none", summary="no defense")) is None
+    assert (
+        DPClaim.from_guarantees(Guarantees(kind="differential-privacy", summary="", details={"epsilon": None})) is None
+    )
