@@ -154,3 +154,17 @@ def test_labels_only_model_gets_the_attacks_it_supports(undefended: nn.Module, d
     assert all("needs gradients" in s.reason for s in rob.skipped)
     assert [r.attack for r in rob.results] == ["hopskipjump"]
     assert rob.min_norm and rob.min_norm[0].attack == "hopskipjump"
+
+
+def test_standard_preset_skips_the_dlr_stage_on_two_class_models() -> None:
+    from modelsec.audits.presets import build_attacks, preset_specs
+    from modelsec.models import Classifier
+
+    net = torch.nn.Linear(4, 2)
+    attacks, skipped = build_attacks(preset_specs("standard"), Classifier(net, input_shape=(4,), num_classes=2), "linf")
+    assert [s.attack for s in skipped] == ["apgd-dlr"] and "3 classes" in skipped[0].reason
+    assert [a.label for a in attacks][:2] == ["apgd", "apgd-t"]
+    three, skipped3 = build_attacks(
+        preset_specs("standard"), Classifier(torch.nn.Linear(4, 3), input_shape=(4,), num_classes=3), "linf"
+    )
+    assert not skipped3 and [a.label for a in three][:3] == ["apgd", "apgd-dlr", "apgd-t"]
