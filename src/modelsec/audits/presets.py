@@ -7,13 +7,13 @@
   about 0.4x the time of ART's 20-step PGD with robust accuracy no higher on a standard and a PGD-trained CNN;
   the margin loss left about 1 point less than cross-entropy on the robust model at equal cost.
 - ``standard``: an AutoAttack-like chain (Croce & Hein 2020): APGD-CE, APGD-DLR (untargeted, as in ART's AutoAttack
-  list), targeted APGD-DLR against the 9 most likely wrong classes (as AutoAttack) from 2 random starts, DeepFool (minimum norm) and the
-  Square attack (score-based black-box, 5,000 queries); FGSM is added as the single-step reference of the sanity
-  checks (last, so that what it breaks is what the iterative attacks missed). Each attack runs only on the samples
-  every earlier one failed to break (per-sample worst case). Against ART's AutoAttack on 1000 / 200 Fashion-MNIST
-  test images (standard / PGD-trained CNN), the untargeted DLR stage and APGD-T's second start each broke one
-  borderline image the rest of the chain missed (benchmarks/robustness_vs_art.py), where ART's AutoAttack (5
-  restarts per APGD) broke them; the DLR stages are skipped on models with fewer than 3 classes.
+  list), targeted APGD-DLR against the 9 most likely wrong classes (as AutoAttack) from 2 random starts, DeepFool
+  (minimum norm) and the Square attack (score-based black-box, 5,000 queries); FGSM is added as the single-step
+  reference of the sanity checks (last, so that what it breaks is what the iterative attacks missed). Each attack
+  runs only on the samples every earlier one failed to break (per-sample worst case). Against ART's AutoAttack on
+  1000 / 200 Fashion-MNIST test images (standard / PGD-trained CNN), the untargeted DLR stage and APGD-T's second
+  start each broke one borderline image the rest of the chain missed (benchmarks/robustness_vs_art.py), where ART's
+  AutoAttack (5 restarts per APGD) broke them; the DLR stages are skipped on models with fewer than 3 classes.
 - ``thorough``: more restarts and iterations, APGD with the DLR loss, Carlini-Wagner (L2), both black-box attacks
   (Square with 10,000 queries and HopSkipJump).
 
