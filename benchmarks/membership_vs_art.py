@@ -49,7 +49,6 @@ date (``runs`` maps each date to its configuration and versions); ``--fresh`` ov
 from __future__ import annotations
 
 import argparse
-import contextlib
 import copy
 import dataclasses
 import hashlib
@@ -57,15 +56,14 @@ import json
 import os
 import platform
 import sys
-import tempfile
-import time
-from collections.abc import Iterator
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+import common  # benchmarks/common.py, beside this script
 import numpy as np
 import torch
+from common import stopwatch
 from torch import nn
 
 import modelsec
@@ -96,31 +94,7 @@ HELD_OUT = "art-held-out"  # evaluated on the candidates ART's attack model was 
 
 
 def import_art() -> Any:
-    """Import ART with HOME pointed at a temporary folder (``art.config`` creates ``~/.art`` on import) and
-    matplotlib's config folder at another (ART imports matplotlib where it is installed)."""
-    os.environ.setdefault("MPLCONFIGDIR", tempfile.mkdtemp(prefix="modelsec-bench-mpl-"))
-    saved = os.environ.get("HOME")
-    os.environ["HOME"] = tempfile.mkdtemp(prefix="modelsec-bench-art-")
-    try:
-        import art
-        import art.attacks.inference.membership_inference
-        import art.estimators.classification
-    finally:
-        if saved is None:
-            os.environ.pop("HOME", None)
-        else:
-            os.environ["HOME"] = saved
-    return art
-
-
-@contextlib.contextmanager
-def stopwatch() -> Iterator[dict[str, float]]:
-    box: dict[str, float] = {}
-    start = time.perf_counter()
-    try:
-        yield box
-    finally:
-        box["seconds"] = time.perf_counter() - start
+    return common.import_art("attacks.inference.membership_inference", "estimators.classification")
 
 
 def log(message: str) -> None:

@@ -25,20 +25,19 @@ re-classification), not model loading.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import os
 import platform
 import sys
-import tempfile
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+import common  # benchmarks/common.py, beside this script
 import numpy as np
 import torch
+from common import stopwatch
 from torch import nn
 
 import modelsec
@@ -66,29 +65,7 @@ AUTOATTACK_PROBE_SAMPLES = 100
 
 
 def import_art() -> Any:
-    """Import ART with HOME pointed at a temporary folder: ``art.config`` creates ``~/.art`` on import."""
-    saved = os.environ.get("HOME")
-    os.environ["HOME"] = tempfile.mkdtemp(prefix="modelsec-bench-art-")
-    try:
-        import art
-        import art.attacks.evasion
-        import art.estimators.classification
-    finally:
-        if saved is None:
-            os.environ.pop("HOME", None)
-        else:
-            os.environ["HOME"] = saved
-    return art
-
-
-@contextlib.contextmanager
-def stopwatch() -> Iterator[dict[str, float]]:
-    box: dict[str, float] = {}
-    start = time.perf_counter()
-    try:
-        yield box
-    finally:
-        box["seconds"] = time.perf_counter() - start
+    return common.import_art("attacks.evasion", "estimators.classification")
 
 
 @torch.no_grad()
