@@ -29,6 +29,7 @@ from modelsec.defenses.dp_sgd import (
     train_dp_sgd,
 )
 from modelsec.errors import ConfigError
+from modelsec.models.zoo import build_architecture
 from modelsec.privacy_accounting import epsilon_prv
 from modelsec.seeding import generator, seeded
 
@@ -54,6 +55,12 @@ def small_cnn(seed: int = 0) -> nn.Module:
         return nn.Sequential(
             nn.Conv2d(1, 4, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2), nn.Flatten(), nn.Linear(4 * 4 * 4, CLASSES)
         )
+
+
+def dp_cnn(seed: int = 0) -> nn.Module:
+    """The zoo's tanh CNN for DP-SGD (strided convolutions, stride-1 pooling) at its smallest input, 16x16."""
+    with seeded(seed):
+        return build_architecture("dp-cnn", (1, 16, 16), CLASSES)
 
 
 def params(module: nn.Module) -> list[torch.Tensor]:
@@ -145,6 +152,8 @@ def batch_of(data: Dataset, n: int) -> tuple[torch.Tensor, torch.Tensor]:
 def inputs_for(make: Any, n: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
     if make is small_cnn:
         return torch.rand((n, 1, 8, 8), generator=generator(seed)), torch.arange(n) % CLASSES
+    if make is dp_cnn:
+        return torch.rand((n, 1, 16, 16), generator=generator(seed)), torch.arange(n) % CLASSES
     return batch_of(blobs(n, seed), n)
 
 
@@ -171,7 +180,7 @@ def test_no_noise_huge_clip_equals_plain_sgd_step(mode: str, make: Any) -> None:
 
 
 @pytest.mark.parametrize("mode", ["ghost", "hooks"])
-@pytest.mark.parametrize("make", [mlp, small_cnn])  # ghost norms for Linear, per-example norms for Conv2d
+@pytest.mark.parametrize("make", [mlp, small_cnn, dp_cnn])  # ghost norms for Linear, per-example for Conv2d
 def test_clipped_update_matches_per_example_reference(mode: str, make: Any) -> None:
     x, y = inputs_for(make, 16, 4)
     clip = 0.05
@@ -321,6 +330,38 @@ def test_same_seed_same_result_and_ghost_equals_hooks(cheap_accounting: None) ->
     assert not all(torch.equal(x, y) for x, y in zip(a, c, strict=True))
 
 
+@pytest.mark.parametrize("mode", ["ghost", "hooks"])
+def test_zero_gradient_update_has_the_noise_variance_the_multiplier_implies(mode: str) -> None:
+    """Zero inputs to a bias-free linear layer give every example a zero gradient, so after k SGD steps (lr 1) each
+    parameter has moved by the sum of k noise draws divided by the expected batch size B: mean 0, variance
+    k * (noise_multiplier * l2_norm_clip / B)^2 (Abadi et al. 2016, Algorithm 1)."""
+    steps, batch, sigma, clip = 4, 8, 1.3, 0.7
+    with seeded(0):
+        model = nn.Linear(64, 100, bias=False)  # 6,400 parameters, each one independent draw
+    before = params(model)[0]
+    with DPSGDStep(
+        model,
+        torch.optim.SGD(model.parameters(), lr=1.0),
+        l2_norm_clip=clip,
+        noise_multiplier=sigma,
+        expected_batch_size=batch,
+        grad_sample_mode=mode,
+        noise_generator=generator(1),
+    ) as step:
+        for _ in range(steps):
+            step(torch.zeros((batch, 64)), torch.arange(batch) % CLASSES)
+        assert step.steps == steps
+    change = (model.weight.detach() - before).double().flatten()
+    expected_var = steps * (sigma * clip / batch) ** 2
+    n = change.numel()
+    # the sample variance of n normal draws has relative sd sqrt(2 / n) = 1.8%: 5 sd is 9%
+    assert float(change.var()) == pytest.approx(expected_var, rel=5 * math.sqrt(2 / n))
+    assert abs(float(change.mean())) < 5 * math.sqrt(expected_var / n)
+    # normal, not e.g. uniform or Laplace: excess kurtosis near 0 (its sd is sqrt(24 / n) = 0.06)
+    z = (change - change.mean()) / change.std()
+    assert abs(float((z**4).mean()) - 3.0) < 5 * math.sqrt(24 / n)
+
+
 def test_poisson_sampler_inclusion_rate() -> None:
     steps, n, q = 200, 100, 0.1
     counts = torch.zeros(n)
@@ -331,6 +372,26 @@ def test_poisson_sampler_inclusion_rate() -> None:
     assert len(sizes) == steps
     assert float(counts.mean()) / steps == pytest.approx(q, abs=0.01)  # 20,000 Bernoulli draws: sd 0.002
     assert np.std(sizes) == pytest.approx(math.sqrt(n * q * (1 - q)), rel=0.25)  # binomial, not fixed-size batches
+
+
+def test_poisson_sampler_includes_records_independently() -> None:
+    """Each record joins each batch by its own coin: two records are together in a batch with probability q^2
+    (a fixed-size or shuffled sampler makes them negatively correlated), and a record's inclusion in one step says
+    nothing about the next (a sampler without replacement within an epoch would)."""
+    steps, n, q = 2000, 50, 0.2
+    included = np.zeros((steps, n), dtype=bool)
+    for t, idx in enumerate(poisson_batches(n, q, steps, generator(3))):
+        included[t, np.asarray(idx)] = True
+    x = included.astype(float)
+    pair = (x.T @ x) / steps  # co-inclusion frequencies
+    off_diagonal = pair[~np.eye(n, dtype=bool)]
+    # 2,450 pairs of 2,000 steps each: the mean co-inclusion has sd about q^2 / sqrt(steps * pairs / n) ~ 2e-4
+    assert float(off_diagonal.mean()) == pytest.approx(q * q, abs=0.002)
+    consecutive = float((x[1:] * x[:-1]).mean())
+    assert consecutive == pytest.approx(q * q, abs=0.003)
+    sizes = x.sum(axis=1)
+    lag1 = float(np.corrcoef(sizes[1:], sizes[:-1])[0, 1])
+    assert abs(lag1) < 4 / math.sqrt(steps)  # batch sizes uncorrelated across steps
 
 
 def test_batchnorm_is_replaced_with_a_warning_or_refused(cheap_accounting: None) -> None:

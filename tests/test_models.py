@@ -187,6 +187,13 @@ def test_architectures_build_for_their_inputs() -> None:
     assert cnn(torch.zeros(2, 1, 28, 28)).shape == (2, 10)
     with pytest.raises(ConfigError, match="mlp"):
         build_architecture("small-cnn", (30,), 2)
+    dp = build_architecture("dp-cnn", (1, 28, 28), 10)
+    # Papernot et al. 2021's model: conv 16@8x8 (1,040) + conv 32@4x4 (8,224) + fc 512->32 (16,416) + fc 32->10 (330)
+    assert sum(p.numel() for p in dp.parameters()) == 26010
+    assert dp(torch.zeros(2, 1, 28, 28)).shape == (2, 10)
+    assert build_architecture("dp-cnn", (3, 16, 16), 2)(torch.zeros(1, 3, 16, 16)).shape == (1, 2)
+    with pytest.raises(ConfigError, match="16x16"):
+        build_architecture("dp-cnn", (1, 15, 15), 2)
 
 
 def test_same_seed_same_init_without_touching_global_rng() -> None:

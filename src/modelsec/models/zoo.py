@@ -46,6 +46,41 @@ def small_cnn(input_shape: tuple[int, ...], num_classes: int) -> nn.Module:
     )
 
 
+@ARCHITECTURES.register("dp-cnn")
+def dp_cnn(input_shape: tuple[int, ...], num_classes: int) -> nn.Module:
+    """The small tanh CNN of the differential-privacy literature, for DP-SGD on MNIST-sized images (about 26k
+    parameters at 28x28x1).
+
+    Papernot et al. 2021 ("Tempered Sigmoid Activations for Deep Learning with Differential Privacy") and Tramer &
+    Boneh 2021 ("Differentially Private Learning Needs Better Features") train it end to end with DP-SGD:
+    conv 16@8x8 stride 2 (padding 2), 2x2 max-pooling stride 1, conv 32@4x4 stride 2, 2x2 max-pooling stride 1,
+    a 32-unit hidden layer, all with tanh. Bounded activations keep per-sample gradients small, so fewer are clipped;
+    both papers report several points of accuracy gained over ReLU at the same privacy budget (86.0% on
+    Fashion-MNIST at epsilon 2.93 in Tramer & Boneh's Table 1). Needs inputs of at least 16x16.
+    """
+    if len(input_shape) != 3 or min(input_shape[1], input_shape[2]) < 16:
+        raise ConfigError(f"dp-cnn needs image inputs (C, H, W) of at least 16x16, got {input_shape}")
+    c, h, w = input_shape
+
+    def conv_out(n: int, kernel: int, stride: int, padding: int) -> int:
+        return (n + 2 * padding - kernel) // stride + 1
+
+    h1, w1 = conv_out(h, 8, 2, 2) - 1, conv_out(w, 8, 2, 2) - 1  # conv, then 2x2 pooling at stride 1
+    h2, w2 = conv_out(h1, 4, 2, 0) - 1, conv_out(w1, 4, 2, 0) - 1
+    return nn.Sequential(
+        nn.Conv2d(c, 16, kernel_size=8, stride=2, padding=2),
+        nn.Tanh(),
+        nn.MaxPool2d(2, stride=1),
+        nn.Conv2d(16, 32, kernel_size=4, stride=2),
+        nn.Tanh(),
+        nn.MaxPool2d(2, stride=1),
+        nn.Flatten(),
+        nn.Linear(32 * h2 * w2, 32),
+        nn.Tanh(),
+        nn.Linear(32, num_classes),
+    )
+
+
 @ARCHITECTURES.register("mlp")
 def mlp(input_shape: tuple[int, ...], num_classes: int) -> nn.Module:
     """Two hidden layers of 256 and 128 ReLU units for tabular (or flattened) inputs of any shape."""
