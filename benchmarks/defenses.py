@@ -128,8 +128,9 @@ def canonical(value: Any) -> Any:
 def train_model(
     bench: Bench, name: str, defense: str, options: dict[str, Any], members: int | None, arch: str = ARCH
 ) -> dict[str, Any]:
-    """``harden`` architecture ``arch`` with ``defense`` into ``<models-dir>/defenses-<name>.safetensors``, or reuse that
-    file when it exists (unless ``--retrain``) and records the same configuration and training-set size."""
+    """``harden`` architecture ``arch`` with ``defense`` into ``<models-dir>/defenses-<name>.safetensors``, or reuse
+    that file when it exists (unless ``--retrain``) and records the same architecture, configuration and
+    training-set size."""
     args = bench.args
     path = bench.models_dir / f"{PREFIX}{name}.safetensors"
     sidecar = path.with_name(path.name + ".json")
