@@ -267,17 +267,15 @@ def part_adversarial(bench: Bench) -> dict[str, Any]:
         "trades": {"eps": a.eps, "epochs": a.epochs, "beta": a.trades_beta, "seed": a.seed},
         "fgsm-rs": {"eps": a.eps, "epochs": a.fgsm_epochs or a.epochs, "seed": a.seed},
     }
-    earlier = previous_parts(a.out).get("adversarial", {}).get("models", {})
-    models: dict[str, Any] = {}
-    for name in ADVERSARIAL:
-        if name not in a.adversarial_defenses:
-            if name in earlier:
-                models[name] = earlier[name]
-            continue
+    measured: dict[str, Any] = {}
+    for name in a.adversarial_defenses:
         entry = model_entry(bench, train_model(bench, name, name, specs[name], a.members))
         entry["audit"] = robustness_audit(bench, Path(entry["path"]), name)
         entry["measured"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
-        models[name] = entry
+        measured[name] = entry
+    # read only now: a concurrent run of this part (other defenses) may have finished meanwhile
+    earlier = previous_parts(a.out).get("adversarial", {}).get("models", {})
+    models = {n: measured[n] if n in measured else earlier[n] for n in ADVERSARIAL if n in measured or n in earlier}
 
     def clean_robust(n: str) -> str:
         if n not in models:
@@ -551,7 +549,8 @@ def table(part: str, entry: dict[str, Any]) -> str:
             lines.append(
                 f"| {name} | {epochs} | {seconds(m.get('training_seconds'))} | {pct(m['test_accuracy'])} "
                 f"| {pct(au['clean_accuracy'])} | {pct(au['robust_accuracy'])} [{pct(au['robust_ci'][0])}, "
-                f"{pct(au['robust_ci'][1])}] | {au['seconds']:.0f} | {flags_text(au)} | {date} |"
+                f"{pct(au['robust_ci'][1])}] | {au['seconds']:.0f} | {flags_text(au)} "
+                f"| {m.get('measured', date)[:10]} |"
             )
         return "\n".join(lines)
     if part == "dp":
@@ -567,7 +566,8 @@ def table(part: str, entry: dict[str, Any]) -> str:
                 return "-" if eps.get(k) is None else f"{eps[k]:.2f}"
 
             lines.append(
-                f"| {name} | {m['config']['epochs']} | {dp['expected_batch_size']} | {dp['noise_multiplier']:.3f} "
+                f"| {name} ({m.get('arch', ARCH)}) | {m['config']['epochs']} | {dp['expected_batch_size']} "
+                f"| {dp['noise_multiplier']:.3f} "
                 f"| {dp['steps']} | {e('prv')} | {e('rdp')} | {e('pld')} | {pct(m['test_accuracy'])} "
                 f"| {seconds(m.get('training_seconds'))} | {date} |"
             )

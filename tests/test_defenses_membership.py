@@ -116,9 +116,9 @@ class RecordingDMP(DMP):
         self.batches: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = []
         self.teacher: nn.Module | None = None
 
-    def distillation_loss(self, teacher: nn.Module) -> Any:
+    def student_loss(self, teacher: nn.Module) -> Any:
         self.teacher = teacher
-        inner = super().distillation_loss(teacher)
+        inner = super().student_loss(teacher)
 
         def loss(m: nn.Module, x: torch.Tensor, y: torch.Tensor, g: torch.Generator) -> Any:
             self.batches.append((x.clone(), y.clone(), self.soft_labels(teacher, x)))

@@ -17,9 +17,9 @@ The procedure, with ``T = temperature`` (default 100, the paper's strongest sett
    ``softmax(z_teacher / T)``, again through ``softmax(z / T)``: loss ``-sum(soft * log_softmax(z / T))``;
 3. deploy the student at temperature 1: the saved model returns its raw logits ``z``.
 
-Both stages use the shared training loop (Adam, the shared knobs). The per-epoch checkpoint holds the stage it is
-in; in the student stage it also holds the teacher's weights, so a resumed run skips the finished teacher. The
-provenance records both histories and how saturated the deployed student is.
+Both stages run in :class:`~modelsec.defenses.teacher_student.TeacherStudentDefense` (the shared training loop,
+a per-epoch checkpoint that holds the stage, so a resumed run skips the finished teacher). The provenance records
+both histories and how saturated the deployed student is.
 
 >>> from modelsec.defenses import make_defense
 >>> d = make_defense("distillation", {"temperature": 50, "epochs": 4})
@@ -31,8 +31,7 @@ True
 
 from __future__ import annotations
 
-import copy
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -41,10 +40,10 @@ from torch import nn
 from torch.nn import functional
 
 from modelsec.data.dataset import Dataset
-from modelsec.defenses.base import DEFENSES, Defense, DefenseConfig, Guarantees, derived_seed
+from modelsec.defenses.base import DEFENSES, DefenseConfig, Guarantees
+from modelsec.defenses.teacher_student import TeacherStudentConfig, TeacherStudentDefense
 from modelsec.models.base import eval_mode
-from modelsec.progress import NullProgress, Progress
-from modelsec.training import TrainingConfig, TrainingHistory, TrainingState, train_classifier
+from modelsec.training import BatchLoss
 
 SATURATION_TOLERANCE = 1e-6
 """A prediction counts as saturated when its top softmax probability is within this of 1."""
@@ -57,7 +56,7 @@ BROKEN_BY = (
 
 
 @dataclass(frozen=True, kw_only=True)
-class DistillationConfig(DefenseConfig):
+class DistillationConfig(TeacherStudentConfig):
     """Defensive distillation.
 
     Args:
@@ -68,18 +67,10 @@ class DistillationConfig(DefenseConfig):
 
     defense_name: ClassVar[str] = "distillation"
     temperature: float = 100.0
-    teacher_epochs: int | None = None
-
-    def __post_init__(self) -> None:
-        super().__post_init__()
-        if not self.temperature > 0:
-            raise self.fail(f"temperature must be > 0 (Papernot et al. use 1 to 100), got {self.temperature}")
-        if self.teacher_epochs is not None and self.teacher_epochs < 1:
-            raise self.fail(f"teacher_epochs must be >= 1 (or unset: the same as epochs), got {self.teacher_epochs}")
 
 
 @DEFENSES.register("distillation")
-class DefensiveDistillation(Defense):
+class DefensiveDistillation(TeacherStudentDefense):
     """Defensive distillation at temperature T (Papernot et al. 2016); see the module docstring.
 
     No robustness guarantee: Carlini & Wagner 2017 broke it (gradient masking from a saturated softmax). modelsec's
@@ -91,122 +82,59 @@ class DefensiveDistillation(Defense):
     name = "distillation"
     config_class = DistillationConfig
     config: DistillationConfig
+    teacher_seed_name = "teacher"
 
     def __init__(self, config: DefenseConfig | Mapping[str, Any] | None = None) -> None:
         super().__init__(config)
-        self.teacher_history_: TrainingHistory | None = None
-        self.student_history_: TrainingHistory | None = None
         self.deployed_: dict[str, Any] | None = None
 
-    def teacher_config(self) -> TrainingConfig:
-        """The teacher's training knobs: the shared ones, ``teacher_epochs`` and a seed derived for it."""
-        c = self.config
-        return TrainingConfig(
-            epochs=c.teacher_epochs or c.epochs,
-            batch_size=c.batch_size,
-            lr=c.lr,
-            weight_decay=c.weight_decay,
-            lr_schedule=c.lr_schedule,
-            seed=derived_seed(c.seed, "teacher"),
-        )
-
-    def fit(
-        self,
-        module: nn.Module,
-        train: Dataset,
-        *,
-        test: Dataset | None = None,
-        device: str = "cpu",
-        progress: Progress | None = None,
-        resume: Mapping[str, Any] | None = None,
-        after_epoch: Callable[[TrainingState], None] | None = None,
-    ) -> TrainingHistory:
-        """Train a teacher (a copy of ``module``) at temperature T, then ``module`` as the student on its soft
-        labels; returns the student's history with ``seconds`` covering both stages."""
-        self.progress = progress or NullProgress()
-        self.check_data(train)
+    def teacher_loss(self) -> BatchLoss:
+        """Cross-entropy of ``softmax(z / T)`` against the labels."""
         temperature = self.config.temperature
-        saved = dict((resume or {}).get("extra") or {})
-        teacher = copy.deepcopy(module)
 
-        if saved.get("phase") == "student":
-            teacher.load_state_dict(saved["teacher"])
-            teacher_history = TrainingHistory.from_dict(saved["teacher_history"])
-            student_resume = resume
-        else:
+        def loss(
+            m: nn.Module, x: torch.Tensor, y: torch.Tensor, _g: torch.Generator
+        ) -> tuple[torch.Tensor, torch.Tensor]:
+            logits = m(x)
+            return functional.cross_entropy(logits / temperature, y), logits
 
-            def teacher_loss(
-                m: nn.Module, x: torch.Tensor, y: torch.Tensor, _g: torch.Generator
-            ) -> tuple[torch.Tensor, torch.Tensor]:
-                logits = m(x)
-                return functional.cross_entropy(logits / temperature, y), logits
+        return loss
 
-            def teacher_end(state: TrainingState) -> str | None:
-                state.extra["phase"] = "teacher"
-                if after_epoch is not None:
-                    after_epoch(state)
-                return None
+    def student_loss(self, teacher: nn.Module) -> BatchLoss:
+        """``-sum(softmax(z_teacher / T) * log_softmax(z / T))``, averaged over the batch."""
+        temperature = self.config.temperature
 
-            self.progress.note(f"distillation: training the teacher at temperature {temperature:g}")
-            teacher_history = train_classifier(
-                teacher,
-                train,
-                config=self.teacher_config(),
-                test=test,
-                device=device,
-                progress=self.progress,
-                batch_loss=teacher_loss,
-                on_epoch_end=teacher_end,
-                resume=resume,
-            )
-            student_resume = None
-
-        teacher.to(torch.device(device)).eval()
-        teacher_weights = {k: v.detach().cpu().clone() for k, v in teacher.state_dict().items()}
-
-        def student_loss(
+        def loss(
             m: nn.Module, x: torch.Tensor, y: torch.Tensor, _g: torch.Generator
         ) -> tuple[torch.Tensor, torch.Tensor]:
             with torch.no_grad():
                 soft = functional.softmax(teacher(x) / temperature, dim=1)
             logits = m(x)
-            loss = -(soft * functional.log_softmax(logits / temperature, dim=1)).sum(dim=1).mean()
-            return loss, logits
+            return -(soft * functional.log_softmax(logits / temperature, dim=1)).sum(dim=1).mean(), logits
 
-        def student_end(state: TrainingState) -> str | None:
-            state.extra.update(phase="student", teacher=teacher_weights, teacher_history=teacher_history.to_dict())
-            if after_epoch is not None:
-                after_epoch(state)
-            return None
+        return loss
 
-        self.progress.note(f"distillation: training the student on the teacher's soft labels at {temperature:g}")
-        history = train_classifier(
-            module,
-            train,
-            config=self.config,
-            test=test,
-            device=device,
-            progress=self.progress,
-            batch_loss=student_loss,
-            on_epoch_end=student_end,
-            resume=student_resume,
+    def stage_notes(self, student_records: int) -> tuple[str, str]:
+        t = self.config.temperature
+        return (
+            f"distillation: training the teacher at temperature {t:g}",
+            f"distillation: training the student on the teacher's soft labels at {t:g}",
         )
-        self.teacher_history_ = teacher_history
-        self.student_history_ = TrainingHistory.from_dict(history.to_dict())
+
+    def after_fit(self, module: nn.Module, train: Dataset, test: Dataset | None, device: str) -> None:
+        """Measure how saturated the deployed student's softmax is."""
         self.deployed_ = saturation(module, test if test is not None and len(test) else train, device=device)
-        history.seconds += teacher_history.seconds
-        return history
 
     def provenance(self) -> dict[str, Any]:
         """Both histories and the deployed model's saturation, under ``distillation`` (after :meth:`fit`)."""
-        if self.teacher_history_ is None or self.student_history_ is None:
+        histories = self.histories()
+        if not histories:
             return {}
         return {
             "distillation": {
                 "temperature": self.config.temperature,
                 "deployed_temperature": 1.0,
-                "teacher_training": self.teacher_history_.to_dict(),
-                "student_training": self.student_history_.to_dict(),
+                **histories,
                 "deployed": self.deployed_,
             }
         }

@@ -43,10 +43,9 @@ modelsec.errors.ConfigError: dmp: selection 'low-entropy' needs reference_size (
 
 from __future__ import annotations
 
-import copy
 import json
 import platform
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -59,12 +58,12 @@ from torch.nn import functional
 
 from modelsec.data.dataset import Dataset
 from modelsec.defenses.base import DEFENSES, Defense, DefenseConfig, Guarantees, derived_seed
+from modelsec.defenses.teacher_student import TeacherStudentConfig, TeacherStudentDefense
 from modelsec.errors import ConfigError
 from modelsec.models.base import eval_mode
 from modelsec.models.output import MAX_DECIMALS, OUTPUT_HARDENINGS, harden_output
-from modelsec.progress import NullProgress, Progress
 from modelsec.seeding import generator as seeded_generator
-from modelsec.training import TrainingConfig, TrainingHistory, TrainingState, train_classifier
+from modelsec.training import BatchLoss, TrainingState
 
 SELECTIONS = ("all", "low-entropy")
 PROTECTS_AGAINST = "membership inference"
@@ -122,7 +121,7 @@ def _entropy(logits: torch.Tensor) -> torch.Tensor:
 
 
 @dataclass(frozen=True, kw_only=True)
-class DMPConfig(DefenseConfig):
+class DMPConfig(TeacherStudentConfig):
     """Distillation for membership privacy.
 
     Args:
@@ -141,16 +140,11 @@ class DMPConfig(DefenseConfig):
 
     defense_name: ClassVar[str] = "dmp"
     temperature: float = 2.0
-    teacher_epochs: int | None = None
     selection: str = "all"
     reference_size: int | None = None
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        if not self.temperature > 0:
-            raise self.fail(f"temperature must be > 0, got {self.temperature}")
-        if self.teacher_epochs is not None and self.teacher_epochs < 1:
-            raise self.fail(f"teacher_epochs must be >= 1 (or unset: the same as epochs), got {self.teacher_epochs}")
         if self.selection not in SELECTIONS:
             raise self.fail(f"selection must be one of {', '.join(SELECTIONS)}, got {self.selection!r}")
         if self.reference_size is not None and self.reference_size < 1:
@@ -165,7 +159,7 @@ class DMPConfig(DefenseConfig):
 
 
 @DEFENSES.register("dmp")
-class DMP(Defense):
+class DMP(TeacherStudentDefense):
     """Distillation for membership privacy (Shejwalkar & Houmansadr 2021, "Membership Privacy for Machine Learning
     Models Through Knowledge Transfer").
 
@@ -187,11 +181,10 @@ class DMP(Defense):
     name = "dmp"
     config_class = DMPConfig
     config: DMPConfig
+    teacher_seed_name = "dmp-teacher"
 
     def __init__(self, config: DefenseConfig | Mapping[str, Any] | None = None) -> None:
         super().__init__(config)
-        self.teacher_history_: TrainingHistory | None = None
-        self.student_history_: TrainingHistory | None = None
         self.reference_: dict[str, Any] | None = None
 
     def guarantees(self) -> Guarantees:
@@ -207,18 +200,6 @@ class DMP(Defense):
             reference_size=c.reference_size,
         )
 
-    def teacher_config(self) -> TrainingConfig:
-        """The teacher's training knobs: the shared ones, ``teacher_epochs`` and a seed derived for it."""
-        c = self.config
-        return TrainingConfig(
-            epochs=c.teacher_epochs or c.epochs,
-            batch_size=c.batch_size,
-            lr=c.lr,
-            weight_decay=c.weight_decay,
-            lr_schedule=c.lr_schedule,
-            seed=derived_seed(c.seed, "dmp-teacher"),
-        )
-
     def check_data(self, train: Dataset) -> None:
         population = _population(self)
         size = self.config.reference_size
@@ -227,7 +208,7 @@ class DMP(Defense):
                 f"reference_size {size} exceeds the {len(population)} population records; pick at most that many"
             )
 
-    def reference_set(self, teacher: nn.Module, train: Dataset, *, device: torch.device) -> Dataset:
+    def student_data(self, teacher: nn.Module, train: Dataset, *, device: torch.device) -> Dataset:
         """The student's training set: the selected population records, labelled with the teacher's predictions
         (only the training accuracy counts them; the loss uses the soft labels). Records whose input equals a
         member's are left out. Sets ``self.reference_`` (what the provenance records)."""
@@ -266,9 +247,7 @@ class DMP(Defense):
             class_names=population.class_names,
         )
 
-    def distillation_loss(
-        self, teacher: nn.Module
-    ) -> Callable[[nn.Module, torch.Tensor, torch.Tensor, torch.Generator], tuple[torch.Tensor, torch.Tensor]]:
+    def student_loss(self, teacher: nn.Module) -> BatchLoss:
         """The student's batch loss: ``T^2 * KL(softmax(teacher(x) / T) || softmax(student(x) / T))``; the labels
         ``y`` of the batch are not used."""
         temperature = self.config.temperature
@@ -288,91 +267,24 @@ class DMP(Defense):
         with torch.no_grad(), eval_mode(teacher):
             return functional.softmax(teacher(x) / self.config.temperature, dim=1)
 
-    def fit(
-        self,
-        module: nn.Module,
-        train: Dataset,
-        *,
-        test: Dataset | None = None,
-        device: str = "cpu",
-        progress: Progress | None = None,
-        resume: Mapping[str, Any] | None = None,
-        after_epoch: Callable[[TrainingState], None] | None = None,
-    ) -> TrainingHistory:
-        """Train a teacher (a copy of ``module``) on ``train``, then ``module`` as the student on the teacher's soft
-        labels over the reference set; returns the student's history, ``seconds`` covering both stages."""
-        self.progress = progress or NullProgress()
-        self.check_data(train)
-        dev = torch.device(device)
-        saved = dict((resume or {}).get("extra") or {})
-        teacher = copy.deepcopy(module)
-
-        if saved.get("phase") == "student":
-            teacher.load_state_dict(saved["teacher"])
-            teacher_history = TrainingHistory.from_dict(saved["teacher_history"])
-            student_resume = resume
-        else:
-
-            def teacher_end(state: TrainingState) -> str | None:
-                state.extra["phase"] = "teacher"
-                if after_epoch is not None:
-                    after_epoch(state)
-                return None
-
-            self.progress.note("dmp: training the teacher on the members")
-            teacher_history = train_classifier(
-                teacher,
-                train,
-                config=self.teacher_config(),
-                test=test,
-                device=device,
-                progress=self.progress,
-                on_epoch_end=teacher_end,
-                resume=resume,
-            )
-            student_resume = None
-
-        teacher.to(dev)
-        teacher_weights = {k: v.detach().cpu().clone() for k, v in teacher.state_dict().items()}
-        reference = self.reference_set(teacher, train, device=dev)
-
-        def student_end(state: TrainingState) -> str | None:
-            state.extra.update(phase="student", teacher=teacher_weights, teacher_history=teacher_history.to_dict())
-            if after_epoch is not None:
-                after_epoch(state)
-            return None
-
-        self.progress.note(
+    def stage_notes(self, student_records: int) -> tuple[str, str]:
+        return (
+            "dmp: training the teacher on the members",
             f"dmp: training the student on the teacher's soft labels (T={self.config.temperature:g}) over "
-            f"{len(reference)} reference records"
+            f"{student_records} reference records",
         )
-        history = train_classifier(
-            module,
-            reference,
-            config=self.config,
-            test=test,
-            device=device,
-            progress=self.progress,
-            batch_loss=self.distillation_loss(teacher),
-            on_epoch_end=student_end,
-            resume=student_resume,
-        )
-        self.teacher_history_ = teacher_history
-        self.student_history_ = TrainingHistory.from_dict(history.to_dict())
-        history.seconds += teacher_history.seconds
-        return history
 
     def provenance(self) -> dict[str, Any]:
         """Both histories and the reference set, under ``dmp`` (after :meth:`fit`)."""
-        if self.teacher_history_ is None or self.student_history_ is None:
+        histories = self.histories()
+        if not histories:
             return {}
         return {
             "dmp": {
                 "temperature": self.config.temperature,
                 "deployed_temperature": 1.0,
                 "reference": self.reference_,
-                "teacher_training": self.teacher_history_.to_dict(),
-                "student_training": self.student_history_.to_dict(),
+                **histories,
                 "student_train_accuracy_means": "agreement with the teacher's labels on the reference records",
             }
         }
