@@ -175,6 +175,11 @@ def main() -> None:
     for row in rows:
         print(row)
     args.out.parent.mkdir(parents=True, exist_ok=True)
+    # re-read: another process may have written the other part meanwhile; the parts run now replace theirs
+    ran = {"nonprivate"} if "nonprivate" in parts else set()
+    ran |= {"dp", "dp_run", "dp_baseline_seconds"} if "dp" in parts else set()
+    stored = json.loads(args.out.read_text(encoding="utf-8")) if args.out.exists() else {}
+    summary = {**stored, **{k: v for k, v in summary.items() if k in ran or k not in stored}}
     args.out.write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
     print(f"\nwrote {args.out}")
 
