@@ -270,6 +270,30 @@ def test_resumed_run_equals_uninterrupted_run(tmp_path: Path, monkeypatch: pytes
         assert resumed["training"][key] == whole["training"][key], key
 
 
+def test_interrupted_dp_sgd_resumes_to_the_same_model_and_claim(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """DP-SGD checkpoints like the other defenses: the resumed run takes the same batches, noise and steps."""
+    pytest.importorskip("opacus")
+    splits = toy_splits()
+    config = {"noise_multiplier": 1.0, "batch_size": 32, "epochs": 3, "seed": 0}
+    whole = modelsec.harden("dp-sgd", data=splits, arch="mlp", out=tmp_path / "whole.safetensors", config=config)
+    out = tmp_path / "resumed.safetensors"
+    with monkeypatch.context() as m:
+        interrupt_after(m, 1)
+        with pytest.raises(Interrupted):
+            modelsec.harden("dp-sgd", data=splits, arch="mlp", out=out, config=config)
+    assert torch.load(tmp_path / "resumed.safetensors.ckpt", weights_only=True)["state"]["epoch"] == 1
+    resumed = modelsec.harden("dp-sgd", data=splits, arch="mlp", out=out, config=config)
+    assert resumed["resumed_from_epoch"] == 1 and not (tmp_path / "resumed.safetensors.ckpt").exists()
+    a = modelsec.load_model(out).classifier.module.state_dict()
+    b = modelsec.load_model(tmp_path / "whole.safetensors").classifier.module.state_dict()
+    assert same_weights(a, b)
+    for key in ("epsilon", "epsilons", "steps", "noise_multiplier"):
+        assert resumed["dp_sgd"][key] == whole["dp_sgd"][key], key
+    assert resumed["training"]["train_loss"] == whole["training"]["train_loss"]
+
+
 def test_checkpoint_of_another_run_is_refused(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     splits = toy_splits()
     out = tmp_path / "m.safetensors"

@@ -330,6 +330,34 @@ def test_same_seed_same_result_and_ghost_equals_hooks(cheap_accounting: None) ->
     assert not all(torch.equal(x, y) for x, y in zip(a, c, strict=True))
 
 
+def test_resumed_run_equals_an_uninterrupted_one(cheap_accounting: None, tmp_path: Any) -> None:
+    """A run stopped after epoch 1 and resumed from its checkpoint (saved and loaded as harden does, with
+    ``weights_only=True``) takes the same batches, noise and steps: same weights, same history, same claim."""
+    data, test = blobs(256, 5), blobs(64, 6)
+    config = DPSGDConfig(noise_multiplier=1.0, batch_size=32, epochs=3, momentum=0.9, seed=4)
+    epochs: list[int] = []
+
+    def save(state: Any) -> None:  # to disk at once, as the checkpoint does: the optimizer's buffers change later
+        epochs.append(state.epoch)
+        torch.save(state.state_dict(), tmp_path / f"ckpt{state.epoch}")
+
+    whole = mlp()
+    full = train_dp_sgd(whole, data, config, test=test, after_epoch=save)
+    assert epochs == [1, 2, 3]
+    saved = torch.load(tmp_path / "ckpt1", weights_only=True)
+    assert saved["extra"]["steps"] == 8
+    resumed = mlp(seed=9)  # other weights: the checkpoint must overwrite them
+    report = train_dp_sgd(resumed, data, config, test=test, resume=saved)
+    assert all(torch.equal(a, b) for a, b in zip(params(whole), params(resumed), strict=True))
+    assert [asdict_epoch(e) for e in report.history] == [asdict_epoch(e) for e in full.history]
+    assert report.steps == full.steps == 24 and report.epsilon == full.epsilon
+
+
+def asdict_epoch(e: Any) -> tuple[Any, ...]:
+    """An epoch's record without its wall time."""
+    return (e.epoch, e.steps, e.mean_batch_size, e.train_loss, e.train_accuracy, e.test_accuracy, e.epsilon)
+
+
 @pytest.mark.parametrize("mode", ["ghost", "hooks"])
 def test_zero_gradient_update_has_the_noise_variance_the_multiplier_implies(mode: str) -> None:
     """Zero inputs to a bias-free linear layer give every example a zero gradient, so after k SGD steps (lr 1) each

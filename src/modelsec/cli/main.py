@@ -623,7 +623,7 @@ def harden(
 ) -> None:
     """Train a model with a defense (adversarial training, DP-SGD, ...) and save it as safetensors with its provenance.
 
-    Resumable (except dp-sgd): after each epoch a checkpoint OUT.ckpt is written; rerunning the same command
+    Resumable: after each epoch a checkpoint OUT.ckpt is written; rerunning the same command
     continues from it.
     """
     from modelsec.defenses import harden as run_harden

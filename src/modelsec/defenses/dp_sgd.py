@@ -509,10 +509,18 @@ def train_dp_sgd(
     test: Dataset | None = None,
     device: str = "cpu",
     progress: Progress | None = None,
+    resume: Mapping[str, Any] | None = None,
+    after_epoch: Callable[[TrainingState], None] | None = None,
 ) -> DPTrainingReport:
     """Train ``module`` in place with DP-SGD on ``train`` (cross-entropy on its logits) and return the privacy
     report; accuracy on ``test`` after each epoch if given. BatchNorm layers are replaced in place (or refused, per
-    ``config.batchnorm``)."""
+    ``config.batchnorm``).
+
+    ``after_epoch`` receives a :class:`~modelsec.training.TrainingState` after every epoch (what a checkpoint
+    saves: the weights, the optimizer's state, the Poisson sampler's and the noise's generators, the noisy steps
+    and the epochs' records); ``resume`` is such a saved state, from which the run continues exactly as if it had
+    not stopped: the same batches, the same noise, the same steps counted for the accounting.
+    """
     from modelsec.training import accuracy
 
     progress = progress or NullProgress()
@@ -536,19 +544,33 @@ def train_dp_sgd(
     probe = (torch.zeros((2, *train.input_shape), device=dev), torch.zeros(2, dtype=torch.int64, device=dev))
     history: list[DPEpoch] = []
     with seeded(torch_seed):  # dropout and the like: seeded, and the caller's global generator restored
+        base_optimizer = _base_optimizer(module, config)
+        noise_generator = generator(noise_seed, dev)
+        sampler_generator = generator(sampler_seed)
+        first_epoch, steps_before, seconds_before = 0, 0, 0.0
+        if resume is not None:
+            module.load_state_dict(resume["model"])
+            base_optimizer.load_state_dict(resume["optimizer"])
+            sampler_generator.set_state(resume["order_generator"])
+            noise_generator.set_state(resume["batch_generator"])
+            saved = dict(resume.get("extra") or {})
+            history = [DPEpoch(**e) for e in saved["dp_epochs"]]
+            first_epoch, steps_before = int(resume["epoch"]), int(saved["steps"])
+            seconds_before = float(saved["seconds"])
+            torch.set_rng_state(saved["torch_rng"])
+            progress.note(f"resuming DP-SGD after epoch {first_epoch}/{config.epochs} ({steps_before} noisy steps)")
         stepper = DPSGDStep(
             module,
-            _base_optimizer(module, config),
+            base_optimizer,
             l2_norm_clip=config.l2_norm_clip,
             noise_multiplier=p.noise_multiplier,
             expected_batch_size=config.batch_size,
             grad_sample_mode=config.grad_sample_mode,
-            noise_generator=generator(noise_seed, dev),
+            noise_generator=noise_generator,
             probe=probe,
         )
-        sampler_generator = generator(sampler_seed)
         try:
-            for epoch in range(config.epochs):
+            for epoch in range(first_epoch, config.epochs):
                 module.train()
                 loss_sum, correct, seen = 0.0, 0, 0
                 epoch_start = time.perf_counter()
@@ -562,14 +584,14 @@ def train_dp_sgd(
                 epoch_seconds = time.perf_counter() - epoch_start
                 test_acc = accuracy(module, test, dev) if test is not None else None
                 eps = (
-                    epsilon_prv(p.noise_multiplier, p.sample_rate, stepper.steps, config.delta)
+                    epsilon_prv(p.noise_multiplier, p.sample_rate, steps_before + stepper.steps, config.delta)
                     if p.noise_multiplier > 0
                     else None
                 )
                 history.append(
                     DPEpoch(
                         epoch=epoch + 1,
-                        steps=stepper.steps,
+                        steps=steps_before + stepper.steps,
                         mean_batch_size=seen / p.steps_per_epoch,
                         train_loss=loss_sum / max(seen, 1),
                         train_accuracy=correct / max(seen, 1),
@@ -584,11 +606,29 @@ def train_dp_sgd(
                     + (f", test acc {test_acc:.4f}" if test_acc is not None else "")
                     + (f", epsilon {eps:.3f}" if eps is not None else ", no privacy (noise 0)")
                 )
+                if after_epoch is not None:
+                    after_epoch(
+                        TrainingState(
+                            module=module,
+                            optimizer=base_optimizer,
+                            scheduler=None,
+                            order_generator=sampler_generator,
+                            batch_generator=noise_generator,
+                            history=TrainingHistory(config=asdict(config)),
+                            epoch=epoch + 1,
+                            extra={
+                                "dp_epochs": [asdict(e) for e in history],
+                                "steps": steps_before + stepper.steps,
+                                "seconds": seconds_before + time.perf_counter() - start,
+                                "torch_rng": torch.get_rng_state(),
+                            },
+                        )
+                    )
         finally:
             stepper.close()
     module.train(was_training)
 
-    steps = stepper.steps
+    steps = steps_before + stepper.steps
     if steps != p.steps:  # the optimizer's own count must match the sampler's: anything else is a bug
         raise RuntimeError(f"DP optimizer took {steps} noisy steps, the sampler planned {p.steps}")
     epsilons: dict[str, float | None] = {name: None for name in ACCOUNTANTS.names()}
@@ -631,7 +671,7 @@ def train_dp_sgd(
         assumptions=_assumptions(config, p, steps),
         warnings=notes,
         history=history,
-        seconds=time.perf_counter() - start,
+        seconds=seconds_before + time.perf_counter() - start,
         config=asdict(config),
     )
 
@@ -705,7 +745,8 @@ class DPSGD(Defense):
     with Poisson sampling: the PRV epsilon is the claim, RDP and PLD beside it, computed from the sample rate and the
     noisy steps actually used. It is a guarantee about the training algorithm as implemented; modelsec's one-run
     privacy audit (issue 6) checks it empirically (its lower bound must never exceed the claim). No robustness
-    guarantee. :meth:`fit` writes no per-epoch checkpoint: a DP run restarts from scratch.
+    guarantee. :meth:`fit` hands ``harden`` a checkpoint after every epoch; a resumed run takes the same batches,
+    noise and step count as an uninterrupted one.
     """
 
     name = "dp-sgd"
@@ -734,13 +775,20 @@ class DPSGD(Defense):
         resume: Mapping[str, Any] | None = None,
         after_epoch: Callable[[TrainingState], None] | None = None,
     ) -> TrainingHistory:
-        """Train ``module`` in place with DP-SGD; the privacy report is kept as ``report_``. ``after_epoch`` is
-        not called (no checkpoint) and ``resume`` must be None."""
-        if resume is not None:
-            raise ConfigError("dp-sgd cannot resume from a checkpoint; delete it or pass --no-resume (resume=False)")
+        """Train ``module`` in place with DP-SGD; the privacy report is kept as ``report_``. ``after_epoch`` gets
+        the state to checkpoint after every epoch, ``resume`` continues from one (see :func:`train_dp_sgd`)."""
         self.progress = progress or NullProgress()
         self.check_data(train)
-        report = train_dp_sgd(module, train, self.config.dp_config(), test=test, device=device, progress=self.progress)
+        report = train_dp_sgd(
+            module,
+            train,
+            self.config.dp_config(),
+            test=test,
+            device=device,
+            progress=self.progress,
+            resume=resume,
+            after_epoch=after_epoch,
+        )
         self.report_ = report
         epochs = report.history
         metrics: dict[str, list[float]] = {
