@@ -37,9 +37,9 @@ own clean accuracy on its N images is reported beside it. Four parts, each selec
 
 Models go to ``--models-dir`` (``benchmarks/models/``, not committed) as ``defenses-<name>.safetensors`` with their
 provenance; a model whose file exists is reused (its recorded configuration must match the options; ``--retrain``
-trains it again), and an interrupted training resumes from harden's per-epoch checkpoint (``OUT.ckpt``). Audits go to ``--audit-dir``. Results merge into ``--out`` per part (the parts not run now are
-kept with their date; ``--fresh`` overwrites the file), and a markdown table per part with each target met or
-missed is printed.
+trains it again), and an interrupted training resumes from harden's per-epoch checkpoint (``OUT.ckpt``). Audits go
+to ``--audit-dir``. Results merge into ``--out`` per part (the parts not run now are kept with their date;
+``--fresh`` overwrites the file), and a markdown table per part with each target met or missed is printed.
 
     .venv/bin/python benchmarks/defenses.py --parts adversarial
     .venv/bin/python benchmarks/defenses.py --parts dp
