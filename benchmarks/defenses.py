@@ -671,7 +671,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--preset", default="standard", help="robustness audit preset (the targets use standard)")
     p.add_argument("--seed", type=int, default=0, help="training seed of every model")
     g = p.add_argument_group("adversarial")
-    g.add_argument("--epochs", type=int, default=10, help="epochs of pgd-at and trades")
+    g.add_argument("--epochs", type=int, default=5, help="epochs of pgd-at and trades (5: the measured run)")
     g.add_argument("--fgsm-epochs", type=int, default=None, help="epochs of fgsm-rs (default: --epochs)")
     g.add_argument("--trades-beta", type=float, default=6.0)
     g.add_argument(
