@@ -104,9 +104,7 @@ def main() -> None:
     parts = {s.strip() for s in args.parts.split(",") if s.strip()}
     torch.set_num_threads(args.threads)
     splits = load_splits("fashion-mnist", seed=0)
-    # the parts not run now keep their results (and their own dates) from an earlier run
-    summary: dict[str, Any] = json.loads(args.out.read_text(encoding="utf-8")) if args.out.exists() else {}
-    summary |= {
+    summary: dict[str, Any] = {
         "date": datetime.date.today().isoformat(),
         "config": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
         "versions": {"torch": torch.__version__, "python": platform.python_version()},
@@ -136,17 +134,17 @@ def main() -> None:
 
     if "dp" in parts:
         runs = []
+        recipe = {
+            "target_epsilon": args.target_epsilon,
+            "delta": args.delta,
+            "epochs": args.dp_epochs,
+            "batch_size": args.dp_batch_size,
+            "lr": args.dp_lr,
+            "l2_norm_clip": args.dp_clip,
+            "momentum": 0.9,
+        }
         for seed in range(args.seeds):
-            config = {
-                "target_epsilon": args.target_epsilon,
-                "delta": args.delta,
-                "epochs": args.dp_epochs,
-                "batch_size": args.dp_batch_size,
-                "lr": args.dp_lr,
-                "l2_norm_clip": args.dp_clip,
-                "momentum": 0.9,
-                "seed": seed,
-            }
+            config = {**recipe, "seed": seed}
             result = audit("dp-sgd", config, splits, args, seed, f"dp-seed{seed}", args.dp_arch)
             runs.append(result.to_dict())
             cost = ""
@@ -163,9 +161,7 @@ def main() -> None:
         summary["dp"] = runs
         summary["dp_run"] = {
             "date": datetime.date.today().isoformat(),
-            "arch": args.dp_arch,
-            "members": args.members,
-            "canaries": args.canaries,
+            "config": {"arch": args.dp_arch, "members": args.members, "canaries": args.canaries, **recipe},
             "seeds": args.seeds,
         }
 
@@ -175,11 +171,10 @@ def main() -> None:
     for row in rows:
         print(row)
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    # re-read: another process may have written the other part meanwhile; the parts run now replace theirs
-    ran = {"nonprivate"} if "nonprivate" in parts else set()
-    ran |= {"dp", "dp_run", "dp_baseline_seconds"} if "dp" in parts else set()
+    # read only now (another process may have written the other part meanwhile): the parts run now replace theirs,
+    # the others keep their results, each with its own date and configuration
     stored = json.loads(args.out.read_text(encoding="utf-8")) if args.out.exists() else {}
-    summary = {**stored, **{k: v for k, v in summary.items() if k in ran or k not in stored}}
+    summary = {**stored, **summary}
     args.out.write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
     print(f"\nwrote {args.out}")
 

@@ -16,6 +16,7 @@ measure on the deployed student); this base does the rest:
 
 from __future__ import annotations
 
+import abc
 import copy
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -88,9 +89,9 @@ class TeacherStudentDefense(Defense):
         """The records the student trains on (default: the members)."""
         return train
 
+    @abc.abstractmethod
     def student_loss(self, teacher: nn.Module) -> BatchLoss:
         """The student's batch loss against ``teacher`` (in eval mode, on the training device)."""
-        raise NotImplementedError
 
     def stage_notes(self, student_records: int) -> tuple[str, str]:
         """The progress notes that open the teacher's and the student's stage."""
