@@ -114,12 +114,8 @@ class DefensiveDistillation(TeacherStudentDefense):
 
         return loss
 
-    def stage_notes(self, student_records: int) -> tuple[str, str]:
-        t = self.config.temperature
-        return (
-            f"distillation: training the teacher at temperature {t:g}",
-            f"distillation: training the student on the teacher's soft labels at {t:g}",
-        )
+    def teacher_note(self) -> str:
+        return f"distillation: training the teacher at temperature {self.config.temperature:g}"
 
     def after_fit(self, module: nn.Module, train: Dataset, test: Dataset | None, device: str) -> None:
         """Measure how saturated the deployed student's softmax is."""

@@ -267,13 +267,6 @@ class DMP(TeacherStudentDefense):
         with torch.no_grad(), eval_mode(teacher):
             return functional.softmax(teacher(x) / self.config.temperature, dim=1)
 
-    def stage_notes(self, student_records: int) -> tuple[str, str]:
-        return (
-            "dmp: training the teacher on the members",
-            f"dmp: training the student on the teacher's soft labels (T={self.config.temperature:g}) over "
-            f"{student_records} reference records",
-        )
-
     def provenance(self) -> dict[str, Any]:
         """Both histories and the reference set, under ``dmp`` (after :meth:`fit`)."""
         histories = self.histories()

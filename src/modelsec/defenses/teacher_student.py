@@ -93,12 +93,15 @@ class TeacherStudentDefense(Defense):
     def student_loss(self, teacher: nn.Module) -> BatchLoss:
         """The student's batch loss against ``teacher`` (in eval mode, on the training device)."""
 
-    def stage_notes(self, student_records: int) -> tuple[str, str]:
-        """The progress notes that open the teacher's and the student's stage."""
+    def teacher_note(self) -> str:
+        """The progress note that opens the teacher's stage."""
+        return f"{self.name}: training the teacher on the members"
+
+    def student_note(self, student_records: int) -> str:
+        """The progress note that opens the student's stage."""
         return (
-            f"{self.name}: training the teacher on the members",
             f"{self.name}: training the student on the teacher's soft labels (T={self.config.temperature:g}) over "
-            f"{student_records} records",
+            f"{student_records} records"
         )
 
     def after_fit(self, module: nn.Module, train: Dataset, test: Dataset | None, device: str) -> None:
@@ -136,7 +139,7 @@ class TeacherStudentDefense(Defense):
             teacher_history = TrainingHistory.from_dict(saved["teacher_history"])
             student_resume = resume
         else:
-            self.progress.note(self.stage_notes(0)[0])
+            self.progress.note(self.teacher_note())
             teacher_history = train_classifier(
                 teacher,
                 train,
@@ -154,7 +157,7 @@ class TeacherStudentDefense(Defense):
         teacher.to(dev).eval()
         teacher_weights = {k: v.detach().cpu().clone() for k, v in teacher.state_dict().items()}
         student_train = self.student_data(teacher, train, device=dev)
-        self.progress.note(self.stage_notes(len(student_train))[1])
+        self.progress.note(self.student_note(len(student_train)))
         history = train_classifier(
             module,
             student_train,
