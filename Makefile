@@ -7,7 +7,7 @@ DEMO_OUT ?= runs/demo
 DEMO_MODELS ?= runs/demo-models
 DEMO_COMPARE ?= runs/demo-compare
 
-.PHONY: demo test setup system lint typecheck pytest clean weights
+.PHONY: demo test test-numerics setup system lint typecheck pytest clean weights
 
 # A .venv with the CPU build of torch installed first (an unpinned torch pulls a multi-GB CUDA build),
 # then modelsec in editable mode with its dev extras.
@@ -51,6 +51,11 @@ pytest: setup
 	$(BIN)/python -m pytest -q
 
 test: setup system lint typecheck pytest
+
+# The numerically sensitive tests again under another CPU configuration (no SIMD kernels, 2 threads): float
+# reductions then run in another order, so a test that passes only by one machine's round-off fails here too.
+test-numerics: setup
+	ATEN_CPU_CAPABILITY=default MODELSEC_TEST_THREADS=2 $(BIN)/python -m pytest -q -m numerics
 
 # Re-create the bundled reference weights (seeded; see scripts/train_reference_model.sh).
 weights: setup

@@ -31,6 +31,8 @@ from modelsec.dp_audit_result import DPAuditResult, DPClaim
 from modelsec.errors import ConfigError
 from modelsec.seeding import seeded
 
+pytestmark = pytest.mark.numerics  # rerun by `make test-numerics` under another CPU configuration
+
 # ---------------------------------------------------------------- the bound
 
 

@@ -33,6 +33,8 @@ from modelsec.models.zoo import build_architecture
 from modelsec.privacy_accounting import epsilon_prv
 from modelsec.seeding import generator, seeded
 
+pytestmark = pytest.mark.numerics  # rerun by `make test-numerics` under another CPU configuration
+
 FEATURES, CLASSES = 10, 4
 CENTERS = np.random.default_rng(0).random((CLASSES, FEATURES)).astype(np.float32)
 

@@ -19,6 +19,8 @@ from modelsec.metrics import (
     tpr_at_fpr,
 )
 
+pytestmark = pytest.mark.numerics  # rerun by `make test-numerics` under another CPU configuration
+
 
 def test_fpr_targets() -> None:
     assert FPR_TARGETS == (0.001, 0.01, 0.1)

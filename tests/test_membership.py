@@ -38,6 +38,8 @@ from modelsec.models.base import Capability
 from modelsec.store.cache import SignalCache
 from modelsec.training import TrainingConfig
 
+pytestmark = pytest.mark.numerics  # rerun by `make test-numerics` under another CPU configuration
+
 
 def signals_from_logits(logits: np.ndarray, labels: np.ndarray) -> Signals:
     return Signals(logits.astype(np.float32), labels.astype(np.int64), cross_entropy(logits, labels))

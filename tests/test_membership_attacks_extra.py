@@ -25,6 +25,8 @@ from modelsec.errors import ConfigError, DataError
 from modelsec.metrics import auc
 from modelsec.models.base import Capability, Classifier
 
+pytestmark = pytest.mark.numerics  # rerun by `make test-numerics` under another CPU configuration
+
 # -- shadow: a synthetic problem -------------------------------------------------------------------------------------
 
 CLASSES = 3

@@ -23,6 +23,8 @@ from modelsec.metrics import (
     tpr_at_fpr,
 )
 
+pytestmark = pytest.mark.numerics  # rerun by `make test-numerics` under another CPU configuration
+
 
 @pytest.mark.parametrize(("k", "n"), [(0, 10), (3, 10), (10, 10), (24, 1000), (500, 1000)])
 def test_clopper_pearson_matches_scipy_exact_interval(k: int, n: int) -> None:

@@ -23,6 +23,8 @@ from modelsec.models.base import Classifier
 from modelsec.seeding import generator
 from tests.conftest import LinearBinary
 
+pytestmark = pytest.mark.numerics  # rerun by `make test-numerics` under another CPU configuration
+
 BOUNDS = (-10.0, 10.0)
 # DeepFool's overshoot in these tests: the distance found is 1.005 x the exact one.
 OVERSHOOT = 0.005

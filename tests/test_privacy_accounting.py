@@ -21,6 +21,8 @@ from modelsec.privacy_accounting import (
     noise_multiplier_for_epsilon,
 )
 
+pytestmark = pytest.mark.numerics  # rerun by `make test-numerics` under another CPU configuration
+
 # One epoch of MNIST-sized DP-SGD: q = 1/235 (batch 256 of 60,000 as Opacus's DPDataLoader rounds it), sigma 1.1,
 # 235 steps, delta 1e-5 (REFERENCES.md: PRV 0.316, PLD 0.307, RDP 0.739).
 EPOCH = {"noise_multiplier": 1.1, "sample_rate": 1 / 235, "steps": 235, "delta": 1e-5}

@@ -17,6 +17,13 @@ misclassified. Gradients come from :func:`~modelsec.attacks.gradients.loss_and_g
 no further passes; each restart (and, for APGD-T, each target) runs only on the samples still standing.
 Differences from the reference code: the random start is the norm's uniform draw from the ball, and the momentum
 restarts together with the step halving.
+
+What untargeted APGD does not guarantee, even on a linear model: the margin and DLR losses are maxima over the
+wrong classes, so the ascent follows whichever class leads where it starts. From a random start on which a class
+other than the closest one leads, it can stop at that class's vertex of the ball, a local maximum where the
+closest class's direction has zero gradient, and miss a point well inside the ball (tests/test_apgd.py shows it
+and checks that every such miss is of this kind). Restarts make it rarer; APGD-T, which tries every likely target
+in turn, is exact on linear models, which is why the standard preset runs it after APGD-CE and APGD-DLR.
 """
 
 from __future__ import annotations
