@@ -19,8 +19,6 @@ from tests.conftest import LinearBinary
 pytestmark = pytest.mark.numerics
 
 
-
-
 # -- losses ------------------------------------------------------------------------------------------------------
 
 

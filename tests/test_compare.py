@@ -200,3 +200,30 @@ def test_each_model_is_audited_against_the_members_it_trained_on() -> None:
     assert len(mine.members) == 100 and len(mine.population) == len(splits.population) + len(splits.members) - 100
     assert own_members(splits, {"data": {"source": "digits", "split_seed": 1, "members_used": 100}}) is splits
     assert own_members(splits, {}) is splits
+
+
+def test_one_strongest_membership_attack_in_the_verdict_and_the_comparison_row() -> None:
+    """Issue 11: a model's line in comparison.html named the best AUC ("0.537 (rmia)") while its table row named
+    the attack with the highest TPR at 0.1% FPR ("0.507 (shadow)"). Both now name the same attack, by one
+    definition (the highest TPR at 0.1% FPR, then AUC); a higher AUC elsewhere is stated in the details."""
+    from dataclasses import replace
+
+    from modelsec.audits.compare import strongest_attack, summarise
+    from modelsec.audits.verdict import make_verdict
+    from tests.report_fixtures import _membership, make_audit_result
+
+    shadow = _membership("shadow", 0.4)  # AUC about 0.61
+    shadow = replace(shadow, tpr_at_fpr={**shadow.tpr_at_fpr, "0.001": 0.05})  # the highest TPR at 0.1% FPR
+    rmia = _membership("rmia", 0.6)  # the higher AUC (about 0.66), lower TPR at 0.1% FPR
+    assert rmia.auc > shadow.auc and rmia.tpr_at_fpr["0.001"] < shadow.tpr_at_fpr["0.001"]
+    result = make_audit_result()
+    assert result.privacy is not None
+    privacy = replace(result.privacy, attacks=[rmia, shadow])
+    verdict = make_verdict(result.robustness, privacy, "linf")
+    result = replace(result, privacy=privacy, verdict=verdict)
+    row = summarise(result, name="m", path=None, baseline=True, meta={}, provenance={})
+    top = strongest_attack(result)
+    assert top is not None and top.attack == "shadow" == row.mia_attack
+    assert "strongest attack shadow" in verdict.headline and "rmia" not in verdict.headline
+    assert f"AUC {shadow.auc:.3f}" in verdict.headline
+    assert any(d.startswith(f"the highest AUC is rmia's, {rmia.auc:.3f}") for d in verdict.details)

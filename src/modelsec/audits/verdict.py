@@ -4,11 +4,14 @@ Robustness, at the largest epsilon audited: "fail" when less than half of the cl
 when less than 90% survives; any unresolved sanity flag turns the robustness finding into "likely overestimated"
 and at least a warning (a resolved one, whose remedy ran, is listed but does not). Leakage: "fail" when an
 attack's TPR at 0.1% FPR has a lower confidence bound above 1% (ten times chance) or its AUC's lower bound exceeds
-0.6; "warning" when the AUC's lower bound exceeds 0.5.
+0.6; "warning" when the AUC's lower bound exceeds 0.5. The headline names one attack, the strongest: the highest
+TPR at 0.1% FPR, then the highest AUC (the definition the report's tables, the exposed records and the comparison
+use); when another attack has a higher AUC, the details say so.
 """
 
 from __future__ import annotations
 
+from modelsec.audits.privacy import strongest
 from modelsec.results import PrivacyResult, RobustnessResult, Verdict
 
 _ORDER = {"ok": 0, "warning": 1, "fail": 2}
@@ -53,10 +56,16 @@ def make_verdict(robustness: RobustnessResult | None, privacy: PrivacyResult | N
             "warning": "Some membership leakage",
             "ok": "No membership leakage found",
         }
+        top = strongest(privacy.attacks)
         parts.append(
-            f"{leak_word[priv_level]}: best AUC {worst.auc:.3f} ({worst.attack}), "
-            f"TPR {strongest_low_fpr.tpr_at_fpr['0.001']:.2%} at 0.1% FPR"
+            f"{leak_word[priv_level]}: strongest attack {top.attack} (highest TPR at 0.1% FPR, then AUC): "
+            f"TPR {top.tpr_at_fpr['0.001']:.2%} at 0.1% FPR, AUC {top.auc:.3f}"
         )
+        if worst.attack != top.attack and worst.auc > top.auc:
+            details.append(
+                f"the highest AUC is {worst.attack}'s, {worst.auc:.3f} "
+                f"[{worst.auc_ci.low:.3f}, {worst.auc_ci.high:.3f}]"
+            )
         if priv_level == "ok":
             details.append("weak attacks only so far: a stronger (reference-model) attack may still find leakage")
         level = _worse(level, priv_level)
