@@ -47,12 +47,20 @@ class AttackRobustness:
     params: dict[str, Any] = field(default_factory=dict)
 
 
+# What an unresolved sanity flag means for the robustness numbers (Carlini et al. 2019): most checks see symptoms
+# of attacks that were misled, so the numbers are too high; a model whose outputs depend on its batch-mates makes
+# them depend on how the audit batched its queries, in either direction.
+OVERESTIMATED = "robustness likely overestimated"
+UNTRUSTWORTHY = "robustness numbers not trustworthy"
+UNTRUSTWORTHY_CHECKS = frozenset({"batch-dependence"})
+
+
 @dataclass(frozen=True)
 class SanityFlag:
     """A sanity check that fired (Carlini et al. 2019; AutoAttack's checks). ``severity``: "warning" or "error".
 
     ``remedy`` says what the audit did about it (EoT, black-box attacks, BPDA, a margin loss), ``resolved`` whether
-    the numbers reported already account for it. An unresolved flag means "robustness likely overestimated".
+    the numbers reported already account for it. An unresolved flag means :attr:`consequence`.
     """
 
     check: str
@@ -60,6 +68,16 @@ class SanityFlag:
     severity: str = "warning"
     remedy: str | None = None
     resolved: bool = False
+
+    @property
+    def untrustworthy(self) -> bool:
+        """True for a check whose unresolved flag leaves the numbers meaningless, not merely too high."""
+        return self.check in UNTRUSTWORTHY_CHECKS
+
+    @property
+    def consequence(self) -> str:
+        """What this flag, while unresolved, means for the robustness numbers."""
+        return UNTRUSTWORTHY if self.untrustworthy else OVERESTIMATED
 
 
 @dataclass(frozen=True)

@@ -2,14 +2,16 @@
 
 Robustness, at the largest epsilon audited: "fail" when less than half of the clean accuracy survives, "warning"
 when less than 90% survives; any unresolved sanity flag turns the robustness finding into "likely overestimated"
-and at least a warning (a resolved one, whose remedy ran, is listed but does not). Leakage: "fail" when an
+and at least a warning (a resolved one, whose remedy ran, is listed but does not); an unresolved batch-dependence
+flag (the model's outputs depend on the other inputs of a batch) makes the robustness numbers "not trustworthy"
+and the verdict "fail", whatever they are. Leakage: "fail" when an
 attack's TPR at 0.1% FPR has a lower confidence bound above 1% (ten times chance) or its AUC's lower bound exceeds
 0.6; "warning" when the AUC's lower bound exceeds 0.5.
 """
 
 from __future__ import annotations
 
-from modelsec.results import PrivacyResult, RobustnessResult, Verdict
+from modelsec.results import OVERESTIMATED, UNTRUSTWORTHY, PrivacyResult, RobustnessResult, Verdict
 
 _ORDER = {"ok": 0, "warning": 1, "fail": 2}
 RULE = __doc__.split("\n\n", 1)[1].strip() if __doc__ else ""
@@ -32,9 +34,12 @@ def make_verdict(robustness: RobustnessResult | None, privacy: PrivacyResult | N
         word = {"fail": "Not robust", "warning": "Partly robust", "ok": "Robust"}[rob_level]
         parts.append(f"{word}: {robust:.1%} accuracy under attack at {norm} eps={float(eps_key):g} (clean {clean:.1%})")
         unresolved = [f for f in robustness.flags if not f.resolved]
-        if unresolved:
+        if any(f.untrustworthy for f in unresolved):
+            rob_level = "fail"
+            parts[-1] += f"; {UNTRUSTWORTHY}: the model's outputs depend on the other inputs of a batch"
+        elif unresolved:
             rob_level = _worse(rob_level, "warning")
-            parts[-1] += "; robustness likely overestimated"
+            parts[-1] += f"; {OVERESTIMATED}"
         for f in robustness.flags:
             state = "resolved" if f.resolved else "UNRESOLVED"
             remedy = f" (remedy: {f.remedy})" if f.remedy else ""
