@@ -183,6 +183,15 @@ def test_batch_dependence_flag_says_the_numbers_are_not_trustworthy(result: Audi
     assert "overestimated** —" not in md
 
 
+def test_prediction_rule_is_shown(result: AuditResult) -> None:
+    assert result.robustness is not None
+    rule = "majority vote over 10 forward passes (ties: the highest mean probability)"
+    voted = dataclasses.replace(result, robustness=dataclasses.replace(result.robustness, prediction=rule))
+    assert f"· Each prediction, clean and adversarial: {rule}</span>" in render_html(voted)
+    assert f"**Each prediction, clean and adversarial:** {rule}" in render_markdown(voted)
+    assert "Each prediction, clean and adversarial: argmax of one forward pass" in render_html(result)
+
+
 def test_html_all_flags_resolved(result: AuditResult) -> None:
     assert result.robustness is not None
     flags = [dataclasses.replace(f, resolved=True) for f in result.robustness.flags]

@@ -4,7 +4,8 @@
   checks fire and the standard preset (DLR losses, black-box attacks) brings robust accuracy to within 5 points of
   the undefended model's (Carlini & Wagner 2017);
 - input quantisation inside ``forward``: zero gradients; the black-box attacks break it;
-- random noise inside ``forward``: the randomness check fires and EoT is used;
+- random noise inside ``forward``: the randomness check fires, EoT is used, and every prediction (clean and
+  adversarial) is a majority vote, equal to a slow per-record reference;
 - batch statistics baked into the model (BatchNorm exported in train mode, or computed in ``forward``): the
   batch-dependence check fires and the verdict says the numbers are not trustworthy; it stays silent on normal
   models at any batch size, and on randomised models without batch statistics.
@@ -13,6 +14,7 @@
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 from pathlib import Path
 
 import pytest
@@ -22,7 +24,7 @@ from torch.nn import functional
 
 from modelsec.audits import AuditConfig, run_audit
 from modelsec.audits.presets import build_attacks, preset_specs
-from modelsec.audits.sanity import CHECKS, apply_remedies, check_batch_dependence, pre_checks
+from modelsec.audits.sanity import CHECKS, VOTES, apply_remedies, check_batch_dependence, pre_checks
 from modelsec.audits.verdict import make_verdict
 from modelsec.data import load_splits
 from modelsec.data.dataset import Splits
@@ -145,13 +147,14 @@ def test_quantised_model_zero_gradients_broken_by_black_box(
 
 
 def test_noisy_model_randomness_triggers_eot(undefended: nn.Module, digits: Splits) -> None:
-    """Noise inside forward fires the randomness check (and not batch-dependence), and its remedy reaches the
-    standard preset: EoT on every attack that supports it."""
+    """Noise inside forward fires the randomness check (and not batch-dependence), and its remedies reach the
+    standard preset: EoT on every attack that supports it, and every prediction a majority vote (what these do in
+    an audit: test_randomised_audit_clean_and_robust_accuracy_share_the_vote)."""
     clf = Classifier(Noisy(undefended), input_shape=digits.input_shape, num_classes=10, bounds=digits.bounds)
     x, y = torch.from_numpy(digits.nonmembers.x[:80]), torch.from_numpy(digits.nonmembers.y[:80])
     flags, remedies = pre_checks(clf, x, y)
     assert [f.check for f in flags] == ["randomness"]
-    assert remedies.eot_samples == 10
+    assert remedies.eot_samples == 10 and remedies.votes == VOTES
     attacks, _ = build_attacks(apply_remedies(list(preset_specs("standard")), remedies), clf, "linf")
     apgd = next(a for a in attacks if a.label == "apgd")
     assert apgd.params()["eot_samples"] == 10
@@ -309,3 +312,106 @@ class DropoutAlways(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.net(functional.dropout(x, 0.3, training=True))
+
+
+# -- predictions of a randomised model -------------------------------------------------------------------------
+
+
+class CyclicNoise(nn.Module):
+    """Gaussian input noise (sigma 0.4: single passes disagree often) that, for each record, cycles through
+    ``VOTES`` fixed draws: any ``VOTES`` consecutive passes over a record see each draw once, so a majority vote
+    over them is a function of the record, which a slow reference can reproduce exactly. Records are told apart by
+    their content rounded to 1/64 (digits pixels are multiples of 1/16), so perturbations below 1/128 keep a
+    record's draws; the draws are seeded by that content, so every instance draws the same ones."""
+
+    def __init__(self, net: nn.Module, sigma: float = 0.4) -> None:
+        super().__init__()
+        self.net, self.sigma = net, sigma
+        self.passes: dict[bytes, int] = {}
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        noise = []
+        for row in x.detach():
+            key = torch.round(row * 64).to(torch.int16).numpy().tobytes()
+            seed = int.from_bytes(hashlib.sha256(key).digest()[:8], "little") % 2**62
+            draws = torch.randn((VOTES, *row.shape), generator=generator(seed))
+            noise.append(draws[self.passes.get(key, 0) % VOTES])
+            self.passes[key] = self.passes.get(key, 0) + 1
+        return self.net(x + self.sigma * torch.stack(noise))
+
+
+def reference_votes(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """The definition, slowly: each record alone, ``VOTES`` passes, the most frequent label (ties: the highest
+    mean probability)."""
+    out = []
+    with torch.no_grad():
+        for row in x:
+            logits = [model(row[None])[0] for _ in range(VOTES)]
+            counts = torch.zeros(10)
+            for lg in logits:
+                counts[int(lg.argmax())] += 1
+            best = counts == counts.max()
+            mean_p = torch.stack([lg.softmax(0) for lg in logits]).mean(0)
+            out.append(int(torch.where(best, mean_p, -1.0).argmax()))
+    return torch.tensor(out)
+
+
+def test_majority_vote_matches_the_slow_reference(undefended: nn.Module, digits: Splits) -> None:
+    x = torch.from_numpy(digits.nonmembers.x[:120])
+    clf = Classifier(CyclicNoise(undefended), input_shape=digits.input_shape, num_classes=10, batch_size=32)
+    single = [clf.predict(x) for _ in range(3)]
+    assert (single[0] != single[1]).any() or (single[1] != single[2]).any()  # single passes disagree
+    voted = clf.with_votes(VOTES)
+    expected = reference_votes(CyclicNoise(undefended), x)
+    assert torch.equal(voted.predict(x), expected) and torch.equal(voted.predict(x), expected)
+    assert clf.votes == 1 and voted.votes == VOTES and voted.module is clf.module
+    assert "majority vote over 10" in voted.prediction_rule
+
+
+def test_randomised_audit_clean_and_robust_accuracy_share_the_vote(undefended: nn.Module, digits: Splits) -> None:
+    """Clean accuracy is the vote's, exactly as the slow reference computes it; at an eps that moves no vote,
+    robust accuracy equals it (one pass per re-classification would break samples the vote keeps)."""
+    eps = 1e-5
+    config = AuditConfig(eps=(eps,), samples=60, mia_samples=60, attacks=("pgd",), pgd_steps=3, seed=0)
+    noisy = Classifier(CyclicNoise(undefended), input_shape=digits.input_shape, num_classes=10)
+    outcome = run_audit(noisy, digits, config=config)
+    rob, run = outcome.result.robustness, outcome.robustness_run
+    assert rob is not None and run is not None
+    expected = reference_votes(CyclicNoise(undefended), run.x)
+    assert rob.clean_accuracy == int((expected == run.y).sum()) / len(run.y)
+    assert torch.equal(run.pred_clean, expected)
+    assert rob.robust_accuracy[repr(eps)] == rob.clean_accuracy
+    assert rob.prediction == f"majority vote over {VOTES} forward passes (ties: the highest mean probability)"
+    fired = {f.check for f in rob.flags}
+    assert "randomness" in fired and "batch-dependence" not in fired
+    assert rob.results[0].params["eot_samples"] == 10
+    assert any("majority vote" in r for r in outcome.result.settings["remedies"])
+    assert rob.prediction in render_markdown(outcome.result)
+    assert noisy.votes == 1  # the caller's classifier is left as it was
+
+
+class GlobalNoise(nn.Module):
+    """Gaussian input noise from torch's global generator."""
+
+    def __init__(self, net: nn.Module) -> None:
+        super().__init__()
+        self.net = net
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x + 0.3 * torch.randn(x.shape))
+
+
+def test_audit_seeds_a_model_that_draws_from_the_global_generator(undefended: nn.Module, digits: Splits) -> None:
+    config = AuditConfig(eps=(0.05,), samples=40, mia_samples=50, attacks=("fgsm",), seed=3)
+    state = torch.get_rng_state()
+    runs = [run_audit(GlobalNoise(undefended), digits, config=config) for _ in range(2)]
+    assert torch.equal(torch.get_rng_state(), state)  # the caller's generator is left where it was
+    a, b = (r.robustness_run for r in runs)
+    assert a is not None and b is not None
+    assert torch.equal(a.pred_clean, b.pred_clean) and torch.equal(a.robust[0.05], b.robust[0.05])
+    assert torch.equal(a.x_adv[0.05], b.x_adv[0.05])
+    ra, rb = (r.result.robustness for r in runs)
+    assert ra is not None and rb is not None and ra.flags == rb.flags
+    assert (ra.clean_accuracy, ra.robust_accuracy) == (rb.clean_accuracy, rb.robust_accuracy)
+    pa, pb = ([(m.attack, m.auc, m.tpr_at_fpr) for m in r.result.privacy.attacks] for r in runs)
+    assert pa == pb

@@ -53,6 +53,8 @@ class AttackRobustness:
 OVERESTIMATED = "robustness likely overestimated"
 UNTRUSTWORTHY = "robustness numbers not trustworthy"
 UNTRUSTWORTHY_CHECKS = frozenset({"batch-dependence"})
+# How a deterministic model's prediction is made (modelsec.models.base.Classifier.prediction_rule).
+ONE_PASS_PREDICTION = "argmax of one forward pass"
 
 
 @dataclass(frozen=True)
@@ -119,6 +121,8 @@ class RobustnessResult:
     skipped: list[SkippedAttack] = field(default_factory=list)
     min_norm: list[MinNormStats] = field(default_factory=list)
     chain: bool = False  # True: each entry of ``results`` is cumulative (after that attack and all before it)
+    # how a prediction (clean and adversarial alike) was made: Classifier.prediction_rule
+    prediction: str = ONE_PASS_PREDICTION
 
 
 @dataclass(frozen=True)
@@ -315,6 +319,7 @@ def _robustness_from_dict(d: dict[str, Any]) -> RobustnessResult:
         skipped=[_build(SkippedAttack, a) for a in d.get("skipped", [])],
         min_norm=[_build(MinNormStats, m) for m in d.get("min_norm", [])],
         chain=bool(d.get("chain", False)),
+        prediction=str(d.get("prediction", ONE_PASS_PREDICTION)),
     )
 
 

@@ -9,7 +9,7 @@ Before the attacks (symptoms of the model; each but batch-dependence has a remed
 | check | fires when | remedy |
 | --- | --- | --- |
 | probability-outputs | outputs lie in [0, 1] and sum to 1 | margin / DLR losses (APGD-DLR added) |
-| randomness | two forward passes on the same inputs differ | EoT: gradients averaged over several passes |
+| randomness | two forward passes on the same inputs differ | EoT gradients; predictions: majority of 10 passes |
 | batch-dependence | records alone, in other batches or another order get other logits | none (error, unresolved) |
 | zero-gradients | > 1% of samples have an all-zero input gradient | black-box attacks (Square, HopSkipJump) added |
 
@@ -46,6 +46,7 @@ from modelsec.results import SanityFlag
 from modelsec.seeding import generator
 
 EOT_SAMPLES = 10
+VOTES = 10  # forward passes behind each prediction of a randomised model (Classifier.votes)
 # batch-dependence: logits of the same record may differ by float32 round-off (batched GEMMs sum in another order:
 # at most 5e-7 of the row's largest logit on the bundled CNN and a digits MLP, batch sizes 1 to 1000); more than
 # this is not round-off. CUDA may run convolutions and matmuls in TF32 (a 10-bit mantissa), with algorithms chosen
@@ -54,7 +55,7 @@ BATCH_RTOL = 1e-3
 BATCH_RTOL_TF32 = 1e-2
 BATCH_ATOL = 1e-5
 BATCH_ALONE = 16  # records also evaluated one at a time
-# A randomised model is compared on its mean logits over EOT_SAMPLES passes: the check fires when the mean square of
+# A randomised model is compared on its mean logits over VOTES passes: the check fires when the mean square of
 # (difference beyond the tolerance) / (its standard error) exceeds this. Without batch dependence it is about 1,
 # but a model that draws one noise for a whole batch moves every row of it together, so the mean barely averages.
 BATCH_NOISE_LIMIT = 25.0
@@ -69,6 +70,7 @@ class Remedies:
     """What the pre-attack checks ask of the attack plan."""
 
     eot_samples: int = 1
+    votes: int = 1
     add_margin_loss: bool = False
     add_black_box: bool = False
     notes: list[str] = field(default_factory=list)
@@ -98,7 +100,8 @@ def check_randomness(classifier: Classifier, x: torch.Tensor) -> SanityFlag | No
         return SanityFlag(
             "randomness",
             "repeated forward passes give different outputs: the model is randomised",
-            remedy=f"expectation over transformation: gradients averaged over {EOT_SAMPLES} passes",
+            remedy=f"expectation over transformation: gradients averaged over {EOT_SAMPLES} passes; every "
+            f"prediction (clean and adversarial) a majority vote over {VOTES} passes",
         )
     return None
 
@@ -198,7 +201,8 @@ def pre_checks(classifier: Classifier, x: torch.Tensor, y: torch.Tensor) -> tupl
     if (f := check_randomness(classifier, x[:200])) is not None:
         flags.append(f)
         remedies.eot_samples = EOT_SAMPLES
-    if (f := check_batch_dependence(classifier, x[:200], passes=remedies.eot_samples)) is not None:
+        remedies.votes = VOTES
+    if (f := check_batch_dependence(classifier, x[:200], passes=remedies.votes)) is not None:
         flags.append(f)
     if (f := check_zero_gradients(classifier, x, y)) is not None:
         flags.append(f)

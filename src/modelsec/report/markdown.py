@@ -58,7 +58,7 @@ def _robustness(rob: RobustnessResult) -> list[str]:
     )
     if rob.skipped:
         attacks += f" · {len(rob.skipped)} skipped"
-    out += [attacks, ""]
+    out += [attacks, "", f"**Each prediction, clean and adversarial:** {md_text(rob.prediction)}", ""]
     table = tables.robustness_table(rob)
     if table.eps:
         header = ["Attack", "Norm", *(f"ε = {e}" for e in table.eps_labels)]
