@@ -11,7 +11,7 @@ attack's TPR at 0.1% FPR has a lower confidence bound above 1% (ten times chance
 
 from __future__ import annotations
 
-from modelsec.results import OVERESTIMATED, UNTRUSTWORTHY, PrivacyResult, RobustnessResult, Verdict
+from modelsec.results import PrivacyResult, RobustnessResult, Verdict
 
 _ORDER = {"ok": 0, "warning": 1, "fail": 2}
 RULE = __doc__.split("\n\n", 1)[1].strip() if __doc__ else ""
@@ -34,12 +34,13 @@ def make_verdict(robustness: RobustnessResult | None, privacy: PrivacyResult | N
         word = {"fail": "Not robust", "warning": "Partly robust", "ok": "Robust"}[rob_level]
         parts.append(f"{word}: {robust:.1%} accuracy under attack at {norm} eps={float(eps_key):g} (clean {clean:.1%})")
         unresolved = [f for f in robustness.flags if not f.resolved]
-        if any(f.untrustworthy for f in unresolved):
+        untrustworthy = [f for f in unresolved if f.untrustworthy]
+        if untrustworthy:
             rob_level = "fail"
-            parts[-1] += f"; {UNTRUSTWORTHY}: the model's outputs depend on the other inputs of a batch"
+            parts[-1] += f"; {untrustworthy[0].consequence}: the model's outputs depend on the other inputs of a batch"
         elif unresolved:
             rob_level = _worse(rob_level, "warning")
-            parts[-1] += f"; {OVERESTIMATED}"
+            parts[-1] += "; robustness likely overestimated"
         for f in robustness.flags:
             state = "resolved" if f.resolved else "UNRESOLVED"
             remedy = f" (remedy: {f.remedy})" if f.remedy else ""
