@@ -169,6 +169,29 @@ def test_html_flag_without_remedy(result: AuditResult) -> None:
     assert 'class="badge badge-error"' in html and "robustness likely overestimated" in html
 
 
+def test_batch_dependence_flag_says_the_numbers_are_not_trustworthy(result: AuditResult) -> None:
+    """An unresolved batch-dependence flag: the HTML and Markdown say "not trustworthy", not "overestimated"."""
+    assert result.robustness is not None
+    flag = SanityFlag("batch-dependence", "logits differ by up to 3.2 alone", severity="error")
+    rob = dataclasses.replace(result.robustness, flags=[flag])
+    html = render_html(dataclasses.replace(result, robustness=rob))
+    item = _section(_section(html, "<h3>Sanity checks</h3>", "</ul>"), "<code>batch-dependence</code>", "</li>")
+    assert item.index('badge-unresolved"') < item.index("robustness numbers not trustworthy")
+    assert "overestimated" not in item and "No remedy was applied." in item
+    md = render_markdown(dataclasses.replace(result, robustness=rob))
+    assert "- ❌ **unresolved: robustness numbers not trustworthy** — No remedy was applied." in md
+    assert "overestimated** —" not in md
+
+
+def test_prediction_rule_is_shown(result: AuditResult) -> None:
+    assert result.robustness is not None
+    rule = "majority vote over 10 forward passes (ties: the highest mean probability)"
+    voted = dataclasses.replace(result, robustness=dataclasses.replace(result.robustness, prediction=rule))
+    assert f"· Each prediction, clean and adversarial: {rule}</span>" in render_html(voted)
+    assert f"**Each prediction, clean and adversarial:** {rule}" in render_markdown(voted)
+    assert "Each prediction, clean and adversarial: argmax of one forward pass" in render_html(result)
+
+
 def test_html_all_flags_resolved(result: AuditResult) -> None:
     assert result.robustness is not None
     flags = [dataclasses.replace(f, resolved=True) for f in result.robustness.flags]

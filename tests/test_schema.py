@@ -79,6 +79,7 @@ def test_robust_accuracy_above_one_fails() -> None:
         lambda d: d["robustness"]["skipped"][0].pop("reason"),
         lambda d: d["robustness"]["min_norm"][0]["quantiles"].update({"q10": 0.1}),
         lambda d: d["robustness"].update({"preset": 3}),
+        lambda d: d["robustness"].update({"prediction": None}),
         lambda d: d["data"].update({"class_names": "T-shirt"}),
         lambda d: d["privacy"]["attacks"][0].update({"epsilon_lower_bound": -0.1}),
         lambda d: d["privacy"]["attacks"][0]["epsilon_evidence"].update({"rule": "tpr"}),
@@ -100,6 +101,7 @@ def test_robust_accuracy_above_one_fails() -> None:
         "skipped-reason",
         "min-norm-quantile-key",
         "preset-type",
+        "prediction-type",
         "class-names",
         "negative-epsilon",
         "epsilon-rule",
@@ -149,7 +151,7 @@ def test_fixture_has_the_fields_added_within_version_1() -> None:
 
 def test_version_1_file_without_the_added_fields_loads_with_defaults() -> None:
     d = copy.deepcopy(make_result().to_dict())
-    for key in ("preset", "skipped", "min_norm"):
+    for key in ("preset", "skipped", "min_norm", "prediction"):
         del d["robustness"][key]
     for flag in d["robustness"]["flags"]:
         del flag["remedy"], flag["resolved"]
@@ -158,6 +160,7 @@ def test_version_1_file_without_the_added_fields_loads_with_defaults() -> None:
     r = AuditResult.from_dict(d)
     assert r.robustness is not None and r.robustness.preset is None
     assert r.robustness.skipped == [] and r.robustness.min_norm == []
+    assert r.robustness.prediction == "argmax of one forward pass"
     assert all(f.remedy is None and not f.resolved for f in r.robustness.flags)
     assert r.data.class_names is None
 

@@ -47,12 +47,22 @@ class AttackRobustness:
     params: dict[str, Any] = field(default_factory=dict)
 
 
+# What an unresolved sanity flag means for the robustness numbers (Carlini et al. 2019): most checks see symptoms
+# of attacks that were misled, so the numbers are too high; a model whose outputs depend on its batch-mates makes
+# them depend on how the audit batched its queries, in either direction.
+OVERESTIMATED = "robustness likely overestimated"
+UNTRUSTWORTHY = "robustness numbers not trustworthy"
+UNTRUSTWORTHY_CHECKS = frozenset({"batch-dependence"})
+# How a deterministic model's prediction is made (modelsec.models.base.Classifier.prediction_rule).
+ONE_PASS_PREDICTION = "argmax of one forward pass"
+
+
 @dataclass(frozen=True)
 class SanityFlag:
     """A sanity check that fired (Carlini et al. 2019; AutoAttack's checks). ``severity``: "warning" or "error".
 
     ``remedy`` says what the audit did about it (EoT, black-box attacks, BPDA, a margin loss), ``resolved`` whether
-    the numbers reported already account for it. An unresolved flag means "robustness likely overestimated".
+    the numbers reported already account for it. An unresolved flag means :attr:`consequence`.
     """
 
     check: str
@@ -60,6 +70,16 @@ class SanityFlag:
     severity: str = "warning"
     remedy: str | None = None
     resolved: bool = False
+
+    @property
+    def untrustworthy(self) -> bool:
+        """True for a check whose unresolved flag leaves the numbers meaningless, not merely too high."""
+        return self.check in UNTRUSTWORTHY_CHECKS
+
+    @property
+    def consequence(self) -> str:
+        """What this flag, while unresolved, means for the robustness numbers."""
+        return UNTRUSTWORTHY if self.untrustworthy else OVERESTIMATED
 
 
 @dataclass(frozen=True)
@@ -101,6 +121,8 @@ class RobustnessResult:
     skipped: list[SkippedAttack] = field(default_factory=list)
     min_norm: list[MinNormStats] = field(default_factory=list)
     chain: bool = False  # True: each entry of ``results`` is cumulative (after that attack and all before it)
+    # how a prediction (clean and adversarial alike) was made: Classifier.prediction_rule
+    prediction: str = ONE_PASS_PREDICTION
 
 
 @dataclass(frozen=True)
@@ -297,6 +319,7 @@ def _robustness_from_dict(d: dict[str, Any]) -> RobustnessResult:
         skipped=[_build(SkippedAttack, a) for a in d.get("skipped", [])],
         min_norm=[_build(MinNormStats, m) for m in d.get("min_norm", [])],
         chain=bool(d.get("chain", False)),
+        prediction=str(d.get("prediction", ONE_PASS_PREDICTION)),
     )
 
 

@@ -16,9 +16,15 @@ def generator(seed: int, device: str | torch.device = "cpu") -> torch.Generator:
 
 
 @contextlib.contextmanager
-def seeded(seed: int) -> Iterator[None]:
-    """Run a block whose library code draws from torch's global generator (layer initialisation, for example)
-    with ``seed``, restoring the caller's global state afterwards (``torch.random.fork_rng``)."""
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(int(seed))
+def seeded(seed: int, device: str | torch.device = "cpu") -> Iterator[None]:
+    """Run a block whose library code draws from torch's global generator (layer initialisation, or a model that
+    draws its own noise) with ``seed``, restoring the caller's global state afterwards (``torch.random.fork_rng``).
+    On a CUDA ``device`` that device's generator is seeded and restored too; no other generator is touched."""
+    dev = torch.device(device)
+    cuda = [dev.index if dev.index is not None else torch.cuda.current_device()] if dev.type == "cuda" else []
+    with torch.random.fork_rng(devices=cuda):
+        torch.random.default_generator.manual_seed(int(seed))
+        for index in cuda:
+            with torch.cuda.device(index):
+                torch.cuda.manual_seed(int(seed))
         yield

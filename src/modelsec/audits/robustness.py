@@ -62,6 +62,8 @@ def evaluate_robustness(
     chain: bool = True,
 ) -> RobustnessRun:
     """Run the attacks at every epsilon on ``(x, y)``; sanity checks are added by :mod:`modelsec.audits.sanity`.
+    Clean predictions and the re-classification of every adversarial example both use ``classifier.predict`` (a
+    majority vote for a randomised model: ``Classifier.votes``), so clean and robust accuracy share one definition.
 
     ``chain=True`` (AutoAttack's protocol): each attack runs only on the samples that every earlier attack left
     standing, and an attack's entry is the robust accuracy after it and every attack before it. ``chain=False``:
@@ -168,6 +170,7 @@ def evaluate_robustness(
         chain=chain,
         flags=[],
         checks=[],
+        prediction=classifier.prediction_rule,
     )
     return RobustnessRun(
         result=result,

@@ -54,7 +54,7 @@ from modelsec.results import (
     PrivacyResult,
     SanityFlag,
 )
-from modelsec.seeding import generator
+from modelsec.seeding import generator, seeded
 from modelsec.training import TrainingConfig
 
 
@@ -204,8 +204,33 @@ def run_audit(
     progress: Progress | None = None,
 ) -> AuditOutcome:
     """Audit ``model`` on ``data``; write ``result.json``, ``report.html`` and ``adversarial.npz`` to ``out_dir``
-    and record the run in ``store`` (a :class:`~modelsec.store.RunStore`) when given."""
+    and record the run in ``store`` (a :class:`~modelsec.store.RunStore`) when given.
+
+    A model that draws its noise from torch's global generator draws it seeded by ``config.seed``, so the same
+    seed gives the same result; the caller's generator is restored afterwards."""
     config = config or AuditConfig()
+    with seeded(config.seed, device):
+        return _run_audit(
+            model, data, config=config, arch=arch, trust_model=trust_model, device=device, data_dir=data_dir,
+            label_column=label_column, bounds=bounds, out_dir=out_dir, store=store, progress=progress,
+        )  # fmt: skip
+
+
+def _run_audit(
+    model: str | Path | nn.Module | Classifier | None,
+    data: str | Splits | None,
+    *,
+    config: AuditConfig,
+    arch: str | None,
+    trust_model: bool,
+    device: str,
+    data_dir: str | None,
+    label_column: str,
+    bounds: tuple[float, float] | None,
+    out_dir: str | Path | None,
+    store: Any,
+    progress: Progress | None,
+) -> AuditOutcome:
     progress = progress or NullProgress()
     timings: dict[str, float] = {}
     t0 = time.perf_counter()
@@ -256,6 +281,8 @@ def run_audit(
     x = torch.from_numpy(splits.nonmembers.x[idx])
     y = torch.from_numpy(splits.nonmembers.y[idx])
     pre_flags, remedies = pre_checks(classifier, x, y) if config.checks else ([], Remedies())
+    if remedies.votes > classifier.votes:  # a randomised model: every prediction a majority vote
+        classifier = classifier.with_votes(remedies.votes)
     attacks, skipped = build_attacks(apply_remedies(config.attack_specs(), remedies), classifier, config.norm)
     if not attacks:
         raise ConfigError(
@@ -301,7 +328,9 @@ def run_audit(
         "reference_mode": config.reference_mode if config.reference_models else None,
         "preset": None if config.attacks is not None else config.preset,
         "attacks": attack_labels(attacks),
-        "remedies": remedies.notes + ([f"EoT with {remedies.eot_samples} samples"] if remedies.eot_samples > 1 else []),
+        "remedies": remedies.notes
+        + ([f"EoT with {remedies.eot_samples} samples"] if remedies.eot_samples > 1 else [])
+        + ([f"predictions by majority vote over {remedies.votes} passes"] if remedies.votes > 1 else []),
         "pgd_steps": config.pgd_steps,
         "pgd_restarts": config.pgd_restarts,
         "membership_attacks": [a.attack for a in privacy.attacks],

@@ -4,12 +4,13 @@ remedies the audit has, and change the verdict while unresolved.
 After Carlini et al. 2019, "On Evaluating Adversarial Robustness", Athalye, Carlini & Wagner 2018, "Obfuscated
 Gradients Give a False Sense of Security", and AutoAttack's runtime checks (Croce & Hein 2020).
 
-Before the attacks (symptoms of the model, each with a remedy applied to the attack plan):
+Before the attacks (symptoms of the model; each but batch-dependence has a remedy applied to the attack plan):
 
 | check | fires when | remedy |
 | --- | --- | --- |
 | probability-outputs | outputs lie in [0, 1] and sum to 1 | margin / DLR losses (APGD-DLR added) |
-| randomness | two forward passes on the same inputs differ | EoT: gradients averaged over several passes |
+| randomness | two forward passes on the same inputs differ | EoT gradients; predictions: majority of 10 passes |
+| batch-dependence | records alone, in other batches or another order get other logits | none (error, unresolved) |
 | zero-gradients | > 1% of samples have an all-zero input gradient | black-box attacks (Square, HopSkipJump) added |
 
 After the attacks (symptoms of the evaluation; the worst case already includes every attack, but each means the
@@ -22,7 +23,10 @@ gradient attacks were unreliable, so they stay unresolved):
 | not-converged | the strongest iterative attack with twice the steps breaks > 1% more samples |
 | large-eps-not-broken | at eps = half the input range, > 5% of samples survive the strongest attacks |
 
-A pre-attack flag counts as resolved when its remedy ran and the large-epsilon check then passes.
+A pre-attack flag counts as resolved when its remedy ran and the large-epsilon check then passes; batch-dependence
+has no remedy and stays unresolved: a model whose logits for a record depend on the records batched with it (batch
+statistics baked in, e.g. BatchNorm exported in train mode) gives numbers that depend on how the audit happened to
+batch its queries, in either direction (``SanityFlag.consequence``).
 """
 
 from __future__ import annotations
@@ -39,8 +43,22 @@ from modelsec.audits.presets import AttackSpec
 from modelsec.audits.robustness import RobustnessRun
 from modelsec.models.base import Capability, Classifier
 from modelsec.results import SanityFlag
+from modelsec.seeding import generator
 
 EOT_SAMPLES = 10
+VOTES = 10  # forward passes behind each prediction of a randomised model (Classifier.votes)
+# batch-dependence: logits of the same record may differ by float32 round-off (batched GEMMs sum in another order:
+# at most 5e-7 of the row's largest logit on the bundled CNN and a digits MLP, batch sizes 1 to 1000); more than
+# this is not round-off. CUDA may run convolutions and matmuls in TF32 (a 10-bit mantissa), with algorithms chosen
+# per batch size: there the tolerance is ten times wider.
+BATCH_RTOL = 1e-3
+BATCH_RTOL_TF32 = 1e-2
+BATCH_ATOL = 1e-5
+BATCH_ALONE = 16  # records also evaluated one at a time
+# A randomised model is compared on its mean logits over VOTES passes: the check fires when the mean square of
+# (difference beyond the tolerance) / (its standard error) exceeds this. Without batch dependence it is about 1,
+# but a model that draws one noise for a whole batch moves every row of it together, so the mean barely averages.
+BATCH_NOISE_LIMIT = 25.0
 BLACK_BOX = ("square", "hopskipjump")
 # HopSkipJump needs ~17k queries a sample at its defaults; as a remedy it runs after Square, on what is left.
 REMEDY_PARAMS: dict[str, dict[str, Any]] = {"hopskipjump": {"iterations": 20, "max_num_evals": 500}}
@@ -52,6 +70,7 @@ class Remedies:
     """What the pre-attack checks ask of the attack plan."""
 
     eot_samples: int = 1
+    votes: int = 1
     add_margin_loss: bool = False
     add_black_box: bool = False
     notes: list[str] = field(default_factory=list)
@@ -81,9 +100,78 @@ def check_randomness(classifier: Classifier, x: torch.Tensor) -> SanityFlag | No
         return SanityFlag(
             "randomness",
             "repeated forward passes give different outputs: the model is randomised",
-            remedy=f"expectation over transformation: gradients averaged over {EOT_SAMPLES} passes",
+            remedy=f"expectation over transformation: gradients averaged over {EOT_SAMPLES} passes; every "
+            f"prediction (clean and adversarial) a majority vote over {VOTES} passes",
         )
     return None
+
+
+def _arrangements(classifier: Classifier, x: torch.Tensor, passes: int) -> dict[str, tuple[torch.Tensor, ...]]:
+    """The logits of ``x``, ``passes`` times each: in the audit's batches (first), in batches of another size in a
+    fixed other order, and its first records one at a time; every tensor in the order of ``x``."""
+    n = x.shape[0]
+    other = max(1, min(classifier.batch_size, n) // 3)
+    perm = torch.randperm(n, generator=generator(0))
+
+    def shuffled() -> torch.Tensor:
+        out = torch.empty(n, classifier.num_classes)
+        out[perm] = classifier.predict_logits(x[perm], batch_size=other)
+        return out
+
+    return {
+        f"batches of {min(classifier.batch_size, n)}": tuple(classifier.predict_logits(x) for _ in range(passes)),
+        f"in batches of {other} in another order": tuple(shuffled() for _ in range(passes)),
+        "alone": tuple(classifier.predict_logits(x[:BATCH_ALONE], batch_size=1) for _ in range(passes)),
+    }
+
+
+def _batch_rtol(classifier: Classifier) -> float:
+    tf32 = torch.backends.cudnn.allow_tf32 or torch.backends.cuda.matmul.allow_tf32
+    return BATCH_RTOL_TF32 if classifier.device.type == "cuda" and tf32 else BATCH_RTOL
+
+
+def _batch_discrepancy(a: tuple[torch.Tensor, ...], b: tuple[torch.Tensor, ...], rtol: float) -> tuple[float, float]:
+    """(largest difference of the mean logits, mean squared standardised excess) between two arrangements of the
+    same records (their common first rows): the excess is the difference beyond ``rtol`` of the row's largest
+    logit plus ``BATCH_ATOL``, in standard errors over the passes (infinite where the passes agree)."""
+    rows = min(a[0].shape[0], b[0].shape[0])
+    sa = torch.stack([t[:rows] for t in a]).double()
+    sb = torch.stack([t[:rows] for t in b]).double()
+    ma, mb = sa.mean(0), sb.mean(0)
+    diff = torch.where(ma.isnan() & mb.isnan(), 0.0, (ma - mb).abs().nan_to_num(nan=torch.inf))
+    scale = torch.maximum(ma.abs(), mb.abs()).nan_to_num(nan=0.0, posinf=0.0).amax(dim=1, keepdim=True)
+    excess = (diff - (BATCH_ATOL + rtol * scale)).clamp(min=0.0)
+    passes = sa.shape[0]
+    se = ((sa.var(0) + sb.var(0)) / passes).sqrt().nan_to_num(nan=0.0) if passes > 1 else torch.zeros_like(diff)
+    z2 = torch.where(excess > 0, (excess / se) ** 2, 0.0)  # an excess where the passes agree: infinite
+    return float(diff.max()), float(z2.mean())
+
+
+def check_batch_dependence(classifier: Classifier, x: torch.Tensor, passes: int = 1) -> SanityFlag | None:
+    """The same records alone, in batches of another size and in another order must get the same logits: a model
+    whose output for a record depends on its batch-mates (batch statistics, e.g. BatchNorm in train mode baked into
+    a ``torch.export`` program) makes every number of the audit depend on how the audit batched its queries.
+
+    A randomised model (``passes`` > 1) is compared on its mean logits over ``passes`` passes per arrangement, with
+    the differences measured in standard errors, so that its randomness alone does not fire the check."""
+    arrangements = _arrangements(classifier, x, passes)
+    base_name, base = next(iter(arrangements.items()))
+    seen: list[str] = []
+    for name, logits in list(arrangements.items())[1:]:
+        largest, excess = _batch_discrepancy(logits, base, _batch_rtol(classifier))
+        if excess > BATCH_NOISE_LIMIT:
+            seen.append(f"by up to {largest:.3g} {name}")
+    if not seen:
+        return None
+    mean = f" (means over {passes} passes)" if passes > 1 else ""
+    return SanityFlag(
+        "batch-dependence",
+        f"the model's logits for a record depend on the other records in its batch: compared with {base_name}, "
+        f"they differ{mean} {' and '.join(seen)}. Batch statistics are baked into the model (e.g. BatchNorm "
+        "exported or saved in train mode), so every number of this audit depends on how its queries were batched "
+        "and is not trustworthy; put the model in eval mode (model.eval()) before exporting or saving it",
+        severity="error",
+    )
 
 
 def check_zero_gradients(classifier: Classifier, x: torch.Tensor, y: torch.Tensor) -> SanityFlag | None:
@@ -113,6 +201,9 @@ def pre_checks(classifier: Classifier, x: torch.Tensor, y: torch.Tensor) -> tupl
     if (f := check_randomness(classifier, x[:200])) is not None:
         flags.append(f)
         remedies.eot_samples = EOT_SAMPLES
+        remedies.votes = VOTES
+    if (f := check_batch_dependence(classifier, x[:200], passes=remedies.votes)) is not None:
+        flags.append(f)
     if (f := check_zero_gradients(classifier, x, y)) is not None:
         flags.append(f)
         remedies.add_black_box = True
@@ -294,6 +385,7 @@ def resolve(pre: list[SanityFlag], post: list[SanityFlag], attacks: list[Evasion
 CHECKS = (
     "probability-outputs",
     "randomness",
+    "batch-dependence",
     "zero-gradients",
     "single-step-beats-iterative",
     "black-box-beats-white-box",

@@ -2,7 +2,9 @@
 
 Robustness, at the largest epsilon audited: "fail" when less than half of the clean accuracy survives, "warning"
 when less than 90% survives; any unresolved sanity flag turns the robustness finding into "likely overestimated"
-and at least a warning (a resolved one, whose remedy ran, is listed but does not). Leakage: "fail" when an
+and at least a warning (a resolved one, whose remedy ran, is listed but does not); an unresolved batch-dependence
+flag (the model's outputs depend on the other inputs of a batch) makes the robustness numbers "not trustworthy"
+and the verdict "fail", whatever they are. Leakage: "fail" when an
 attack's TPR at 0.1% FPR has a lower confidence bound above 1% (ten times chance) or its AUC's lower bound exceeds
 0.6; "warning" when the AUC's lower bound exceeds 0.5. The headline names one attack, the strongest: the highest
 TPR at 0.1% FPR, then the highest AUC (the definition the report's tables, the exposed records and the comparison
@@ -35,7 +37,11 @@ def make_verdict(robustness: RobustnessResult | None, privacy: PrivacyResult | N
         word = {"fail": "Not robust", "warning": "Partly robust", "ok": "Robust"}[rob_level]
         parts.append(f"{word}: {robust:.1%} accuracy under attack at {norm} eps={float(eps_key):g} (clean {clean:.1%})")
         unresolved = [f for f in robustness.flags if not f.resolved]
-        if unresolved:
+        untrustworthy = [f for f in unresolved if f.untrustworthy]
+        if untrustworthy:
+            rob_level = "fail"
+            parts[-1] += f"; {untrustworthy[0].consequence}: the model's outputs depend on the other inputs of a batch"
+        elif unresolved:
             rob_level = _worse(rob_level, "warning")
             parts[-1] += "; robustness likely overestimated"
         for f in robustness.flags:

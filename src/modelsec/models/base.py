@@ -9,6 +9,7 @@ and reports stay honest. Nothing outside this class hard-codes a value range.
 from __future__ import annotations
 
 import contextlib
+import copy
 import enum
 from collections.abc import Callable, Iterator
 
@@ -18,6 +19,7 @@ from torch import nn
 
 from modelsec.errors import DataError
 from modelsec.numerics import stable_cross_entropy
+from modelsec.results import ONE_PASS_PREDICTION
 
 
 class Capability(enum.IntEnum):
@@ -75,6 +77,13 @@ class Classifier:
         preprocess_differentiable: declare ``False`` when ``preprocess`` has no useful gradient; gradients then
             pass through it as the identity (BPDA, Athalye, Carlini & Wagner 2018, "Obfuscated Gradients Give a
             False Sense of Security"), while the forward pass still applies it.
+        votes: forward passes behind each prediction of :meth:`predict`. 1 (the default): the argmax of one pass.
+            More, for a randomised model: the majority vote over that many passes, as randomized smoothing
+            predicts (Cohen, Rosenfeld & Kolter 2019, "Certified Adversarial Robustness via Randomized
+            Smoothing"); ties go to the class with the highest mean probability. Clean accuracy, the attacks'
+            re-classification of every adversarial example and the membership attacks that use labels all
+            go through :meth:`predict`, so they share this one definition. The audit sets it (see
+            :meth:`with_votes`) when its randomness check fires.
     """
 
     def __init__(
@@ -90,6 +99,7 @@ class Classifier:
         name: str = "model",
         preprocess: Callable[[torch.Tensor], torch.Tensor] | None = None,
         preprocess_differentiable: bool = True,
+        votes: int = 1,
     ) -> None:
         if bounds[0] >= bounds[1]:
             raise DataError(f"bounds must satisfy low < high, got {bounds}")
@@ -106,6 +116,9 @@ class Classifier:
         if batch_size < 1:
             raise DataError(f"batch_size must be >= 1, got {batch_size}")
         self.batch_size = int(batch_size)
+        if votes < 1:
+            raise DataError(f"votes must be >= 1, got {votes}")
+        self.votes = int(votes)
         self.name = name
         self.preprocess = preprocess
         self.preprocess_differentiable = preprocess_differentiable
@@ -115,6 +128,22 @@ class Classifier:
     def uses_bpda(self) -> bool:
         """True when gradients pass straight through a declared non-differentiable preprocessing step."""
         return self.preprocess is not None and not self.preprocess_differentiable
+
+    @property
+    def prediction_rule(self) -> str:
+        """How :meth:`predict` turns forward passes into a label, in words (recorded in audit results)."""
+        if self.votes == 1:
+            return ONE_PASS_PREDICTION
+        return f"majority vote over {self.votes} forward passes (ties: the highest mean probability)"
+
+    def with_votes(self, votes: int) -> Classifier:
+        """A copy of this classifier (the same module, its own query count) that predicts by majority vote over
+        ``votes`` forward passes."""
+        if votes < 1:
+            raise DataError(f"votes must be >= 1, got {votes}")
+        out = copy.copy(self)
+        out.votes = int(votes)
+        return out
 
     def __repr__(self) -> str:
         return (
@@ -160,8 +189,19 @@ class Classifier:
         return torch.cat(outs)
 
     def predict(self, x: torch.Tensor | np.ndarray, batch_size: int | None = None) -> torch.Tensor:
-        """Predicted labels (int64, CPU)."""
-        return self.predict_logits(x, batch_size).argmax(dim=1)
+        """Predicted labels (int64, CPU): the argmax of one forward pass, or with ``votes`` > 1 the majority vote
+        over that many passes, ties broken by the highest mean probability (see :attr:`prediction_rule`)."""
+        if self.votes == 1:
+            return self.predict_logits(x, batch_size).argmax(dim=1)
+        xt = torch.as_tensor(x, dtype=torch.float32)
+        counts = torch.zeros(xt.shape[0], self.num_classes, dtype=torch.float64)
+        probabilities = torch.zeros_like(counts)
+        for _ in range(self.votes):
+            logits = self.predict_logits(xt, batch_size).double()
+            counts += nn.functional.one_hot(logits.argmax(dim=1), self.num_classes)
+            probabilities += logits.softmax(dim=1)
+        # summed probabilities lie in [0, votes]: scaled below 1 they only decide between equal counts
+        return (counts + probabilities / (self.votes + 1)).argmax(dim=1)
 
     def loss_per_sample(self, x: torch.Tensor | np.ndarray, y: torch.Tensor | np.ndarray) -> torch.Tensor:
         """Cross-entropy of every sample (float64, distinct even for saturated models: see ``stable_cross_entropy``)."""

@@ -20,6 +20,7 @@ from modelsec.report import tables
 from modelsec.report.html import _environment
 from modelsec.report.markdown import _table, md_code, md_text
 from modelsec.report.plots import figure_to_png_data_uri, tradeoff_plot
+from modelsec.results import OVERESTIMATED
 
 TEMPLATE = "comparison.html.j2"
 _SAFE_DIR = re.compile(r"^[A-Za-z0-9._-]+$")
@@ -138,7 +139,7 @@ def render_comparison_html(c: Comparison) -> str:
             plot=figure_to_png_data_uri(tradeoff_plot(c)) if has_plot else None,
             settings=[(k, tables.value_text(v)) for k, v in c.settings.items() if k != "verdict_rule"],
             modelsec_version=c.versions.get("modelsec", ""),
-            overestimated=tables.OVERESTIMATED,
+            overestimated=OVERESTIMATED,
         )
     )
 
@@ -196,7 +197,7 @@ def render_comparison_markdown(c: Comparison) -> str:
             name += " ★ " + ", ".join(r.tags)
         verdict = " ".join([r.level_label, *(md_text(f) for f in r.flags)])
         if r.overestimated:
-            verdict += f" ({tables.OVERESTIMATED})"
+            verdict += f" ({OVERESTIMATED})"
         auc = tables.DASH if r.auc == tables.DASH else f"{r.auc} ({r.auc_ci}, {md_text(r.mia_attack)})"
         body.append(
             [

@@ -91,7 +91,6 @@ def _context(
         ctx["clean"] = tables.Rate.of_interval(rob.clean_accuracy, rob.clean_ci)
         ctx["checks"] = tables.check_rows(rob)
         ctx["n_unresolved"] = tables.unresolved_flags(rob)
-        ctx["overestimated"] = tables.OVERESTIMATED
         ctx["min_norm_rows"] = tables.min_norm_rows(rob)
         ctx["quantile_labels"] = [tables.quantile_label(q) for q in tables.MIN_NORM_QUANTILES]
         if examples is not None and len(examples) > 0:

@@ -58,7 +58,7 @@ def _robustness(rob: RobustnessResult) -> list[str]:
     )
     if rob.skipped:
         attacks += f" · {len(rob.skipped)} skipped"
-    out += [attacks, ""]
+    out += [attacks, "", f"**Each prediction, clean and adversarial:** {md_text(rob.prediction)}", ""]
     table = tables.robustness_table(rob)
     if table.eps:
         header = ["Attack", "Norm", *(f"ε = {e}" for e in table.eps_labels)]
@@ -93,7 +93,7 @@ def _robustness(rob: RobustnessResult) -> list[str]:
             if f.resolved:
                 out.append(f"    - {_RESOLVED_ICONS[True]} **resolved** — {remedy}")
             else:
-                out.append(f"    - {_RESOLVED_ICONS[False]} **unresolved: {tables.OVERESTIMATED}** — {remedy}")
+                out.append(f"    - {_RESOLVED_ICONS[False]} **unresolved: {f.consequence}** — {remedy}")
     if rob.adversarial_file:
         out += ["", f"Worst-case adversarial examples: {md_code(rob.adversarial_file)} (relative to `result.json`)."]
     return out

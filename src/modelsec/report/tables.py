@@ -41,8 +41,6 @@ LEVEL_LABELS = {"ok": "PASS", "warning": "WARNING", "fail": "FAIL"}
 NORM_NAMES = {"linf": "L∞", "l2": "L2", "l1": "L1", "l0": "L0"}
 # The quantiles of a minimum-norm attack's perturbation sizes shown beside the median.
 MIN_NORM_QUANTILES = (0.1, 0.25, 0.75, 0.9)
-# What an unresolved sanity flag means for the numbers (Carlini et al. 2019).
-OVERESTIMATED = "robustness likely overestimated"
 
 
 def _finite(x: float | None) -> bool:
