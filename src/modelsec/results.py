@@ -102,6 +102,10 @@ class RobustnessResult:
     min_norm: list[MinNormStats] = field(default_factory=list)
     chain: bool = False  # True: each entry of ``results`` is cumulative (after that attack and all before it)
 
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> RobustnessResult:
+        return _robustness_from_dict(d)
+
 
 @dataclass(frozen=True)
 class EpsilonEvidence:
