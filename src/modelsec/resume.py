@@ -10,7 +10,9 @@ every open frame, outermost first, plus the *tracked* values shared by all of th
 Conventions that make a resumed run equal an uninterrupted one, bit for bit on the CPU:
 
 - a frame's state is its loop's state *at the start of the current iteration*, both at its own save points and
-  while an inner frame is saving (so a loop mutates its captured variables only after the inner call returns);
+  while an inner frame is saving (so a loop mutates its captured variables only after the inner call returns, or
+  the inner frame saves and restores what it mutates too, as APGD's restarts do with the output they share with
+  APGD-T's targets);
 - a save point sits where every random draw and every query of the iterations before it are done;
 - on resume, frames are re-entered in the same order: each takes its saved state instead of initialising (and
   skips the random draws and queries of its initialisation), and when the innermost saved frame is entered the
@@ -18,8 +20,8 @@ Conventions that make a resumed run equal an uninterrupted one, bit for bit on t
 
 Whether a save point writes is decided by time (``interval`` seconds since the last write, or always at points
 marked ``force``), never what is computed, so a run with checkpoints computes what a run without them does.
-Without an active :class:`Resumer` (:func:`checkpointing`), frames restore nothing and save points cost one
-context-variable lookup.
+Without an active :class:`Resumer` (:func:`checkpointing`), frames restore nothing and save nothing: opening one
+costs a context-variable lookup, a save point nothing measurable.
 """
 
 from __future__ import annotations
