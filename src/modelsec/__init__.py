@@ -42,6 +42,7 @@ def audit(
     arch: str | None = None,
     trust_model: bool = False,
     device: str = "cpu",
+    resume: bool = True,
     **options: Any,
 ) -> AuditResult:
     """Audit a classifier for evasion and membership leakage; see :class:`modelsec.audits.AuditConfig`.
@@ -52,8 +53,11 @@ def audit(
         data: a data set name ("fashion-mnist", "digits", "breast-cancer"), a data file, or :class:`Splits`;
             ``None`` uses the data the model file records.
         eps, samples, seed: see :class:`~modelsec.audits.AuditConfig`; further ``options`` go there too.
-        out: folder for ``result.json``, ``report.html`` and ``adversarial.npz``.
+        out: folder for ``result.json``, ``report.html`` and ``adversarial.npz``; while the audit runs, also its
+            checkpoint ``audit.ckpt`` (see :mod:`modelsec.audits.checkpoint`).
         store: record the run in a SQLite store: ``True`` for the default store, or a path.
+        resume: continue from ``out/audit.ckpt`` when an interrupted audit of this same run left it (one of
+            another run is refused); ``False`` ignores and replaces it.
     """
     from modelsec.audits import AuditConfig, run_audit
     from modelsec.store import RunStore, default_store_path
@@ -63,7 +67,15 @@ def audit(
     if store is not False:
         run_store = RunStore(default_store_path() if store is True else Path(store))
     return run_audit(
-        model, data, config=config, arch=arch, trust_model=trust_model, device=device, out_dir=out, store=run_store
+        model,
+        data,
+        config=config,
+        arch=arch,
+        trust_model=trust_model,
+        device=device,
+        out_dir=out,
+        store=run_store,
+        resume=resume,
     ).result
 
 
@@ -119,6 +131,7 @@ def compare(
     max_accuracy_drop: float = 5.0,
     trust_model: bool = False,
     device: str = "cpu",
+    resume: bool = True,
     **audit_kwargs: Any,
 ) -> Comparison:
     """Run the same audit on a baseline and its hardened variants and recommend one; see
@@ -133,6 +146,8 @@ def compare(
         store: record each audit in a SQLite store (``True``: the default store, or a path, or a ``RunStore``);
             reference models are cached there, or in a temporary folder for this comparison when ``False``.
         max_accuracy_drop: the rule's N, in percentage points of clean accuracy below the baseline's.
+        resume: rerunning an interrupted comparison reuses its finished audits and resumes the one under way
+            (``out/<model>/audit.ckpt``); ``False`` starts every audit over.
 
     >>> c = modelsec.compare("models/base.safetensors", "models/at.safetensors", eps=(0.1,),
     ...                      preset="quick", out="runs/compare")  # doctest: +SKIP
@@ -166,6 +181,7 @@ def compare(
         device=device,
         store=run_store,
         progress=progress,
+        resume=resume,
     ).comparison
 
 

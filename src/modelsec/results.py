@@ -124,6 +124,10 @@ class RobustnessResult:
     # how a prediction (clean and adversarial alike) was made: Classifier.prediction_rule
     prediction: str = ONE_PASS_PREDICTION
 
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> RobustnessResult:
+        return _robustness_from_dict(d)
+
 
 @dataclass(frozen=True)
 class EpsilonEvidence:

@@ -5,6 +5,10 @@ base class validates inputs, runs the algorithm batch by batch on the samples th
 (a misclassified sample needs no attack and costs nothing), projects the output onto the threat model, clips it to
 the classifier's bounds, re-classifies it, and builds the result. An example counts as adversarial only after
 that re-classification; a subclass's own idea of success is never used.
+
+Resumable (:mod:`modelsec.resume`): the batch loop is a frame whose save points are the batch boundaries, and each
+attack's own loops (restarts, targets, iterations) are frames inside it, so an audit's checkpoint can be written
+inside a batch that takes hours on a big model and resumed there with the same result.
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ from modelsec.attacks.norms import NORMS, Norm, clip_to_bounds
 from modelsec.errors import ConfigError, DataError
 from modelsec.models.base import Capability, Classifier
 from modelsec.progress import NullProgress, Progress
+from modelsec.resume import resumable
 
 # Slack for float32 round-off when checking that an output lies in the eps-ball and the bounds.
 _TOL = 1e-6
@@ -130,29 +135,47 @@ class EvasionAttack(abc.ABC):
         x = x.detach().to(torch.float32).cpu()
         y = y.detach().to(torch.int64).cpu()
         start = time.perf_counter()
-        queries_before = classifier.queries
-        pred_clean = classifier.predict(x)
-        todo = (pred_clean == y).nonzero().flatten()
-        x_adv = x.clone()
-        min_distance = torch.where(pred_clean == y, torch.inf, 0.0) if self.minimum_norm else None
         bs = classifier.batch_size
         norm = threat.norm_impl
-        with progress.task(f"{self.name} {threat.norm} eps={threat.eps:g}", total=len(todo)) as advance:
-            for i in range(0, len(todo), bs):
-                idx = todo[i : i + bs]
-                xb = x[idx].to(classifier.device)
-                yb = y[idx].to(classifier.device)
-                if threat.eps > 0 or self.minimum_norm:
-                    cand = self.run(classifier, xb, yb, threat, generator).detach()
-                    cand = torch.where(torch.isfinite(cand), cand, xb)
-                    if min_distance is not None:
-                        raw = clip_to_bounds(cand, classifier.bounds)
-                        fooled = classifier.predict(raw).to(yb.device) != yb
-                        dist = norm.distance(xb, raw).cpu()
-                        min_distance[idx] = torch.where(fooled.cpu(), dist, torch.inf)
-                    cand = clip_to_bounds(norm.project(xb, cand, threat.eps), classifier.bounds)
-                    x_adv[idx] = cand.cpu()
-                advance(len(idx))
+        with resumable("attack.batches") as frame:  # resumable at every batch (see modelsec.resume)
+            if frame.restored is None:
+                queries_before = classifier.queries
+                pred_clean = classifier.predict(x)
+                x_adv = x.clone()
+                min_distance = torch.where(pred_clean == y, torch.inf, 0.0) if self.minimum_norm else None
+            else:
+                saved = frame.restored
+                queries_before, pred_clean = int(saved["queries_before"]), saved["pred_clean"]
+                x_adv, min_distance = saved["x_adv"], saved["min_distance"]
+            todo = (pred_clean == y).nonzero().flatten()
+            batches = -(-len(todo) // bs)
+            frame.capture(
+                lambda: {
+                    "queries_before": queries_before,
+                    "pred_clean": pred_clean,
+                    "x_adv": x_adv,
+                    "min_distance": min_distance,
+                },
+                where=lambda b: f"batch {b + 1}/{batches}",
+            )
+            with progress.task(f"{self.name} {threat.norm} eps={threat.eps:g}", total=len(todo)) as advance:
+                if frame.restored is not None:  # the batches done before the checkpoint
+                    advance(min(len(todo), bs * int(frame.restored["position"])))
+                for b in frame.steps(0, batches):
+                    idx = todo[b * bs : (b + 1) * bs]
+                    xb = x[idx].to(classifier.device)
+                    yb = y[idx].to(classifier.device)
+                    if threat.eps > 0 or self.minimum_norm:
+                        cand = self.run(classifier, xb, yb, threat, generator).detach()
+                        cand = torch.where(torch.isfinite(cand), cand, xb)
+                        if min_distance is not None:
+                            raw = clip_to_bounds(cand, classifier.bounds)
+                            fooled = classifier.predict(raw).to(yb.device) != yb
+                            dist = norm.distance(xb, raw).cpu()
+                            min_distance[idx] = torch.where(fooled.cpu(), dist, torch.inf)
+                        cand = clip_to_bounds(norm.project(xb, cand, threat.eps), classifier.bounds)
+                        x_adv[idx] = cand.cpu()
+                    advance(len(idx))
         pred_adv = classifier.predict(x_adv)
         distance = norm.distance(x, x_adv)
         self._verify(x_adv, distance, threat, classifier.bounds)

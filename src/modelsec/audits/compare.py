@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from modelsec.audits.checkpoint import audit_checkpoint_path
 from modelsec.audits.privacy import strongest
 from modelsec.audits.runner import AuditConfig, run_audit, versions
 from modelsec.comparison import (
@@ -108,6 +109,7 @@ def run_compare(
     bounds: tuple[float, float] | None = None,
     store: Any = None,
     progress: Progress | None = None,
+    resume: bool = True,
 ) -> CompareOutcome:
     """Audit ``baseline`` and every ``hardened`` model file with the same ``config`` on the same data, recommend
     one (:func:`modelsec.comparison.recommend`) and, with ``out_dir``, write every audit and the comparison.
@@ -116,6 +118,10 @@ def run_compare(
     ``config.split_seed``, else the baseline's recorded split seed). Every file is checked (exists, safe to load)
     before the first audit runs. ``store``: a :class:`~modelsec.store.RunStore` to record each audit in and to
     cache reference models in; ``None`` caches them in a temporary folder for this comparison only.
+
+    Resumable per model (with ``out_dir``): each audit checkpoints itself to ``OUT/<name>/audit.ckpt`` and, once
+    finished, leaves the finished result there until the comparison is written, so that rerunning an interrupted
+    comparison reuses the finished audits and resumes the one under way; ``resume=False`` starts every audit over.
     """
     config = config or AuditConfig()
     progress = progress or NullProgress()
@@ -151,6 +157,8 @@ def run_compare(
                 out_dir=None if out is None else out / c.name,
                 store=audit_store,
                 progress=progress,
+                resume=resume,
+                keep_checkpoint=True,
             )
             seconds = time.perf_counter() - t
             timings[c.name] = round(seconds, 3)
@@ -194,6 +202,8 @@ def run_compare(
         files["comparison"] = comparison.save(out / "comparison.json")
         files["html"] = write_comparison_html(comparison, out / "comparison.html")
         files["markdown"] = write_comparison_markdown(comparison, out / "comparison.md")
+        for c in candidates:  # the finished audits kept for a rerun of an interrupted comparison
+            audit_checkpoint_path(out / c.name).unlink(missing_ok=True)
     return CompareOutcome(comparison=comparison, results=results, files=files)
 
 

@@ -7,8 +7,10 @@ sample at a smaller epsilon also lies inside every larger ball, so that sample i
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
@@ -18,6 +20,7 @@ from modelsec.metrics import rate_with_ci
 from modelsec.models.base import Capability, Classifier
 from modelsec.progress import NullProgress, Progress
 from modelsec.results import AttackRobustness, MinNormStats, RobustnessResult, eps_key
+from modelsec.resume import resumable
 
 
 @dataclass
@@ -48,6 +51,34 @@ class RobustnessRun:
             arrays[f"pred_adv_{i}"] = self.pred_adv[eps].numpy()
         np.savez_compressed(path, **arrays)  # type: ignore[arg-type]
 
+    def state_dict(self) -> dict[str, Any]:
+        """Everything, as tensors and plain values (for a checkpoint read with ``torch.load(weights_only=True)``)."""
+        return {
+            "result": dataclasses.asdict(self.result),
+            "x": self.x,
+            "y": self.y,
+            "pred_clean": self.pred_clean,
+            "x_adv": self.x_adv,
+            "robust": self.robust,
+            "pred_adv": self.pred_adv,
+            "per_attack_robust": [[label, e, t] for (label, e), t in self.per_attack_robust.items()],
+            "per_attack_broken": [[label, e, t] for (label, e), t in self.per_attack_broken.items()],
+        }
+
+    @classmethod
+    def from_state(cls, state: dict[str, Any]) -> RobustnessRun:
+        return cls(
+            result=RobustnessResult.from_dict(state["result"]),
+            x=state["x"],
+            y=state["y"],
+            pred_clean=state["pred_clean"],
+            x_adv=dict(state["x_adv"]),
+            robust=dict(state["robust"]),
+            pred_adv=dict(state["pred_adv"]),
+            per_attack_robust={(label, e): t for label, e, t in state["per_attack_robust"]},
+            per_attack_broken={(label, e): t for label, e, t in state["per_attack_broken"]},
+        )
+
 
 def evaluate_robustness(
     classifier: Classifier,
@@ -72,29 +103,79 @@ def evaluate_robustness(
     progress = progress or NullProgress()
     eps_sorted = sorted({float(e) for e in eps})
     n = x.shape[0]
-    pred_clean = classifier.predict(x)
-    correct = (pred_clean == y).numpy()
-    clean_acc, clean_ci = rate_with_ci(correct)
-
-    entries: list[AttackRobustness] = []
-    per_attack: dict[tuple[str, float], torch.Tensor] = {}
-    worst_robust: dict[float, torch.Tensor] = {}
-    worst_adv: dict[float, torch.Tensor] = {}
     labels = attack_labels(attacks)
-    carried_adv: dict[str, torch.Tensor] = {label: x.clone() for label in labels}
-    carried_robust: dict[str, torch.Tensor] = {label: pred_clean == y for label in labels}
-    min_dist: dict[str, torch.Tensor] = {}
-    per_attack_broken: dict[tuple[str, float], torch.Tensor] = {}
-    correct_t = pred_clean == y
-    previous: float | None = None
-    for e in eps_sorted:
-        threat = ThreatModel(norm=norm, eps=e)
-        if chain and previous is not None:  # broken at a smaller eps -> broken here, with the same example
-            robust_all, adv_all = worst_robust[previous].clone(), worst_adv[previous].clone()
+    # the plan: every attack at every eps, then (chain) the minimum-norm pass; a checkpoint is written before each
+    plan: list[tuple[float | None, int]] = [(e, i) for e in eps_sorted for i in range(len(attacks))]
+    if chain:  # minimal-perturbation statistics need every correct sample: run gradient min-norm attacks once
+        plan += [(None, i) for i, a in enumerate(attacks) if a.minimum_norm and a.requires == Capability.GRADIENTS]
+
+    with resumable("robustness") as frame:
+        if frame.restored is None:
+            pred_clean = classifier.predict(x)
+            entries: list[AttackRobustness] = []
+            per_attack: dict[tuple[str, float], torch.Tensor] = {}
+            per_attack_broken: dict[tuple[str, float], torch.Tensor] = {}
+            worst_robust: dict[float, torch.Tensor] = {}
+            worst_adv: dict[float, torch.Tensor] = {}
+            carried_adv: dict[str, torch.Tensor] = {label: x.clone() for label in labels}
+            carried_robust: dict[str, torch.Tensor] = {label: pred_clean == y for label in labels}
+            min_dist: dict[str, torch.Tensor] = {}
+            robust_all, adv_all = pred_clean == y, x.clone()
+            elapsed = 0.0
         else:
-            robust_all, adv_all = correct_t.clone(), x.clone()
-        for label, attack in zip(labels, attacks, strict=True):
-            start = time.perf_counter()
+            saved = frame.restored
+            pred_clean = saved["pred_clean"]
+            entries = [AttackRobustness(**d) for d in saved["entries"]]
+            per_attack = {(label, e): t for label, e, t in saved["per_attack"]}
+            per_attack_broken = {(label, e): t for label, e, t in saved["per_attack_broken"]}
+            worst_robust, worst_adv = dict(saved["worst_robust"]), dict(saved["worst_adv"])
+            carried_adv, carried_robust = dict(saved["carried_adv"]), dict(saved["carried_robust"])
+            min_dist = dict(saved["min_dist"])
+            robust_all, adv_all = saved["robust_all"], saved["adv_all"]
+            elapsed = float(saved["elapsed"])  # of the step under way: its entry's seconds include them
+        correct_t = pred_clean == y
+        start = time.perf_counter() - elapsed
+        frame.capture(
+            lambda: {
+                "elapsed": time.perf_counter() - start,
+                "pred_clean": pred_clean,
+                "entries": [dataclasses.asdict(a) for a in entries],
+                "per_attack": [[label, e, t] for (label, e), t in per_attack.items()],
+                "per_attack_broken": [[label, e, t] for (label, e), t in per_attack_broken.items()],
+                "worst_robust": worst_robust,
+                "worst_adv": worst_adv,
+                "carried_adv": carried_adv,
+                "carried_robust": carried_robust,
+                "min_dist": min_dist,
+                "robust_all": robust_all,
+                "adv_all": adv_all,
+            },
+            where=lambda k: _where(plan, k, labels),
+        )
+        for k in frame.steps(0, len(plan), force=True):
+            e_or_none, i = plan[k]
+            label, attack = labels[i], attacks[i]
+            if e_or_none is None:  # the minimum-norm pass, on every correctly classified sample
+                todo = correct_t.nonzero().flatten()
+                if todo.numel() and label not in min_dist:
+                    threat = ThreatModel(norm, eps_sorted[0])
+                    res = attack(classifier, x[todo], y[todo], threat, generator=generator)
+                    assert res.min_distance is not None
+                    d = torch.full((n,), torch.inf)
+                    d[~correct_t] = 0.0
+                    d[todo] = res.min_distance
+                    min_dist[label] = d
+                start = time.perf_counter()
+                continue
+            e = e_or_none
+            threat = ThreatModel(norm=norm, eps=e)
+            if i == 0:  # a new eps
+                previous = eps_sorted.index(e) - 1
+                if chain and previous >= 0:  # broken at a smaller eps -> broken here, with the same example
+                    robust_all = worst_robust[eps_sorted[previous]].clone()
+                    adv_all = worst_adv[eps_sorted[previous]].clone()
+                else:
+                    robust_all, adv_all = correct_t.clone(), x.clone()
             if chain:  # AutoAttack-style: only what every earlier attack left standing
                 robust, adv = robust_all, adv_all
             else:  # every attack on every sample it has not broken at a smaller eps
@@ -133,26 +214,12 @@ def evaluate_robustness(
                     params=attack.params(),
                 )
             )
-        worst_robust[e] = robust_all
-        worst_adv[e] = adv_all
-        previous = e
+            if i == len(attacks) - 1:  # the last attack at this eps
+                worst_robust[e] = robust_all
+                worst_adv[e] = adv_all
+            start = time.perf_counter()  # the next step starts here (its save point is the first thing it does)
 
-    if chain:  # minimal-perturbation statistics need every correct sample: run gradient min-norm attacks once
-        todo = correct_t.nonzero().flatten()
-        for label, attack in zip(labels, attacks, strict=True):
-            if (
-                attack.minimum_norm
-                and attack.requires == Capability.GRADIENTS
-                and todo.numel()
-                and label not in min_dist
-            ):
-                res = attack(classifier, x[todo], y[todo], ThreatModel(norm, eps_sorted[0]), generator=generator)
-                assert res.min_distance is not None
-                d = torch.full((n,), torch.inf)
-                d[~correct_t] = 0.0
-                d[todo] = res.min_distance
-                min_dist[label] = d
-
+    clean_acc, clean_ci = rate_with_ci(correct_t.numpy())
     robust_accuracy: dict[str, float] = {}
     robust_ci = {}
     for e in eps_sorted:
@@ -160,7 +227,7 @@ def evaluate_robustness(
         robust_accuracy[eps_key(e)] = rate
         robust_ci[eps_key(e)] = ci
     result = RobustnessResult(
-        min_norm=[min_norm_stats(label, norm, d, pred_clean == y) for label, d in min_dist.items()],
+        min_norm=[min_norm_stats(label, norm, d, correct_t) for label, d in min_dist.items()],
         n=n,
         clean_accuracy=clean_acc,
         clean_ci=clean_ci,
@@ -183,6 +250,15 @@ def evaluate_robustness(
         per_attack_robust=per_attack,
         per_attack_broken=per_attack_broken,
     )
+
+
+def _where(plan: list[tuple[float | None, int]], step: int, labels: list[str]) -> str:
+    """Progress description of the plan's step ``step``: the epsilons done and the attack under way."""
+    done = sorted({e for e, _ in plan[:step] if e is not None} - {e for e, _ in plan[step:] if e is not None})
+    parts = [f"robustness done for eps {', '.join(f'{e:g}' for e in done)}"] if done else []
+    e, i = plan[step]
+    parts.append(f"{labels[i]} at eps {e:g}" if e is not None else f"{labels[i]} minimum-norm pass")
+    return "; ".join(parts)
 
 
 def attack_labels(attacks: list[EvasionAttack]) -> list[str]:

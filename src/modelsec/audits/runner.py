@@ -7,8 +7,10 @@ replaces the function ``modelsec.audit`` on the package.)
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import datetime as dt
+import json
 import platform
 import time
 from dataclasses import dataclass, field, replace
@@ -20,6 +22,7 @@ import torch
 from torch import nn
 
 from modelsec import __version__
+from modelsec.attacks.base import EvasionAttack
 from modelsec.attacks.evasion import EVASION_ATTACKS
 from modelsec.attacks.privacy import (
     MEMBERSHIP_ATTACKS,
@@ -30,6 +33,7 @@ from modelsec.attacks.privacy import (
 )
 from modelsec.attacks.privacy.label_only import with_augmentation
 from modelsec.attacks.privacy.reference import ReferenceConfig
+from modelsec.audits.checkpoint import AuditCheckpoint, audit_run_key
 from modelsec.audits.exposure import most_exposed, write_exposed_csv
 from modelsec.audits.membership_pool import build_pool, reference_signals
 from modelsec.audits.presets import AttackSpec, build_attacks, preset_specs
@@ -52,8 +56,11 @@ from modelsec.results import (
     DataInfo,
     ModelInfo,
     PrivacyResult,
+    RobustnessResult,
     SanityFlag,
+    SkippedAttack,
 )
+from modelsec.resume import CheckpointMismatch, checkpointing, resumable, track_generator, track_queries, unsaved
 from modelsec.seeding import generator, seeded
 from modelsec.training import TrainingConfig
 
@@ -202,17 +209,26 @@ def run_audit(
     out_dir: str | Path | None = None,
     store: Any = None,
     progress: Progress | None = None,
+    resume: bool = True,
+    keep_checkpoint: bool = False,
 ) -> AuditOutcome:
     """Audit ``model`` on ``data``; write ``result.json``, ``report.html`` and ``adversarial.npz`` to ``out_dir``
     and record the run in ``store`` (a :class:`~modelsec.store.RunStore`) when given.
 
     A model that draws its noise from torch's global generator draws it seeded by ``config.seed``, so the same
-    seed gives the same result; the caller's generator is restored afterwards."""
+    seed gives the same result; the caller's generator is restored afterwards.
+
+    With ``out_dir``, the audit checkpoints itself to ``out_dir/audit.ckpt`` as it goes and, with ``resume``,
+    continues from a checkpoint of the same run left by an interrupted one (refusing one of another run);
+    ``resume=False`` ignores and replaces it. See :mod:`modelsec.audits.checkpoint`. ``keep_checkpoint``: once
+    done, leave a checkpoint holding the finished audit instead of deleting it, so that resuming returns the
+    finished result at once (for :func:`~modelsec.audits.compare.run_compare`, which deletes it later)."""
     config = config or AuditConfig()
     with seeded(config.seed, device):
         return _run_audit(
             model, data, config=config, arch=arch, trust_model=trust_model, device=device, data_dir=data_dir,
             label_column=label_column, bounds=bounds, out_dir=out_dir, store=store, progress=progress,
+            resume=resume, keep_checkpoint=keep_checkpoint,
         )  # fmt: skip
 
 
@@ -230,6 +246,8 @@ def _run_audit(
     out_dir: str | Path | None,
     store: Any,
     progress: Progress | None,
+    resume: bool,
+    keep_checkpoint: bool,
 ) -> AuditOutcome:
     progress = progress or NullProgress()
     timings: dict[str, float] = {}
@@ -275,48 +293,49 @@ def _run_audit(
     gen = generator(config.seed)
 
     # Evasion: attack a seeded sample of non-members.
-    t = time.perf_counter()
     n = min(config.samples, len(splits.nonmembers))
     idx = np.sort(rng.permutation(len(splits.nonmembers))[:n])
     x = torch.from_numpy(splits.nonmembers.x[idx])
     y = torch.from_numpy(splits.nonmembers.y[idx])
-    pre_flags, remedies = pre_checks(classifier, x, y) if config.checks else ([], Remedies())
-    if remedies.votes > classifier.votes:  # a randomised model: every prediction a majority vote
-        classifier = classifier.with_votes(remedies.votes)
-    attacks, skipped = build_attacks(apply_remedies(config.attack_specs(), remedies), classifier, config.norm)
-    if not attacks:
-        raise ConfigError(
-            "no evasion attack can run on this model: " + "; ".join(f"{s.attack} {s.reason}" for s in skipped)
-        )
-    rob_run = evaluate_robustness(
-        classifier, x, y, attacks=attacks, eps=list(config.eps), norm=config.norm, generator=gen, progress=progress
-    )
-    timings["robustness"] = time.perf_counter() - t
-    t = time.perf_counter()
-    flags: list[SanityFlag] = []
-    if config.checks:
-        with progress.task("sanity checks", total=1) as advance:
-            post = post_checks(
-                classifier, rob_run, attacks, attack_labels(attacks), config.norm, gen,
-                eot_samples=remedies.eot_samples,
-            )  # fmt: skip
-            flags = resolve(pre_flags, post, attacks)
-            advance(1)
-    rob_run.result = replace(
-        rob_run.result,
-        checks=list(CHECKS) if config.checks else [],
-        flags=flags,
-        preset=None if config.attacks is not None else config.preset,
-        skipped=skipped,
-    )
-    timings["sanity_checks"] = time.perf_counter() - t
 
-    # Membership: seeded samples of members and non-members, reference models when asked for.
-    t = time.perf_counter()
-    privacy, exposed_images, candidates_sha256 = _membership(
-        classifier, splits, config, mia_plan, info, meta, overlaps, rng, store, progress
+    checkpoint = (
+        None
+        if out_dir is None
+        else AuditCheckpoint(out_dir, audit_run_key(config, info, data_info, classifier, device))
     )
-    timings["privacy"] = time.perf_counter() - t
+    with contextlib.ExitStack() as stack:
+        if checkpoint is not None:
+            tracked = {
+                "generator": track_generator(gen),
+                # a randomised model's own noise comes from torch's global generator, seeded above
+                "global_generator": track_generator(torch.random.default_generator),
+                "queries": track_queries(classifier),
+            }
+            resumer = stack.enter_context(checkpointing(checkpoint.resumer(resume=resume, tracked=tracked)))
+            if checkpoint.finished is not None:
+                return _finished(checkpoint, keep_checkpoint, progress)
+            if resumer.resuming:
+                progress.note(f"resuming from {checkpoint.path}: {checkpoint.where or 'before the first attack'}")
+        try:
+            phases = _phases(
+                classifier, splits, x, y, config, mia_plan, info, meta, overlaps, rng, gen, store, progress
+            )
+        except CheckpointMismatch as e:
+            assert checkpoint is not None
+            raise ConfigError(
+                f"{checkpoint.path} does not match this audit ({e}); delete it or pass --no-resume (resume=False) "
+                "to start over"
+            ) from None
+        except KeyboardInterrupt:
+            if checkpoint is not None and checkpoint.where is not None:
+                where = checkpoint.where or "before the first attack"
+                raise KeyboardInterrupt(
+                    f"the audit can be resumed from {checkpoint.path} ({where}) by rerunning the same command"
+                ) from None
+            raise
+    timings.update(phases.timings)
+    rob_run, remedies, attacks = phases.robustness, phases.remedies, phases.attacks
+    privacy, exposed_images, candidates_sha256 = phases.privacy, phases.exposed_images, phases.candidates_sha256
 
     verdict = make_verdict(rob_run.result, privacy, config.norm)
     settings: dict[str, Any] = {
@@ -377,7 +396,155 @@ def _run_audit(
             files["exposed"] = write_exposed_csv(out / "exposed_records.csv", privacy.exposed_records)
     if store is not None:
         store.record_audit(result, out_dir=None if out_dir is None else str(out_dir), artifacts=files)
+    if checkpoint is not None and keep_checkpoint:
+        checkpoint.keep(json.loads(result.to_json()), {k: str(v) for k, v in files.items()})  # plain values only
+    elif checkpoint is not None:
+        checkpoint.delete()
     return AuditOutcome(result=result, robustness_run=rob_run, files=files)
+
+
+def _finished(checkpoint: AuditCheckpoint, keep: bool, progress: Progress) -> AuditOutcome:
+    """The outcome of an audit that had finished (its files written, its run recorded) when its checkpoint was
+    kept: nothing is recomputed or rewritten."""
+    assert checkpoint.finished is not None
+    result = AuditResult.from_dict(checkpoint.finished["result"])
+    files = {k: Path(v) for k, v in checkpoint.finished["files"].items()}
+    progress.note(f"already audited ({checkpoint.path}): reusing {files.get('result', 'the result')}")
+    if not keep:
+        checkpoint.delete()
+    return AuditOutcome(result=result, robustness_run=None, files=files)
+
+
+PHASES = ("robustness", "sanity_checks", "privacy")
+_PHASE_WHERE = {
+    "robustness": "",  # the robustness frame says where
+    "sanity_checks": "robustness done; sanity checks next",
+    "privacy": "robustness and sanity checks done; membership inference next",
+}
+
+
+@dataclass
+class _Phases:
+    """What the resumable part of an audit computes."""
+
+    robustness: RobustnessRun
+    remedies: Remedies
+    attacks: list[EvasionAttack]
+    privacy: PrivacyResult
+    exposed_images: np.ndarray | None
+    candidates_sha256: str
+    timings: dict[str, float]
+
+
+def _phases(
+    classifier: Classifier,
+    splits: Splits,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    config: AuditConfig,
+    mia_plan: tuple[list[MembershipAttack], list[str]],
+    info: ModelInfo,
+    meta: dict[str, Any],
+    overlaps: dict[str, int],
+    rng: np.random.Generator,
+    gen: torch.Generator,
+    store: Any,
+    progress: Progress,
+) -> _Phases:
+    """Pre-checks, then the phases robustness, sanity checks and membership inference, each resumable: a
+    checkpoint is written before each (the ``"audit"`` frame of :mod:`modelsec.resume`), and the robustness phase
+    checkpoints itself inside (:func:`~modelsec.audits.robustness.evaluate_robustness`)."""
+    with resumable("audit") as frame, contextlib.ExitStack() as stack:
+        timings: dict[str, float] = {}
+        rob_run: RobustnessRun | None = None
+        if frame.restored is None:
+            t = time.perf_counter()
+            pre_flags, remedies = pre_checks(classifier, x, y) if config.checks else ([], Remedies())
+            timings["robustness"] = time.perf_counter() - t  # (the pre-checks count as robustness)
+        else:
+            saved = frame.restored
+            pre_flags = [SanityFlag(**f) for f in saved["pre_flags"]]
+            remedies = Remedies(**saved["remedies"])
+            rng.bit_generator.state = saved["rng"]
+            if saved["robustness"] is not None:
+                rob_run = RobustnessRun.from_state(saved["robustness"])
+            timings.update(saved["timings"])
+        if remedies.votes > classifier.votes:  # a randomised model: every prediction a majority vote
+            stack.enter_context(classifier.voting(remedies.votes))
+        attacks, skipped = build_attacks(apply_remedies(config.attack_specs(), remedies), classifier, config.norm)
+        if not attacks:
+            raise ConfigError(
+                "no evasion attack can run on this model: " + "; ".join(f"{s.attack} {s.reason}" for s in skipped)
+            )
+        frame.capture(
+            lambda: {
+                "pre_flags": [dataclasses.asdict(f) for f in pre_flags],
+                "remedies": dataclasses.asdict(remedies),
+                "rng": rng.bit_generator.state,
+                "robustness": None if rob_run is None else rob_run.state_dict(),
+                "timings": dict(timings),
+            },
+            where=lambda p: _PHASE_WHERE[PHASES[p]],
+        )
+        for p in frame.steps(0, len(PHASES), force=True):
+            phase = PHASES[p]
+            t = time.perf_counter()
+            if phase == "robustness":
+                rob_run = evaluate_robustness(
+                    classifier, x, y, attacks=attacks, eps=list(config.eps), norm=config.norm, generator=gen,
+                    progress=progress,
+                )  # fmt: skip
+            elif phase == "sanity_checks":
+                assert rob_run is not None
+                rob_run.result = _sanity_checks(
+                    classifier, rob_run, attacks, skipped, pre_flags, remedies, config, gen, progress
+                )
+            else:
+                privacy, exposed_images, candidates_sha256 = _membership(
+                    classifier, splits, config, mia_plan, info, meta, overlaps, rng, store, progress
+                )
+            timings[phase] = timings.get(phase, 0.0) + time.perf_counter() - t
+    assert rob_run is not None
+    return _Phases(
+        robustness=rob_run,
+        remedies=remedies,
+        attacks=attacks,
+        privacy=privacy,
+        exposed_images=exposed_images,
+        candidates_sha256=candidates_sha256,
+        timings=timings,
+    )
+
+
+def _sanity_checks(
+    classifier: Classifier,
+    rob_run: RobustnessRun,
+    attacks: list[EvasionAttack],
+    skipped: list[SkippedAttack],
+    pre_flags: list[SanityFlag],
+    remedies: Remedies,
+    config: AuditConfig,
+    gen: torch.Generator,
+    progress: Progress,
+) -> RobustnessResult:
+    """The robustness result with the sanity checks' flags (the checks' short attack runs are redone from their
+    start when interrupted: :func:`~modelsec.resume.unsaved`)."""
+    flags: list[SanityFlag] = []
+    if config.checks:
+        with progress.task("sanity checks", total=1) as advance, unsaved():
+            post = post_checks(
+                classifier, rob_run, attacks, attack_labels(attacks), config.norm, gen,
+                eot_samples=remedies.eot_samples,
+            )  # fmt: skip
+            flags = resolve(pre_flags, post, attacks)
+            advance(1)
+    return replace(
+        rob_run.result,
+        checks=list(CHECKS) if config.checks else [],
+        flags=flags,
+        preset=None if config.attacks is not None else config.preset,
+        skipped=skipped,
+    )
 
 
 def _reference_recipe(info: ModelInfo, meta: dict[str, Any], config: AuditConfig) -> tuple[str, TrainingConfig]:

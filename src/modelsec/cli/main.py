@@ -193,6 +193,12 @@ def _audit_config(split_seed: int | None, options: dict[str, Any]) -> Any:
 
 
 no_store_option = click.option("--no-store", is_flag=True, help="Do not record the run in the run store.")
+no_resume_audit_option = click.option(
+    "--no-resume",
+    is_flag=True,
+    help="Ignore (and replace) the checkpoints an interrupted run left (OUT/audit.ckpt, compare: "
+    "OUT/<model>/audit.ckpt); by default the same command resumes from them.",
+)
 trust_model_option = click.option(
     "--trust-model",
     is_flag=True,
@@ -233,6 +239,7 @@ def cli() -> None:
 )
 @store_option
 @no_store_option
+@no_resume_audit_option
 @trust_model_option
 @device_option
 @quiet_option
@@ -262,11 +269,13 @@ def audit(
     out_dir: str,
     store_path: str | None,
     no_store: bool,
+    no_resume: bool,
     trust_model: bool,
     device: str,
     quiet: bool,
 ) -> None:
-    """Audit a model: evasion attacks (a preset) and membership inference; writes a report."""
+    """Audit a model: evasion attacks (a preset) and membership inference; writes a report. An interrupted audit
+    resumes where it stopped when the same command is run again (OUT/audit.ckpt)."""
     from modelsec.audits import AuditConfig, run_audit
 
     config = AuditConfig(
@@ -302,6 +311,7 @@ def audit(
         out_dir=out_dir,
         store=store,
         progress=progress,
+        resume=not no_resume,
     )
     r = outcome.result
     if not quiet:
@@ -373,6 +383,7 @@ def _print_summary(r: Any) -> None:
 )
 @store_option
 @no_store_option
+@no_resume_audit_option
 @trust_model_option
 @device_option
 @quiet_option
@@ -388,6 +399,7 @@ def compare(
     out_dir: str,
     store_path: str | None,
     no_store: bool,
+    no_resume: bool,
     trust_model: bool,
     device: str,
     quiet: bool,
@@ -411,6 +423,7 @@ def compare(
         bounds=_parse_bounds(bounds),
         store=_store(store_path, no_store),
         progress=_progress(quiet),
+        resume=not no_resume,
     )
     if not quiet:
         _print_comparison(outcome.comparison)
@@ -935,6 +948,13 @@ def _show_warning(message: Any, category: Any, filename: str, lineno: int, file:
     print(f"modelsec: warning: {message}", file=sys.stderr)
 
 
+def _interrupted(cause: BaseException | None) -> None:
+    """Exit 130, saying what the interrupted command left to resume from (an audit's checkpoint) if anything."""
+    detail = str(cause) if isinstance(cause, KeyboardInterrupt) and cause.args else ""
+    print("modelsec: interrupted" + (f": {detail}" if detail else ""), file=sys.stderr)
+    sys.exit(130)
+
+
 def main(argv: list[str] | None = None) -> None:
     """Entry point: maps errors to exit codes (2 user error, 1 bug)."""
     warnings.showwarning = _show_warning
@@ -942,18 +962,16 @@ def main(argv: list[str] | None = None) -> None:
         cli.main(args=argv, prog_name="modelsec", standalone_mode=False)
     except click.exceptions.Exit as e:
         sys.exit(e.exit_code)
-    except click.exceptions.Abort:
-        print("modelsec: interrupted", file=sys.stderr)
-        sys.exit(130)
+    except click.exceptions.Abort as e:
+        _interrupted(e.__cause__)
     except click.ClickException as e:
         e.show()
         sys.exit(EXIT_USER_ERROR)
     except ModelsecError as e:
         print(f"modelsec: error: {e}", file=sys.stderr)
         sys.exit(EXIT_USER_ERROR)
-    except KeyboardInterrupt:
-        print("modelsec: interrupted", file=sys.stderr)
-        sys.exit(130)
+    except KeyboardInterrupt as e:
+        _interrupted(e)
     except Exception:
         traceback.print_exc()
         print(

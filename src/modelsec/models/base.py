@@ -145,6 +145,19 @@ class Classifier:
         out.votes = int(votes)
         return out
 
+    @contextlib.contextmanager
+    def voting(self, votes: int) -> Iterator[Classifier]:
+        """This classifier predicting by majority vote over ``votes`` passes for the block, then as before (the
+        audit uses it, so that its query count and the caller's classifier stay one object)."""
+        if votes < 1:
+            raise DataError(f"votes must be >= 1, got {votes}")
+        before = self.votes
+        self.votes = int(votes)
+        try:
+            yield self
+        finally:
+            self.votes = before
+
     def __repr__(self) -> str:
         return (
             f"Classifier(name={self.name!r}, input_shape={self.input_shape}, "

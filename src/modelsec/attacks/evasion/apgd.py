@@ -45,6 +45,7 @@ from modelsec.attacks.losses import LOSSES, attack_loss, targeted_dlr_loss
 from modelsec.attacks.norms import Norm, clip_to_bounds
 from modelsec.errors import ConfigError
 from modelsec.models.base import Classifier
+from modelsec.resume import resumable
 
 # Per-sample loss of logits (n, k) given the auxiliary labels of the same n samples (true labels, or true and
 # target labels side by side for the targeted loss).
@@ -161,57 +162,72 @@ def apgd_run(
         fooled_any[row[wrong]] = True
         return loss, grad, wrong
 
-    rows = torch.arange(n, device=x.device)
-    x0 = project(x, x_init)
-    loss, grad, wrong = evaluate(rows, y, aux, x0)
-    s = _Iterates(
-        row=rows,
-        center=x,
-        y=y,
-        aux=aux,
-        x=x0,
-        x_prev=x0,
-        loss=loss,
-        grad=grad,
-        x_best=x0,
-        loss_best=loss,
-        grad_best=grad,
-        step=torch.full((n,), INITIAL_STEP * eps, dtype=x.dtype, device=x.device),
-        increases=torch.zeros(n, dtype=torch.int64, device=x.device),
-        loss_best_at_check=loss,
-        halved_at_check=torch.zeros(n, dtype=torch.bool, device=x.device),
-    )
-    if early_stop:
-        s = s.select(~wrong)
-    checks = checkpoints(steps)
-    for k in range(steps):
-        if s.row.numel() == 0:
-            break
-        z = project(s.center, s.x + _bcast(s.step, s.x) * norm.ascent_direction(s.grad))
-        a = 1.0 if k == 0 else MOMENTUM  # the first step has no previous move
-        nxt = project(s.center, s.x + a * (z - s.x) + (1 - a) * (s.x - s.x_prev))
-        loss, grad, wrong = evaluate(s.row, s.y, s.aux, nxt)
-        s.increases += (loss > s.loss).long()
-        s.x_prev, s.x, s.loss, s.grad = s.x, nxt, loss, grad
-        better = loss > s.loss_best
-        s.x_best = torch.where(_bcast(better, nxt), nxt, s.x_best)
-        s.grad_best = torch.where(_bcast(better, grad), grad, s.grad_best)
-        s.loss_best = torch.where(better, loss, s.loss_best)
-        if k + 1 in checks:
-            j = checks.index(k + 1)
-            window = checks[j] - checks[j - 1]
-            halve = halve_step(s.increases, window, rho, s.halved_at_check, s.loss_best, s.loss_best_at_check)
-            s.step = torch.where(halve, s.step / 2, s.step)
-            back = _bcast(halve, s.x)
-            s.x = torch.where(back, s.x_best, s.x)
-            s.x_prev = torch.where(back, s.x_best, s.x_prev)  # the momentum restarts at the best point
-            s.grad = torch.where(back, s.grad_best, s.grad)
-            s.loss = torch.where(halve, s.loss_best, s.loss)
-            s.halved_at_check = halve
-            s.loss_best_at_check = s.loss_best.clone()
-            s.increases = torch.zeros_like(s.increases)
-        if early_stop:
-            s = s.select(~wrong)
+    with resumable("apgd.steps") as frame:
+        if frame.restored is None:
+            rows = torch.arange(n, device=x.device)
+            x0 = project(x, x_init)
+            loss, grad, wrong = evaluate(rows, y, aux, x0)
+            s = _Iterates(
+                row=rows,
+                center=x,
+                y=y,
+                aux=aux,
+                x=x0,
+                x_prev=x0,
+                loss=loss,
+                grad=grad,
+                x_best=x0,
+                loss_best=loss,
+                grad_best=grad,
+                step=torch.full((n,), INITIAL_STEP * eps, dtype=x.dtype, device=x.device),
+                increases=torch.zeros(n, dtype=torch.int64, device=x.device),
+                loss_best_at_check=loss,
+                halved_at_check=torch.zeros(n, dtype=torch.bool, device=x.device),
+            )
+            if early_stop:
+                s = s.select(~wrong)
+        else:
+            saved = frame.restored_on(x.device)
+            found.copy_(saved["found"])
+            fooled_any.copy_(saved["fooled_any"])
+            s = _Iterates(**saved["iterates"])
+        frame.capture(
+            lambda: {
+                "found": found,
+                "fooled_any": fooled_any,
+                "iterates": {f.name: getattr(s, f.name) for f in dataclasses.fields(s)},
+            },
+            where=lambda k: f"step {k + 1}/{steps}",
+        )
+        checks = checkpoints(steps)
+        for k in frame.steps(0, steps):
+            if s.row.numel() == 0:
+                break
+            z = project(s.center, s.x + _bcast(s.step, s.x) * norm.ascent_direction(s.grad))
+            a = 1.0 if k == 0 else MOMENTUM  # the first step has no previous move
+            nxt = project(s.center, s.x + a * (z - s.x) + (1 - a) * (s.x - s.x_prev))
+            loss, grad, wrong = evaluate(s.row, s.y, s.aux, nxt)
+            s.increases += (loss > s.loss).long()
+            s.x_prev, s.x, s.loss, s.grad = s.x, nxt, loss, grad
+            better = loss > s.loss_best
+            s.x_best = torch.where(_bcast(better, nxt), nxt, s.x_best)
+            s.grad_best = torch.where(_bcast(better, grad), grad, s.grad_best)
+            s.loss_best = torch.where(better, loss, s.loss_best)
+            if k + 1 in checks:
+                j = checks.index(k + 1)
+                window = checks[j] - checks[j - 1]
+                halve = halve_step(s.increases, window, rho, s.halved_at_check, s.loss_best, s.loss_best_at_check)
+                s.step = torch.where(halve, s.step / 2, s.step)
+                back = _bcast(halve, s.x)
+                s.x = torch.where(back, s.x_best, s.x)
+                s.x_prev = torch.where(back, s.x_best, s.x_prev)  # the momentum restarts at the best point
+                s.grad = torch.where(back, s.grad_best, s.grad)
+                s.loss = torch.where(halve, s.loss_best, s.loss)
+                s.halved_at_check = halve
+                s.loss_best_at_check = s.loss_best.clone()
+                s.increases = torch.zeros_like(s.increases)
+            if early_stop:
+                s = s.select(~wrong)
     out = found.clone()  # rows never fooled are all still in s
     out[s.row] = s.x_best
     return torch.where(_bcast(fooled_any, out), found, out), fooled_any
@@ -273,32 +289,42 @@ class _AutoPGD(EvasionAttack):
         """Run ``restarts`` APGD runs on the rows ``remaining`` of the batch, writing their outputs into ``out``;
         return the rows that are still not broken."""
         norm = threat.norm_impl
-        attacked, spent = max(remaining.numel(), 1), 0.0
-        for r in range(self.restarts):
-            if remaining.numel() == 0:
-                break
-            if r > 0 and self.restart_budget is not None:
-                spent += remaining.numel() / attacked
-                if spent > self.restart_budget:
-                    break
-            xs = x[remaining]
-            x_init = norm.random_start(xs, threat.eps, generator) if self.random_start else xs
-            x_out, fooled = apgd_run(
-                classifier,
-                xs,
-                y[remaining],
-                aux[remaining],
-                loss_fn,
-                x_init,
-                norm=norm,
-                eps=threat.eps,
-                steps=self.steps,
-                rho=self.rho,
-                eot_samples=self.eot_samples,
-                early_stop=self.early_stop,
+        with resumable("apgd.restarts") as frame:
+            if frame.restored is None:
+                attacked, spent = max(remaining.numel(), 1), 0.0
+            else:
+                saved = frame.restored_on(x.device)
+                attacked, spent, remaining = int(saved["attacked"]), float(saved["spent"]), saved["remaining"]
+                out.copy_(saved["out"])
+            frame.capture(
+                lambda: {"attacked": attacked, "spent": spent, "remaining": remaining, "out": out},
+                where=lambda r: f"restart {r + 1}/{self.restarts}",
             )
-            out[remaining] = x_out
-            remaining = remaining[~fooled]
+            for r in frame.steps(0, self.restarts):
+                if remaining.numel() == 0:
+                    break
+                cost = remaining.numel() / attacked if r > 0 else 0.0  # this restart's, in first runs
+                if self.restart_budget is not None and spent + cost > self.restart_budget:
+                    break
+                xs = x[remaining]
+                x_init = norm.random_start(xs, threat.eps, generator) if self.random_start else xs
+                x_out, fooled = apgd_run(
+                    classifier,
+                    xs,
+                    y[remaining],
+                    aux[remaining],
+                    loss_fn,
+                    x_init,
+                    norm=norm,
+                    eps=threat.eps,
+                    steps=self.steps,
+                    rho=self.rho,
+                    eot_samples=self.eot_samples,
+                    early_stop=self.early_stop,
+                )
+                out[remaining] = x_out
+                remaining = remaining[~fooled]
+                spent += cost
         return remaining
 
 
@@ -390,10 +416,17 @@ class APGDTargeted(_AutoPGD):
             clean = classifier.logits(x)
         others = clean.masked_fill(functional.one_hot(y, classifier.num_classes).bool(), float("-inf"))
         targets = others.topk(n_targets, dim=1).indices.to(y.device)
-        remaining = torch.arange(x.shape[0], device=x.device)
-        for t in range(n_targets):
-            if remaining.numel() == 0:
-                break
-            labels = torch.stack([y, targets[:, t]], dim=1)
-            remaining = self._restarts(classifier, x, y, labels, _targeted_loss, threat, generator, out, remaining)
+        with resumable("apgd-t.targets") as frame:
+            if frame.restored is None:
+                remaining = torch.arange(x.shape[0], device=x.device)
+            else:
+                saved = frame.restored_on(x.device)
+                remaining = saved["remaining"]
+                out.copy_(saved["out"])
+            frame.capture(lambda: {"remaining": remaining, "out": out}, where=lambda t: f"target {t + 1}/{n_targets}")
+            for t in frame.steps(0, n_targets):
+                if remaining.numel() == 0:
+                    break
+                labels = torch.stack([y, targets[:, t]], dim=1)
+                remaining = self._restarts(classifier, x, y, labels, _targeted_loss, threat, generator, out, remaining)
         return out

@@ -42,6 +42,7 @@ from modelsec.attacks.base import EvasionAttack, ThreatModel
 from modelsec.attacks.evasion.registry import EVASION_ATTACKS
 from modelsec.errors import ConfigError
 from modelsec.models.base import Classifier
+from modelsec.resume import resumable
 
 # Keeps atanh finite for inputs on the bounds (the paper's 0.999999).
 _ATANH_LIMIT = 1 - 1e-6
@@ -107,16 +108,65 @@ class CarliniWagnerL2(EvasionAttack):
         n = x.shape[0]
         w0 = torch.atanh(((x - mid) / half).clamp(-_ATANH_LIMIT, _ATANH_LIMIT))
         is_label = functional.one_hot(y, classifier.num_classes).bool()
-        const = torch.full((n,), self.initial_const, dtype=x.dtype, device=x.device)
-        lower = torch.zeros_like(const)
-        upper = torch.full_like(const, math.inf)
-        best = x.clone()
-        best_d2 = torch.full_like(const, math.inf)
-        for _ in range(self.binary_search_steps):
-            w = w0.clone()
-            m, v = torch.zeros_like(w0), torch.zeros_like(w0)  # Adam's moment estimates, reset for every c
-            found = torch.zeros(n, dtype=torch.bool, device=x.device)
-            for step in range(self.steps + 1):  # the last pass only scores the final iterate
+        with resumable("cw.constants") as frame:  # deterministic: no random draws, only the search to keep
+            if frame.restored is None:
+                const = torch.full((n,), self.initial_const, dtype=x.dtype, device=x.device)
+                lower = torch.zeros_like(const)
+                upper = torch.full_like(const, math.inf)
+                best = x.clone()
+                best_d2 = torch.full_like(const, math.inf)
+            else:
+                saved = frame.restored_on(x.device)
+                const, lower, upper = saved["const"], saved["lower"], saved["upper"]
+                best, best_d2 = saved["best"], saved["best_d2"]
+            frame.capture(
+                lambda: {
+                    "const": const,
+                    "lower": lower,
+                    "upper": upper,
+                    "best": best,
+                    "best_d2": best_d2,
+                },
+                where=lambda b: f"constant {b + 1}/{self.binary_search_steps}",
+            )
+            for _b in frame.steps(0, self.binary_search_steps):
+                # the run keeps ``best`` and ``best_d2`` up to date in place (the frame above saves their values)
+                enough = self._minimise(classifier, x, y, w0, mid, half, is_label, const, best, best_d2)
+                upper = torch.where(enough, torch.minimum(upper, const), upper)
+                lower = torch.where(enough, lower, torch.maximum(lower, const))
+                const = torch.where(torch.isfinite(upper), (lower + upper) / 2, const * _GROWTH)
+        return best
+
+    def _minimise(
+        self,
+        classifier: Classifier,
+        x: torch.Tensor,
+        y: torch.Tensor,
+        w0: torch.Tensor,
+        mid: float,
+        half: float,
+        is_label: torch.Tensor,
+        const: torch.Tensor,
+        best: torch.Tensor,
+        best_d2: torch.Tensor,
+    ) -> torch.Tensor:
+        """Adam on the objective for one constant per sample, from ``x``; updates ``best`` and ``best_d2`` in place
+        and returns whether ``c`` was large enough (any adversarial iterate, or the final one when annealed)."""
+        with resumable("cw.steps") as frame:
+            if frame.restored is None:
+                w = w0.clone()
+                m, v = torch.zeros_like(w0), torch.zeros_like(w0)  # Adam's moment estimates, reset for every c
+                found = torch.zeros(x.shape[0], dtype=torch.bool, device=x.device)
+            else:
+                saved = frame.restored_on(x.device)
+                w, m, v, found = saved["w"], saved["m"], saved["v"], saved["found"]
+                best.copy_(saved["best"])
+                best_d2.copy_(saved["best_d2"])
+            frame.capture(
+                lambda: {"w": w, "m": m, "v": v, "found": found, "best": best, "best_d2": best_d2},
+                where=lambda step: f"step {step + 1}/{self.steps}",
+            )
+            for step in frame.steps(0, self.steps + 1):  # the last pass only scores the final iterate
                 w.requires_grad_(step < self.steps)
                 xa = mid + half * torch.tanh(w)
                 z = classifier.logits(xa)
@@ -126,19 +176,15 @@ class CarliniWagnerL2(EvasionAttack):
                     adv = margin < -self.confidence
                     better = adv & (d2 < best_d2)
                     best[better] = xa[better]
-                    best_d2 = torch.where(better, d2, best_d2)
+                    best_d2.copy_(torch.where(better, d2, best_d2))
                     found |= adv
                 if step == self.steps:
                     break
                 loss = d2 + const * margin.clamp_min(-self.confidence)
                 (grad,) = torch.autograd.grad(loss.sum(), w)
                 w = w.detach() - self._adam_step(grad, m, v, step)
-            # was c large enough? any adversarial iterate says so (the paper); an annealed run, the final one
-            enough = adv if self.lr_schedule == "cosine" else found
-            upper = torch.where(enough, torch.minimum(upper, const), upper)
-            lower = torch.where(enough, lower, torch.maximum(lower, const))
-            const = torch.where(torch.isfinite(upper), (lower + upper) / 2, const * _GROWTH)
-        return best
+        # was c large enough? any adversarial iterate says so (the paper); an annealed run, the final one
+        return adv if self.lr_schedule == "cosine" else found
 
     def _adam_step(self, grad: torch.Tensor, m: torch.Tensor, v: torch.Tensor, step: int) -> torch.Tensor:
         """Adam's update (Kingma & Ba 2015, "Adam: A Method for Stochastic Optimization") for ``grad``, with

@@ -47,6 +47,7 @@ from modelsec.attacks.evasion.registry import EVASION_ATTACKS
 from modelsec.attacks.norms import clip_to_bounds
 from modelsec.errors import ConfigError
 from modelsec.models.base import Classifier
+from modelsec.resume import resumable
 
 # Added to |f| in each step so that a zero overshoot still crosses the boundary rather than landing on it.
 _SLACK = 1e-6
@@ -99,38 +100,47 @@ class DeepFool(EvasionAttack):
             clean = classifier.logits(x)
         is_label = functional.one_hot(y, classifier.num_classes).bool()
         others = clean.masked_fill(is_label, float("-inf")).topk(k - 1, dim=1).indices  # (n, k - 1)
-        r_tot = torch.zeros_like(x)
-        x_adv = x.clone()
-        active = torch.arange(n, device=x.device)
-        for _ in range(self.steps):
-            xa = x_adv[active].detach().requires_grad_(True)
-            ya = y[active]
-            z = classifier.logits(xa)
-            keep = z.detach().argmax(dim=1) == ya
-            if not keep.any():
-                break
-            f_all = z.gather(1, others[active]) - z.gather(1, ya[:, None])  # (m, k - 1), negative while correct
-            f_abs = f_all.detach()[keep].abs()
-            # the nearest linearised boundary, one candidate class at a time (never the whole Jacobian at once)
-            best_dist = torch.full_like(f_abs[:, 0], math.inf)
-            best_f, best_norm = torch.zeros_like(best_dist), torch.ones_like(best_dist)
-            best_w = torch.zeros((f_abs.shape[0], x[0].numel()), dtype=x.dtype, device=x.device)
-            for j in range(k - 1):
-                (g,) = torch.autograd.grad(f_all[:, j].sum(), xa, retain_graph=j < k - 2)
-                g = g[keep].flatten(1)
-                g_norm = g.abs().sum(dim=1) if linf else g.norm(dim=1)
-                dist = f_abs[:, j] / g_norm.clamp_min(1e-12)
-                closer = dist < best_dist
-                best_w = torch.where(closer[:, None], g, best_w)
-                best_f = torch.where(closer, f_abs[:, j], best_f)
-                best_norm = torch.where(closer, g_norm, best_norm)
-                best_dist = torch.where(closer, dist, best_dist)
-            fl = best_f + _SLACK
-            if linf:
-                r = (fl / best_norm.clamp_min(1e-12))[:, None] * best_w.sign()
+        with resumable("deepfool.steps") as frame:  # deterministic: no random draws, only the iterates to keep
+            if frame.restored is None:
+                r_tot = torch.zeros_like(x)
+                x_adv = x.clone()
+                active = torch.arange(n, device=x.device)
             else:
-                r = (fl / best_norm.pow(2).clamp_min(1e-24))[:, None] * best_w
-            active = active[keep]
-            r_tot[active] += r.view(-1, *x.shape[1:])
-            x_adv[active] = clip_to_bounds(x[active] + (1 + self.overshoot) * r_tot[active], classifier.bounds)
+                saved = frame.restored_on(x.device)
+                r_tot, x_adv, active = saved["r_tot"], saved["x_adv"], saved["active"]
+            frame.capture(
+                lambda: {"r_tot": r_tot, "x_adv": x_adv, "active": active},
+                where=lambda step: f"step {step + 1}/{self.steps}",
+            )
+            for _step in frame.steps(0, self.steps):
+                xa = x_adv[active].detach().requires_grad_(True)
+                ya = y[active]
+                z = classifier.logits(xa)
+                keep = z.detach().argmax(dim=1) == ya
+                if not keep.any():
+                    break
+                f_all = z.gather(1, others[active]) - z.gather(1, ya[:, None])  # (m, k - 1), negative while correct
+                f_abs = f_all.detach()[keep].abs()
+                # the nearest linearised boundary, one candidate class at a time (never the whole Jacobian at once)
+                best_dist = torch.full_like(f_abs[:, 0], math.inf)
+                best_f, best_norm = torch.zeros_like(best_dist), torch.ones_like(best_dist)
+                best_w = torch.zeros((f_abs.shape[0], x[0].numel()), dtype=x.dtype, device=x.device)
+                for j in range(k - 1):
+                    (g,) = torch.autograd.grad(f_all[:, j].sum(), xa, retain_graph=j < k - 2)
+                    g = g[keep].flatten(1)
+                    g_norm = g.abs().sum(dim=1) if linf else g.norm(dim=1)
+                    dist = f_abs[:, j] / g_norm.clamp_min(1e-12)
+                    closer = dist < best_dist
+                    best_w = torch.where(closer[:, None], g, best_w)
+                    best_f = torch.where(closer, f_abs[:, j], best_f)
+                    best_norm = torch.where(closer, g_norm, best_norm)
+                    best_dist = torch.where(closer, dist, best_dist)
+                fl = best_f + _SLACK
+                if linf:
+                    r = (fl / best_norm.clamp_min(1e-12))[:, None] * best_w.sign()
+                else:
+                    r = (fl / best_norm.pow(2).clamp_min(1e-24))[:, None] * best_w
+                active = active[keep]
+                r_tot[active] += r.view(-1, *x.shape[1:])
+                x_adv[active] = clip_to_bounds(x[active] + (1 + self.overshoot) * r_tot[active], classifier.bounds)
         return x_adv

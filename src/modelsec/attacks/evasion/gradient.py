@@ -16,9 +16,10 @@ import torch
 from modelsec.attacks.base import EvasionAttack, ThreatModel
 from modelsec.attacks.gradients import loss_and_gradient
 from modelsec.attacks.losses import LOSSES, attack_loss
-from modelsec.attacks.norms import clip_to_bounds
+from modelsec.attacks.norms import Norm, clip_to_bounds
 from modelsec.errors import ConfigError
 from modelsec.models.base import Classifier
+from modelsec.resume import resumable
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -71,20 +72,53 @@ class GradientAttack(EvasionAttack):
         eps = threat.eps
         rel = self.rel_step_size if self.rel_step_size is not None else 2.5 / self.steps
         step = self.step_size if self.step_size is not None else rel * eps
-        best = x.clone()
-        remaining = torch.arange(x.shape[0], device=x.device)  # samples no restart has broken yet
-        for _ in range(self.restarts):
-            if remaining.numel() == 0:
-                break
-            xs, ys = x[remaining], y[remaining]
-            if self.random_start:
-                xa = clip_to_bounds(norm.random_start(xs, eps, generator), classifier.bounds)
+        loss_fn = partial(attack_loss, kind=self.loss)
+        with resumable("gradient.restarts") as frame:
+            if frame.restored is None:
+                best = x.clone()
+                remaining = torch.arange(x.shape[0], device=x.device)  # samples no restart has broken yet
             else:
-                xa = xs.clone()
-            active = torch.arange(xs.shape[0], device=x.device)
-            broken = torch.zeros(xs.shape[0], dtype=torch.bool, device=x.device)
-            loss_fn = partial(attack_loss, kind=self.loss)
-            for _step in range(self.steps):
+                saved = frame.restored_on(x.device)
+                best, remaining = saved["best"], saved["remaining"]
+            frame.capture(
+                lambda: {"best": best, "remaining": remaining}, where=lambda r: f"restart {r + 1}/{self.restarts}"
+            )
+            for _r in frame.steps(0, self.restarts):
+                if remaining.numel() == 0:
+                    break
+                xs, ys = x[remaining], y[remaining]
+                xa, broken = self._steps(classifier, xs, ys, loss_fn, norm, eps, step, generator)
+                best[remaining] = xa
+                remaining = remaining[~broken]
+        return best
+
+    def _steps(
+        self,
+        classifier: Classifier,
+        xs: torch.Tensor,
+        ys: torch.Tensor,
+        loss_fn: partial[torch.Tensor],
+        norm: Norm,
+        eps: float,
+        step: float,
+        generator: torch.Generator,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """One run: the iterates and which samples were misclassified at some step."""
+        with resumable("gradient.steps") as frame:
+            if frame.restored is None:
+                if self.random_start:
+                    xa = clip_to_bounds(norm.random_start(xs, eps, generator), classifier.bounds)
+                else:
+                    xa = xs.clone()
+                active = torch.arange(xs.shape[0], device=xs.device)
+                broken = torch.zeros(xs.shape[0], dtype=torch.bool, device=xs.device)
+            else:
+                saved = frame.restored_on(xs.device)
+                xa, active, broken = saved["xa"], saved["active"], saved["broken"]
+            frame.capture(
+                lambda: {"xa": xa, "active": active, "broken": broken}, where=lambda k: f"step {k + 1}/{self.steps}"
+            )
+            for _k in frame.steps(0, self.steps):
                 _, logits, grad = loss_and_gradient(
                     classifier, xa[active], ys[active], loss_fn, eot_samples=self.eot_samples
                 )
@@ -93,15 +127,13 @@ class GradientAttack(EvasionAttack):
                     broken[active[fooled]] = True
                     keep = ~fooled
                 else:
-                    keep = torch.ones(active.shape[0], dtype=torch.bool, device=x.device)
+                    keep = torch.ones(active.shape[0], dtype=torch.bool, device=xs.device)
                 active, grad = active[keep], grad[keep]
                 if active.numel() == 0:
                     break
                 moved = xa[active] + step * norm.ascent_direction(grad)
                 xa[active] = clip_to_bounds(norm.project(xs[active], moved, eps), classifier.bounds).detach()
-            if active.numel():
-                with torch.no_grad():
-                    broken[active] |= classifier.logits(xa[active]).argmax(dim=1) != ys[active]
-            best[remaining] = xa
-            remaining = remaining[~broken]
-        return best
+        if active.numel():
+            with torch.no_grad():
+                broken[active] |= classifier.logits(xa[active]).argmax(dim=1) != ys[active]
+        return xa, broken

@@ -35,6 +35,7 @@ from modelsec.attacks.evasion.registry import EVASION_ATTACKS
 from modelsec.attacks.norms import clip_to_bounds
 from modelsec.errors import ConfigError
 from modelsec.models.base import Capability, Classifier
+from modelsec.resume import resumable
 
 # Random directions drawn at once, in floats (num_evals x input size x samples): bounds the memory of one chunk.
 _CHUNK_ELEMENTS = 1 << 23
@@ -122,29 +123,39 @@ class HopSkipJump(EvasionAttack):
         theta = self.gamma / (d**2 if linf else d**1.5)
         probe_scale = d * theta if linf else math.sqrt(d) * theta  # probing radius per unit of distance
 
-        start, found = self._random_start(classifier, x, y, generator)
         out = x.clone()
-        idx = torch.arange(x.shape[0], device=x.device).masked_select(found)
-        if idx.numel() == 0:
-            return out
-        xs, ys = x.index_select(0, idx), y.index_select(0, idx)
-        ones = torch.ones(idx.numel(), device=x.device)
-        xa = self._binary_search(
-            classifier, xs, ys, start.index_select(0, idx), ones, ones * _INIT_TOLERANCE, linf=False
-        )
-        xa = self._boundary(classifier, xs, ys, xa, theta, linf)
-        dist = norm.distance(xs, xa)
-        best, best_dist = xa.clone(), dist.clone()
-        for t in range(1, self.iterations + 1):
-            delta = probe_scale * dist if t > 1 else torch.full_like(dist, 0.1 * (hi - lo))
-            grad = self._estimate_gradient(classifier, xa, ys, delta, self.num_evals(t), linf, generator)
-            update = norm.ascent_direction(grad)  # sign (L-inf) or unit L2 direction
-            moved = self._step(classifier, xa, ys, update, dist / math.sqrt(t))
-            xa = self._boundary(classifier, xs, ys, moved, theta, linf)
-            dist = norm.distance(xs, xa)
-            better = dist < best_dist
-            best = torch.where(_bcast(better, best), xa, best)
-            best_dist = torch.where(better, dist, best_dist)
+        with resumable("hopskipjump.iterations") as frame:
+            if frame.restored is None:
+                start, found = self._random_start(classifier, x, y, generator)
+                idx = torch.arange(x.shape[0], device=x.device).masked_select(found)
+                if idx.numel() == 0:
+                    return out
+                xs, ys = x.index_select(0, idx), y.index_select(0, idx)
+                ones = torch.ones(idx.numel(), device=x.device)
+                xa = self._binary_search(
+                    classifier, xs, ys, start.index_select(0, idx), ones, ones * _INIT_TOLERANCE, linf=False
+                )
+                xa = self._boundary(classifier, xs, ys, xa, theta, linf)
+                dist = norm.distance(xs, xa)
+                best, best_dist = xa.clone(), dist.clone()
+            else:
+                saved = frame.restored_on(x.device)
+                idx, xa, dist, best, best_dist = (saved[k] for k in ("idx", "xa", "dist", "best", "best_dist"))
+                xs, ys = x.index_select(0, idx), y.index_select(0, idx)
+            frame.capture(
+                lambda: {"idx": idx, "xa": xa, "dist": dist, "best": best, "best_dist": best_dist},
+                where=lambda t: f"iteration {t}/{self.iterations}",
+            )
+            for t in frame.steps(1, self.iterations + 1):
+                delta = probe_scale * dist if t > 1 else torch.full_like(dist, 0.1 * (hi - lo))
+                grad = self._estimate_gradient(classifier, xa, ys, delta, self.num_evals(t), linf, generator)
+                update = norm.ascent_direction(grad)  # sign (L-inf) or unit L2 direction
+                moved = self._step(classifier, xa, ys, update, dist / math.sqrt(t))
+                xa = self._boundary(classifier, xs, ys, moved, theta, linf)
+                dist = norm.distance(xs, xa)
+                better = dist < best_dist
+                best = torch.where(_bcast(better, best), xa, best)
+                best_dist = torch.where(better, dist, best_dist)
         return out.index_copy_(0, idx, best)
 
     @staticmethod

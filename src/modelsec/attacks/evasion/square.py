@@ -31,6 +31,7 @@ from modelsec.attacks.losses import attack_loss
 from modelsec.attacks.norms import clip_to_bounds
 from modelsec.errors import ConfigError
 from modelsec.models.base import Capability, Classifier
+from modelsec.resume import resumable
 
 # The paper's schedule: p is halved after each of these iterations of a 10,000-query run.
 _HALVINGS = (10, 50, 200, 500, 1000, 2000, 4000, 6000, 8000)
@@ -189,19 +190,28 @@ class Square(EvasionAttack):
     ) -> torch.Tensor:
         shape = image_shape(classifier.input_shape)
         xi = x.reshape(x.shape[0], *shape)
-        best = xi.clone()
-        best_margin = torch.full((x.shape[0],), torch.inf, device=x.device)
-        remaining = torch.arange(x.shape[0], device=x.device)
-        for _ in range(self.restarts):
-            if remaining.numel() == 0:
-                break
-            xs, ys = xi.index_select(0, remaining), y.index_select(0, remaining)
-            xa, margin = self._attack(classifier, xs, ys, threat, generator)
-            old = best_margin.index_select(0, remaining)
-            better = margin < old
-            best.index_copy_(0, remaining, torch.where(_rows(better, xa), xa, best.index_select(0, remaining)))
-            best_margin.index_copy_(0, remaining, torch.where(better, margin, old))
-            remaining = remaining.masked_select(margin >= 0)
+        with resumable("square.restarts") as frame:
+            if frame.restored is None:
+                best = xi.clone()
+                best_margin = torch.full((x.shape[0],), torch.inf, device=x.device)
+                remaining = torch.arange(x.shape[0], device=x.device)
+            else:
+                saved = frame.restored_on(x.device)
+                best, best_margin, remaining = saved["best"], saved["best_margin"], saved["remaining"]
+            frame.capture(
+                lambda: {"best": best, "best_margin": best_margin, "remaining": remaining},
+                where=lambda r: f"restart {r + 1}/{self.restarts}",
+            )
+            for _r in frame.steps(0, self.restarts):
+                if remaining.numel() == 0:
+                    break
+                xs, ys = xi.index_select(0, remaining), y.index_select(0, remaining)
+                xa, margin = self._attack(classifier, xs, ys, threat, generator)
+                old = best_margin.index_select(0, remaining)
+                better = margin < old
+                best.index_copy_(0, remaining, torch.where(_rows(better, xa), xa, best.index_select(0, remaining)))
+                best_margin.index_copy_(0, remaining, torch.where(better, margin, old))
+                remaining = remaining.masked_select(margin >= 0)
         return best.reshape(x.shape)
 
     def _margin(self, classifier: Classifier, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -225,26 +235,35 @@ class Square(EvasionAttack):
         linf = threat.norm == "linf"
         eps, bounds = threat.eps, classifier.bounds
         h, w = x.shape[2], x.shape[3]
-        xa = clip_to_bounds(
-            x + (self._linf_init(x, eps, generator) if linf else self._l2_init(x, eps, generator)), bounds
-        )
-        margin, fooled = self._margin(classifier, xa, y)
-        active = torch.arange(x.shape[0], device=x.device).masked_select(~fooled)
-        for it in range(1, self.max_queries):
-            if active.numel() == 0:
-                break
-            rows, cols = window_size(square_fraction(self.p_init, it, self.max_queries), h, w)
-            xs, cur = x.index_select(0, active), xa.index_select(0, active)
-            if linf:
-                cand = self._linf_step(xs, cur, eps, bounds, rows, cols, generator)
+        with resumable("square.queries") as frame:
+            if frame.restored is None:
+                xa = clip_to_bounds(
+                    x + (self._linf_init(x, eps, generator) if linf else self._l2_init(x, eps, generator)), bounds
+                )
+                margin, fooled = self._margin(classifier, xa, y)
+                active = torch.arange(x.shape[0], device=x.device).masked_select(~fooled)
             else:
-                cand = self._l2_step(xs, cur, eps, bounds, rows, cols, generator)
-            new_margin, new_fooled = self._margin(classifier, cand, y.index_select(0, active))
-            old = margin.index_select(0, active)
-            better = new_margin < old  # a fooled candidate has margin -inf: always better
-            xa.index_copy_(0, active, torch.where(_rows(better, cand), cand, cur))
-            margin.index_copy_(0, active, torch.where(better, new_margin, old))
-            active = active.masked_select(~new_fooled)
+                saved = frame.restored_on(x.device)
+                xa, margin, active = saved["xa"], saved["margin"], saved["active"]
+            frame.capture(
+                lambda: {"xa": xa, "margin": margin, "active": active},
+                where=lambda it: f"query {it + 1}/{self.max_queries}",
+            )
+            for it in frame.steps(1, self.max_queries):
+                if active.numel() == 0:
+                    break
+                rows, cols = window_size(square_fraction(self.p_init, it, self.max_queries), h, w)
+                xs, cur = x.index_select(0, active), xa.index_select(0, active)
+                if linf:
+                    cand = self._linf_step(xs, cur, eps, bounds, rows, cols, generator)
+                else:
+                    cand = self._l2_step(xs, cur, eps, bounds, rows, cols, generator)
+                new_margin, new_fooled = self._margin(classifier, cand, y.index_select(0, active))
+                old = margin.index_select(0, active)
+                better = new_margin < old  # a fooled candidate has margin -inf: always better
+                xa.index_copy_(0, active, torch.where(_rows(better, cand), cand, cur))
+                margin.index_copy_(0, active, torch.where(better, new_margin, old))
+                active = active.masked_select(~new_fooled)
         return xa, margin
 
     # -- L-inf -------------------------------------------------------------------------------------
