@@ -97,7 +97,7 @@ def load_model(
 
     metadata: dict[str, Any] = {}
     if fmt is ModelFormat.TORCH_EXPORT:
-        module: torch.nn.Module = load_exported(p, trust_model=trust_model)
+        module: torch.nn.Module = load_exported(p)
         shape = input_shape or _shape_from_example(module)
         resolved_arch = arch
     else:
