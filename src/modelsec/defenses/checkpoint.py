@@ -23,7 +23,7 @@ from typing import Any
 
 import torch
 
-from modelsec.errors import ConfigError
+from modelsec.errors import ConfigError, printable
 from modelsec.training import TrainingState
 
 CHECKPOINT_FORMAT = "modelsec-training-checkpoint"
@@ -60,7 +60,9 @@ class Checkpoint:
         try:
             saved = torch.load(self.path, map_location="cpu", weights_only=True)
         except Exception as e:  # a truncated file, or one that is not a plain-data checkpoint
-            raise ConfigError(f"cannot read the checkpoint {self.path} ({type(e).__name__}: {e}); {hint}") from None
+            raise ConfigError(
+                f"cannot read the checkpoint {self.path} ({type(e).__name__}: {printable(e, 200)}); {hint}"
+            ) from None
         if not isinstance(saved, dict) or saved.get("format") != CHECKPOINT_FORMAT:
             raise ConfigError(f"{self.path} is not a modelsec training checkpoint; {hint}")
         if saved.get("version") != CHECKPOINT_VERSION:

@@ -20,7 +20,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from modelsec.errors import ModelLoadError, UnsafeModelError, printable
-from modelsec.models.export_safety import load_export_program
+from modelsec.models.export_safety import check_export_archive, load_export_program
 
 METADATA_KEY = "modelsec"
 
@@ -142,13 +142,23 @@ class ExportedModule(nn.Module):
         return torch.cat(outs)
 
 
+def _read(path: Path) -> bytes:
+    try:
+        return path.read_bytes()
+    except OSError as e:
+        raise ModelLoadError(f"cannot read model file {str(path)!r}: {printable(e.strerror or e)}") from None
+
+
+def check_exported(path: str | Path) -> None:
+    """Refuse a ``torch.export`` archive that could run code or is malformed, without loading it
+    (:func:`modelsec.models.export_safety.check_export_archive`)."""
+    check_export_archive(_read(Path(path)), repr(str(path)))
+
+
 def load_exported(path: str | Path) -> ExportedModule:
     """Load a ``torch.export`` program (``.pt2``) so that nothing in the file can run code
     (:func:`modelsec.models.export_safety.load_export_program`; ``--trust-model`` changes nothing here)."""
     p = Path(path)
-    try:
-        data = p.read_bytes()  # read once: what is checked is what torch loads
-    except OSError as e:
-        raise ModelLoadError(f"cannot read model file {str(p)!r}: {printable(e.strerror or e)}") from None
+    data = _read(p)  # read once: what is checked is what torch loads
     program, graph_module = load_export_program(data, repr(str(p)))
     return ExportedModule(program, graph_module)
