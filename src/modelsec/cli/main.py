@@ -19,7 +19,7 @@ import click
 
 from modelsec import __version__
 from modelsec.errors import ConfigError, DataError, ModelsecError, printable
-from modelsec.options import SEED_LIMIT, SPLIT_SEED_LIMIT, check_device
+from modelsec.options import SEED_LIMIT, SPLIT_SEED_LIMIT, check_device, check_writable_file, check_writable_folder
 
 EXIT_USER_ERROR = 2
 EXIT_INTERNAL_ERROR = 1
@@ -31,6 +31,17 @@ EXIT_PRIVACY_VIOLATION = 3
 SEED = click.IntRange(0, SEED_LIMIT - 1)
 SPLIT_SEED = click.IntRange(0, SPLIT_SEED_LIMIT - 1)
 COUNT = click.IntRange(min=1)
+
+
+def _writable_folder(ctx: click.Context, param: click.Parameter, value: str) -> str:
+    """--out folders: writable (the workflows check again, for the Python API), refused as the line is parsed."""
+    check_writable_folder(value)
+    return value
+
+
+def _writable_file(ctx: click.Context, param: click.Parameter, value: str) -> str:
+    check_writable_file(value)
+    return value
 
 
 def _parse_names(value: str | None) -> tuple[str, ...] | None:
@@ -244,6 +255,7 @@ def cli() -> None:
     "out_dir",
     type=click.Path(file_okay=False),
     default="modelsec-audit",
+    callback=_writable_folder,
     show_default=True,
     help="Folder for result.json, report.html and adversarial.npz.",
 )
@@ -384,6 +396,7 @@ def _print_summary(r: Any) -> None:
     "out_dir",
     type=click.Path(file_okay=False),
     default="modelsec-compare",
+    callback=_writable_folder,
     show_default=True,
     help="Folder for comparison.html/.json/.md and one audit folder per model.",
 )
@@ -471,6 +484,7 @@ def _print_comparison(c: Any) -> None:
     "out_path",
     type=click.Path(dir_okay=False),
     required=True,
+    callback=_writable_file,
     help="Weights file to write (safetensors); metadata goes to OUT.json.",
 )
 @click.option("--epochs", type=COUNT, default=8, show_default=True)
@@ -561,6 +575,7 @@ def _harden_config(config_json: str | None, flags: dict[str, Any]) -> dict[str, 
     "out_path",
     type=click.Path(dir_okay=False),
     required=True,
+    callback=_writable_file,
     help="Weights file to write (safetensors); provenance goes to OUT.json, the per-epoch checkpoint to OUT.ckpt.",
 )
 @click.option("--epochs", type=COUNT, default=None, help="Training epochs (default: the defense's, 8; dp-sgd 10).")
@@ -757,6 +772,7 @@ def harden(
     "out_dir",
     type=click.Path(file_okay=False),
     default="modelsec-dp-audit",
+    callback=_writable_folder,
     show_default=True,
     help="Folder for dp_audit.json and dp_audit.html.",
 )
@@ -912,13 +928,18 @@ def runs_show(run_id: str, as_json: bool, store_path: str | None) -> None:
 
 @cli.command("report")
 @click.argument("result_json", type=click.Path(exists=True, dir_okay=False))
-@click.option("--out", "out_path", type=click.Path(dir_okay=False), required=True, help="HTML file to write.")
+@click.option(
+    "--out",
+    "out_path",
+    type=click.Path(dir_okay=False),
+    required=True,
+    callback=_writable_file,
+    help="HTML file to write.",
+)
 def report(result_json: str, out_path: str) -> None:
     """Render report.html again from a result.json."""
-    from modelsec.options import check_writable_file
     from modelsec.results import AuditResult
 
-    check_writable_file(out_path)
     try:
         result = AuditResult.load(result_json)  # DataError naming the field when it is not a result
     except (ValueError, KeyError, TypeError) as e:
