@@ -191,7 +191,8 @@ def test_guards_and_graph_targets() -> None:
             check_guard(bad)
     for good in ("torch.ops.aten.linear.default", "torch.ops.higher_order.cond", "_operator.getitem", "torch.sym_max"):
         check_graph_target(good)
-    for bad in ("torch.save", "torch.ops.aten.from_file.default", "_operator.call", "builtins.exec", "#custom"):
+    bad_targets = ("torch.save", "torch.ops.aten.from_file.default", "_operator.call", "builtins.exec", "#custom")
+    for bad in (*bad_targets, "torch.ops.higher_order.flat_apply", "torch.ops.higher_order.invoke_leaf_function"):
         with pytest.raises(ValueError, match="not an operator modelsec runs"):
             check_graph_target(bad)
 

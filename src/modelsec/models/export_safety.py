@@ -55,7 +55,19 @@ from modelsec.errors import ModelLoadError, UnsafeModelError, printable
 _LOCK = threading.Lock()
 
 _PICKLED_SUFFIXES = (".pt", ".pth", ".pkl", ".pickle", ".bin")
-_TARGET_PREFIXES = ("torch.ops.aten.", "torch.ops.prims.", "torch.ops.higher_order.")
+_TARGET_PREFIXES = ("torch.ops.aten.", "torch.ops.prims.")
+_HIGHER_ORDER = frozenset(
+    # control flow and wrappers over subgraphs of the same program; not the ones that call code from elsewhere
+    # (flat_apply, inductor_compiled_code, invoke_leaf_function, call_torchbind, *_call_delegate, ...)
+    f"torch.ops.higher_order.{name}"
+    for name in (
+        "cond", "while_loop", "while_loop_stack_output", "map_impl", "scan", "associative_scan", "wrap",
+        "wrap_with_set_grad_enabled", "wrap_with_autocast", "wrap_activation_checkpoint", "tag_activation_checkpoint",
+        "invoke_subgraph", "out_dtype", "with_effects", "auto_functionalized", "auto_functionalized_v2",
+        "flex_attention", "flex_attention_backward", "run_with_rng_state", "run_and_save_rng_state",
+        "graphsafe_run_with_rng_state", "hints_wrapper", "_export_tracepoint", "invoke_quant", "invoke_quant_packed",
+    )
+)  # fmt: skip
 _REFUSED_OPERATORS = frozenset({"torch.ops.aten.from_file"})  # reads (and with shared=True writes) a file
 _SAFE_CALLABLES = frozenset(
     {
@@ -166,10 +178,11 @@ def check_guard(code: str) -> None:
 
 
 def check_graph_target(target: str) -> None:
-    """Raise ``ValueError`` unless a graph node's ``target`` is an ATen / prims operator, a higher-order operator or
-    one of the plain callables torch's verifier and pre-dispatch programs use (``_operator.getitem``,
-    ``torch.sym_max``, ``torch._C._set_grad_enabled``, ...)."""
-    if target in _SAFE_CALLABLES:
+    """Raise ``ValueError`` unless a graph node's ``target`` is an ATen / prims operator (not ``aten.from_file``),
+    a higher-order operator over the program's own subgraphs (``cond``, ``while_loop``, ``wrap``, ...), or one of the
+    plain callables torch's verifier and pre-dispatch programs use (``_operator.getitem``, ``torch.sym_max``,
+    ``torch._C._set_grad_enabled``, ...)."""
+    if target in _SAFE_CALLABLES or target in _HIGHER_ORDER:
         return
     refused = any(target == op or target.startswith(op + ".") for op in _REFUSED_OPERATORS)
     if target.startswith(_TARGET_PREFIXES) and re.fullmatch(r"[A-Za-z0-9_.]+", target) and not refused:
