@@ -287,7 +287,7 @@ def test_builtin_sets_refuse_file_options() -> None:
     assert load_splits("digits", bounds=(0.0, 1.0)).bounds == UNIT
     with pytest.raises(ConfigError, match="--label-column applies to CSV files only"):
         load_splits("digits", label_column="target")
-    with pytest.raises(ConfigError, match="seed must be between"):
+    with pytest.raises(ConfigError, match=r"split seed must be an integer from 0 to 2\*\*32 - 1"):
         load_splits("digits", seed=-1)
 
 

@@ -79,7 +79,7 @@ def run_cli(monkeypatch: pytest.MonkeyPatch, *args: str) -> int:
         ("dp-sgd", {"momentum": 1.0}, "dp-sgd: momentum must be in [0, 1)"),
         ("dp-sgd", {"grad_sample_mode": "functorch"}, "dp-sgd: grad_sample_mode must be one of"),
         ("dp-sgd", {"batchnorm": "keep"}, "dp-sgd: batchnorm must be one of"),
-        ("dp-sgd", {"seed": -1}, "dp-sgd: seed must be >= 0"),
+        ("dp-sgd", {"seed": -1}, "dp-sgd: seed must be an integer from 0 to 2**63 - 1, got -1"),
         ("dp-sgd", {"lr_schedule": "cosine"}, "dp-sgd: lr_schedule must be 'constant'"),
         ("dp-sgd", {"weight_decay": 1e-4}, "dp-sgd: weight_decay is not supported"),
         ("dp-sgd", {"l2_norm_clip": "1"}, "dp-sgd: l2_norm_clip must be float"),

@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 
+from modelsec.errors import DataError
 from modelsec.results import SCHEMA_VERSION, AuditResult
 from modelsec.schema import load_result_schema, validate_result_dict
 from tests.store_fixtures import make_result
@@ -235,3 +236,45 @@ def test_zero_epsilon_bound_without_evidence_validates() -> None:
     d["privacy"]["attacks"][0].update({"epsilon_lower_bound": 0.0, "epsilon_evidence": None})
     validate_result_dict(d)
     assert AuditResult.from_dict(d).to_dict() == d
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        (lambda d: d.update(verdict=None), "verdict must be an object, got null"),
+        (lambda d: d.update(model=None), "model must be an object, got null"),
+        (lambda d: d.update(robustness=[1]), "robustness must be an object or null, got an array"),
+        (lambda d: d.update(seed=True), "seed must be an integer, got a boolean"),
+        (lambda d: d.update(schema_version=-5), "schema_version -5 is not a version this modelsec reads (version 1)"),
+        (lambda d: d.update(schema_version="1"), "schema_version must be the integer 1"),
+        (lambda d: d.update(schema_version=True), "schema_version must be the integer 1"),
+        (lambda d: d.update(schema_version=2), "newer than this modelsec reads (version 1); upgrade modelsec"),
+        (lambda d: d.pop("schema_version"), "missing required field schema_version"),
+        (lambda d: d["verdict"].pop("headline"), "verdict lacks required field(s) headline"),
+    ],
+)
+@pytest.mark.parametrize("with_jsonschema", [True, False])
+def test_loading_refuses_what_is_not_a_result(
+    change: Callable[[dict[str, Any]], object], message: str, with_jsonschema: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The essentials are checked on loading with or without jsonschema, and named in a DataError (exit 2)."""
+    if not with_jsonschema:
+        monkeypatch.setitem(sys.modules, "jsonschema", None)
+    d = copy.deepcopy(make_result().to_dict())
+    change(d)
+    with pytest.raises(DataError, match=re.escape(message)):
+        AuditResult.from_dict(d)
+
+
+def test_load_names_the_file(tmp_path: Path) -> None:
+    path = tmp_path / "result.json"
+    path.write_text("{not json", encoding="utf-8")
+    with pytest.raises(DataError, match=r"result\.json is not a modelsec result\.json: not JSON"):
+        AuditResult.load(path)
+    path.write_text(json.dumps({**make_result().to_dict(), "verdict": None}), encoding="utf-8")
+    with pytest.raises(DataError, match=r"result\.json is not a modelsec result this version reads: .*verdict"):
+        AuditResult.load(path)
+    with pytest.raises(DataError, match="cannot read the file"):
+        AuditResult.load(tmp_path / "missing.json")
+    path.write_text(make_result().to_json(), encoding="utf-8")
+    assert AuditResult.load(path) == make_result()

@@ -269,3 +269,39 @@ def test_summary_and_stored_run_are_frozen(store: RunStore) -> None:
     stored = store.get(make_result().run_id)
     with pytest.raises(dataclasses.FrozenInstanceError):
         stored.summary.id = "x"  # type: ignore[misc]
+
+
+def test_reading_never_creates_a_store(tmp_path: Path) -> None:
+    """`runs list` / `runs show` open the store read-only: no folder, no file, no tables appear."""
+    path = tmp_path / "nonexistent" / "dir" / "runs.sqlite"
+    reader = RunStore(path, readonly=True)
+    assert reader.list_runs() == []
+    with pytest.raises(StoreError, match="no run store at"):
+        reader.get("abc")
+    with pytest.raises(StoreError, match="no run store at"):
+        reader.verify_artifacts("abc")
+    assert not (tmp_path / "nonexistent").exists()
+    empty = tmp_path / "empty.sqlite"
+    empty.touch()
+    assert RunStore(empty, readonly=True).list_runs() == []
+    with pytest.raises(StoreError, match="holds no runs"):
+        RunStore(empty, readonly=True).get("abc")
+    assert empty.stat().st_size == 0
+    with pytest.raises(StoreError, match="read-only"):
+        RunStore(empty, readonly=True).record_audit(make_result(), out_dir=None, artifacts={})
+
+
+def test_reading_a_store_leaves_it_as_it_was(store: RunStore) -> None:
+    store.record_audit(make_result(), out_dir=None, artifacts={})
+    files = sorted(p.name for p in store.path.parent.iterdir())
+    data = store.path.read_bytes()
+    reader = RunStore(store.path, readonly=True)
+    assert [s.id for s in reader.list_runs()] == [make_result().run_id]
+    assert reader.get(make_result().run_id[:12]).result == make_result()
+    assert sorted(p.name for p in store.path.parent.iterdir()) == files  # no -wal / -shm left behind
+    assert store.path.read_bytes() == data
+    not_a_store = store.path.parent / "weights.safetensors"
+    not_a_store.write_bytes(b"\x10\x00\x00\x00\x00\x00\x00\x00{}" + b" " * 200)
+    with pytest.raises(StoreError, match="not a modelsec run store"):
+        RunStore(not_a_store, readonly=True).list_runs()
+    assert not_a_store.read_bytes().startswith(b"\x10")

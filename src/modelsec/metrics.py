@@ -10,8 +10,6 @@ import math
 from dataclasses import dataclass
 
 import numpy as np
-from scipy import stats
-from sklearn.metrics import roc_auc_score, roc_curve
 
 from modelsec.results import EpsilonEvidence, Interval
 
@@ -31,6 +29,8 @@ def clopper_pearson(successes: int, trials: int, level: float = 0.95) -> Interva
         return Interval(0.0, 1.0, level, "clopper-pearson")
     if not 0 <= successes <= trials:
         raise ValueError(f"successes={successes} outside [0, {trials}]")
+    from scipy import stats  # imported when used: SciPy and scikit-learn take seconds to import
+
     alpha = 1.0 - level
     low = 0.0 if successes == 0 else float(stats.beta.ppf(alpha / 2, successes, trials - successes + 1))
     high = 1.0 if successes == trials else float(stats.beta.ppf(1 - alpha / 2, successes + 1, trials - successes))
@@ -58,6 +58,8 @@ def roc(member_scores: np.ndarray, nonmember_scores: np.ndarray) -> tuple[np.nda
     """ROC curve ``(fpr, tpr, thresholds)``; members positive."""
     m, n = _check_scores(member_scores, nonmember_scores)
     labels = np.concatenate([np.ones(m.size), np.zeros(n.size)])
+    from sklearn.metrics import roc_curve
+
     fpr, tpr, thr = roc_curve(labels, np.concatenate([m, n]), drop_intermediate=False)
     return fpr, tpr, thr
 
@@ -66,6 +68,8 @@ def auc(member_scores: np.ndarray, nonmember_scores: np.ndarray) -> float:
     """Area under the ROC curve (ties count one half)."""
     m, n = _check_scores(member_scores, nonmember_scores)
     labels = np.concatenate([np.ones(m.size), np.zeros(n.size)])
+    from sklearn.metrics import roc_auc_score
+
     return float(roc_auc_score(labels, np.concatenate([m, n])))
 
 
@@ -113,6 +117,8 @@ def auc_bootstrap_ci(
 
 def _auc_fast(m: np.ndarray, n: np.ndarray) -> float:
     """Mann-Whitney AUC through ranks (ties averaged), O((|m|+|n|) log)."""
+    from scipy import stats
+
     ranks = stats.rankdata(np.concatenate([m, n]))
     r_m = ranks[: m.size].sum()
     return float((r_m - m.size * (m.size + 1) / 2) / (m.size * n.size))
@@ -252,6 +258,7 @@ def epsilon_lower_bound(
     >>> bound = epsilon_lower_bound(np.arange(1000.0) + 1000.0, np.arange(1000.0))
     >>> round(bound.value, 4), bound.evidence.rule, bound.evidence.target, bound.evidence.inequality
     (5.2016, 'fpr', 0.001, 'tnr')
+    >>> from scipy import stats
     >>> a = 0.05 / 12
     >>> tpr_low, fpr_high = a ** (1 / 1000), stats.beta.ppf(1 - a, 2, 999)
     >>> round(float(np.log((1 - fpr_high) / (1 - tpr_low))), 4)

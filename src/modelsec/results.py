@@ -14,6 +14,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
+from modelsec.errors import DataError, printable
+from modelsec.schema import validate_result_dict
+
 SCHEMA_VERSION = 1
 
 
@@ -271,12 +274,13 @@ class AuditResult:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> AuditResult:
-        version = int(d["schema_version"])
-        if version > SCHEMA_VERSION:
-            raise ValueError(
-                f"result schema version {version} is newer than this modelsec understands ({SCHEMA_VERSION}); "
-                "upgrade modelsec"
-            )
+        """The result a parsed ``result.json`` holds, after checking it against the result schema
+        (:func:`modelsec.schema.validate_result_dict`): :class:`~modelsec.errors.DataError` naming the field when
+        it is not a result of a schema version this modelsec reads."""
+        try:
+            validate_result_dict(d)
+        except ValueError as e:
+            raise DataError(printable(e, max_chars=1000)) from None
         rob = d.get("robustness")
         priv = d.get("privacy")
         return cls(
@@ -296,7 +300,19 @@ class AuditResult:
 
     @classmethod
     def load(cls, path: str | Path) -> AuditResult:
-        return cls.from_dict(json.loads(Path(path).read_text(encoding="utf-8")))
+        """Read ``result.json``; :class:`~modelsec.errors.DataError` naming the file and the problem when it cannot
+        be read, is not JSON, or is not a result this modelsec reads."""
+        where = printable(str(path))
+        try:
+            d = json.loads(Path(path).read_text(encoding="utf-8"))
+        except OSError as e:
+            raise DataError(f"{where}: cannot read the file ({printable(e.strerror or e)})") from None
+        except (UnicodeDecodeError, json.JSONDecodeError) as e:
+            raise DataError(f"{where} is not a modelsec result.json: not JSON ({printable(e)})") from None
+        try:
+            return cls.from_dict(d)
+        except DataError as e:
+            raise DataError(f"{where} is not a modelsec result this version reads: {e}") from None
 
 
 _DC = TypeVar("_DC")

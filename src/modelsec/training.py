@@ -23,6 +23,7 @@ from torch.nn import functional
 from modelsec.data.dataset import Dataset, Splits
 from modelsec.errors import ConfigError
 from modelsec.models.base import eval_mode
+from modelsec.options import SPLIT_SEED_LIMIT, check_device, check_seed, check_writable_file
 from modelsec.progress import NullProgress, Progress
 from modelsec.seeding import generator
 
@@ -53,6 +54,7 @@ class TrainingConfig:
             raise ConfigError(f"weight decay must be >= 0, got {self.weight_decay}")
         if self.lr_schedule not in ("cosine", "constant"):
             raise ConfigError(f"lr schedule must be 'cosine' or 'constant', got {self.lr_schedule!r}")
+        check_seed(self.seed, "seed")
 
 
 @dataclass
@@ -281,7 +283,7 @@ def train_and_save(
     from modelsec.seeding import seeded
 
     check_outputs(out, overwrite=overwrite)
-    check_run_options(members=members, device=device)
+    check_run_options(members=members, device=device, split_seed=split_seed)
     splits = load_splits(data, seed=split_seed, data_dir=data_dir, label_column=label_column, bounds=bounds)
     train = training_set(splits, members)
     arch_name = arch or default_architecture(splits.input_shape)
@@ -300,18 +302,20 @@ def output_paths(out: Path) -> tuple[Path, Path]:
 
 
 def check_outputs(out: Path, *, overwrite: bool) -> None:
-    """Refuse to replace an existing weights file or its JSON unless ``overwrite``."""
+    """Refuse to replace an existing weights file or its JSON unless ``overwrite``, and an output that cannot be
+    written (checked now, before any training)."""
     for path in output_paths(out):
         if path.exists() and not overwrite:
             raise ConfigError(f"{path} exists; pass --overwrite to replace it")
+    check_writable_file(out)
 
 
-def check_run_options(*, members: int | None, device: str) -> None:
+def check_run_options(*, members: int | None, device: str, split_seed: int = 0) -> None:
     """User errors in the options every training command shares, raised before any data is loaded."""
     if members is not None and members < 1:
         raise ConfigError(f"--members must be >= 1, got {members}")
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise ConfigError("--device cuda was asked for but no CUDA device is available")
+    check_seed(split_seed, "--split-seed", limit=SPLIT_SEED_LIMIT)
+    check_device(device)
 
 
 def training_set(splits: Splits, members: int | None) -> Dataset:

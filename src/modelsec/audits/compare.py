@@ -41,6 +41,7 @@ from modelsec.errors import ConfigError
 from modelsec.models.formats import ModelFormat
 from modelsec.models.loading import check_loadable
 from modelsec.models.torch import read_safetensors_metadata
+from modelsec.options import check_writable_folder
 from modelsec.progress import NullProgress, Progress
 from modelsec.results import AuditResult, MembershipAttackResult
 from modelsec.store.cache import SignalCache
@@ -129,6 +130,8 @@ def run_compare(
         raise ConfigError("give at least one hardened model to compare with the baseline")
     if not (isinstance(max_accuracy_drop, (int, float)) and math.isfinite(max_accuracy_drop)) or max_accuracy_drop < 0:
         raise ConfigError(f"--max-accuracy-drop must be a number of percentage points >= 0, got {max_accuracy_drop}")
+    if out_dir is not None:
+        check_writable_folder(out_dir)
     paths = [Path(baseline), *(Path(p) for p in hardened)]
     candidates = [
         _Candidate(name, path, *_read_model(path, trust_model))

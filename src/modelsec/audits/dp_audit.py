@@ -41,6 +41,7 @@ from modelsec.dp_audit_bound import CORRECTIONS, DEFAULT_BETA, one_run_bound
 from modelsec.dp_audit_result import DPAuditResult, DPClaim
 from modelsec.errors import ConfigError
 from modelsec.models.base import eval_mode
+from modelsec.options import check_seed, check_writable_folder
 from modelsec.progress import NullProgress, Progress
 
 DEFAULT_CANARIES = 1000
@@ -302,7 +303,12 @@ def run_dp_audit(
     from modelsec.training import check_run_options, training_set
 
     impl = make_defense(defense, config)  # options validated before the data loads
-    check_run_options(members=members, device=device)
+    check_run_options(members=members, device=device, split_seed=split_seed)
+    check_seed(seed, "--seed")
+    if canaries < 1:
+        raise ConfigError(f"--canaries must be >= 1, got {canaries}")
+    if out_dir is not None:
+        check_writable_folder(out_dir)
     if isinstance(data, Splits):
         splits = data
     else:

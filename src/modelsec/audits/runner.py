@@ -13,6 +13,7 @@ import datetime as dt
 import json
 import platform
 import time
+import warnings
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -49,6 +50,7 @@ from modelsec.models.formats import ModelFormat
 from modelsec.models.loading import bundled_model_path, check_loadable, load_model
 from modelsec.models.torch import read_safetensors_metadata
 from modelsec.models.zoo import ARCHITECTURES, default_architecture
+from modelsec.options import SPLIT_SEED_LIMIT, check_seed, check_writable_folder
 from modelsec.progress import NullProgress, Progress
 from modelsec.results import (
     SCHEMA_VERSION,
@@ -63,6 +65,9 @@ from modelsec.results import (
 from modelsec.resume import CheckpointMismatch, checkpointing, resumable, track_generator, track_queries, unsaved
 from modelsec.seeding import generator, seeded
 from modelsec.training import TrainingConfig
+
+MAX_REFERENCE_MODELS = 1024
+"""The most reference models an audit trains (LiRA's paper uses up to 256)."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -127,8 +132,16 @@ class AuditConfig:
             preset_specs(self.preset)
         for name in self.membership_attacks or ():
             MEMBERSHIP_ATTACKS.get(name)
-        if self.reference_models < 0:
-            raise ConfigError(f"--reference-models must be >= 0, got {self.reference_models}")
+        if not 0 <= self.reference_models <= MAX_REFERENCE_MODELS:
+            raise ConfigError(
+                f"--reference-models must be from 0 to {MAX_REFERENCE_MODELS} (each one is a training run), "
+                f"got {self.reference_models}"
+            )
+        if self.workers is not None and self.workers < 1:
+            raise ConfigError(f"--workers must be >= 1, got {self.workers}")
+        check_seed(self.seed, "--seed")
+        if self.split_seed is not None:
+            check_seed(self.split_seed, "--split-seed", limit=SPLIT_SEED_LIMIT)
         if self.reference_mode not in ("online", "offline"):
             raise ConfigError(f"--reference-mode must be online or offline, got {self.reference_mode!r}")
         if self.reference_epochs is not None and self.reference_epochs < 1:
@@ -250,6 +263,8 @@ def _run_audit(
     keep_checkpoint: bool,
 ) -> AuditOutcome:
     progress = progress or NullProgress()
+    if out_dir is not None:
+        check_writable_folder(out_dir)
     timings: dict[str, float] = {}
     t0 = time.perf_counter()
     created = dt.datetime.now(dt.timezone.utc)
@@ -294,6 +309,11 @@ def _run_audit(
 
     # Evasion: attack a seeded sample of non-members.
     n = min(config.samples, len(splits.nonmembers))
+    if n < config.samples:
+        warnings.warn(
+            f"--samples {config.samples} is more than the {n} test records of {splits.source}; all {n} are attacked",
+            stacklevel=2,
+        )
     idx = np.sort(rng.permutation(len(splits.nonmembers))[:n])
     x = torch.from_numpy(splits.nonmembers.x[idx])
     y = torch.from_numpy(splits.nonmembers.y[idx])
@@ -342,6 +362,7 @@ def _run_audit(
         "eps": list(config.eps),
         "norm": config.norm,
         "samples": n,
+        **({"samples_requested": config.samples} if n < config.samples else {}),
         "mia_samples": config.mia_samples,
         "reference_models": config.reference_models,
         "reference_mode": config.reference_mode if config.reference_models else None,
@@ -586,6 +607,13 @@ def _membership(
         target_train_size=int(recorded_size) if recorded_size else len(splits.members),
         exclude_shared=any(overlaps.values()),
     )
+    if min(pool.members.size, pool.nonmembers.size) < config.mia_samples:
+        capped = (
+            f"--mia-samples {config.mia_samples} is more than the data holds: {pool.members.size} members and "
+            f"{pool.nonmembers.size} non-members were scored"
+        )
+        notes.append(capped)
+        warnings.warn(capped, stacklevel=3)
     if any(overlaps.values()):
         notes.append(f"the splits share records ({overlaps}); those records were left out of membership inference")
     if pool.members.size != pool.nonmembers.size:

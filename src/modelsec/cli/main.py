@@ -7,6 +7,7 @@ epsilon lower bound exceeds the claimed epsilon), 130 interrupted.
 
 from __future__ import annotations
 
+import io
 import json
 import sys
 import traceback
@@ -17,12 +18,30 @@ from typing import Any
 import click
 
 from modelsec import __version__
-from modelsec.errors import ConfigError, ModelsecError
+from modelsec.errors import ConfigError, DataError, ModelsecError, printable
+from modelsec.options import SEED_LIMIT, SPLIT_SEED_LIMIT, check_device, check_writable_file, check_writable_folder
 
 EXIT_USER_ERROR = 2
 EXIT_INTERNAL_ERROR = 1
 EXIT_PRIVACY_VIOLATION = 3
 """``audit-dp``: the one-run audit's lower bound exceeds the claimed epsilon (the claim is not delivered)."""
+
+# Option types checked by click as the command line is parsed, before anything is imported or loaded; the
+# workflows and config dataclasses check the same values again for the Python API (modelsec.options).
+SEED = click.IntRange(0, SEED_LIMIT - 1)
+SPLIT_SEED = click.IntRange(0, SPLIT_SEED_LIMIT - 1)
+COUNT = click.IntRange(min=1)
+
+
+def _writable_folder(ctx: click.Context, param: click.Parameter, value: str) -> str:
+    """--out folders: writable (the workflows check again, for the Python API), refused as the line is parsed."""
+    check_writable_folder(value)
+    return value
+
+
+def _writable_file(ctx: click.Context, param: click.Parameter, value: str) -> str:
+    check_writable_file(value)
+    return value
 
 
 def _parse_names(value: str | None) -> tuple[str, ...] | None:
@@ -55,17 +74,23 @@ def _progress(quiet: bool) -> Any:
     return RichProgress(quiet=quiet)
 
 
-def _store(path: str | None, disabled: bool) -> Any:
+def _store(path: str | None, disabled: bool, *, readonly: bool = False) -> Any:
+    """The run store (``None`` with ``--no-store``); ``readonly`` for commands that only read it, which never
+    create a store or its folder."""
     if disabled:
         return None
     from modelsec.store import RunStore, default_store_path
 
-    return RunStore(Path(path) if path else default_store_path())
+    return RunStore(Path(path) if path else default_store_path(), readonly=readonly)
 
 
 quiet_option = click.option("--quiet", "-q", is_flag=True, help="No progress bars or status lines.")
 device_option = click.option(
-    "--device", default="cpu", show_default=True, help="Where models run: cpu, or cuda when one is present."
+    "--device",
+    default="cpu",
+    show_default=True,
+    callback=lambda ctx, param, value: check_device(value),
+    help="Where models run: cpu, or cuda (cuda:N) when one is present.",
 )
 store_option = click.option(
     "--store",
@@ -85,7 +110,7 @@ data_options = [
     click.option("--bounds", default=None, help="Valid input range LO,HI of a data file (default 0,1)."),
     click.option(
         "--split-seed",
-        type=int,
+        type=SPLIT_SEED,
         default=None,
         help="Seed of the member/non-member/population split (default: the model's record, or 0).",
     ),
@@ -100,10 +125,12 @@ def with_data_options(f: Any) -> Any:
 
 # The options that set an AuditConfig, shared by `audit` and `compare` (see _audit_config).
 audit_options = [
-    click.option("--samples", type=int, default=1000, show_default=True, help="Test records attacked for robustness."),
+    click.option(
+        "--samples", type=COUNT, default=1000, show_default=True, help="Test records attacked for robustness."
+    ),
     click.option(
         "--mia-samples",
-        type=int,
+        type=COUNT,
         default=10000,
         show_default=True,
         help="Members, and as many non-members, scored for membership inference (at most; fewer if the data has "
@@ -132,11 +159,11 @@ audit_options = [
         "offline: only on population data (offline attacks).",
     ),
     click.option(
-        "--reference-epochs", type=int, default=None, help="Reference models' epochs (default: the target's recipe)."
+        "--reference-epochs", type=COUNT, default=None, help="Reference models' epochs (default: the target's recipe)."
     ),
     click.option(
         "--workers",
-        type=int,
+        type=COUNT,
         default=None,
         help="Processes training reference models (default: one per CPU core, at most one per model).",
     ),
@@ -151,12 +178,12 @@ audit_options = [
         "thorough: more of all.",
     ),
     click.option("--attacks", default=None, help="Explicit evasion attacks, comma-separated (overrides --preset)."),
-    click.option("--pgd-steps", type=int, default=20, show_default=True, help="PGD steps when named in --attacks."),
+    click.option("--pgd-steps", type=COUNT, default=20, show_default=True, help="PGD steps when named in --attacks."),
     click.option(
-        "--pgd-restarts", type=int, default=1, show_default=True, help="PGD restarts when named in --attacks."
+        "--pgd-restarts", type=COUNT, default=1, show_default=True, help="PGD restarts when named in --attacks."
     ),
     click.option("--no-checks", is_flag=True, help="Skip the robustness sanity checks."),
-    click.option("--seed", type=int, default=0, show_default=True, help="Seed of every random choice of the audit."),
+    click.option("--seed", type=SEED, default=0, show_default=True, help="Seed of every random choice of the audit."),
 ]
 
 
@@ -234,6 +261,7 @@ def cli() -> None:
     "out_dir",
     type=click.Path(file_okay=False),
     default="modelsec-audit",
+    callback=_writable_folder,
     show_default=True,
     help="Folder for result.json, report.html and adversarial.npz.",
 )
@@ -378,6 +406,7 @@ def _print_summary(r: Any) -> None:
     "out_dir",
     type=click.Path(file_okay=False),
     default="modelsec-compare",
+    callback=_writable_folder,
     show_default=True,
     help="Folder for comparison.html/.json/.md and one audit folder per model.",
 )
@@ -468,15 +497,16 @@ def _print_comparison(c: Any) -> None:
     "out_path",
     type=click.Path(dir_okay=False),
     required=True,
+    callback=_writable_file,
     help="Weights file to write (safetensors); metadata goes to OUT.json.",
 )
-@click.option("--epochs", type=int, default=8, show_default=True)
-@click.option("--batch-size", type=int, default=128, show_default=True)
+@click.option("--epochs", type=COUNT, default=8, show_default=True)
+@click.option("--batch-size", type=COUNT, default=128, show_default=True)
 @click.option("--lr", type=float, default=1e-3, show_default=True, help="Adam learning rate.")
 @click.option("--weight-decay", type=float, default=0.0, show_default=True)
 @click.option("--lr-schedule", type=click.Choice(["cosine", "constant"]), default="cosine", show_default=True)
-@click.option("--members", type=int, default=None, help="Train on only the first N members (default: all).")
-@click.option("--seed", type=int, default=0, show_default=True, help="Seed of initialisation and batch order.")
+@click.option("--members", type=COUNT, default=None, help="Train on only the first N members (default: all).")
+@click.option("--seed", type=SEED, default=0, show_default=True, help="Seed of initialisation and batch order.")
 @click.option("--overwrite", is_flag=True, help="Replace an existing output file.")
 @device_option
 @quiet_option
@@ -533,7 +563,7 @@ def _harden_config(config_json: str | None, flags: dict[str, Any]) -> dict[str, 
         try:
             parsed = json.loads(config_json)
         except json.JSONDecodeError as e:
-            raise ConfigError(f"--config-json is not valid JSON ({e})") from None
+            raise ConfigError(f"--config-json is not valid JSON ({printable(e)})") from None
         if not isinstance(parsed, dict):
             raise ConfigError(f"--config-json must be a JSON object of options, got {config_json!r}")
         config.update(parsed)
@@ -558,14 +588,15 @@ def _harden_config(config_json: str | None, flags: dict[str, Any]) -> dict[str, 
     "out_path",
     type=click.Path(dir_okay=False),
     required=True,
+    callback=_writable_file,
     help="Weights file to write (safetensors); provenance goes to OUT.json, the per-epoch checkpoint to OUT.ckpt.",
 )
-@click.option("--epochs", type=int, default=None, help="Training epochs (default: the defense's, 8; dp-sgd 10).")
-@click.option("--batch-size", type=int, default=None, help="Mini-batch size (default 128; dp-sgd: expected, 256).")
+@click.option("--epochs", type=COUNT, default=None, help="Training epochs (default: the defense's, 8; dp-sgd 10).")
+@click.option("--batch-size", type=COUNT, default=None, help="Mini-batch size (default 128; dp-sgd: expected, 256).")
 @click.option("--lr", type=float, default=None, help="Learning rate (default: Adam 1e-3; dp-sgd 0.1).")
 @click.option("--weight-decay", type=float, default=None, help="Adam weight decay (default 0).")
 @click.option("--lr-schedule", type=click.Choice(["cosine", "constant"]), default=None, help="Default cosine.")
-@click.option("--seed", type=int, default=None, help="Seed of initialisation, batch order and attacks (default 0).")
+@click.option("--seed", type=SEED, default=None, help="Seed of initialisation, batch order and attacks (default 0).")
 @click.option("--eps", type=float, default=None, help="Adversarial training: the training budget in input units.")
 @click.option("--norm", type=click.Choice(["linf", "l2"]), default=None, help="Adversarial training: default linf.")
 @click.option("--steps", type=int, default=None, help="PGD-AT / TRADES: steps of the inner attack.")
@@ -582,8 +613,10 @@ def _harden_config(config_json: str | None, flags: dict[str, Any]) -> dict[str, 
 @click.option("--grad-sample-mode", default=None, help="dp-sgd: ghost (default; falls back to hooks) or hooks.")
 @click.option("--batchnorm", default=None, help="dp-sgd: replace (GroupNorm, default) or refuse.")
 @click.option("--temperature", type=float, default=None, help="distillation, dmp: softmax temperature T.")
-@click.option("--teacher-epochs", type=int, default=None, help="distillation, dmp: teacher epochs (default: --epochs).")
-@click.option("--members", type=int, default=None, help="Train on only the first N members (default: all).")
+@click.option(
+    "--teacher-epochs", type=COUNT, default=None, help="distillation, dmp: teacher epochs (default: --epochs)."
+)
+@click.option("--members", type=COUNT, default=None, help="Train on only the first N members (default: all).")
 @click.option("--overwrite", is_flag=True, help="Replace an existing output file.")
 @click.option("--no-resume", is_flag=True, help="Ignore (and replace) a checkpoint OUT.ckpt left by an earlier run.")
 @click.option(
@@ -709,7 +742,7 @@ def harden(
     "--data", default="fashion-mnist", show_default=True, help="Data set name or file; trains on its members split."
 )
 @with_data_options
-@click.option("--canaries", type=int, default=1000, show_default=True, help="Canaries, each included with p = 1/2.")
+@click.option("--canaries", type=COUNT, default=1000, show_default=True, help="Canaries, each included with p = 1/2.")
 @click.option(
     "--canary-kind",
     type=click.Choice(["mislabelled", "out-of-distribution"]),
@@ -731,12 +764,12 @@ def harden(
     show_default=True,
     help="none: best over the numbers of guesses, as the paper; bonferroni: corrected for trying them.",
 )
-@click.option("--epochs", type=int, default=None, help="Training epochs (default: the defense's; dp-sgd 10).")
-@click.option("--batch-size", type=int, default=None, help="Mini-batch size (dp-sgd: expected, default 256).")
+@click.option("--epochs", type=COUNT, default=None, help="Training epochs (default: the defense's; dp-sgd 10).")
+@click.option("--batch-size", type=COUNT, default=None, help="Mini-batch size (dp-sgd: expected, default 256).")
 @click.option("--lr", type=float, default=None, help="Learning rate (default: Adam 1e-3; dp-sgd 0.1).")
 @click.option("--weight-decay", type=float, default=None, help="Adam weight decay (default 0).")
 @click.option("--lr-schedule", type=click.Choice(["cosine", "constant"]), default=None, help="Default cosine.")
-@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the canaries and of the training run.")
+@click.option("--seed", type=SEED, default=0, show_default=True, help="Seed of the canaries and of the training run.")
 @click.option("--l2-norm-clip", type=float, default=None, help="dp-sgd: per-example clipping bound C (default 1).")
 @click.option("--noise-multiplier", type=float, default=None, help="dp-sgd: noise std in units of C (default 1.1).")
 @click.option("--target-epsilon", type=float, default=None, help="dp-sgd: derive the noise multiplier from it.")
@@ -746,12 +779,13 @@ def harden(
 @click.option("--momentum", type=float, default=None, help="dp-sgd: SGD momentum (default 0.9).")
 @click.option("--grad-sample-mode", default=None, help="dp-sgd: ghost (default; falls back to hooks) or hooks.")
 @click.option("--batchnorm", default=None, help="dp-sgd: replace (GroupNorm, default) or refuse.")
-@click.option("--members", type=int, default=None, help="Train on only the first N members (default: all).")
+@click.option("--members", type=COUNT, default=None, help="Train on only the first N members (default: all).")
 @click.option(
     "--out",
     "out_dir",
     type=click.Path(file_okay=False),
     default="modelsec-dp-audit",
+    callback=_writable_folder,
     show_default=True,
     help="Folder for dp_audit.json and dp_audit.html.",
 )
@@ -816,8 +850,6 @@ def audit_dp(
         "batchnorm": batchnorm,
     }
     config = make_defense(defense, _harden_config(config_json, flags)).config  # validated before the data loads
-    if canaries < 1:
-        raise ConfigError(f"--canaries must be >= 1, got {canaries}")
     result, files = run_dp_audit(
         defense,
         data=data,
@@ -859,14 +891,14 @@ def runs() -> None:
 
 
 @runs.command("list")
-@click.option("--limit", type=int, default=20, show_default=True)
+@click.option("--limit", type=COUNT, default=20, show_default=True)
 @store_option
 def runs_list(limit: int, store_path: str | None) -> None:
     """List recorded runs, newest first."""
     from rich.console import Console
     from rich.table import Table
 
-    store = _store(store_path, False)
+    store = _store(store_path, False, readonly=True)
     items = store.list_runs(limit=limit)
     if not items:
         click.echo(f"no runs recorded in {store.path}")
@@ -895,7 +927,7 @@ def runs_list(limit: int, store_path: str | None) -> None:
 @store_option
 def runs_show(run_id: str, as_json: bool, store_path: str | None) -> None:
     """Show one run (RUN_ID or a unique prefix of it)."""
-    store = _store(store_path, False)
+    store = _store(store_path, False, readonly=True)
     run = store.get(run_id)
     if as_json:
         click.echo(json.dumps(run.result.to_dict(), indent=2))
@@ -909,16 +941,24 @@ def runs_show(run_id: str, as_json: bool, store_path: str | None) -> None:
 
 @cli.command("report")
 @click.argument("result_json", type=click.Path(exists=True, dir_okay=False))
-@click.option("--out", "out_path", type=click.Path(dir_okay=False), required=True, help="HTML file to write.")
+@click.option(
+    "--out",
+    "out_path",
+    type=click.Path(dir_okay=False),
+    required=True,
+    callback=_writable_file,
+    help="HTML file to write.",
+)
 def report(result_json: str, out_path: str) -> None:
     """Render report.html again from a result.json."""
-    from modelsec.report import write_html
     from modelsec.results import AuditResult
 
     try:
-        result = AuditResult.load(result_json)
+        result = AuditResult.load(result_json)  # DataError naming the field when it is not a result
     except (ValueError, KeyError, TypeError) as e:
-        raise ConfigError(f"{result_json} is not a modelsec result.json ({type(e).__name__}: {e})") from None
+        raise DataError(f"{printable(result_json)} is not a modelsec result.json ({printable(e)})") from None
+    from modelsec.report import write_html  # after the checks: it imports matplotlib
+
     write_html(result, out_path)
     click.echo(f"report: {out_path}")
 
@@ -945,7 +985,7 @@ def list_plugins(kind: str) -> None:
 
 
 def _show_warning(message: Any, category: Any, filename: str, lineno: int, file: Any = None, line: Any = None) -> None:
-    print(f"modelsec: warning: {message}", file=sys.stderr)
+    print(f"modelsec: warning: {printable(message, max_chars=None)}", file=sys.stderr)
 
 
 def _interrupted(cause: BaseException | None) -> None:
@@ -965,10 +1005,13 @@ def main(argv: list[str] | None = None) -> None:
     except click.exceptions.Abort as e:
         _interrupted(e.__cause__)
     except click.ClickException as e:
-        e.show()
+        shown = io.StringIO()
+        e.show(file=shown)  # usage and message, which may quote what was typed: printed line by line, cleaned
+        lines = (printable(line, max_chars=None) for line in shown.getvalue().splitlines())
+        print("\n".join(line for line in lines if line), file=sys.stderr)
         sys.exit(EXIT_USER_ERROR)
     except ModelsecError as e:
-        print(f"modelsec: error: {e}", file=sys.stderr)
+        print(f"modelsec: error: {printable(e, max_chars=None)}", file=sys.stderr)
         sys.exit(EXIT_USER_ERROR)
     except KeyboardInterrupt as e:
         _interrupted(e)

@@ -17,7 +17,6 @@ checked for shared records, and a :class:`SplitOverlapWarning` is emitted when t
 
 from __future__ import annotations
 
-import operator
 import os
 import warnings
 from collections.abc import Callable
@@ -35,6 +34,7 @@ from modelsec.data.sklearn_sets import (
 )
 from modelsec.data.validation import check_bounds, validate_arrays, validated_dataset
 from modelsec.errors import ConfigError, DataError
+from modelsec.options import SPLIT_SEED_LIMIT, check_seed
 from modelsec.registry import Registry
 
 __all__ = [
@@ -206,15 +206,7 @@ def _builtin(source: str, *, label_column: str, bounds: tuple[float, float] | No
 
 
 def _check_seed(seed: int) -> int:
-    try:
-        if isinstance(seed, bool):
-            raise TypeError
-        value = operator.index(seed)
-    except TypeError:
-        raise ConfigError(f"seed must be an integer, got {seed!r}") from None
-    if not 0 <= value < 2**32:
-        raise ConfigError(f"seed must be between 0 and 2**32 - 1, got {value}")
-    return value
+    return check_seed(seed, "split seed", limit=SPLIT_SEED_LIMIT)
 
 
 def _warn_on_overlap(splits: Splits) -> None:

@@ -24,7 +24,7 @@ import numpy as np
 
 from modelsec.data.dataset import Dataset, Splits
 from modelsec.data.validation import validated_dataset
-from modelsec.errors import DataError
+from modelsec.errors import DataError, printable
 
 NAME = "fashion-mnist"
 ENV_VAR = "MODELSEC_FASHION_MNIST_DIR"
@@ -111,7 +111,7 @@ def read_idx(path: str | os.PathLike[str], *, magic: int | None = None) -> np.nd
     except FileNotFoundError:
         raise DataError(f"{p}: no such file; {_install_hint()}") from None
     except (OSError, EOFError, zlib.error) as exc:
-        raise DataError(f"{p}: cannot read or decompress ({exc}); {_redownload()}") from None
+        raise DataError(f"{p}: cannot read or decompress ({printable(exc)}); {_redownload()}") from None
     if magic is not None and len(raw) >= 4 and int.from_bytes(raw[:4], "big") != magic:
         found = int.from_bytes(raw[:4], "big")
         raise DataError(f"{p}: IDX magic number is {found}, expected {magic}; {_redownload()}")

@@ -27,7 +27,7 @@ import numpy as np
 from modelsec.data.dataset import Dataset, Splits
 from modelsec.data.sklearn_sets import stratified_splits
 from modelsec.data.validation import validated_dataset
-from modelsec.errors import DataError
+from modelsec.errors import DataError, printable
 
 DEFAULT_BOUNDS = (0.0, 1.0)
 _ZIP_MAGIC = b"PK\x03\x04"
@@ -76,7 +76,7 @@ def _read_head(p: Path) -> bytes:
     except IsADirectoryError:
         raise DataError(f"{p} is a folder; pass a .npz or .csv file") from None
     except OSError as exc:
-        raise DataError(f"{p}: cannot read the file ({exc.strerror or exc})") from None
+        raise DataError(f"{p}: cannot read the file ({printable(exc.strerror or exc)})") from None
 
 
 def _read_npz(p: Path) -> tuple[np.ndarray, np.ndarray, list[str] | None]:
@@ -100,9 +100,9 @@ def _read_npz(p: Path) -> tuple[np.ndarray, np.ndarray, list[str] | None]:
                 "refused because loading them can run code; save plain numeric arrays, e.g. "
                 "np.savez(path, x=x.astype(np.float32), y=y.astype(np.int64))"
             ) from None
-        raise DataError(f"{p}: not a readable .npz archive ({exc}); re-save it with np.savez") from None
+        raise DataError(f"{p}: not a readable .npz archive ({printable(exc)}); re-save it with np.savez") from None
     except (OSError, EOFError, zipfile.BadZipFile) as exc:
-        raise DataError(f"{p}: not a readable .npz archive ({exc}); re-save it with np.savez") from None
+        raise DataError(f"{p}: not a readable .npz archive ({printable(exc)}); re-save it with np.savez") from None
     class_names: list[str] | None = None
     if names is not None:
         if names.ndim != 1 or names.dtype.kind not in "US":
@@ -123,13 +123,13 @@ def _read_csv(p: Path, *, label_column: str) -> tuple[np.ndarray, np.ndarray, li
             "save the data with np.savez(path, x=x, y=y) or as a CSV with a header row"
         ) from None
     except OSError as exc:
-        raise DataError(f"{p}: cannot read the file ({exc.strerror or exc})") from None
+        raise DataError(f"{p}: cannot read the file ({printable(exc.strerror or exc)})") from None
     first_line = text.split("\n", 1)[0]
     delimiter = next((d for d in (",", "\t", ";") if d in first_line), ",")
     try:
         rows = [row for row in csv.reader(io.StringIO(text), delimiter=delimiter) if row]
     except csv.Error as exc:
-        raise DataError(f"{p}: malformed CSV ({exc}); check the quoting") from None
+        raise DataError(f"{p}: malformed CSV ({printable(exc)}); check the quoting") from None
     if not rows:
         raise DataError(f"{p} is empty; write a header row and one record per row")
     header = [h.strip() for h in rows[0]]

@@ -12,12 +12,10 @@ Both need no download. :func:`stratified_splits` is the split used for these and
 from __future__ import annotations
 
 import numpy as np
-from sklearn.datasets import load_breast_cancer, load_digits
-from sklearn.model_selection import train_test_split
 
 from modelsec.data.dataset import Dataset, Splits
 from modelsec.data.validation import validated_dataset
-from modelsec.errors import DataError
+from modelsec.errors import DataError, printable
 
 BOUNDS = (0.0, 1.0)
 # each class needs 2 records in each half of the first cut so that the second cut can stratify again
@@ -26,6 +24,8 @@ MIN_PER_CLASS = 4
 
 def digits_dataset() -> Dataset:
     """All 1,797 digits: ``x`` float32 ``(n, 64)`` = pixel/16, ``y`` the digit."""
+    from sklearn.datasets import load_digits  # here, not at import: scikit-learn takes a second to import
+
     bunch = load_digits()
     x = np.asarray(bunch.data, dtype=np.float32) / np.float32(16.0)
     return validated_dataset(
@@ -41,6 +41,8 @@ def digits_dataset() -> Dataset:
 
 def breast_cancer_dataset() -> Dataset:
     """All 569 records: ``x`` float32 ``(n, 30)``, each feature min-max scaled to ``[0, 1]``."""
+    from sklearn.datasets import load_breast_cancer
+
     bunch = load_breast_cancer()
     raw = np.asarray(bunch.data, dtype=np.float64)
     lo, hi = raw.min(axis=0), raw.max(axis=0)
@@ -66,6 +68,8 @@ def stratified_splits(dataset: Dataset, *, seed: int, source: str) -> Splits:
     caller checks with :meth:`Splits.overlaps`). Raises :class:`DataError` if a class has fewer than
     4 records.
     """
+    from sklearn.model_selection import train_test_split
+
     counts = np.bincount(dataset.y, minlength=dataset.num_classes)
     present = np.flatnonzero(counts)
     small = [int(c) for c in present if counts[c] < MIN_PER_CLASS]
@@ -84,7 +88,7 @@ def stratified_splits(dataset: Dataset, *, seed: int, source: str) -> Splits:
     except ValueError as exc:  # e.g. more classes than records in a split
         raise DataError(
             f"{dataset.name}: cannot split {len(dataset)} records of {present.size} classes "
-            f"50/25/25 by class ({exc}); add more records"
+            f"50/25/25 by class ({printable(exc)}); add more records"
         ) from None
 
     def part(indices: np.ndarray, role: str) -> Dataset:

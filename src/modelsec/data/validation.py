@@ -18,7 +18,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from modelsec.data.dataset import Dataset
-from modelsec.errors import ConfigError, DataError
+from modelsec.errors import ConfigError, DataError, printable
 
 # dtype kinds accepted as numeric inputs: bool, signed and unsigned integers, floats.
 _NUMERIC_KINDS = "biuf"
@@ -140,7 +140,7 @@ def _as_array(a: object, *, name: str, what: str) -> np.ndarray:
         return np.asarray(a)
     except (ValueError, TypeError) as exc:
         raise DataError(
-            f"{name}: {what} cannot be read as one array ({exc}); make every record the same shape and type"
+            f"{name}: {what} cannot be read as one array ({printable(exc)}); make every record the same shape and type"
         ) from None
 
 

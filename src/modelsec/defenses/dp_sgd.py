@@ -79,6 +79,7 @@ from torch.nn import functional
 from modelsec.data.dataset import Dataset
 from modelsec.defenses.base import DEFENSES, Defense, DefenseConfig, Guarantees
 from modelsec.errors import ConfigError
+from modelsec.options import check_seed
 from modelsec.privacy_accounting import (
     ACCOUNTANTS,
     DEFAULT_ACCOUNTANT,
@@ -170,8 +171,7 @@ class DPSGDConfig:
             )
         if self.batchnorm not in BATCHNORM_POLICIES:
             raise ConfigError(f"batchnorm must be one of {', '.join(BATCHNORM_POLICIES)}, got {self.batchnorm!r}")
-        if self.seed < 0:
-            raise ConfigError(f"seed must be >= 0, got {self.seed}")
+        check_seed(self.seed, "seed")
 
 
 @dataclass(frozen=True)

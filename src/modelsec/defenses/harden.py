@@ -76,7 +76,7 @@ def harden(
     if base is not None:
         return impl.wrap_model_file(Path(base), out, overwrite=overwrite)
     check_outputs(out, overwrite=overwrite)
-    check_run_options(members=members, device=device)
+    check_run_options(members=members, device=device, split_seed=split_seed)
     if isinstance(data, Splits):
         splits = data
     else:

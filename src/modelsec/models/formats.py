@@ -1,11 +1,11 @@
 """Model file formats, detected by content (magic bytes), never by extension.
 
-| format          | how it is recognised                                  | can run code when loaded |
-| --------------- | ----------------------------------------------------- | ------------------------ |
-| safetensors     | 8-byte little-endian header length, then a JSON ``{`` | no                       |
-| torch-export    | zip archive holding ``archive_format`` (``.pt2``)     | only through pickled parts, checked first |
-| torch-pickle    | zip archive holding ``data.pkl`` (``torch.save``)     | yes (pickle)             |
-| pickle          | raw pickle stream (protocol 2+ starts with ``0x80``)  | yes                      |
+| format          | how it is recognised                                  | can run code when loaded              |
+| --------------- | ----------------------------------------------------- | ------------------------------------- |
+| safetensors     | 8-byte little-endian header length, then a JSON ``{`` | no                                    |
+| torch-export    | zip archive holding ``archive_format`` (``.pt2``)     | yes; ``export_safety.py`` prevents it |
+| torch-pickle    | zip archive holding ``data.pkl`` (``torch.save``)     | yes (pickle)                          |
+| pickle          | raw pickle stream (protocol 2+ starts with ``0x80``)  | yes                                   |
 """
 
 from __future__ import annotations

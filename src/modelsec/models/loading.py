@@ -21,12 +21,14 @@ from modelsec.models.base import Capability, Classifier
 from modelsec.models.formats import ModelFormat, detect_format
 from modelsec.models.output import harden_output
 from modelsec.models.torch import (
+    check_exported,
     load_exported,
     load_state_dict_into,
     read_safetensors,
     read_trusted_pickle,
 )
 from modelsec.models.zoo import build_architecture
+from modelsec.options import check_device
 from modelsec.results import ModelInfo
 
 BUNDLED_MODEL = "fashion-mnist-small-cnn.safetensors"
@@ -47,7 +49,9 @@ def sha256_file(path: str | Path) -> str:
 
 def check_loadable(path: str | Path, *, trust_model: bool) -> ModelFormat:
     """The file's format, after the safe-loading policy: a pickle-based file without ``trust_model`` raises
-    :class:`UnsafeModelError` before a single byte of it is unpickled."""
+    :class:`UnsafeModelError` before a single byte of it is unpickled, and a ``torch.export`` archive is checked
+    (:func:`modelsec.models.export_safety.check_export_archive`), so that an unsafe file is refused before the
+    data loads."""
     fmt = detect_format(path)
     if fmt.uses_pickle and not trust_model:
         raise UnsafeModelError(
@@ -55,6 +59,8 @@ def check_loadable(path: str | Path, *, trust_model: bool) -> ModelFormat:
             "not opened. Convert it to safetensors, or pass --trust-model if you trust its author "
             "(it is then read with weights_only=True)"
         )
+    if fmt is ModelFormat.TORCH_EXPORT:
+        check_exported(path)
     return fmt
 
 
@@ -92,12 +98,11 @@ def load_model(
     """
     p = bundled_model_path() if path is None else Path(path)
     fmt = check_loadable(p, trust_model=trust_model)
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise ConfigError("--device cuda was asked for but no CUDA device is available")
+    check_device(device)
 
     metadata: dict[str, Any] = {}
     if fmt is ModelFormat.TORCH_EXPORT:
-        module: torch.nn.Module = load_exported(p, trust_model=trust_model)
+        module: torch.nn.Module = load_exported(p)
         shape = input_shape or _shape_from_example(module)
         resolved_arch = arch
     else:

@@ -1,17 +1,16 @@
 """Reading and writing PyTorch models: safetensors weights, ``torch.export`` programs, trusted ``torch.save`` files.
 
 Security: model files are untrusted data. Safetensors cannot run code. A ``torch.save`` file is a pickle and can;
-it is only opened when the user trusts it, and then with ``weights_only=True``. A ``.pt2`` program stores some
-parts with ``torch.save`` and ``torch.export.load`` retries those with full pickle when the safe loader refuses
-them, so every pickled part is checked with ``weights_only=True`` before ``torch.export.load`` sees the file.
+it is only opened when the user trusts it, and then with ``weights_only=True``. A ``.pt2`` program can run code
+through ``torch.export.load`` in several ways (pickled parts it retries with full pickle, symbolic expressions
+it evaluates, guards it executes, compiled code); :mod:`modelsec.models.export_safety` closes each of them, with
+or without ``--trust-model``.
 """
 
 from __future__ import annotations
 
-import io
 import json
 import pickle
-import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +19,8 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from modelsec.errors import ModelLoadError, UnsafeModelError
+from modelsec.errors import ModelLoadError, UnsafeModelError, printable
+from modelsec.models.export_safety import check_export_archive, load_export_program
 
 METADATA_KEY = "modelsec"
 
@@ -52,7 +52,7 @@ def read_safetensors(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[st
         with safe_open(str(path), framework="pt") as f:
             header = f.metadata() or {}
     except (SafetensorError, OSError, ValueError) as e:
-        raise ModelLoadError(f"cannot read safetensors file {str(path)!r}: {e}") from None
+        raise ModelLoadError(f"cannot read safetensors file {str(path)!r}: {printable(e)}") from None
     meta: dict[str, Any] = {}
     if METADATA_KEY in header:
         try:
@@ -93,10 +93,11 @@ def read_trusted_pickle(path: str | Path) -> dict[str, torch.Tensor]:
     except pickle.UnpicklingError as e:
         raise UnsafeModelError(
             f"{str(path)!r} holds objects that the safe loader (weights_only=True) refuses, so it was not "
-            f"loaded even with --trust-model ({str(e).splitlines()[0]}); save a state_dict or safetensors"
+            f"loaded even with --trust-model ({printable(str(e).strip().splitlines()[0] if str(e).strip() else e)}); "
+            "save a state_dict or safetensors"
         ) from None
     except (RuntimeError, OSError, EOFError) as e:
-        raise ModelLoadError(f"cannot read {str(path)!r}: {e}") from None
+        raise ModelLoadError(f"cannot read {str(path)!r}: {printable(e)}") from None
     if isinstance(obj, dict) and "state_dict" in obj and isinstance(obj["state_dict"], dict):
         obj = obj["state_dict"]
     if not isinstance(obj, dict) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
@@ -104,30 +105,13 @@ def read_trusted_pickle(path: str | Path) -> dict[str, torch.Tensor]:
     return obj
 
 
-def _check_export_archive(path: Path, trust_model: bool) -> None:
-    """Refuse a ``.pt2`` whose pickled parts need more than the safe loader allows (unless trusted)."""
-    with zipfile.ZipFile(path) as z:
-        for name in z.namelist():
-            if not name.endswith(".pt"):
-                continue
-            try:
-                torch.load(io.BytesIO(z.read(name)), map_location="cpu", weights_only=True)
-            except Exception as e:  # any failure of the safe loader means full pickle would be tried
-                if not trust_model:
-                    raise UnsafeModelError(
-                        f"{str(path)!r} contains a pickled part ({name}) that needs full unpickling, which "
-                        "can run arbitrary code; it was not loaded. Pass --trust-model only if you trust "
-                        f"the file's author ({type(e).__name__})"
-                    ) from None
-
-
 class ExportedModule(nn.Module):
     """A ``torch.export`` program as a module. Programs exported with a fixed batch size are fed in chunks of
     that size (the last chunk padded), so any number of inputs works and gradients still flow."""
 
-    def __init__(self, program: torch.export.ExportedProgram) -> None:
+    def __init__(self, program: torch.export.ExportedProgram, graph_module: nn.Module | None = None) -> None:
         super().__init__()
-        self.graph_module = program.module()
+        self.graph_module = program.module() if graph_module is None else graph_module
         args = program.example_inputs[0] if program.example_inputs else ()
         example = args[0] if args else None
         self.example_shape = tuple(example.shape) if isinstance(example, torch.Tensor) else None
@@ -158,12 +142,23 @@ class ExportedModule(nn.Module):
         return torch.cat(outs)
 
 
-def load_exported(path: str | Path, *, trust_model: bool) -> ExportedModule:
-    """Load a ``torch.export`` program (``.pt2``) after checking its pickled parts."""
-    p = Path(path)
-    _check_export_archive(p, trust_model)
+def _read(path: Path) -> bytes:
     try:
-        program = torch.export.load(str(p))
-    except Exception as e:
-        raise ModelLoadError(f"cannot load torch.export program {str(p)!r}: {e}") from None
-    return ExportedModule(program)
+        return path.read_bytes()
+    except OSError as e:
+        raise ModelLoadError(f"cannot read model file {str(path)!r}: {printable(e.strerror or e)}") from None
+
+
+def check_exported(path: str | Path) -> None:
+    """Refuse a ``torch.export`` archive that could run code or is malformed, without loading it
+    (:func:`modelsec.models.export_safety.check_export_archive`)."""
+    check_export_archive(_read(Path(path)), repr(str(path)))
+
+
+def load_exported(path: str | Path) -> ExportedModule:
+    """Load a ``torch.export`` program (``.pt2``) so that nothing in the file can run code
+    (:func:`modelsec.models.export_safety.load_export_program`; ``--trust-model`` changes nothing here)."""
+    p = Path(path)
+    data = _read(p)  # read once: what is checked is what torch loads
+    program, graph_module = load_export_program(data, repr(str(p)))
+    return ExportedModule(program, graph_module)

@@ -26,7 +26,7 @@ from typing import Any
 
 import numpy as np
 
-from modelsec.errors import StoreError
+from modelsec.errors import StoreError, printable
 
 CACHE_FORMAT = 1  # bump when what the arrays mean changes, so that old entries are never misread
 
@@ -71,4 +71,4 @@ class SignalCache:
                 np.savez(f, **arrays)  # type: ignore[arg-type]
             os.replace(tmp, path)
         except OSError as exc:
-            raise StoreError(f"cannot write the signal cache {self.directory}: {exc}") from exc
+            raise StoreError(f"cannot write the signal cache {self.directory}: {printable(exc)}") from exc

@@ -24,7 +24,7 @@ from typing import Any
 
 import torch
 
-from modelsec.errors import ConfigError
+from modelsec.errors import ConfigError, printable
 
 
 def differences(a: Any, b: Any, prefix: str = "") -> list[str]:
@@ -70,7 +70,9 @@ class CheckpointFile:
         try:
             saved = torch.load(self.path, map_location="cpu", weights_only=True)
         except Exception as e:  # a truncated file, or one that is not a plain-data checkpoint
-            raise ConfigError(f"cannot read the checkpoint {self.path} ({type(e).__name__}: {e}); {hint}") from None
+            raise ConfigError(
+                f"cannot read the checkpoint {self.path} ({type(e).__name__}: {printable(e, 200)}); {hint}"
+            ) from None
         if not isinstance(saved, dict) or saved.get("format") != self.format:
             raise ConfigError(f"{self.path} is not a modelsec {what}; {hint}")
         if saved.get("version") != self.version:

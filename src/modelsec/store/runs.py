@@ -27,7 +27,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from modelsec.errors import ConfigError, StoreError
+from modelsec.errors import ConfigError, ModelsecError, StoreError, printable
 from modelsec.results import AuditResult
 from modelsec.store.cache import SignalCache
 
@@ -122,19 +122,23 @@ class StoredRun:
 class RunStore:
     """A SQLite file of runs: ``record_audit`` writes; ``list_runs``, ``get``, ``verify_artifacts``.
 
-    The file and its parent folders are created, and the tables laid out, when the store is opened.
-    Every problem with the file (not a SQLite database, written by a newer modelsec, locked,
-    unwritable) is a :class:`~modelsec.errors.StoreError` whose message names the file.
+    The file and its parent folders are created, and the tables laid out, when the store is opened, unless
+    ``readonly``: a read-only store never creates or changes anything (``modelsec runs list`` and ``show``); where
+    there is no store yet it holds no runs. Every problem with the file (not a SQLite database, written by a newer
+    modelsec, locked, unwritable) is a :class:`~modelsec.errors.StoreError` whose message names the file.
     """
 
-    def __init__(self, path: str | Path) -> None:
+    def __init__(self, path: str | Path, *, readonly: bool = False) -> None:
         self.path = Path(path).expanduser()
+        self.readonly = readonly
+        if self.path.is_dir():
+            raise StoreError(f"run store {self.path} is a folder; give the path of a file")
+        if readonly:
+            return
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
-            raise StoreError(f"cannot create the folder of the run store {self.path}: {exc}") from exc
-        if self.path.is_dir():
-            raise StoreError(f"run store {self.path} is a folder; give the path of a file")
+            raise StoreError(f"cannot create the folder of the run store {self.path}: {printable(exc)}") from exc
         self._initialise()
 
     def __repr__(self) -> str:
@@ -154,9 +158,13 @@ class RunStore:
         sqlite3 errors raised inside the block become :class:`StoreError` naming the file.
         """
         try:
-            conn = sqlite3.connect(self.path, timeout=10.0, isolation_level=None)
+            conn = (
+                self._open_readonly()
+                if self.readonly
+                else sqlite3.connect(self.path, timeout=10.0, isolation_level=None)
+            )
         except sqlite3.Error as exc:
-            raise StoreError(f"cannot open the run store {self.path}: {exc}") from exc
+            raise StoreError(f"cannot open the run store {self.path}: {printable(exc)}") from exc
         try:
             conn.execute("PRAGMA foreign_keys = ON")
             yield conn
@@ -164,6 +172,15 @@ class RunStore:
             raise self._translate(exc) from exc
         finally:
             conn.close()
+
+    def _open_readonly(self) -> sqlite3.Connection:
+        """A connection that cannot create the file: ``mode=rw`` (so that SQLite still tidies its WAL files away
+        on closing; only reads are issued), or ``mode=ro`` where the file or its folder is not writable."""
+        uri = self.path.resolve().as_uri()
+        try:
+            return sqlite3.connect(f"{uri}?mode=rw", uri=True, timeout=10.0, isolation_level=None)
+        except sqlite3.OperationalError:
+            return sqlite3.connect(f"{uri}?mode=ro", uri=True, timeout=10.0, isolation_level=None)
 
     @contextmanager
     def _transaction(self, conn: sqlite3.Connection) -> Iterator[None]:
@@ -187,7 +204,22 @@ class RunStore:
             return StoreError(f"run store {self.path} is locked by another process; try again")
         if "readonly" in text:
             return StoreError(f"run store {self.path} is read-only; check its permissions")
-        return StoreError(f"run store {self.path}: {text}")
+        return StoreError(f"run store {self.path}: {printable(text)}")
+
+    def _holds_runs(self, conn: sqlite3.Connection) -> bool:
+        """Whether the (read-only) file is a run store with its tables; ``False`` for a new, empty file."""
+        version = self._user_version(conn)
+        self._check_known(version)
+        if version == 0:
+            tables = conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'").fetchall()
+            if tables:
+                raise StoreError(
+                    f"{self.path} is a SQLite database but not a modelsec run store "
+                    f"(it has tables {', '.join(sorted(t[0] for t in tables))}); "
+                    "point MODELSEC_STORE at another file"
+                )
+            return False
+        return True
 
     def _initialise(self) -> None:
         with self._connect() as conn:
@@ -235,6 +267,8 @@ class RunStore:
         the artifacts) are stored absolute so ``verify_artifacts`` works from any working directory.
         Every artifact must exist: it is hashed now, before anything is written.
         """
+        if self.readonly:
+            raise StoreError(f"the run store {self.path} was opened read-only; cannot record a run")
         if not result.run_id:
             raise StoreError("cannot record a run with an empty run id")
         records = [self._hash_artifact(name, Path(p)) for name, p in sorted(artifacts.items())]
@@ -277,7 +311,7 @@ class RunStore:
         try:
             digest, size = _sha256_file(path)
         except OSError as exc:
-            raise StoreError(f"cannot read artifact {name!r} at {path}: {exc}") from exc
+            raise StoreError(f"cannot read artifact {name!r} at {path}: {printable(exc)}") from exc
         return ArtifactRecord(name=name, path=str(path), sha256=digest, size=size)
 
     # -- reading ---------------------------------------------------------------------------------
@@ -286,7 +320,11 @@ class RunStore:
         """The ``limit`` most recent runs, newest first (ties: the one recorded last first)."""
         if limit < 1:
             raise ConfigError(f"limit must be a positive number of runs, got {limit}")
+        if self.readonly and not self.path.exists():
+            return []
         with self._connect() as conn:
+            if self.readonly and not self._holds_runs(conn):
+                return []
             rows = conn.execute(
                 f"SELECT {_SUMMARY_COLUMNS} FROM runs ORDER BY created_at DESC, rowid DESC LIMIT ?",
                 (limit,),
@@ -295,6 +333,7 @@ class RunStore:
 
     def get(self, run_id_or_prefix: str) -> StoredRun:
         """The run with this id, or the only run whose id starts with this prefix."""
+        self._check_exists()
         with self._connect() as conn:
             run_id = self._resolve(conn, run_id_or_prefix)
             row = conn.execute(
@@ -307,10 +346,10 @@ class RunStore:
         try:
             config = json.loads(config_json) if config_json else {}
             result = None if result_json is None else AuditResult.from_dict(json.loads(result_json))
-        except (ValueError, KeyError, TypeError) as exc:
+        except (ModelsecError, ValueError, KeyError, TypeError) as exc:
             raise StoreError(
                 f"run {run_id} in {self.path} has a result this version of modelsec cannot read "
-                f"({type(exc).__name__}: {exc}); upgrade modelsec if a newer one wrote the run"
+                f"({printable(exc)}); upgrade modelsec if a newer one wrote the run"
             ) from exc
         return StoredRun(summary=summary, result=result, config=config, artifacts=artifacts)
 
@@ -319,6 +358,7 @@ class RunStore:
 
         Returns artifact name -> True if the file is unchanged, False if it changed or is gone.
         """
+        self._check_exists()
         with self._connect() as conn:
             artifacts = self._artifacts(conn, self._resolve(conn, run_id))
         status: dict[str, bool] = {}
@@ -331,10 +371,19 @@ class RunStore:
             status[art.name] = same
         return status
 
+    def _check_exists(self) -> None:
+        if self.readonly and not self.path.exists():
+            raise StoreError(
+                f"no run store at {self.path}: no runs recorded there yet; give the store with --store or "
+                "$MODELSEC_STORE"
+            )
+
     def _resolve(self, conn: sqlite3.Connection, run_id_or_prefix: str) -> str:
         key = run_id_or_prefix.strip()
         if not key:
             raise StoreError("give a run id (or the start of one)")
+        if self.readonly and not self._holds_runs(conn):
+            raise StoreError(f"no run {key!r} in {self.path}: the store holds no runs yet")
         if conn.execute("SELECT 1 FROM runs WHERE id = ?", (key,)).fetchone():
             return key
         matches = [

@@ -23,10 +23,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-from scipy.special import logsumexp
 
 from modelsec.attacks.privacy.base import MEMBERSHIP_ATTACKS, MembershipAttack, MembershipInputs
-from modelsec.attacks.privacy.signals import true_class_log_prob
+from modelsec.attacks.privacy.signals import logsumexp, true_class_log_prob
 from modelsec.errors import ConfigError
 from modelsec.metrics import auc
 

@@ -30,10 +30,6 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-from sklearn.ensemble import HistGradientBoostingClassifier
-from sklearn.linear_model import LogisticRegression
-from sklearn.pipeline import make_pipeline
-from sklearn.preprocessing import StandardScaler
 
 from modelsec.attacks.privacy.base import MEMBERSHIP_ATTACKS, MembershipAttack, MembershipInputs
 from modelsec.attacks.privacy.signals import entropy, log_softmax, scaled_logit
@@ -67,6 +63,11 @@ def shadow_features(logits: np.ndarray, labels: np.ndarray, *, top_k: int = 3) -
 
 
 def _classifier(model: str, seed: int) -> Any:
+    from sklearn.ensemble import HistGradientBoostingClassifier  # imported when used: scikit-learn is slow to import
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
     if model == "logistic":
         return make_pipeline(StandardScaler(), LogisticRegression(max_iter=1000, random_state=seed))
     return HistGradientBoostingClassifier(max_iter=100, random_state=seed)

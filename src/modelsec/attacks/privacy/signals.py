@@ -16,11 +16,17 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-from scipy.special import logsumexp
 
 from modelsec.data.dataset import Dataset
 from modelsec.models.base import Classifier
 from modelsec.numerics import stable_cross_entropy
+
+
+def logsumexp(a: np.ndarray, axis: int, keepdims: bool = False) -> np.ndarray:
+    """``scipy.special.logsumexp``, imported when first used (SciPy takes a second to import)."""
+    from scipy.special import logsumexp as scipy_logsumexp
+
+    return np.asarray(scipy_logsumexp(a, axis=axis, keepdims=keepdims))
 
 
 def _other_margin(logits: np.ndarray, labels: np.ndarray) -> np.ndarray:
