@@ -336,6 +336,58 @@ def _interrupt_harden(sig: int) -> Callable[[Fault, Env], Outcome]:
     return run
 
 
+def _interrupt_audit(sig: int) -> Callable[[Fault, Env], Outcome]:
+    """Run the audit once uninterrupted (into ``ref``), then again into ``out``: checkpointing at every point and
+    held at its checkpoint before membership inference (so it cannot finish first), ``sig`` once its checkpoint
+    exists; then rerun the same command, which must resume."""
+
+    def run(fault: Fault, env: Env) -> Outcome:
+        reference = env.modelsec(*fault.argv(env)[:-1], "ref")
+        assert reference.code == 0, reference.stderr
+        argv = [sys.executable, "-m", "modelsec", *fault.argv(env)]
+        ckpt = env.out / "audit.ckpt"
+        held = dict(env.environ, MODELSEC_CHECKPOINT_INTERVAL="0", MODELSEC_TEST_PAUSE_AT="membership inference next")
+        proc = subprocess.Popen(argv, cwd=env.case, env=held, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        deadline = time.monotonic() + 300
+        while not ckpt.exists() and proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.01)
+        proc.send_signal(sig)
+        _, err = proc.communicate(timeout=120)
+        notes: dict[str, object] = {
+            "first_code": proc.returncode,
+            "expected_first_code": 130 if sig == signal.SIGINT else -signal.SIGKILL,
+            "first_stderr": err.decode(errors="replace")[-600:],
+            "checkpoint_left": ckpt.exists(),
+            "output_after_interrupt": (env.out / "result.json").exists(),
+        }
+        again = env.modelsec(*fault.argv(env))
+        again.notes = notes
+        return again
+
+    return run
+
+
+def _audit_numbers(folder: Path) -> dict[str, object]:
+    d = json.loads((folder / "result.json").read_text())
+    for key in ("run_id", "created_at", "timings"):
+        d.pop(key)
+    for entry in d["robustness"]["results"] + d["privacy"]["attacks"]:
+        entry.pop("seconds", None)
+    return dict(d)
+
+
+def _audit_interrupted_then_resumed(env: Env, outcome: Outcome) -> None:
+    notes = outcome.notes
+    assert notes["checkpoint_left"] and not notes["output_after_interrupt"], notes
+    assert notes["first_code"] == notes["expected_first_code"], notes
+    if notes["expected_first_code"] == 130:
+        assert "the audit can be resumed from" in str(notes["first_stderr"]), notes
+    assert not (env.out / "audit.ckpt").exists()
+    assert _audit_numbers(env.out) == _audit_numbers(env.case / "ref")
+    a, b = np.load(env.out / "adversarial.npz"), np.load(env.case / "ref" / "adversarial.npz")
+    assert sorted(a.files) == sorted(b.files) and all(np.array_equal(a[k], b[k]) for k in a.files)
+
+
 _WRITER = """
 import json, sys, time
 from pathlib import Path
@@ -622,6 +674,27 @@ FAULTS: list[Fault] = [
         run=_interrupt_harden(signal.SIGKILL),
         slow=True,
     ),
+    # an interrupted audit resumes to the numbers of an uninterrupted one
+    Fault(
+        "audit-sigint-resumes",
+        lambda e: ["audit", "--model", str(e.model), *QUICK, "--out", "out"],
+        0,
+        "",
+        check=_audit_interrupted_then_resumed,
+        unchanged=False,
+        run=_interrupt_audit(signal.SIGINT),
+        slow=True,
+    ),
+    Fault(
+        "audit-sigkill-resumes",
+        lambda e: ["audit", "--model", str(e.model), *QUICK, "--out", "out"],
+        0,
+        "",
+        check=_audit_interrupted_then_resumed,
+        unchanged=False,
+        run=_interrupt_audit(signal.SIGKILL),
+        slow=True,
+    ),
 ]
 
 
@@ -718,3 +791,5 @@ def test_the_table_covers_the_brief() -> None:
     names = [f.name for f in FAULTS]
     assert len(names) == len(set(names)) and len(names) >= 30
     assert {f"pt2-{kind}" for kind in EVIL_KINDS} <= set(names)
+    interrupted = {f"{command}-{signal}-resumes" for command in ("audit", "harden") for signal in ("sigint", "sigkill")}
+    assert interrupted <= set(names)
