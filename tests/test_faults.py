@@ -791,5 +791,5 @@ def test_the_table_covers_the_brief() -> None:
     names = [f.name for f in FAULTS]
     assert len(names) == len(set(names)) and len(names) >= 30
     assert {f"pt2-{kind}" for kind in EVIL_KINDS} <= set(names)
-    interrupted = {f"{command}-{signal}-resumes" for command in ("audit", "harden") for signal in ("sigint", "sigkill")}
+    interrupted = {f"{command}-{sig}-resumes" for command in ("audit", "harden") for sig in ("sigint", "sigkill")}
     assert interrupted <= set(names)
