@@ -211,15 +211,19 @@ class RunStore:
         version = self._user_version(conn)
         self._check_known(version)
         if version == 0:
-            tables = conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'").fetchall()
-            if tables:
-                raise StoreError(
-                    f"{self.path} is a SQLite database but not a modelsec run store "
-                    f"(it has tables {', '.join(sorted(t[0] for t in tables))}); "
-                    "point MODELSEC_STORE at another file"
-                )
+            self._refuse_foreign_tables(conn)
             return False
         return True
+
+    def _refuse_foreign_tables(self, conn: sqlite3.Connection) -> None:
+        """A file without modelsec's schema version must hold no tables (another program's database)."""
+        tables = conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'").fetchall()
+        if tables:
+            raise StoreError(
+                f"{self.path} is a SQLite database but not a modelsec run store "
+                f"(it has tables {', '.join(sorted(t[0] for t in tables))}); "
+                "point MODELSEC_STORE at another file"
+            )
 
     def _initialise(self) -> None:
         with self._connect() as conn:
@@ -232,13 +236,7 @@ class RunStore:
                 version = self._user_version(conn)
                 self._check_known(version)
                 if version == 0:
-                    tables = conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'").fetchall()
-                    if tables:
-                        raise StoreError(
-                            f"{self.path} is a SQLite database but not a modelsec run store "
-                            f"(it has tables {', '.join(sorted(t[0] for t in tables))}); "
-                            "point MODELSEC_STORE at another file"
-                        )
+                    self._refuse_foreign_tables(conn)
                     for statement in _SCHEMA:  # not executescript(): it would COMMIT first
                         conn.execute(statement)
                     conn.execute(f"PRAGMA user_version = {STORE_VERSION}")
