@@ -36,7 +36,7 @@ demo: setup
 	$(BIN)/modelsec harden --defense fgsm-rs --eps 0.1 --data digits --arch mlp --epochs 10 --batch-size 32 --overwrite \
 		--quiet --out $(DEMO_MODELS)/digits-fgsm-rs.safetensors
 	$(BIN)/modelsec compare $(DEMO_MODELS)/digits-base.safetensors $(DEMO_MODELS)/digits-pgd-at.safetensors \
-		$(DEMO_MODELS)/digits-fgsm-rs.safetensors --preset quick --eps 0.05,0.1 --samples 300 --mia-samples 800 \
+		$(DEMO_MODELS)/digits-fgsm-rs.safetensors --preset quick --eps 0.05,0.1 --samples 300 --mia-samples 449 \
 		--reference-models 4 --out $(DEMO_COMPARE)
 	@echo "Comparison: $(DEMO_COMPARE)/comparison.html  (results: $(DEMO_COMPARE)/comparison.json)"
 
