@@ -66,15 +66,15 @@ import torch
 import modelsec
 from modelsec.audits.compare import run_compare
 from modelsec.audits.runner import AuditConfig, AuditOutcome, run_audit
+from modelsec.core.errors import ModelsecError
+from modelsec.core.progress import RichProgress
 from modelsec.data import load_splits
 from modelsec.data.dataset import Splits
 from modelsec.defenses import harden, make_defense
-from modelsec.errors import ModelsecError
+from modelsec.defenses.training import accuracy
 from modelsec.models.loading import bundled_model_path, load_model
-from modelsec.progress import RichProgress
-from modelsec.results import AuditResult, MembershipAttackResult, eps_key
+from modelsec.results.audit import AuditResult, MembershipAttackResult, eps_key
 from modelsec.store.cache import SignalCache
-from modelsec.training import accuracy
 
 HERE = Path(__file__).resolve().parent
 DATA = "fashion-mnist"

@@ -36,11 +36,11 @@ from typing import Any
 import torch
 
 from modelsec.audits.dp_audit import defense_trainer, run_dp_audit
+from modelsec.core.progress import RichProgress
 from modelsec.data import load_splits
 from modelsec.data.dataset import Splits
-from modelsec.dp_audit_result import DPAuditResult
-from modelsec.progress import RichProgress
-from modelsec.training import training_set
+from modelsec.defenses.training import training_set
+from modelsec.results.dp_audit import DPAuditResult
 
 HERE = Path(__file__).resolve().parent
 TARGET_NONPRIVATE_EPSILON = 2.0

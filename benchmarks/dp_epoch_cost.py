@@ -38,12 +38,12 @@ import torch
 from torch import nn
 from torch.nn import functional
 
+from modelsec.core.seeding import generator, seeded
 from modelsec.data import load_splits
 from modelsec.data.dataset import Dataset
 from modelsec.defenses.dp_sgd import DPSGDConfig, train_dp_sgd
+from modelsec.defenses.training import accuracy
 from modelsec.models.zoo import build_architecture
-from modelsec.seeding import generator, seeded
-from modelsec.training import accuracy
 
 HERE = Path(__file__).resolve().parent
 TARGET_RATIO = 2.5

@@ -72,14 +72,14 @@ from modelsec.attacks.privacy.reference import ReferenceConfig, ReferenceTrainin
 from modelsec.attacks.privacy.signals import ReferenceSignals
 from modelsec.audits.membership_pool import MembershipPool, build_pool, reference_signals
 from modelsec.audits.privacy import summarise_membership
+from modelsec.core.seeding import generator, seeded
 from modelsec.data import load_splits
 from modelsec.data.dataset import Splits
+from modelsec.defenses.training import TrainingConfig, accuracy, train_classifier
 from modelsec.models.base import Classifier
 from modelsec.models.zoo import build_architecture
-from modelsec.results import MembershipAttackResult
-from modelsec.seeding import generator, seeded
+from modelsec.results.audit import MembershipAttackResult
 from modelsec.store.cache import SignalCache
-from modelsec.training import TrainingConfig, accuracy, train_classifier
 
 HERE = Path(__file__).resolve().parent
 ARCH = "small-cnn"

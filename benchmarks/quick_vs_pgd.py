@@ -15,9 +15,9 @@ import torch
 
 from modelsec.attacks.base import EvasionAttack, ThreatModel
 from modelsec.attacks.evasion import APGD, PGD
+from modelsec.core.seeding import generator
 from modelsec.data import load_splits
 from modelsec.models import load_model
-from modelsec.seeding import generator
 
 
 def main() -> None:

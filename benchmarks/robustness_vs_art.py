@@ -43,11 +43,11 @@ from torch import nn
 import modelsec
 from modelsec.audits.presets import PRESETS, build_attacks
 from modelsec.audits.robustness import evaluate_robustness
+from modelsec.core.seeding import generator
 from modelsec.data import load_splits
 from modelsec.models.base import eval_mode
 from modelsec.models.loading import LoadedModel, load_model
-from modelsec.results import eps_key
-from modelsec.seeding import generator
+from modelsec.results.audit import eps_key
 
 HERE = Path(__file__).resolve().parent
 MODELS: dict[str, Path | None] = {

@@ -29,12 +29,12 @@ import torch
 from torch import nn
 from torch.nn import functional
 
+from modelsec.core.seeding import generator, seeded
 from modelsec.data import load_splits
 from modelsec.models.base import eval_mode
 from modelsec.models.loading import bundled_model_path
 from modelsec.models.torch import read_safetensors_metadata, save_safetensors
 from modelsec.models.zoo import build_architecture
-from modelsec.seeding import generator, seeded
 
 HERE = Path(__file__).resolve().parent
 DEFAULT_OUT = HERE / "models" / "fmnist-pgd-at.safetensors"

@@ -14,8 +14,8 @@ from typing import Any
 
 import torch
 
+from modelsec.core.seeding import seeded
 from modelsec.models.zoo import build_architecture
-from modelsec.seeding import seeded
 
 
 class CreatesFile:

@@ -16,8 +16,7 @@ from typing import Any
 import numpy as np
 from scipy.stats import beta, norm
 
-from modelsec.metrics import epsilon_lower_bound
-from modelsec.results import (
+from modelsec.results.audit import (
     SCHEMA_VERSION,
     AttackRobustness,
     AuditResult,
@@ -34,6 +33,7 @@ from modelsec.results import (
     Verdict,
     eps_key,
 )
+from modelsec.stats.metrics import epsilon_lower_bound
 
 N_EVAL = 1000
 N_MEMBERS = 5000

@@ -11,9 +11,9 @@ from modelsec.attacks.evasion import APGD, EVASION_ATTACKS, PGD, APGDTargeted
 from modelsec.attacks.evasion.apgd import apgd_run, checkpoints, halve_step
 from modelsec.attacks.losses import LOSSES, attack_loss, dlr_loss, targeted_dlr_loss
 from modelsec.attacks.norms import NORMS
-from modelsec.errors import ConfigError
+from modelsec.core.errors import ConfigError
+from modelsec.core.seeding import generator
 from modelsec.models.base import Classifier
-from modelsec.seeding import generator
 from tests.conftest import LinearBinary
 
 pytestmark = pytest.mark.numerics

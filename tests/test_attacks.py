@@ -10,9 +10,9 @@ import torch
 from modelsec.attacks.base import EvasionAttack, ThreatModel
 from modelsec.attacks.evasion import EVASION_ATTACKS, FGSM, PGD
 from modelsec.attacks.norms import NORMS
-from modelsec.errors import ConfigError, DataError
+from modelsec.core.errors import ConfigError, DataError
+from modelsec.core.seeding import generator
 from modelsec.models.base import Capability, Classifier
-from modelsec.seeding import generator
 from tests.conftest import LinearBinary
 
 pytestmark = pytest.mark.numerics  # rerun by `make test-numerics` under another CPU configuration

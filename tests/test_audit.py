@@ -11,11 +11,11 @@ import torch
 
 from modelsec.attacks.norms import NORMS
 from modelsec.audits import AuditConfig, run_audit
+from modelsec.defenses.training import TrainingConfig, train_and_save
 from modelsec.models import load_model
-from modelsec.results import AuditResult, eps_key
-from modelsec.schema import validate_result_dict
+from modelsec.results.audit import AuditResult, eps_key
+from modelsec.results.schema import validate_result_dict
 from modelsec.store import RunStore
-from modelsec.training import TrainingConfig, train_and_save
 from tests.conftest import needs_fashion_mnist
 
 

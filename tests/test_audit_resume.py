@@ -32,11 +32,11 @@ from modelsec.attacks.evasion import EVASION_ATTACKS
 from modelsec.audits.checkpoint import AUDIT_CHECKPOINT_FORMAT, AuditCheckpoint, audit_checkpoint_path
 from modelsec.audits.robustness import RobustnessRun, evaluate_robustness
 from modelsec.cli.main import main
+from modelsec.core.resume import CheckpointMismatch, Resumer, checkpointing, resumable, track_generator, track_queries
+from modelsec.core.seeding import generator
 from modelsec.data import load_splits
+from modelsec.defenses.training import TrainingConfig, train_and_save
 from modelsec.models.base import Classifier
-from modelsec.resume import CheckpointMismatch, Resumer, checkpointing, resumable, track_generator, track_queries
-from modelsec.seeding import generator
-from modelsec.training import TrainingConfig, train_and_save
 
 # A multi-batch audit (300 test records, 128 a batch) that takes a few seconds: the quick preset (APGD with
 # restarts, FGSM) at two budgets, the sanity checks and membership inference.

@@ -10,9 +10,9 @@ from torch import nn
 from modelsec.attacks.base import ThreatModel
 from modelsec.attacks.evasion import PGD, HopSkipJump, Square
 from modelsec.attacks.evasion.square import pseudo_gaussian, split_bump, window_size
-from modelsec.errors import ConfigError
+from modelsec.core.errors import ConfigError
+from modelsec.core.seeding import generator
 from modelsec.models.base import Capability, Classifier
-from modelsec.seeding import generator
 from tests.conftest import LinearBinary
 
 pytestmark = pytest.mark.numerics  # rerun by `make test-numerics` under another CPU configuration

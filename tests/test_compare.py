@@ -13,9 +13,9 @@ from markupsafe import escape
 import modelsec
 from modelsec.audits.compare import dp_claim, model_names
 from modelsec.cli.main import main
-from modelsec.comparison import Comparison, ModelSummary, recommend, rule_text
 from modelsec.models.loading import bundled_model_path
-from modelsec.results import AuditResult, Interval
+from modelsec.results.audit import AuditResult, Interval
+from modelsec.results.comparison import Comparison, ModelSummary, recommend, rule_text
 
 
 def summary(

@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from modelsec.core.errors import ConfigError, DataError
 from modelsec.data import (
     DATASETS,
     SplitOverlapWarning,
@@ -29,7 +30,6 @@ from modelsec.data.fashion_mnist import (
 )
 from modelsec.data.files import file_splits, load_file
 from modelsec.data.sklearn_sets import breast_cancer_dataset, digits_dataset
-from modelsec.errors import ConfigError, DataError
 
 REAL_FASHION_DIR = Path("/usr/share/datasets/fashion-mnist")
 needs_fashion = pytest.mark.skipif(

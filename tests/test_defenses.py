@@ -25,15 +25,15 @@ import modelsec
 from modelsec.attacks.base import ThreatModel
 from modelsec.attacks.evasion import PGD
 from modelsec.cli.main import main as cli_main
+from modelsec.core.errors import ConfigError
+from modelsec.core.seeding import generator, seeded
 from modelsec.data.dataset import Dataset, Splits
 from modelsec.defenses import DEFENSES, FGSMRS, Checkpoint, FGSMRSConfig, make_defense
 from modelsec.defenses.checkpoint import CHECKPOINT_FORMAT
-from modelsec.errors import ConfigError
+from modelsec.defenses.training import TrainingState
 from modelsec.models.base import Classifier
 from modelsec.models.torch import read_safetensors_metadata
 from modelsec.models.zoo import build_architecture
-from modelsec.seeding import generator, seeded
-from modelsec.training import TrainingState
 
 EPS = 0.1
 WEAK = 20

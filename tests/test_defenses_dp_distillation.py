@@ -19,17 +19,17 @@ from torch.nn import functional
 import modelsec
 from modelsec.audits import AuditConfig, run_audit
 from modelsec.cli.main import main as cli_main
+from modelsec.core.errors import ConfigError
+from modelsec.core.seeding import seeded
 from modelsec.data import load_splits
 from modelsec.data.dataset import Dataset, Splits
 from modelsec.defenses import DEFENSES, Checkpoint, make_defense
 from modelsec.defenses.distillation import DefensiveDistillation, saturation
 from modelsec.defenses.dp_sgd import DPSGD, DPSGDConfig, DPSGDDefenseConfig
-from modelsec.errors import ConfigError
+from modelsec.defenses.training import TrainingState
 from modelsec.models import Classifier
 from modelsec.models.torch import read_safetensors_metadata
 from modelsec.models.zoo import build_architecture
-from modelsec.seeding import seeded
-from modelsec.training import TrainingState
 
 FEATURES, CLASSES = 8, 3
 CENTERS = np.random.default_rng(0).random((CLASSES, FEATURES)).astype(np.float32)
@@ -129,7 +129,7 @@ def test_dp_sgd_harden_records_epsilon_and_accountants(tmp_path: Path) -> None:
     dp_accounting = pytest.importorskip("dp_accounting")
     from dp_accounting.pld import PLDAccountant
 
-    from modelsec.privacy_accounting import epsilon_prv, epsilon_rdp
+    from modelsec.stats.accountants import epsilon_prv, epsilon_rdp
 
     out = tmp_path / "dp.safetensors"
     config = {"noise_multiplier": 1.1, "batch_size": 16, "epochs": 1, "lr": 0.1, "seed": 2}

@@ -20,16 +20,16 @@ from torch.nn import functional
 import modelsec
 from modelsec.audits.runner import AuditConfig, run_audit
 from modelsec.cli.main import main as cli_main
+from modelsec.core.errors import ConfigError, ModelLoadError
+from modelsec.core.seeding import seeded
 from modelsec.data import load_splits
 from modelsec.data.dataset import Dataset, Splits
 from modelsec.defenses import DEFENSES, DMP, Regularised, make_defense
-from modelsec.errors import ConfigError, ModelLoadError
+from modelsec.defenses.training import TrainingState
 from modelsec.models import Capability, load_model
 from modelsec.models.output import PROBABILITY_FLOOR, LabelOnly, Rounding, TopK, harden_output
 from modelsec.models.torch import read_safetensors_metadata
 from modelsec.models.zoo import build_architecture
-from modelsec.seeding import seeded
-from modelsec.training import TrainingState
 
 MEMBERSHIP_DEFENSES = ("dmp", "regularised", "output-hardening")
 

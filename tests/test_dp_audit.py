@@ -18,8 +18,11 @@ from torch import nn
 from modelsec.audits import dp_audit
 from modelsec.audits.canaries import draw_canaries, with_canaries
 from modelsec.audits.dp_audit import AuditTraining, defense_trainer, module_logits, one_run_audit
+from modelsec.core.errors import ConfigError
+from modelsec.core.seeding import seeded
 from modelsec.data.dataset import Dataset
-from modelsec.dp_audit_bound import (
+from modelsec.results.dp_audit import DPAuditResult, DPClaim
+from modelsec.stats.dp_audit_bound import (
     clopper_pearson_epsilon,
     correct_guesses,
     guess_grid,
@@ -27,9 +30,6 @@ from modelsec.dp_audit_bound import (
     one_run_epsilon,
     p_value,
 )
-from modelsec.dp_audit_result import DPAuditResult, DPClaim
-from modelsec.errors import ConfigError
-from modelsec.seeding import seeded
 
 pytestmark = pytest.mark.numerics  # rerun by `make test-numerics` under another CPU configuration
 

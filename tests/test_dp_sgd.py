@@ -18,6 +18,8 @@ from torch.nn import functional
 pytest.importorskip("opacus")
 pytest.importorskip("dp_accounting")
 
+from modelsec.core.errors import ConfigError
+from modelsec.core.seeding import generator, seeded
 from modelsec.data.dataset import Dataset
 from modelsec.defenses.dp_sgd import (
     BatchNormReplacedWarning,
@@ -28,10 +30,8 @@ from modelsec.defenses.dp_sgd import (
     poisson_batches,
     train_dp_sgd,
 )
-from modelsec.errors import ConfigError
 from modelsec.models.zoo import build_architecture
-from modelsec.privacy_accounting import epsilon_prv
-from modelsec.seeding import generator, seeded
+from modelsec.stats.accountants import epsilon_prv
 
 pytestmark = pytest.mark.numerics  # rerun by `make test-numerics` under another CPU configuration
 

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from modelsec.metrics import (
+from modelsec.stats.metrics import (
     FPR_TARGETS,
     advantage,
     balanced_accuracy,

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from modelsec.audits.exposure import CSV_COLUMNS, most_exposed, write_exposed_csv
-from modelsec.results import AuditResult
+from modelsec.results.audit import AuditResult
 from tests.report_fixtures import make_audit_result
 
 NAMES = ["cat", "dog", "bird"]

@@ -31,9 +31,9 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+from modelsec.core.seeding import seeded
 from modelsec.models.torch import save_safetensors
 from modelsec.models.zoo import build_architecture
-from modelsec.seeding import seeded
 from tests.evil_archives import EVIL_KINDS, EVIL_PARTS, evil_archive, export_mlp, rewrite
 
 WORKERS = 3
@@ -241,7 +241,7 @@ def _store_file(env: Env) -> None:
 
 def _html_data(env: Env) -> None:
     """A CSV whose file name, class names and column names are HTML, and a model trained on it (here, in-process)."""
-    from modelsec.training import TrainingConfig, train_and_save
+    from modelsec.defenses.training import TrainingConfig, train_and_save
 
     rng = np.random.default_rng(0)
     names = ["<script>alert(2)</script>", "<img src=x onerror=alert(3)>"]
@@ -391,7 +391,7 @@ def _audit_interrupted_then_resumed(env: Env, outcome: Outcome) -> None:
 _WRITER = """
 import json, sys, time
 from pathlib import Path
-from modelsec.results import AuditResult
+from modelsec.results.audit import AuditResult
 from modelsec.store import RunStore
 d = json.loads(Path("result.json").read_text())
 d["run_id"] = "20250114-093012-w" + sys.argv[1]

@@ -31,12 +31,12 @@ from modelsec.attacks.privacy.signals import (
 )
 from modelsec.audits.membership_pool import build_pool, reference_signals
 from modelsec.audits.privacy import evaluate_membership, plan_membership_attacks
+from modelsec.core.errors import ConfigError
 from modelsec.data.dataset import Dataset, Splits
-from modelsec.errors import ConfigError
-from modelsec.metrics import auc
+from modelsec.defenses.training import TrainingConfig
 from modelsec.models.base import Capability
+from modelsec.stats.metrics import auc
 from modelsec.store.cache import SignalCache
-from modelsec.training import TrainingConfig
 
 pytestmark = pytest.mark.numerics  # rerun by `make test-numerics` under another CPU configuration
 

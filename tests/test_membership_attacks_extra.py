@@ -21,9 +21,9 @@ from modelsec.attacks.privacy import (
 from modelsec.attacks.privacy.label_only import translate, translation_offsets
 from modelsec.attacks.privacy.shadow import shadow_features
 from modelsec.attacks.privacy.signals import cross_entropy
-from modelsec.errors import ConfigError, DataError
-from modelsec.metrics import auc
+from modelsec.core.errors import ConfigError, DataError
 from modelsec.models.base import Capability, Classifier
+from modelsec.stats.metrics import auc
 
 pytestmark = pytest.mark.numerics  # rerun by `make test-numerics` under another CPU configuration
 

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from modelsec.audits.privacy import summarise_membership
-from modelsec.metrics import epsilon_lower_bound
+from modelsec.stats.metrics import epsilon_lower_bound
 
 
 def test_summary_has_balanced_accuracy_and_epsilon_bound() -> None:

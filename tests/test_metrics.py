@@ -11,7 +11,7 @@ from sklearn.metrics import roc_auc_score
 
 from modelsec.attacks.privacy import LossThreshold, MembershipInputs, Signals
 from modelsec.audits.privacy import evaluate_membership, summarise_membership
-from modelsec.metrics import (
+from modelsec.stats.metrics import (
     _auc_fast,
     advantage,
     auc,

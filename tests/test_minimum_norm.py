@@ -18,9 +18,9 @@ import torch
 from modelsec.attacks.base import EvasionAttack, EvasionResult, ThreatModel
 from modelsec.attacks.evasion import EVASION_ATTACKS, CarliniWagnerL2, DeepFool
 from modelsec.attacks.norms import NORMS, clip_to_bounds
-from modelsec.errors import ConfigError
+from modelsec.core.errors import ConfigError
+from modelsec.core.seeding import generator
 from modelsec.models.base import Classifier
-from modelsec.seeding import generator
 from tests.conftest import LinearBinary
 
 pytestmark = pytest.mark.numerics  # rerun by `make test-numerics` under another CPU configuration

@@ -19,11 +19,11 @@ import sympy
 import torch
 
 import modelsec.models.export_safety as export_safety
-from modelsec.errors import ModelLoadError, UnsafeModelError, printable
+from modelsec.core.errors import ModelLoadError, UnsafeModelError, printable
+from modelsec.core.seeding import seeded
 from modelsec.models import load_model
 from modelsec.models.export_safety import check_graph_target, check_guard, check_symbolic_expression
 from modelsec.models.zoo import build_architecture
-from modelsec.seeding import seeded
 from tests.evil_archives import EVIL_KINDS, EVIL_PARTS, RUN_BY_PLAIN_TORCH, evil_archive, export_mlp, rewrite
 
 

@@ -12,10 +12,10 @@ import pytest
 import torch
 from torch import nn
 
-from modelsec.errors import ConfigError, ModelLoadError, UnsafeModelError
+from modelsec.core.errors import ConfigError, ModelLoadError, UnsafeModelError
+from modelsec.core.seeding import seeded
 from modelsec.models import Classifier, ModelFormat, build_architecture, detect_format, eval_mode, load_model
 from modelsec.models.torch import save_safetensors
-from modelsec.seeding import seeded
 
 
 class _CreatesFile:
@@ -158,7 +158,7 @@ def test_classifier_eval_mode_is_restored_and_queries_counted() -> None:
 
 def test_classifier_rejects_wrong_outputs_and_shapes() -> None:
     clf = Classifier(nn.Linear(6, 4), input_shape=(6,), num_classes=3)
-    from modelsec.errors import DataError
+    from modelsec.core.errors import DataError
 
     with pytest.raises(DataError, match="expected logits"):
         clf.predict(torch.rand(2, 6))

@@ -12,9 +12,8 @@ import modelsec
 from modelsec.audits import AuditConfig, run_audit
 from modelsec.audits.compare import run_compare
 from modelsec.audits.dp_audit import run_dp_audit
-from modelsec.defenses import make_defense
-from modelsec.errors import ConfigError
-from modelsec.options import (
+from modelsec.core.errors import ConfigError
+from modelsec.core.options import (
     SEED_LIMIT,
     SPLIT_SEED_LIMIT,
     check_device,
@@ -22,7 +21,8 @@ from modelsec.options import (
     check_writable_file,
     check_writable_folder,
 )
-from modelsec.training import TrainingConfig, train_and_save
+from modelsec.defenses import make_defense
+from modelsec.defenses.training import TrainingConfig, train_and_save
 
 
 @pytest.mark.parametrize("seed", [-1, SEED_LIMIT, 99999999999999999999999, True, 1.0, "3", None])

@@ -10,8 +10,8 @@ import pytest
 pytest.importorskip("opacus")
 pytest.importorskip("dp_accounting")
 
-from modelsec.errors import ConfigError
-from modelsec.privacy_accounting import (
+from modelsec.core.errors import ConfigError
+from modelsec.stats.accountants import (
     ACCOUNTANTS,
     all_epsilons,
     epsilon,

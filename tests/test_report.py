@@ -18,7 +18,7 @@ from matplotlib.container import ErrorbarContainer
 from modelsec.report import render_html, render_markdown, write_html
 from modelsec.report.plots import figure_to_png_data_uri, membership_roc, robustness_curve
 from modelsec.report.tables import duration, eps_label, pct
-from modelsec.results import AuditResult, MinNormStats, SanityFlag, SkippedAttack, Verdict
+from modelsec.results.audit import AuditResult, MinNormStats, SanityFlag, SkippedAttack, Verdict
 from tests.report_fixtures import make_audit_result
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -616,8 +616,8 @@ def test_roc_shows_every_attack(result: AuditResult) -> None:
 
 
 def test_report_fprs_are_the_metric_targets() -> None:
-    from modelsec.metrics import FPR_TARGETS
     from modelsec.report.tables import LOW_FPRS
+    from modelsec.stats.metrics import FPR_TARGETS
 
     assert LOW_FPRS == FPR_TARGETS
 

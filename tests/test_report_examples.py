@@ -16,7 +16,7 @@ from matplotlib.image import AxesImage
 from modelsec.report import render_html, write_html
 from modelsec.report.examples import ExampleGrid, example_grid_figure, select_examples
 from modelsec.report.plots import figure_to_png_data_uri
-from modelsec.results import AuditResult
+from modelsec.results.audit import AuditResult
 from tests.report_fixtures import (
     CLASS_NAMES,
     NPZ_BROKEN,

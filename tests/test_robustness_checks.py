@@ -26,14 +26,14 @@ from modelsec.audits import AuditConfig, run_audit
 from modelsec.audits.presets import build_attacks, preset_specs
 from modelsec.audits.sanity import CHECKS, VOTES, apply_remedies, check_batch_dependence, pre_checks
 from modelsec.audits.verdict import make_verdict
+from modelsec.core.seeding import generator, seeded
 from modelsec.data import load_splits
 from modelsec.data.dataset import Splits
+from modelsec.defenses.training import TrainingConfig, train_classifier
 from modelsec.models import Classifier, build_architecture
 from modelsec.models.loading import load_model
 from modelsec.report import render_markdown
-from modelsec.results import Interval, RobustnessResult, SanityFlag
-from modelsec.seeding import generator, seeded
-from modelsec.training import TrainingConfig, train_classifier
+from modelsec.results.audit import Interval, RobustnessResult, SanityFlag
 from tests.conftest import needs_fashion_mnist
 
 EPS = 0.1

@@ -12,9 +12,9 @@ from typing import Any
 
 import pytest
 
-from modelsec.errors import DataError
-from modelsec.results import SCHEMA_VERSION, AuditResult
-from modelsec.schema import load_result_schema, validate_result_dict
+from modelsec.core.errors import DataError
+from modelsec.results.audit import SCHEMA_VERSION, AuditResult
+from modelsec.results.schema import load_result_schema, validate_result_dict
 from tests.store_fixtures import make_result
 
 

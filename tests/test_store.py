@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from modelsec.errors import ModelsecError, StoreError
+from modelsec.core.errors import ModelsecError, StoreError
 from modelsec.store import STORE_VERSION, RunStore, default_store_path, new_run_id
 from tests.store_fixtures import make_result
 

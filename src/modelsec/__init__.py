@@ -16,18 +16,18 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-__version__ = "0.1.0"
+from modelsec.core.version import __version__
 
 if TYPE_CHECKING:
     from torch import nn
 
-    from modelsec.comparison import Comparison
+    from modelsec.core.progress import Progress
     from modelsec.data.dataset import Splits
     from modelsec.defenses.base import DefenseConfig
     from modelsec.models.base import Classifier
     from modelsec.models.loading import LoadedModel
-    from modelsec.progress import Progress
-    from modelsec.results import AuditResult
+    from modelsec.results.audit import AuditResult
+    from modelsec.results.comparison import Comparison
 
 
 def audit(
@@ -135,7 +135,7 @@ def compare(
     **audit_kwargs: Any,
 ) -> Comparison:
     """Run the same audit on a baseline and its hardened variants and recommend one; see
-    :mod:`modelsec.audits.compare` and the rule in :func:`modelsec.comparison.rule_text`.
+    :mod:`modelsec.audits.compare` and the rule in :func:`modelsec.results.comparison.rule_text`.
 
     Args:
         baseline, hardened: model files (safetensors, ``.pt2``, or pickle-based with ``trust_model``).
@@ -156,7 +156,7 @@ def compare(
     """
     from modelsec.audits import AuditConfig
     from modelsec.audits.compare import run_compare
-    from modelsec.errors import ConfigError
+    from modelsec.core.errors import ConfigError
     from modelsec.store import RunStore, default_store_path
 
     if config is not None and audit_kwargs:

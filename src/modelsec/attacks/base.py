@@ -6,7 +6,7 @@ base class validates inputs, runs the algorithm batch by batch on the samples th
 the classifier's bounds, re-classifies it, and builds the result. An example counts as adversarial only after
 that re-classification; a subclass's own idea of success is never used.
 
-Resumable (:mod:`modelsec.resume`): the batch loop is a frame whose save points are the batch boundaries, and each
+Resumable (:mod:`modelsec.core.resume`): the batch loop is a frame whose save points are the batch boundaries, and each
 attack's own loops (restarts, targets, iterations) are frames inside it, so an audit's checkpoint can be written
 inside a batch that takes hours on a big model and resumed there with the same result.
 """
@@ -22,10 +22,10 @@ from typing import Any, ClassVar, final
 import torch
 
 from modelsec.attacks.norms import NORMS, Norm, clip_to_bounds
-from modelsec.errors import ConfigError, DataError
+from modelsec.core.errors import ConfigError, DataError
+from modelsec.core.progress import NullProgress, Progress
+from modelsec.core.resume import resumable
 from modelsec.models.base import Capability, Classifier
-from modelsec.progress import NullProgress, Progress
-from modelsec.resume import resumable
 
 # Slack for float32 round-off when checking that an output lies in the eps-ball and the bounds.
 _TOL = 1e-6
@@ -137,7 +137,7 @@ class EvasionAttack(abc.ABC):
         start = time.perf_counter()
         bs = classifier.batch_size
         norm = threat.norm_impl
-        with resumable("attack.batches") as frame:  # resumable at every batch (see modelsec.resume)
+        with resumable("attack.batches") as frame:  # resumable at every batch (see modelsec.core.resume)
             if frame.restored is None:
                 queries_before = classifier.queries
                 pred_clean = classifier.predict(x)

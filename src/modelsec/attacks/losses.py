@@ -17,7 +17,7 @@ from __future__ import annotations
 import torch
 from torch.nn import functional
 
-from modelsec.errors import ConfigError
+from modelsec.core.errors import ConfigError
 
 LOSSES = ("ce", "margin", "dlr")
 

@@ -10,7 +10,7 @@ import abc
 
 import torch
 
-from modelsec.registry import Registry
+from modelsec.core.registry import Registry
 
 NORMS: Registry[Norm] = Registry("norm")
 

@@ -20,8 +20,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from modelsec.core.errors import ConfigError
 from modelsec.data.dataset import Dataset
-from modelsec.errors import ConfigError
 
 CANARY_KINDS = ("mislabelled", "out-of-distribution")
 

@@ -1,7 +1,7 @@
 """Audits that survive a crash: the checkpoint ``OUT/audit.ckpt`` and what makes two audits "the same run".
 
 While ``modelsec audit --out OUT`` runs, ``OUT/audit.ckpt`` holds the state of the audit at its last save point
-(:mod:`modelsec.resume`): which phase (robustness, sanity checks, membership inference), which attack at which
+(:mod:`modelsec.core.resume`): which phase (robustness, sanity checks, membership inference), which attack at which
 epsilon, which batch, and inside the long attacks which restart, target and iteration, with every array an
 uninterrupted run would hold there, the ``torch.Generator`` state and the classifier's query counter. Rerunning
 the same command resumes from it and writes the ``result.json`` numbers and ``adversarial.npz`` arrays of an
@@ -41,11 +41,11 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 
-from modelsec import __version__
-from modelsec.errors import ConfigError
+from modelsec.core.errors import ConfigError
+from modelsec.core.resume import Payload, Resumer, Tracked
+from modelsec.core.version import __version__
 from modelsec.models.base import Classifier
-from modelsec.results import DataInfo, ModelInfo
-from modelsec.resume import Payload, Resumer, Tracked
+from modelsec.results.audit import DataInfo, ModelInfo
 from modelsec.store.checkpoint import CheckpointFile
 
 if TYPE_CHECKING:
@@ -121,7 +121,7 @@ def audit_run_key(
 
 
 class AuditCheckpoint:
-    """The checkpoint file of one audit and the :class:`~modelsec.resume.Resumer` that writes it."""
+    """The checkpoint file of one audit and the :class:`~modelsec.core.resume.Resumer` that writes it."""
 
     def __init__(self, out_dir: str | Path, run: dict[str, Any]) -> None:
         self.file = CheckpointFile(

@@ -26,8 +26,18 @@ from typing import Any
 
 from modelsec.audits.checkpoint import audit_checkpoint_path
 from modelsec.audits.privacy import strongest
-from modelsec.audits.runner import AuditConfig, run_audit, versions
-from modelsec.comparison import (
+from modelsec.audits.runner import AuditConfig, run_audit
+from modelsec.core.errors import ConfigError
+from modelsec.core.options import check_writable_folder
+from modelsec.core.progress import NullProgress, Progress
+from modelsec.core.version import versions
+from modelsec.data import load_splits
+from modelsec.data.dataset import Splits
+from modelsec.models.formats import ModelFormat
+from modelsec.models.loading import check_loadable
+from modelsec.models.torch import read_safetensors_metadata
+from modelsec.results.audit import AuditResult, MembershipAttackResult
+from modelsec.results.comparison import (
     COMPARISON_SCHEMA_VERSION,
     DEFAULT_MAX_ACCURACY_DROP,
     LOW_FPR,
@@ -35,15 +45,6 @@ from modelsec.comparison import (
     ModelSummary,
     recommend,
 )
-from modelsec.data import load_splits
-from modelsec.data.dataset import Splits
-from modelsec.errors import ConfigError
-from modelsec.models.formats import ModelFormat
-from modelsec.models.loading import check_loadable
-from modelsec.models.torch import read_safetensors_metadata
-from modelsec.options import check_writable_folder
-from modelsec.progress import NullProgress, Progress
-from modelsec.results import AuditResult, MembershipAttackResult
 from modelsec.store.cache import SignalCache
 
 _FINGERPRINTS = ("samples_sha256", "mia_candidates_sha256")
@@ -113,7 +114,7 @@ def run_compare(
     resume: bool = True,
 ) -> CompareOutcome:
     """Audit ``baseline`` and every ``hardened`` model file with the same ``config`` on the same data, recommend
-    one (:func:`modelsec.comparison.recommend`) and, with ``out_dir``, write every audit and the comparison.
+    one (:func:`modelsec.results.comparison.recommend`) and, with ``out_dir``, write every audit and the comparison.
 
     ``data``: a data set name or file, or :class:`Splits`; ``None`` uses the data the baseline records (with
     ``config.split_seed``, else the baseline's recorded split seed). Every file is checked (exists, safe to load)

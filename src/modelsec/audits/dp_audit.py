@@ -9,7 +9,7 @@ Pipeline (:func:`one_run_audit`):
 3. score every canary on the trained model with a black-box membership score of its canary label, in float64
    (:data:`SCORES`; higher means "more likely included");
 4. guess "in" on the highest scores and "out" on the lowest, abstain on the rest, and turn the number of correct
-   guesses into an epsilon lower bound at 95% confidence (:mod:`modelsec.dp_audit_bound`), maximised over the
+   guesses into an epsilon lower bound at 95% confidence (:mod:`modelsec.stats.dp_audit_bound`), maximised over the
    number of guesses.
 
 Threat model: a black-box attacker who sees the final model's outputs (logits) on the canaries. The paper's
@@ -35,14 +35,14 @@ from torch import nn
 
 from modelsec.attacks.privacy.signals import cross_entropy, scaled_logit
 from modelsec.audits.canaries import CANARY_KINDS, Canaries, draw_canaries, with_canaries
+from modelsec.core.errors import ConfigError
+from modelsec.core.options import check_seed, check_writable_folder
+from modelsec.core.progress import NullProgress, Progress
 from modelsec.data.dataset import Dataset, Splits
 from modelsec.defenses.base import DefenseConfig, make_defense
-from modelsec.dp_audit_bound import CORRECTIONS, DEFAULT_BETA, one_run_bound
-from modelsec.dp_audit_result import DPAuditResult, DPClaim
-from modelsec.errors import ConfigError
 from modelsec.models.base import eval_mode
-from modelsec.options import check_seed, check_writable_folder
-from modelsec.progress import NullProgress, Progress
+from modelsec.results.dp_audit import DPAuditResult, DPClaim
+from modelsec.stats.dp_audit_bound import CORRECTIONS, DEFAULT_BETA, one_run_bound
 
 DEFAULT_CANARIES = 1000
 DEFAULT_DELTA = 1e-5
@@ -111,8 +111,8 @@ def defense_trainer(
     ``defense`` (``dp-sgd``, ``standard``, ...) and its ``config`` (validated now), as ``modelsec harden`` would; the
     claim is the defense's differential-privacy guarantee, if it makes one. ``test``: held-out data for the accuracy
     in the record. Each call trains a fresh model (initialised under the config's seed)."""
+    from modelsec.core.seeding import seeded
     from modelsec.models.zoo import build_architecture, default_architecture
-    from modelsec.seeding import seeded
 
     cfg = make_defense(defense, config).config
 
@@ -173,7 +173,7 @@ def one_run_audit(
         delta: the delta of the bound; default: the claim's delta, or :data:`DEFAULT_DELTA` without a claim. A
             delta other than the claim's is refused (the bound would test another claim).
         beta, grid, correction: the test's level ``1 - beta``, the numbers of guesses tried and the correction for
-            trying several (:func:`modelsec.dp_audit_bound.one_run_bound`).
+            trying several (:func:`modelsec.stats.dp_audit_bound.one_run_bound`).
 
     >>> import numpy as np
     >>> from modelsec.data.dataset import Dataset
@@ -300,7 +300,7 @@ def run_dp_audit(
     Writes ``dp_audit.json`` and ``dp_audit.html`` to ``out_dir`` if given; returns the result and the files
     written."""
     from modelsec.data import load_splits
-    from modelsec.training import check_run_options, training_set
+    from modelsec.defenses.training import check_run_options, training_set
 
     impl = make_defense(defense, config)  # options validated before the data loads
     check_run_options(members=members, device=device, split_seed=split_seed)

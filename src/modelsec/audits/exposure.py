@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from modelsec.results import ExposedRecord
+from modelsec.results.audit import ExposedRecord
 
 CSV_COLUMNS = ("rank", "member_index", "label", "class_name", "score", "attack")
 

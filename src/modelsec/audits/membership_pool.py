@@ -24,11 +24,11 @@ from modelsec.attacks.privacy.reference import (
     train_reference_models,
 )
 from modelsec.attacks.privacy.signals import ReferenceSignals
+from modelsec.core.errors import ConfigError
+from modelsec.core.progress import Progress
 from modelsec.data.dataset import Dataset, Splits
-from modelsec.errors import ConfigError
-from modelsec.progress import Progress
+from modelsec.defenses.training import TrainingConfig
 from modelsec.store.cache import SignalCache, cache_key
-from modelsec.training import TrainingConfig
 
 
 @dataclass(frozen=True)

@@ -29,9 +29,9 @@ from typing import Any
 
 from modelsec.attacks.base import EvasionAttack
 from modelsec.attacks.evasion import EVASION_ATTACKS
-from modelsec.errors import ConfigError
+from modelsec.core.errors import ConfigError
 from modelsec.models.base import Capability, Classifier
-from modelsec.results import SkippedAttack
+from modelsec.results.audit import SkippedAttack
 
 
 @dataclass(frozen=True)

@@ -12,8 +12,10 @@ import numpy as np
 
 from modelsec.attacks.privacy.base import MEMBERSHIP_ATTACKS, MembershipAttack, MembershipInputs
 from modelsec.attacks.privacy.reference import ReferenceConfig
-from modelsec.errors import ConfigError
-from modelsec.metrics import (
+from modelsec.core.errors import ConfigError
+from modelsec.models.base import Capability
+from modelsec.results.audit import MembershipAttackResult
+from modelsec.stats.metrics import (
     FPR_TARGETS,
     advantage,
     auc,
@@ -25,8 +27,6 @@ from modelsec.metrics import (
     tpr_at_fpr,
     tpr_ci_at_fpr,
 )
-from modelsec.models.base import Capability
-from modelsec.results import MembershipAttackResult
 
 
 def summarise_membership(
@@ -39,7 +39,7 @@ def summarise_membership(
     params: dict[str, object] | None = None,
 ) -> MembershipAttackResult:
     """AUC with a bootstrap interval, TPR at each target FPR with an exact interval, advantage and balanced
-    accuracy, the empirical epsilon lower bound (:func:`modelsec.metrics.epsilon_lower_bound`), a ROC sketch."""
+    accuracy, the empirical epsilon lower bound (:func:`modelsec.stats.metrics.epsilon_lower_bound`), a ROC sketch."""
     fpr, tpr, _ = roc(member_scores, nonmember_scores)
     n_m = int(np.asarray(member_scores).size)
     fx, tx = downsample_roc(fpr, tpr)

@@ -16,11 +16,11 @@ import numpy as np
 import torch
 
 from modelsec.attacks.base import EvasionAttack, ThreatModel
-from modelsec.metrics import rate_with_ci
+from modelsec.core.progress import NullProgress, Progress
+from modelsec.core.resume import resumable
 from modelsec.models.base import Capability, Classifier
-from modelsec.progress import NullProgress, Progress
-from modelsec.results import AttackRobustness, MinNormStats, RobustnessResult, eps_key
-from modelsec.resume import resumable
+from modelsec.results.audit import AttackRobustness, MinNormStats, RobustnessResult, eps_key
+from modelsec.stats.metrics import rate_with_ci
 
 
 @dataclass

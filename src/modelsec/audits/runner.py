@@ -11,7 +11,6 @@ import contextlib
 import dataclasses
 import datetime as dt
 import json
-import platform
 import time
 import warnings
 from dataclasses import dataclass, field, replace
@@ -22,7 +21,6 @@ import numpy as np
 import torch
 from torch import nn
 
-from modelsec import __version__
 from modelsec.attacks.base import EvasionAttack
 from modelsec.attacks.evasion import EVASION_ATTACKS
 from modelsec.attacks.privacy import (
@@ -42,17 +40,21 @@ from modelsec.audits.privacy import evaluate_membership, plan_membership_attacks
 from modelsec.audits.robustness import RobustnessRun, attack_labels, evaluate_robustness
 from modelsec.audits.sanity import CHECKS, Remedies, apply_remedies, post_checks, pre_checks, resolve
 from modelsec.audits.verdict import RULE, make_verdict
+from modelsec.core.errors import ConfigError
+from modelsec.core.options import SPLIT_SEED_LIMIT, check_seed, check_writable_folder
+from modelsec.core.progress import NullProgress, Progress
+from modelsec.core.resume import CheckpointMismatch, checkpointing, resumable, track_generator, track_queries, unsaved
+from modelsec.core.seeding import generator, seeded
+from modelsec.core.version import versions
 from modelsec.data import load_splits
 from modelsec.data.dataset import Splits
-from modelsec.errors import ConfigError
+from modelsec.defenses.training import TrainingConfig
 from modelsec.models.base import Classifier
 from modelsec.models.formats import ModelFormat
 from modelsec.models.loading import bundled_model_path, check_loadable, load_model
 from modelsec.models.torch import read_safetensors_metadata
 from modelsec.models.zoo import ARCHITECTURES, default_architecture
-from modelsec.options import SPLIT_SEED_LIMIT, check_seed, check_writable_folder
-from modelsec.progress import NullProgress, Progress
-from modelsec.results import (
+from modelsec.results.audit import (
     SCHEMA_VERSION,
     AuditResult,
     DataInfo,
@@ -62,9 +64,6 @@ from modelsec.results import (
     SanityFlag,
     SkippedAttack,
 )
-from modelsec.resume import CheckpointMismatch, checkpointing, resumable, track_generator, track_queries, unsaved
-from modelsec.seeding import generator, seeded
-from modelsec.training import TrainingConfig
 
 MAX_REFERENCE_MODELS = 1024
 """The most reference models an audit trains (LiRA's paper uses up to 256)."""
@@ -173,19 +172,6 @@ class AuditOutcome:
     result: AuditResult
     robustness_run: RobustnessRun | None
     files: dict[str, Path] = field(default_factory=dict)
-
-
-def versions() -> dict[str, str]:
-    import sklearn
-
-    return {
-        "modelsec": __version__,
-        "torch": torch.__version__,
-        "numpy": np.__version__,
-        "scikit-learn": sklearn.__version__,
-        "python": platform.python_version(),
-        "platform": platform.platform(terse=True),
-    }
 
 
 def _model_metadata(model: Any, trust_model: bool) -> dict[str, Any]:
@@ -473,7 +459,7 @@ def _phases(
     progress: Progress,
 ) -> _Phases:
     """Pre-checks, then the phases robustness, sanity checks and membership inference, each resumable: a
-    checkpoint is written before each (the ``"audit"`` frame of :mod:`modelsec.resume`), and the robustness phase
+    checkpoint is written before each (the ``"audit"`` frame of :mod:`modelsec.core.resume`), and the robustness phase
     checkpoints itself inside (:func:`~modelsec.audits.robustness.evaluate_robustness`)."""
     with resumable("audit") as frame, contextlib.ExitStack() as stack:
         timings: dict[str, float] = {}
@@ -549,7 +535,7 @@ def _sanity_checks(
     progress: Progress,
 ) -> RobustnessResult:
     """The robustness result with the sanity checks' flags (the checks' short attack runs are redone from their
-    start when interrupted: :func:`~modelsec.resume.unsaved`)."""
+    start when interrupted: :func:`~modelsec.core.resume.unsaved`)."""
     flags: list[SanityFlag] = []
     if config.checks:
         with progress.task("sanity checks", total=1) as advance, unsaved():

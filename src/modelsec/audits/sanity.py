@@ -41,9 +41,9 @@ from modelsec.attacks.base import EvasionAttack, ThreatModel
 from modelsec.attacks.evasion import EVASION_ATTACKS
 from modelsec.audits.presets import AttackSpec
 from modelsec.audits.robustness import RobustnessRun
+from modelsec.core.seeding import generator
 from modelsec.models.base import Capability, Classifier
-from modelsec.results import SanityFlag
-from modelsec.seeding import generator
+from modelsec.results.audit import SanityFlag
 
 EOT_SAMPLES = 10
 VOTES = 10  # forward passes behind each prediction of a randomised model (Classifier.votes)

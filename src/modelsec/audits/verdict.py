@@ -14,7 +14,7 @@ use); when another attack has a higher AUC, the details say so.
 from __future__ import annotations
 
 from modelsec.audits.privacy import strongest
-from modelsec.results import PrivacyResult, RobustnessResult, Verdict
+from modelsec.results.audit import PrivacyResult, RobustnessResult, Verdict
 
 _ORDER = {"ok": 0, "warning": 1, "fail": 2}
 RULE = __doc__.split("\n\n", 1)[1].strip() if __doc__ else ""

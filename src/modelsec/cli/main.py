@@ -17,9 +17,9 @@ from typing import Any
 
 import click
 
-from modelsec import __version__
-from modelsec.errors import ConfigError, DataError, ModelsecError, printable
-from modelsec.options import SEED_LIMIT, SPLIT_SEED_LIMIT, check_device, check_writable_file, check_writable_folder
+from modelsec.core.errors import ConfigError, DataError, ModelsecError, printable
+from modelsec.core.options import SEED_LIMIT, SPLIT_SEED_LIMIT, check_device, check_writable_file, check_writable_folder
+from modelsec.core.version import __version__
 
 EXIT_USER_ERROR = 2
 EXIT_INTERNAL_ERROR = 1
@@ -27,7 +27,7 @@ EXIT_PRIVACY_VIOLATION = 3
 """``audit-dp``: the one-run audit's lower bound exceeds the claimed epsilon (the claim is not delivered)."""
 
 # Option types checked by click as the command line is parsed, before anything is imported or loaded; the
-# workflows and config dataclasses check the same values again for the Python API (modelsec.options).
+# workflows and config dataclasses check the same values again for the Python API (modelsec.core.options).
 SEED = click.IntRange(0, SEED_LIMIT - 1)
 SPLIT_SEED = click.IntRange(0, SPLIT_SEED_LIMIT - 1)
 COUNT = click.IntRange(min=1)
@@ -69,7 +69,7 @@ def _parse_bounds(value: str | None) -> tuple[float, float] | None:
 
 
 def _progress(quiet: bool) -> Any:
-    from modelsec.progress import RichProgress
+    from modelsec.core.progress import RichProgress
 
     return RichProgress(quiet=quiet)
 
@@ -530,7 +530,7 @@ def train(
     quiet: bool,
 ) -> None:
     """Train a model on a data set's members split (standard training) and save it as safetensors."""
-    from modelsec.training import TrainingConfig, train_and_save
+    from modelsec.defenses.training import TrainingConfig, train_and_save
 
     config = TrainingConfig(
         epochs=epochs, batch_size=batch_size, lr=lr, weight_decay=weight_decay, lr_schedule=lr_schedule, seed=seed
@@ -951,7 +951,7 @@ def runs_show(run_id: str, as_json: bool, store_path: str | None) -> None:
 )
 def report(result_json: str, out_path: str) -> None:
     """Render report.html again from a result.json."""
-    from modelsec.results import AuditResult
+    from modelsec.results.audit import AuditResult
 
     try:
         result = AuditResult.load(result_json)  # DataError naming the field when it is not a result

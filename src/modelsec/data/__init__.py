@@ -22,6 +22,9 @@ import warnings
 from collections.abc import Callable
 from pathlib import Path
 
+from modelsec.core.errors import ConfigError, DataError
+from modelsec.core.options import SPLIT_SEED_LIMIT, check_seed
+from modelsec.core.registry import Registry
 from modelsec.data.dataset import Dataset, Splits
 from modelsec.data.fashion_mnist import fashion_mnist_splits, load_fashion_mnist
 from modelsec.data.files import DEFAULT_BOUNDS, file_splits, load_file
@@ -33,9 +36,6 @@ from modelsec.data.sklearn_sets import (
     stratified_splits,
 )
 from modelsec.data.validation import check_bounds, validate_arrays, validated_dataset
-from modelsec.errors import ConfigError, DataError
-from modelsec.options import SPLIT_SEED_LIMIT, check_seed
-from modelsec.registry import Registry
 
 __all__ = [
     "DATASETS",

@@ -22,9 +22,9 @@ from typing import Any
 
 import numpy as np
 
+from modelsec.core.errors import DataError, printable
 from modelsec.data.dataset import Dataset, Splits
 from modelsec.data.validation import validated_dataset
-from modelsec.errors import DataError, printable
 
 NAME = "fashion-mnist"
 ENV_VAR = "MODELSEC_FASHION_MNIST_DIR"

@@ -24,10 +24,10 @@ from pathlib import Path
 
 import numpy as np
 
+from modelsec.core.errors import DataError, printable
 from modelsec.data.dataset import Dataset, Splits
 from modelsec.data.sklearn_sets import stratified_splits
 from modelsec.data.validation import validated_dataset
-from modelsec.errors import DataError, printable
 
 DEFAULT_BOUNDS = (0.0, 1.0)
 _ZIP_MAGIC = b"PK\x03\x04"

@@ -13,9 +13,9 @@ from __future__ import annotations
 
 import numpy as np
 
+from modelsec.core.errors import DataError, printable
 from modelsec.data.dataset import Dataset, Splits
 from modelsec.data.validation import validated_dataset
-from modelsec.errors import DataError, printable
 
 BOUNDS = (0.0, 1.0)
 # each class needs 2 records in each half of the first cut so that the second cut can stratify again

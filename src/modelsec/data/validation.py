@@ -17,8 +17,8 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from modelsec.core.errors import ConfigError, DataError, printable
 from modelsec.data.dataset import Dataset
-from modelsec.errors import ConfigError, DataError, printable
 
 # dtype kinds accepted as numeric inputs: bool, signed and unsigned integers, floats.
 _NUMERIC_KINDS = "biuf"

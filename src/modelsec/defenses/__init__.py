@@ -12,7 +12,7 @@ built, before any data is loaded:
 >>> make_defense("pgd-at", {"eps": -1})
 Traceback (most recent call last):
 ...
-modelsec.errors.ConfigError: pgd-at: eps must be > 0 (in input units), got -1.0
+modelsec.core.errors.ConfigError: pgd-at: eps must be > 0 (in input units), got -1.0
 
 :func:`harden` trains an architecture with a defense and writes safetensors weights and a provenance JSON.
 """

@@ -36,11 +36,11 @@ from torch.nn import functional
 
 from modelsec.attacks.losses import attack_loss
 from modelsec.attacks.norms import NORMS, Norm, clip_to_bounds
+from modelsec.core.seeding import generator as seeded_generator
 from modelsec.data.dataset import Dataset
 from modelsec.defenses.base import DEFENSES, Defense, DefenseConfig, Guarantees, derived_seed
+from modelsec.defenses.training import TrainingState
 from modelsec.models.base import eval_mode, frozen_parameters
-from modelsec.seeding import generator as seeded_generator
-from modelsec.training import TrainingState
 
 PerSampleLoss = Callable[[torch.Tensor], torch.Tensor]
 """Maps logits ``(n, k)`` to the per-sample loss ``(n,)`` an inner attack ascends."""

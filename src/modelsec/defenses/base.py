@@ -1,15 +1,15 @@
 """The defense contract: a registered name, a typed configuration validated before training, the training hooks,
 and what the trained model is guaranteed to have.
 
-A defense trains through :func:`modelsec.training.train_classifier`, the same loop as standard training, by
+A defense trains through :func:`modelsec.defenses.training.train_classifier`, the same loop as standard training, by
 supplying its override points: the per-batch loss (adversarial training replaces the clean batch by its
 adversarial examples), an epoch-start and an epoch-end hook (an eps warm-up; a catastrophic-overfitting check that
 may restore the best weights and stop). Everything a defense must carry across epochs lives in the loop's
-:class:`~modelsec.training.TrainingState` (its ``extra`` dict), so the per-epoch checkpoint of
+:class:`~modelsec.defenses.training.TrainingState` (its ``extra`` dict), so the per-epoch checkpoint of
 :func:`modelsec.defenses.harden` resumes a defense exactly where it stopped.
 
 Adding a defense: subclass :class:`DefenseConfig` (a frozen, keyword-only dataclass whose ``__post_init__``
-raises :class:`~modelsec.errors.ConfigError`) and :class:`Defense`, and register the class in :data:`DEFENSES`.
+raises :class:`~modelsec.core.errors.ConfigError`) and :class:`Defense`, and register the class in :data:`DEFENSES`.
 It then appears in ``modelsec harden --defense``, ``modelsec list`` and the tests over every registered defense.
 """
 
@@ -29,18 +29,24 @@ from typing import Any, ClassVar
 import torch
 from torch import nn
 
+from modelsec.core.errors import ConfigError
+from modelsec.core.progress import NullProgress, Progress
+from modelsec.core.registry import Registry
 from modelsec.data.dataset import Dataset
-from modelsec.errors import ConfigError
-from modelsec.progress import NullProgress, Progress
-from modelsec.registry import Registry
-from modelsec.training import TrainingConfig, TrainingHistory, TrainingState, cross_entropy_loss, train_classifier
+from modelsec.defenses.training import (
+    TrainingConfig,
+    TrainingHistory,
+    TrainingState,
+    cross_entropy_loss,
+    train_classifier,
+)
 
 
 @dataclass(frozen=True, kw_only=True)
 class DefenseConfig(TrainingConfig):
     """Hyper-parameters of a defense: the training knobs every defense shares with standard training (``epochs``,
     ``batch_size``, ``lr``, ``weight_decay``, ``lr_schedule``, ``seed``; see
-    :class:`~modelsec.training.TrainingConfig`) plus the defense's own fields in a subclass.
+    :class:`~modelsec.defenses.training.TrainingConfig`) plus the defense's own fields in a subclass.
 
     Construction validates every field (types first, then values) and raises :class:`ConfigError` naming the
     defense, so a bad option fails before any data is loaded or any model is built.

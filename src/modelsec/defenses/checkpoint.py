@@ -13,8 +13,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from modelsec.defenses.training import TrainingState
 from modelsec.store.checkpoint import CheckpointFile
-from modelsec.training import TrainingState
 
 CHECKPOINT_FORMAT = "modelsec-training-checkpoint"
 CHECKPOINT_VERSION = 1

@@ -42,8 +42,8 @@ from torch.nn import functional
 from modelsec.data.dataset import Dataset
 from modelsec.defenses.base import DEFENSES, DefenseConfig, Guarantees
 from modelsec.defenses.teacher_student import TeacherStudentConfig, TeacherStudentDefense
+from modelsec.defenses.training import BatchLoss
 from modelsec.models.base import eval_mode
-from modelsec.training import BatchLoss
 
 SATURATION_TOLERANCE = 1e-6
 """A prediction counts as saturated when its top softmax probability is within this of 1."""

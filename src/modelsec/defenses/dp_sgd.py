@@ -14,7 +14,7 @@ learn whether one record was in the training set. DP-SGD bounds what any such at
    cost.
 
 The epsilon is then computed from the steps the optimizer actually took and the sample rate actually used, by the
-PRV accountant (Gopi et al. 2021, the claim), with RDP and Google's PLD beside it (:mod:`modelsec.privacy_accounting`).
+PRV accountant (Gopi et al. 2021, the claim), with RDP and Google's PLD beside it (:mod:`modelsec.stats.accountants`).
 
 Settings are named as TensorFlow Privacy's DP optimizers name them:
 
@@ -76,11 +76,14 @@ import torch
 from torch import nn
 from torch.nn import functional
 
+from modelsec.core.errors import ConfigError
+from modelsec.core.options import check_seed
+from modelsec.core.progress import NullProgress, Progress
+from modelsec.core.seeding import generator, seeded
 from modelsec.data.dataset import Dataset
 from modelsec.defenses.base import DEFENSES, Defense, DefenseConfig, Guarantees
-from modelsec.errors import ConfigError
-from modelsec.options import check_seed
-from modelsec.privacy_accounting import (
+from modelsec.defenses.training import TrainingHistory, TrainingState
+from modelsec.stats.accountants import (
     ACCOUNTANTS,
     DEFAULT_ACCOUNTANT,
     PRV_EPS_ERROR,
@@ -88,9 +91,6 @@ from modelsec.privacy_accounting import (
     epsilon_prv,
     noise_multiplier_for_epsilon,
 )
-from modelsec.progress import NullProgress, Progress
-from modelsec.seeding import generator, seeded
-from modelsec.training import TrainingHistory, TrainingState
 
 GRAD_SAMPLE_MODES = ("ghost", "hooks")
 OPTIMIZERS = ("sgd", "adam")
@@ -516,12 +516,12 @@ def train_dp_sgd(
     report; accuracy on ``test`` after each epoch if given. BatchNorm layers are replaced in place (or refused, per
     ``config.batchnorm``).
 
-    ``after_epoch`` receives a :class:`~modelsec.training.TrainingState` after every epoch (what a checkpoint
+    ``after_epoch`` receives a :class:`~modelsec.defenses.training.TrainingState` after every epoch (what a checkpoint
     saves: the weights, the optimizer's state, the Poisson sampler's and the noise's generators, the noisy steps
     and the epochs' records); ``resume`` is such a saved state, from which the run continues exactly as if it had
     not stopped: the same batches, the same noise, the same steps counted for the accounting.
     """
-    from modelsec.training import accuracy
+    from modelsec.defenses.training import accuracy
 
     progress = progress or NullProgress()
     start = time.perf_counter()

@@ -21,11 +21,11 @@ from typing import Any
 
 import torch
 
+from modelsec.core.progress import NullProgress, Progress
 from modelsec.data.dataset import Splits
 from modelsec.defenses.base import DefenseConfig, make_defense
 from modelsec.defenses.checkpoint import Checkpoint, checkpoint_path
-from modelsec.progress import NullProgress, Progress
-from modelsec.training import check_outputs, check_run_options, model_metadata, save_model, training_set
+from modelsec.defenses.training import check_outputs, check_run_options, model_metadata, save_model, training_set
 
 
 def harden(
@@ -60,14 +60,14 @@ def harden(
         base: harden this trained model file instead of training (defenses that wrap a model: output-hardening);
             ``data``, ``arch`` and the data options are then unused, the base file's own records are kept.
 
-    Returns the provenance written to ``OUT.json``. Raises :class:`~modelsec.errors.ConfigError` for a bad
+    Returns the provenance written to ``OUT.json``. Raises :class:`~modelsec.core.errors.ConfigError` for a bad
     option, an existing output without ``overwrite``, or a checkpoint of another run.
 
     """
-    from modelsec import __version__
+    from modelsec.core.seeding import seeded
+    from modelsec.core.version import __version__
     from modelsec.data import load_splits
     from modelsec.models.zoo import build_architecture, default_architecture
-    from modelsec.seeding import seeded
 
     progress = progress or NullProgress()
     impl = make_defense(defense, config)

@@ -38,7 +38,7 @@ non-members an audit scores are never touched.
 >>> make_defense("dmp", {"selection": "low-entropy"})  # doctest: +ELLIPSIS
 Traceback (most recent call last):
 ...
-modelsec.errors.ConfigError: dmp: selection 'low-entropy' needs reference_size (how many of the lowest-entropy ...
+modelsec.core.errors.ConfigError: dmp: selection 'low-entropy' needs reference_size (how many of the lowest-entropy ...
 """
 
 from __future__ import annotations
@@ -56,14 +56,14 @@ import torch
 from torch import nn
 from torch.nn import functional
 
+from modelsec.core.errors import ConfigError
+from modelsec.core.seeding import generator as seeded_generator
 from modelsec.data.dataset import Dataset
 from modelsec.defenses.base import DEFENSES, Defense, DefenseConfig, Guarantees, derived_seed
 from modelsec.defenses.teacher_student import TeacherStudentConfig, TeacherStudentDefense
-from modelsec.errors import ConfigError
+from modelsec.defenses.training import BatchLoss, TrainingState
 from modelsec.models.base import eval_mode
 from modelsec.models.output import MAX_DECIMALS, OUTPUT_HARDENINGS, harden_output
-from modelsec.seeding import generator as seeded_generator
-from modelsec.training import BatchLoss, TrainingState
 
 SELECTIONS = ("all", "low-entropy")
 PROTECTS_AGAINST = "membership inference"
@@ -540,12 +540,12 @@ class OutputHardeningDefense(Defense):
         """Harden the model file ``base`` (safetensors written by modelsec) without training: write its weights
         unchanged to ``out`` with its header plus ``output`` and a ``defense`` entry naming the base; the
         provenance ``OUT.json`` records the base's hash and its own provenance. Returns the provenance."""
-        from modelsec import __version__
+        from modelsec.core.version import __version__
+        from modelsec.defenses.training import check_outputs, output_paths, save_model
         from modelsec.models.formats import ModelFormat
         from modelsec.models.loading import check_loadable, sha256_file
         from modelsec.models.torch import load_state_dict_into, read_safetensors
         from modelsec.models.zoo import build_architecture
-        from modelsec.training import check_outputs, output_paths, save_model
 
         check_outputs(out, overwrite=overwrite)
         if not base.is_file():

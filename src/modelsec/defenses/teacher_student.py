@@ -6,8 +6,8 @@ the members) and ``dmp`` (Shejwalkar & Houmansadr 2021: the student learns them 
 never saw). A subclass says what differs (the teacher's batch loss, the student's data and batch loss, what to
 measure on the deployed student); this base does the rest:
 
-- both stages run the shared training loop (:func:`modelsec.training.train_classifier`) with the defense's knobs,
-  the teacher with ``teacher_epochs`` (default: ``epochs``) and a seed derived from the defense's seed;
+- both stages run the shared training loop (:func:`modelsec.defenses.training.train_classifier`) with the
+  defense's knobs, the teacher with ``teacher_epochs`` (default: ``epochs``) and a seed derived from the defense's seed;
 - the per-epoch checkpoint records the stage; in the student stage it also holds the teacher's weights and
   history, so a resumed run skips the finished teacher;
 - the returned history is the student's, with ``seconds`` covering both stages; both histories are kept for the
@@ -25,10 +25,10 @@ from typing import Any
 import torch
 from torch import nn
 
+from modelsec.core.progress import NullProgress, Progress
 from modelsec.data.dataset import Dataset
 from modelsec.defenses.base import Defense, DefenseConfig, derived_seed
-from modelsec.progress import NullProgress, Progress
-from modelsec.training import BatchLoss, TrainingConfig, TrainingHistory, TrainingState, train_classifier
+from modelsec.defenses.training import BatchLoss, TrainingConfig, TrainingHistory, TrainingState, train_classifier
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -17,9 +17,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from modelsec.errors import DataError
-from modelsec.numerics import stable_cross_entropy
-from modelsec.results import ONE_PASS_PREDICTION
+from modelsec.core.errors import DataError
+from modelsec.results.audit import ONE_PASS_PREDICTION
+from modelsec.stats.numerics import stable_cross_entropy
 
 
 class Capability(enum.IntEnum):

@@ -26,8 +26,8 @@ Two layers, both always on, with or without ``--trust-model`` (it does not apply
   for their duration (one load at a time, behind a lock; restored afterwards, even on error) makes every
   ``torch.load`` a ``weights_only=True`` load, refuses ``pickle.load``/``pickle.loads``, custom-object unpickling
   and AOTInductor loading, checks every string ``sympy.sympify``, guard and graph target gets, and silences
-  torch's export loggers. A failure becomes a :class:`~modelsec.errors.ModelLoadError` (an
-  :class:`~modelsec.errors.UnsafeModelError` for a refusal) naming the part of the archive and the reason.
+  torch's export loggers. A failure becomes a :class:`~modelsec.core.errors.ModelLoadError` (an
+  :class:`~modelsec.core.errors.UnsafeModelError` for a refusal) naming the part of the archive and the reason.
 """
 
 from __future__ import annotations
@@ -50,7 +50,7 @@ from typing import Any
 
 import torch
 
-from modelsec.errors import ModelLoadError, UnsafeModelError, printable
+from modelsec.core.errors import ModelLoadError, UnsafeModelError, printable
 
 _LOCK = threading.Lock()
 

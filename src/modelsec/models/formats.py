@@ -16,7 +16,7 @@ import struct
 import zipfile
 from pathlib import Path
 
-from modelsec.errors import ModelLoadError
+from modelsec.core.errors import ModelLoadError
 
 
 class ModelFormat(str, enum.Enum):

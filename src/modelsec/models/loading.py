@@ -16,7 +16,8 @@ from typing import Any
 
 import torch
 
-from modelsec.errors import ConfigError, ModelLoadError, UnsafeModelError
+from modelsec.core.errors import ConfigError, ModelLoadError, UnsafeModelError
+from modelsec.core.options import check_device
 from modelsec.models.base import Capability, Classifier
 from modelsec.models.formats import ModelFormat, detect_format
 from modelsec.models.output import harden_output
@@ -28,8 +29,7 @@ from modelsec.models.torch import (
     read_trusted_pickle,
 )
 from modelsec.models.zoo import build_architecture
-from modelsec.options import check_device
-from modelsec.results import ModelInfo
+from modelsec.results.audit import ModelInfo
 
 BUNDLED_MODEL = "fashion-mnist-small-cnn.safetensors"
 

@@ -61,9 +61,9 @@ import torch
 from torch import nn
 from torch.nn import functional
 
-from modelsec.errors import ConfigError
+from modelsec.core.errors import ConfigError
+from modelsec.core.registry import Registry
 from modelsec.models.base import Capability
-from modelsec.registry import Registry
 
 PROBABILITY_FLOOR = 1e-12
 """The probability shown for a class the hardened output reports as 0 (its log stays finite)."""

@@ -19,7 +19,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from modelsec.errors import ModelLoadError, UnsafeModelError, printable
+from modelsec.core.errors import ModelLoadError, UnsafeModelError, printable
 from modelsec.models.export_safety import check_export_archive, load_export_program
 
 METADATA_KEY = "modelsec"

@@ -11,8 +11,8 @@ from collections.abc import Callable
 
 from torch import nn
 
-from modelsec.errors import ConfigError
-from modelsec.registry import Registry
+from modelsec.core.errors import ConfigError
+from modelsec.core.registry import Registry
 
 ArchitectureBuilder = Callable[[tuple[int, ...], int], nn.Module]
 
@@ -97,7 +97,7 @@ def mlp(input_shape: tuple[int, ...], num_classes: int) -> nn.Module:
 
 def build_architecture(name: str, input_shape: tuple[int, ...], num_classes: int) -> nn.Module:
     """Instantiate the registered architecture ``name`` (randomly initialised with torch's current generator;
-    callers that need reproducibility seed it through :func:`modelsec.seeding.seeded`)."""
+    callers that need reproducibility seed it through :func:`modelsec.core.seeding.seeded`)."""
     return ARCHITECTURES.get(name)(tuple(input_shape), int(num_classes))
 
 

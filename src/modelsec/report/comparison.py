@@ -1,4 +1,5 @@
-"""The comparison report: a :class:`~modelsec.comparison.Comparison` as one self-contained HTML page and as Markdown.
+"""The comparison report: a :class:`~modelsec.results.comparison.Comparison` as one self-contained HTML page and
+as Markdown.
 
 Both show one table (per model: defense, clean accuracy, worst-case robust accuracy per epsilon, the strongest
 membership attack's AUC and TPR at 0.1% FPR, its empirical epsilon lower bound, the DP claim, training time, the
@@ -15,12 +16,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import quote
 
-from modelsec.comparison import Comparison, ModelSummary
 from modelsec.report import tables
 from modelsec.report.html import _environment
 from modelsec.report.markdown import _table, md_code, md_text
 from modelsec.report.plots import figure_to_png_data_uri, tradeoff_plot
-from modelsec.results import OVERESTIMATED
+from modelsec.results.audit import OVERESTIMATED
+from modelsec.results.comparison import Comparison, ModelSummary
 
 TEMPLATE = "comparison.html.j2"
 _SAFE_DIR = re.compile(r"^[A-Za-z0-9._-]+$")

@@ -1,5 +1,5 @@
 """``dp_audit.html``: a small self-contained page for one one-run privacy audit
-(:class:`~modelsec.dp_audit_result.DPAuditResult`): the verdict, the claimed epsilon beside every accountant's value
+(:class:`~modelsec.results.dp_audit.DPAuditResult`): the verdict, the claimed epsilon beside every accountant's value
 and the empirical lower bound, and the canaries' score histograms, included vs excluded.
 
 One file: inline CSS, the histogram as a base64 PNG ``data:`` URI, no JavaScript; every string from the result is
@@ -15,8 +15,8 @@ import numpy as np
 from jinja2 import Environment, PackageLoader, StrictUndefined
 from matplotlib.figure import Figure
 
-from modelsec.dp_audit_result import DPAuditResult
 from modelsec.report.plots import PALETTE, _new_figure, _style_axes, figure_to_png_data_uri
+from modelsec.results.dp_audit import DPAuditResult
 
 TEMPLATE = "dp_audit.html.j2"
 HISTOGRAM_BINS = 40
@@ -65,7 +65,7 @@ def _environment() -> Environment:
 
 def render_dp_audit_html(result: DPAuditResult) -> str:
     """The page as a string."""
-    from modelsec import __version__
+    from modelsec.core.version import __version__
 
     accountants = sorted(result.epsilons.items())
     training = {k: v for k, v in result.training.items() if k not in ("config",)}

@@ -26,7 +26,7 @@ from modelsec.report import tables
 from modelsec.report.examples import ExampleGrid, example_grid_figure
 from modelsec.report.images import is_image_batch, thumbnail_data_uri
 from modelsec.report.plots import figure_to_png_data_uri, membership_roc, robustness_curve
-from modelsec.results import AuditResult, ExposedRecord
+from modelsec.results.audit import AuditResult, ExposedRecord
 
 TEMPLATE = "report.html.j2"
 EXAMPLES_PX_PER_INCH = 100  # the example grid is drawn at 150 dpi and shown at 2/3 size (sharp on HiDPI)

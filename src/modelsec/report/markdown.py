@@ -11,7 +11,7 @@ import re
 from collections.abc import Sequence
 
 from modelsec.report import tables
-from modelsec.results import AuditResult, PrivacyResult, RobustnessResult
+from modelsec.results.audit import AuditResult, PrivacyResult, RobustnessResult
 
 _SPECIAL = re.compile(r"[\\`*\[\]<>|#]|(?<!\w)_|_(?!\w)")
 _ICONS = {"ok": "✅", "warning": "⚠️", "fail": "❌", "unknown": "❔"}

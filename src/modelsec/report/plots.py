@@ -27,7 +27,6 @@ from matplotlib.colors import Colormap, Normalize
 from matplotlib.figure import Figure
 from matplotlib.ticker import FuncFormatter, MaxNLocator, PercentFormatter
 
-from modelsec.comparison import Comparison
 from modelsec.report.tables import (
     LOW_FPRS,
     eps_label,
@@ -37,7 +36,8 @@ from modelsec.report.tables import (
     tpr_at,
     worst_case,
 )
-from modelsec.results import AttackRobustness, PrivacyResult, RobustnessResult
+from modelsec.results.audit import AttackRobustness, PrivacyResult, RobustnessResult
+from modelsec.results.comparison import Comparison
 
 # Colour-blind-safe palette (Okabe & Ito, 2008); the worst case is always black.
 PALETTE = ("#0072B2", "#E69F00", "#009E73", "#CC79A7", "#56B4E9", "#D55E00", "#F0E442")

@@ -1,6 +1,6 @@
 """The report's numbers as rows of formatted strings, shared by the HTML and Markdown renderers.
 
-Everything here is pure formatting over :mod:`modelsec.results`: rates are shown as percentages
+Everything here is pure formatting over :mod:`modelsec.results.audit`: rates are shown as percentages
 with one decimal, AUCs with three, sample counts with thousands separators. A missing value is an
 em dash.
 
@@ -19,7 +19,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from modelsec.results import (
+from modelsec.results.audit import (
     AuditResult,
     EpsilonEvidence,
     ExposedRecord,
@@ -33,7 +33,7 @@ from modelsec.results import (
 )
 
 DASH = "—"
-# The FPRs at which membership TPRs are reported: modelsec.metrics.FPR_TARGETS (not imported, to keep the report
+# The FPRs at which membership TPRs are reported: modelsec.stats.metrics.FPR_TARGETS (not imported, to keep the report
 # free of scikit-learn).
 LOW_FPRS = (0.001, 0.01, 0.1)
 LEVELS = ("ok", "warning", "fail")

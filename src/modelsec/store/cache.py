@@ -26,7 +26,7 @@ from typing import Any
 
 import numpy as np
 
-from modelsec.errors import StoreError, printable
+from modelsec.core.errors import StoreError, printable
 
 CACHE_FORMAT = 1  # bump when what the arrays mean changes, so that old entries are never misread
 

@@ -24,7 +24,7 @@ from typing import Any
 
 import torch
 
-from modelsec.errors import ConfigError, printable
+from modelsec.core.errors import ConfigError, printable
 
 
 def differences(a: Any, b: Any, prefix: str = "") -> list[str]:

@@ -27,8 +27,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from modelsec.errors import ConfigError, ModelsecError, StoreError, printable
-from modelsec.results import AuditResult
+from modelsec.core.errors import ConfigError, ModelsecError, StoreError, printable
+from modelsec.results.audit import AuditResult
 from modelsec.store.cache import SignalCache
 
 #: Version of the SQLite layout below, kept in ``PRAGMA user_version``. Bump it (with a migration)
@@ -125,7 +125,7 @@ class RunStore:
     The file and its parent folders are created, and the tables laid out, when the store is opened, unless
     ``readonly``: a read-only store never creates or changes anything (``modelsec runs list`` and ``show``); where
     there is no store yet it holds no runs. Every problem with the file (not a SQLite database, written by a newer
-    modelsec, locked, unwritable) is a :class:`~modelsec.errors.StoreError` whose message names the file.
+    modelsec, locked, unwritable) is a :class:`~modelsec.core.errors.StoreError` whose message names the file.
     """
 
     def __init__(self, path: str | Path, *, readonly: bool = False) -> None:

@@ -43,9 +43,9 @@ from modelsec.attacks.evasion.registry import EVASION_ATTACKS
 from modelsec.attacks.gradients import loss_and_gradient
 from modelsec.attacks.losses import LOSSES, attack_loss, targeted_dlr_loss
 from modelsec.attacks.norms import Norm, clip_to_bounds
-from modelsec.errors import ConfigError
+from modelsec.core.errors import ConfigError
+from modelsec.core.resume import resumable
 from modelsec.models.base import Classifier
-from modelsec.resume import resumable
 
 # Per-sample loss of logits (n, k) given the auxiliary labels of the same n samples (true labels, or true and
 # target labels side by side for the targeted loss).

@@ -40,9 +40,9 @@ from torch.nn import functional
 
 from modelsec.attacks.base import EvasionAttack, ThreatModel
 from modelsec.attacks.evasion.registry import EVASION_ATTACKS
-from modelsec.errors import ConfigError
+from modelsec.core.errors import ConfigError
+from modelsec.core.resume import resumable
 from modelsec.models.base import Classifier
-from modelsec.resume import resumable
 
 # Keeps atanh finite for inputs on the bounds (the paper's 0.999999).
 _ATANH_LIMIT = 1 - 1e-6

@@ -22,7 +22,7 @@ Example: on the binary linear model ``z = w.x + b`` the L2 distance is ``|w.x + 
 >>> import torch
 >>> from modelsec.attacks.base import ThreatModel
 >>> from modelsec.models.base import Classifier
->>> from modelsec.seeding import generator
+>>> from modelsec.core.seeding import generator
 >>> net = torch.nn.Linear(2, 2)
 >>> with torch.no_grad():
 ...     _ = net.weight.copy_(torch.tensor([[0.0, 0.0], [3.0, 4.0]])), net.bias.zero_()
@@ -45,9 +45,9 @@ from torch.nn import functional
 from modelsec.attacks.base import EvasionAttack, ThreatModel
 from modelsec.attacks.evasion.registry import EVASION_ATTACKS
 from modelsec.attacks.norms import clip_to_bounds
-from modelsec.errors import ConfigError
+from modelsec.core.errors import ConfigError
+from modelsec.core.resume import resumable
 from modelsec.models.base import Classifier
-from modelsec.resume import resumable
 
 # Added to |f| in each step so that a zero overshoot still crosses the boundary rather than landing on it.
 _SLACK = 1e-6

@@ -17,9 +17,9 @@ from modelsec.attacks.base import EvasionAttack, ThreatModel
 from modelsec.attacks.gradients import loss_and_gradient
 from modelsec.attacks.losses import LOSSES, attack_loss
 from modelsec.attacks.norms import Norm, clip_to_bounds
-from modelsec.errors import ConfigError
+from modelsec.core.errors import ConfigError
+from modelsec.core.resume import resumable
 from modelsec.models.base import Classifier
-from modelsec.resume import resumable
 
 
 @dataclass(frozen=True, kw_only=True)

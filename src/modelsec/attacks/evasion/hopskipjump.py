@@ -33,9 +33,9 @@ import torch
 from modelsec.attacks.base import EvasionAttack, ThreatModel
 from modelsec.attacks.evasion.registry import EVASION_ATTACKS
 from modelsec.attacks.norms import clip_to_bounds
-from modelsec.errors import ConfigError
+from modelsec.core.errors import ConfigError
+from modelsec.core.resume import resumable
 from modelsec.models.base import Capability, Classifier
-from modelsec.resume import resumable
 
 # Random directions drawn at once, in floats (num_evals x input size x samples): bounds the memory of one chunk.
 _CHUNK_ELEMENTS = 1 << 23

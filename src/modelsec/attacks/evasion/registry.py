@@ -3,6 +3,6 @@
 from __future__ import annotations
 
 from modelsec.attacks.base import EvasionAttack
-from modelsec.registry import Registry
+from modelsec.core.registry import Registry
 
 EVASION_ATTACKS: Registry[type[EvasionAttack]] = Registry("evasion attack")

@@ -29,9 +29,9 @@ from modelsec.attacks.base import EvasionAttack, ThreatModel
 from modelsec.attacks.evasion.registry import EVASION_ATTACKS
 from modelsec.attacks.losses import attack_loss
 from modelsec.attacks.norms import clip_to_bounds
-from modelsec.errors import ConfigError
+from modelsec.core.errors import ConfigError
+from modelsec.core.resume import resumable
 from modelsec.models.base import Capability, Classifier
-from modelsec.resume import resumable
 
 # The paper's schedule: p is halved after each of these iterations of a 10,000-query run.
 _HALVINGS = (10, 50, 200, 500, 1000, 2000, 4000, 6000, 8000)

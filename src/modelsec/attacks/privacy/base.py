@@ -16,9 +16,9 @@ from typing import Any, ClassVar
 import numpy as np
 
 from modelsec.attacks.privacy.signals import ReferenceSignals, Signals
-from modelsec.errors import ConfigError
+from modelsec.core.errors import ConfigError
+from modelsec.core.registry import Registry
 from modelsec.models.base import Capability
-from modelsec.registry import Registry
 
 
 @dataclass(frozen=True)

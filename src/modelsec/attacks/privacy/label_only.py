@@ -32,7 +32,7 @@ import torch
 
 from modelsec.attacks.privacy.base import MEMBERSHIP_ATTACKS, MembershipAttack, MembershipInputs
 from modelsec.attacks.privacy.signals import Signals
-from modelsec.errors import ConfigError, DataError
+from modelsec.core.errors import ConfigError, DataError
 from modelsec.models.base import Capability, Classifier
 
 

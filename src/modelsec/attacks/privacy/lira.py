@@ -24,7 +24,7 @@ import numpy as np
 
 from modelsec.attacks.privacy.base import MEMBERSHIP_ATTACKS, MembershipAttack, MembershipInputs
 from modelsec.attacks.privacy.signals import scaled_logit
-from modelsec.errors import ConfigError
+from modelsec.core.errors import ConfigError
 
 VARIANCES = ("auto", "global", "per-example")
 PER_EXAMPLE_FROM = 64  # reference models from which "auto" uses per-example variances (Carlini et al. 2022)

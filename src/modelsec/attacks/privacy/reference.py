@@ -31,11 +31,11 @@ import numpy as np
 import torch
 
 from modelsec.attacks.privacy.signals import ReferenceSignals
+from modelsec.core.errors import ConfigError
+from modelsec.core.progress import NullProgress, Progress
 from modelsec.data.dataset import Dataset
-from modelsec.errors import ConfigError
+from modelsec.defenses.training import TrainingConfig
 from modelsec.models.base import Classifier
-from modelsec.progress import NullProgress, Progress
-from modelsec.training import TrainingConfig
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -141,9 +141,9 @@ def _init_worker(x: np.ndarray, y: np.ndarray, num_classes: int, bounds: tuple[f
 
 def _train_one(arch: str, members: np.ndarray, training: TrainingConfig, seed: int) -> tuple[np.ndarray, float]:
     """Train one reference model on the pool rows ``members``; return its logits on the whole pool."""
+    from modelsec.core.seeding import seeded
+    from modelsec.defenses.training import train_classifier
     from modelsec.models.zoo import build_architecture
-    from modelsec.seeding import seeded
-    from modelsec.training import train_classifier
 
     start = time.perf_counter()
     x, y, k, bounds = _POOL["x"], _POOL["y"], _POOL["num_classes"], _POOL["bounds"]

@@ -26,8 +26,8 @@ import numpy as np
 
 from modelsec.attacks.privacy.base import MEMBERSHIP_ATTACKS, MembershipAttack, MembershipInputs
 from modelsec.attacks.privacy.signals import logsumexp, true_class_log_prob
-from modelsec.errors import ConfigError
-from modelsec.metrics import auc
+from modelsec.core.errors import ConfigError
+from modelsec.stats.metrics import auc
 
 A_GRID = tuple(round(0.1 * i, 1) for i in range(11))
 DEFAULT_A = 0.3  # when it cannot be tuned (a single reference model)

@@ -33,7 +33,7 @@ import numpy as np
 
 from modelsec.attacks.privacy.base import MEMBERSHIP_ATTACKS, MembershipAttack, MembershipInputs
 from modelsec.attacks.privacy.signals import entropy, log_softmax, scaled_logit
-from modelsec.errors import ConfigError
+from modelsec.core.errors import ConfigError
 
 MODELS = ("logistic", "gradient-boosting")
 

@@ -19,7 +19,7 @@ import torch
 
 from modelsec.data.dataset import Dataset
 from modelsec.models.base import Classifier
-from modelsec.numerics import stable_cross_entropy
+from modelsec.stats.numerics import stable_cross_entropy
 
 
 def logsumexp(a: np.ndarray, axis: int, keepdims: bool = False) -> np.ndarray:

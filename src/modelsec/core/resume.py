@@ -35,7 +35,7 @@ from typing import Any
 
 import torch
 
-from modelsec.errors import ConfigError
+from modelsec.core.errors import ConfigError
 
 State = dict[str, Any]
 Payload = dict[str, Any]  # {"frames": [{"name", "where", "state"}, ...], "tracked": {...}, "where": str}

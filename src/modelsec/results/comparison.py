@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from modelsec.results import Interval
+from modelsec.results.audit import Interval
 
 COMPARISON_SCHEMA_VERSION = 1
 LOW_FPR = "0.001"  # the FPR at which leakage is compared: TPR at 0.1% FPR

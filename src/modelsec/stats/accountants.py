@@ -27,8 +27,8 @@ import math
 import warnings
 from collections.abc import Callable, Iterator
 
-from modelsec.errors import ConfigError
-from modelsec.registry import Registry
+from modelsec.core.errors import ConfigError
+from modelsec.core.registry import Registry
 
 EpsilonFunction = Callable[[float, float, int, float], float]
 """``(noise_multiplier, sample_rate, steps, delta) -> epsilon``."""

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from modelsec.results import EpsilonEvidence, Interval
+from modelsec.stats.intervals import EpsilonEvidence, Interval
 
 # The FPRs at which membership TPRs are reported (0.1%, 1%, 10%); the same numbers serve as FNR targets for the
 # thresholds of the empirical epsilon bound.

@@ -2,7 +2,7 @@
 
 ``AuditResult.to_dict()`` is exactly what ``result.json`` holds; its schema is versioned
 (:data:`SCHEMA_VERSION`), documented in ``docs/result-schema.md`` and machine-checkable with
-``modelsec/schema/result.schema.json``. Later versions only add fields; a reader of version 1 keeps working.
+``modelsec/results/schema/result.schema.json``. Later versions only add fields; a reader of version 1 keeps working.
 Members are the positive class in every membership result.
 """
 
@@ -14,8 +14,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
-from modelsec.errors import DataError, printable
-from modelsec.schema import validate_result_dict
+from modelsec.core.errors import DataError, printable
+from modelsec.results.schema import validate_result_dict
+from modelsec.stats.intervals import EpsilonEvidence, Interval
 
 SCHEMA_VERSION = 1
 
@@ -23,16 +24,6 @@ SCHEMA_VERSION = 1
 def eps_key(eps: float) -> str:
     """The canonical string form of an epsilon, used as a JSON key (``0.1`` -> ``"0.1"``)."""
     return repr(float(eps))
-
-
-@dataclass(frozen=True)
-class Interval:
-    """A confidence interval ``[low, high]`` at ``level`` (0.95 by default) and the method that gave it."""
-
-    low: float
-    high: float
-    level: float = 0.95
-    method: str = "clopper-pearson"
 
 
 @dataclass(frozen=True)
@@ -130,30 +121,6 @@ class RobustnessResult:
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> RobustnessResult:
         return _robustness_from_dict(d)
-
-
-@dataclass(frozen=True)
-class EpsilonEvidence:
-    """Where a membership attack's empirical epsilon lower bound was attained (see
-    :func:`modelsec.metrics.epsilon_lower_bound`).
-
-    The threshold is the one chosen for ``target``: an FPR target when ``rule`` is ``"fpr"``, an FNR target when
-    ``"fnr"``. ``tpr`` and ``fpr`` are its point estimates; ``tpr_low`` and ``fpr_high`` the one-sided bounds the
-    epsilon was computed from, simultaneous over the ``thresholds`` evaluated (Clopper-Pearson, Bonferroni) at
-    ``level``. ``inequality`` names the consequence of (epsilon, 0)-DP the attack violated: ``"tpr"`` for
-    ``TPR <= e^eps FPR``, ``"tnr"`` for ``1 - FPR <= e^eps (1 - TPR)``.
-    """
-
-    rule: str
-    target: float
-    inequality: str
-    tpr: float
-    fpr: float
-    tpr_low: float
-    fpr_high: float
-    thresholds: int
-    level: float = 0.95
-    method: str = "clopper-pearson-bonferroni"
 
 
 @dataclass(frozen=True)
@@ -275,8 +242,8 @@ class AuditResult:
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> AuditResult:
         """The result a parsed ``result.json`` holds, after checking it against the result schema
-        (:func:`modelsec.schema.validate_result_dict`): :class:`~modelsec.errors.DataError` naming the field when
-        it is not a result of a schema version this modelsec reads."""
+        (:func:`modelsec.results.schema.validate_result_dict`): :class:`~modelsec.core.errors.DataError` naming the
+        field when it is not a result of a schema version this modelsec reads."""
         try:
             validate_result_dict(d)
         except ValueError as e:
@@ -300,7 +267,7 @@ class AuditResult:
 
     @classmethod
     def load(cls, path: str | Path) -> AuditResult:
-        """Read ``result.json``; :class:`~modelsec.errors.DataError` naming the file and the problem when it cannot
+        """Read ``result.json``; :class:`~modelsec.core.errors.DataError` naming the file and the problem when it cannot
         be read, is not JSON, or is not a result this modelsec reads."""
         where = printable(str(path))
         try:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from typing import Generic, TypeVar
 
-from modelsec.errors import ConfigError
+from modelsec.core.errors import ConfigError
 
 T = TypeVar("T")
 

@@ -1,6 +1,6 @@
 """Standard (non-private, non-robust) supervised training of a classifier on the members split.
 
-Seeded end to end: initialisation (under :func:`modelsec.seeding.seeded`) and batch order (an explicit
+Seeded end to end: initialisation (under :func:`modelsec.core.seeding.seeded`) and batch order (an explicit
 ``torch.Generator``), so the same seed gives the same weights on the same CPU.
 """
 
@@ -20,12 +20,12 @@ import torch
 from torch import nn
 from torch.nn import functional
 
+from modelsec.core.errors import ConfigError
+from modelsec.core.options import SPLIT_SEED_LIMIT, check_device, check_seed, check_writable_file
+from modelsec.core.progress import NullProgress, Progress
+from modelsec.core.seeding import generator
 from modelsec.data.dataset import Dataset, Splits
-from modelsec.errors import ConfigError
 from modelsec.models.base import eval_mode
-from modelsec.options import SPLIT_SEED_LIMIT, check_device, check_seed, check_writable_file
-from modelsec.progress import NullProgress, Progress
-from modelsec.seeding import generator
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -278,9 +278,9 @@ def train_and_save(
     """Train the architecture on the data's members split and save safetensors weights whose header records
     the architecture, input shape, classes, bounds and data split (so ``modelsec audit --model OUT`` needs no
     other flags), plus the same metadata with the training history as ``OUT.json``. Returns the metadata."""
+    from modelsec.core.seeding import seeded
     from modelsec.data import load_splits
     from modelsec.models.zoo import build_architecture, default_architecture
-    from modelsec.seeding import seeded
 
     check_outputs(out, overwrite=overwrite)
     check_run_options(members=members, device=device, split_seed=split_seed)
@@ -360,6 +360,6 @@ def save_model(module: nn.Module, out: Path, metadata: dict[str, Any], provenanc
 
 
 def _version() -> str:
-    from modelsec import __version__
+    from modelsec.core.version import __version__
 
     return __version__

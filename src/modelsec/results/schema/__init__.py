@@ -25,7 +25,7 @@ _MAX_REPORTED = 5
 
 @lru_cache(maxsize=1)
 def _schema_text() -> str:
-    return resources.files("modelsec.schema").joinpath("result.schema.json").read_text(encoding="utf-8")
+    return resources.files("modelsec.results.schema").joinpath("result.schema.json").read_text(encoding="utf-8")
 
 
 def load_result_schema() -> dict[str, Any]:

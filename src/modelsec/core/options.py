@@ -1,6 +1,6 @@
 """Checks of the options every workflow shares (seeds, the device, where outputs go), made before any work starts.
 
-Each raises :class:`~modelsec.errors.ConfigError` with a message that says what to do, so a bad option fails in
+Each raises :class:`~modelsec.core.errors.ConfigError` with a message that says what to do, so a bad option fails in
 a second rather than after a training run. The workflows (:func:`modelsec.audits.run_audit`, ``run_compare``,
 ``harden``, ``train_and_save``, ``run_dp_audit``) and the config dataclasses call them, so the Python API is
 checked like the command line. This module imports nothing heavy.
@@ -15,7 +15,7 @@ import re
 import tempfile
 from pathlib import Path
 
-from modelsec.errors import ConfigError, printable
+from modelsec.core.errors import ConfigError, printable
 
 SEED_LIMIT = 2**63
 """Seeds are integers in ``[0, 2**63)``: what numpy's ``default_rng``, a ``torch.Generator`` and the run store's
@@ -35,7 +35,7 @@ def check_seed(seed: object, option: str = "--seed", *, limit: int = SEED_LIMIT)
     >>> check_seed(-1)
     Traceback (most recent call last):
     ...
-    modelsec.errors.ConfigError: --seed must be an integer from 0 to 2**63 - 1, got -1
+    modelsec.core.errors.ConfigError: --seed must be an integer from 0 to 2**63 - 1, got -1
     """
     bound = f"2**{limit.bit_length() - 1} - 1" if limit & (limit - 1) == 0 else str(limit - 1)
     try:
