@@ -17,7 +17,7 @@ scored by every registered modelsec attack that the inputs allow:
   that needs reference models, online and offline, with the first 2, 4, ..., K of them: the membership matrix is
   built from complementary pairs, so every even prefix is balanced and the first k models do not depend on K.
 
-Each attack is summarised with ``modelsec.audits.privacy.summarise_membership``: AUC with a bootstrap interval, TPR
+Each attack is summarised with ``modelsec.audits.membership.summarise_membership``: AUC with a bootstrap interval, TPR
 at 0.1% / 1% / 10% FPR with exact (Clopper-Pearson) intervals, the empirical epsilon lower bound. Seconds are
 split: ``scoring`` is the attack on cached signals (label-only: plus its augmented queries), the target's own
 forward pass on the pool is timed once (``target_signals_seconds``), and reference training is reported apart,
@@ -67,11 +67,17 @@ from common import stopwatch
 from torch import nn
 
 import modelsec
-from modelsec.attacks.privacy import MEMBERSHIP_ATTACKS, LabelOnly, MembershipAttack, MembershipInputs, compute_signals
-from modelsec.attacks.privacy.reference import ReferenceConfig, ReferenceTraining
-from modelsec.attacks.privacy.signals import ReferenceSignals
+from modelsec.attacks.membership import (
+    MEMBERSHIP_ATTACKS,
+    LabelOnly,
+    MembershipAttack,
+    MembershipInputs,
+    compute_signals,
+)
+from modelsec.attacks.membership.signals import ReferenceSignals
+from modelsec.audits.membership import summarise_membership
 from modelsec.audits.membership_pool import MembershipPool, build_pool, reference_signals
-from modelsec.audits.privacy import summarise_membership
+from modelsec.audits.reference_models import ReferenceConfig, ReferenceTraining
 from modelsec.core.seeding import generator, seeded
 from modelsec.data import load_splits
 from modelsec.data.dataset import Splits

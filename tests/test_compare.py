@@ -12,10 +12,11 @@ from markupsafe import escape
 
 import modelsec
 from modelsec.audits.compare import dp_claim, model_names
+from modelsec.audits.recommendation import recommend, rule_text
 from modelsec.cli.main import main
 from modelsec.models.loading import bundled_model_path
 from modelsec.results.audit import AuditResult, Interval
-from modelsec.results.comparison import Comparison, ModelSummary, recommend, rule_text
+from modelsec.results.comparison import Comparison, ModelSummary
 
 
 def summary(

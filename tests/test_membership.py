@@ -9,7 +9,7 @@ import torch
 from scipy import stats
 from torch import nn
 
-from modelsec.attacks.privacy import (
+from modelsec.attacks.membership import (
     MEMBERSHIP_ATTACKS,
     LiRAOffline,
     LiRAOnline,
@@ -19,18 +19,18 @@ from modelsec.attacks.privacy import (
     RMIAOnline,
     Signals,
 )
-from modelsec.attacks.privacy.lira import lira_scores
-from modelsec.attacks.privacy.reference import ReferenceConfig, membership_matrix, train_reference_models
-from modelsec.attacks.privacy.rmia import A_GRID, rmia_log_ratio, rmia_pairwise_scores, tune_offline_a
-from modelsec.attacks.privacy.signals import (
+from modelsec.attacks.membership.lira import lira_scores
+from modelsec.attacks.membership.rmia import A_GRID, rmia_log_ratio, rmia_pairwise_scores, tune_offline_a
+from modelsec.attacks.membership.signals import (
     cross_entropy,
     entropy,
     max_log_prob,
     modified_entropy,
     scaled_logit,
 )
+from modelsec.audits.membership import evaluate_membership, plan_membership_attacks
 from modelsec.audits.membership_pool import build_pool, reference_signals
-from modelsec.audits.privacy import evaluate_membership, plan_membership_attacks
+from modelsec.audits.reference_models import ReferenceConfig, membership_matrix, train_reference_models
 from modelsec.core.errors import ConfigError
 from modelsec.data.dataset import Dataset, Splits
 from modelsec.defenses.training import TrainingConfig

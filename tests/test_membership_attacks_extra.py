@@ -8,7 +8,7 @@ import pytest
 import torch
 from torch import nn
 
-from modelsec.attacks.privacy import (
+from modelsec.attacks.membership import (
     MEMBERSHIP_ATTACKS,
     LabelOnly,
     MembershipInputs,
@@ -18,9 +18,9 @@ from modelsec.attacks.privacy import (
     augmentation_correct,
     with_augmentation,
 )
-from modelsec.attacks.privacy.label_only import translate, translation_offsets
-from modelsec.attacks.privacy.shadow import shadow_features
-from modelsec.attacks.privacy.signals import cross_entropy
+from modelsec.attacks.membership.label_only import translate, translation_offsets
+from modelsec.attacks.membership.shadow import shadow_features
+from modelsec.attacks.membership.signals import cross_entropy
 from modelsec.core.errors import ConfigError, DataError
 from modelsec.models.base import Capability, Classifier
 from modelsec.stats.metrics import auc

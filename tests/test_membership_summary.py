@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from modelsec.audits.privacy import summarise_membership
+from modelsec.audits.membership import summarise_membership
 from modelsec.stats.metrics import epsilon_lower_bound
 
 

@@ -9,8 +9,8 @@ import pytest
 from scipy import stats
 from sklearn.metrics import roc_auc_score
 
-from modelsec.attacks.privacy import LossThreshold, MembershipInputs, Signals
-from modelsec.audits.privacy import evaluate_membership, summarise_membership
+from modelsec.attacks.membership import LossThreshold, MembershipInputs, Signals
+from modelsec.audits.membership import evaluate_membership, summarise_membership
 from modelsec.stats.metrics import (
     _auc_fast,
     advantage,

@@ -135,7 +135,7 @@ def compare(
     **audit_kwargs: Any,
 ) -> Comparison:
     """Run the same audit on a baseline and its hardened variants and recommend one; see
-    :mod:`modelsec.audits.compare` and the rule in :func:`modelsec.results.comparison.rule_text`.
+    :mod:`modelsec.audits.compare` and the rule in :func:`modelsec.audits.recommendation.rule_text`.
 
     Args:
         baseline, hardened: model files (safetensors, ``.pt2``, or pickle-based with ``trust_model``).

@@ -25,7 +25,8 @@ from pathlib import Path
 from typing import Any
 
 from modelsec.audits.checkpoint import audit_checkpoint_path
-from modelsec.audits.privacy import strongest
+from modelsec.audits.membership import strongest
+from modelsec.audits.recommendation import recommend
 from modelsec.audits.runner import AuditConfig, run_audit
 from modelsec.core.errors import ConfigError
 from modelsec.core.options import check_writable_folder
@@ -43,7 +44,6 @@ from modelsec.results.comparison import (
     LOW_FPR,
     Comparison,
     ModelSummary,
-    recommend,
 )
 from modelsec.store.cache import SignalCache
 
@@ -114,7 +114,7 @@ def run_compare(
     resume: bool = True,
 ) -> CompareOutcome:
     """Audit ``baseline`` and every ``hardened`` model file with the same ``config`` on the same data, recommend
-    one (:func:`modelsec.results.comparison.recommend`) and, with ``out_dir``, write every audit and the comparison.
+    one (:func:`modelsec.audits.recommendation.recommend`) and, with ``out_dir``, write every audit and the comparison.
 
     ``data``: a data set name or file, or :class:`Splits`; ``None`` uses the data the baseline records (with
     ``config.split_seed``, else the baseline's recorded split seed). Every file is checked (exists, safe to load)
@@ -252,7 +252,7 @@ def _splits(
 
 def strongest_attack(result: AuditResult) -> MembershipAttackResult | None:
     """The membership attack with the highest TPR at 0.1% FPR, then the highest AUC (see
-    :func:`modelsec.audits.privacy.strongest`)."""
+    :func:`modelsec.audits.membership.strongest`)."""
     if result.privacy is None or not result.privacy.attacks:
         return None
     return strongest(result.privacy.attacks, float(LOW_FPR))

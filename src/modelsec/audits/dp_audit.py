@@ -33,7 +33,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from modelsec.attacks.privacy.signals import cross_entropy, scaled_logit
+from modelsec.attacks.membership.signals import cross_entropy, scaled_logit
 from modelsec.audits.canaries import CANARY_KINDS, Canaries, draw_canaries, with_canaries
 from modelsec.core.errors import ConfigError
 from modelsec.core.options import check_seed, check_writable_folder
@@ -58,7 +58,7 @@ SCORES: dict[str, Callable[[np.ndarray, np.ndarray], np.ndarray]] = {
     "loss": _negative_loss,
 }
 """Membership scores of a canary's label from the logits, float64 and distinct for saturated models
-(:mod:`modelsec.attacks.privacy.signals`). ``scaled-logit`` (LiRA's ``log(p / (1 - p))``, the default) and ``loss``
+(:mod:`modelsec.attacks.membership.signals`). ``scaled-logit`` (LiRA's ``log(p / (1 - p))``, the default) and ``loss``
 (the negative cross-entropy ``log p``) are both increasing in ``p``, so they rank the canaries alike and give the
 same bound; the scaled logit spreads the confident ones apart in the histograms."""
 

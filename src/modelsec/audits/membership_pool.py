@@ -2,7 +2,7 @@
 
 The pool is ``[candidate members | candidate non-members | population records]``. The candidates are what the
 audit judges (members are the positive class); population records are data the attacker may use, here to train
-reference models (:mod:`modelsec.attacks.privacy.reference`). Online reference models may train on any record of
+reference models (:mod:`modelsec.audits.reference_models`). Online reference models may train on any record of
 the pool, offline ones only on population records. The audit's attacks then score the whole pool and are judged on
 the candidates.
 
@@ -17,13 +17,13 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from modelsec.attacks.privacy.reference import (
+from modelsec.attacks.membership.signals import ReferenceSignals
+from modelsec.audits.reference_models import (
     ReferenceConfig,
     ReferenceTraining,
     membership_matrix,
     train_reference_models,
 )
-from modelsec.attacks.privacy.signals import ReferenceSignals
 from modelsec.core.errors import ConfigError
 from modelsec.core.progress import Progress
 from modelsec.data.dataset import Dataset, Splits

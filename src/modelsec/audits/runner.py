@@ -23,20 +23,20 @@ from torch import nn
 
 from modelsec.attacks.base import EvasionAttack
 from modelsec.attacks.evasion import EVASION_ATTACKS
-from modelsec.attacks.privacy import (
+from modelsec.attacks.membership import (
     MEMBERSHIP_ATTACKS,
     LabelOnly,
     MembershipAttack,
     MembershipInputs,
     compute_signals,
 )
-from modelsec.attacks.privacy.label_only import with_augmentation
-from modelsec.attacks.privacy.reference import ReferenceConfig
+from modelsec.attacks.membership.label_only import with_augmentation
 from modelsec.audits.checkpoint import AuditCheckpoint, audit_run_key
 from modelsec.audits.exposure import most_exposed, write_exposed_csv
+from modelsec.audits.membership import evaluate_membership, plan_membership_attacks, strongest
 from modelsec.audits.membership_pool import build_pool, reference_signals
 from modelsec.audits.presets import AttackSpec, build_attacks, preset_specs
-from modelsec.audits.privacy import evaluate_membership, plan_membership_attacks, strongest
+from modelsec.audits.reference_models import ReferenceConfig
 from modelsec.audits.robustness import RobustnessRun, attack_labels, evaluate_robustness
 from modelsec.audits.sanity import CHECKS, Remedies, apply_remedies, post_checks, pre_checks, resolve
 from modelsec.audits.verdict import RULE, make_verdict

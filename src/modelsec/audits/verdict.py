@@ -13,7 +13,7 @@ use); when another attack has a higher AUC, the details say so.
 
 from __future__ import annotations
 
-from modelsec.audits.privacy import strongest
+from modelsec.audits.membership import strongest
 from modelsec.results.audit import PrivacyResult, RobustnessResult, Verdict
 
 _ORDER = {"ok": 0, "warning": 1, "fail": 2}

@@ -968,7 +968,7 @@ def report(result_json: str, out_path: str) -> None:
 def list_plugins(kind: str) -> None:
     """List what the registries hold: attacks, architectures, data sets, defenses."""
     from modelsec.attacks.evasion import EVASION_ATTACKS
-    from modelsec.attacks.privacy import MEMBERSHIP_ATTACKS
+    from modelsec.attacks.membership import MEMBERSHIP_ATTACKS
     from modelsec.data import DATASETS
     from modelsec.defenses import DEFENSES
     from modelsec.models.zoo import ARCHITECTURES

@@ -30,8 +30,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from modelsec.attacks.privacy.base import MEMBERSHIP_ATTACKS, MembershipAttack, MembershipInputs
-from modelsec.attacks.privacy.signals import Signals
+from modelsec.attacks.membership.base import MEMBERSHIP_ATTACKS, MembershipAttack, MembershipInputs
+from modelsec.attacks.membership.signals import Signals
 from modelsec.core.errors import ConfigError, DataError
 from modelsec.models.base import Capability, Classifier
 
@@ -198,7 +198,7 @@ class LabelOnly(MembershipAttack):
         if correct is None:
             raise ConfigError(
                 f"{self.label} needs the target's predictions on augmented records (Signals.augmented_correct); "
-                "fill them with modelsec.attacks.privacy.label_only.with_augmentation or LabelOnly.augment"
+                "fill them with modelsec.attacks.membership.label_only.with_augmentation or LabelOnly.augment"
             )
         if correct.ndim != 2 or correct.shape[1] != self.augmentations:
             raise ConfigError(

@@ -15,7 +15,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from modelsec.attacks.privacy.signals import ReferenceSignals, Signals
+from modelsec.attacks.membership.signals import ReferenceSignals, Signals
 from modelsec.core.errors import ConfigError
 from modelsec.core.registry import Registry
 from modelsec.models.base import Capability

@@ -30,7 +30,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from modelsec.attacks.privacy.signals import ReferenceSignals
+from modelsec.attacks.membership.signals import ReferenceSignals
 from modelsec.core.errors import ConfigError
 from modelsec.core.progress import NullProgress, Progress
 from modelsec.data.dataset import Dataset

@@ -10,8 +10,8 @@ import time
 
 import numpy as np
 
-from modelsec.attacks.privacy.base import MEMBERSHIP_ATTACKS, MembershipAttack, MembershipInputs
-from modelsec.attacks.privacy.reference import ReferenceConfig
+from modelsec.attacks.membership.base import MEMBERSHIP_ATTACKS, MembershipAttack, MembershipInputs
+from modelsec.audits.reference_models import ReferenceConfig
 from modelsec.core.errors import ConfigError
 from modelsec.models.base import Capability
 from modelsec.results.audit import MembershipAttackResult

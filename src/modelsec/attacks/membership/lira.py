@@ -22,8 +22,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from modelsec.attacks.privacy.base import MEMBERSHIP_ATTACKS, MembershipAttack, MembershipInputs
-from modelsec.attacks.privacy.signals import scaled_logit
+from modelsec.attacks.membership.base import MEMBERSHIP_ATTACKS, MembershipAttack, MembershipInputs
+from modelsec.attacks.membership.signals import scaled_logit
 from modelsec.core.errors import ConfigError
 
 VARIANCES = ("auto", "global", "per-example")

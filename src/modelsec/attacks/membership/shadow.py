@@ -2,7 +2,7 @@
 Learning Models").
 
 Threat model: black-box with scores, plus data from the same distribution on which the attacker trains shadow models
-of the same kind (modelsec's reference models, :mod:`modelsec.attacks.privacy.reference`). The attacker knows which
+of the same kind (modelsec's reference models, :mod:`modelsec.audits.reference_models`). The attacker knows which
 records each shadow model trained on, so every (shadow model ``k``, record ``i``) pair is a labelled example of how a
 model of this kind responds to a member (``inclusion[k, i]``) or a non-member. A binary attack classifier learns that
 response from features of the shadow model's output (:func:`shadow_features`) and is then applied to the target's
@@ -18,7 +18,7 @@ output on each record; its log-odds are the membership score.
   ``min_class_examples`` pairs of either kind use the global model. The default is one global model, which the
   class-dependent features (the true-class log-odds) make nearly as strong and far less data-hungry.
 
-Features are computed from the logits in float64 log space (:mod:`modelsec.attacks.privacy.signals`), and the
+Features are computed from the logits in float64 log space (:mod:`modelsec.attacks.membership.signals`), and the
 default attack classifier is a logistic regression, whose log-odds are strictly monotone in them: a saturated target
 (logits 60 vs 0, 70 vs 0) still gives every record a distinct score. ``model="gradient-boosting"`` (scikit-learn's
 histogram gradient boosting) fits non-linear boundaries but bins its inputs, so records beyond the training range tie.
@@ -31,8 +31,8 @@ from typing import Any
 
 import numpy as np
 
-from modelsec.attacks.privacy.base import MEMBERSHIP_ATTACKS, MembershipAttack, MembershipInputs
-from modelsec.attacks.privacy.signals import entropy, log_softmax, scaled_logit
+from modelsec.attacks.membership.base import MEMBERSHIP_ATTACKS, MembershipAttack, MembershipInputs
+from modelsec.attacks.membership.signals import entropy, log_softmax, scaled_logit
 from modelsec.core.errors import ConfigError
 
 MODELS = ("logistic", "gradient-boosting")

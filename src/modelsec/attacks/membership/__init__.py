@@ -3,18 +3,18 @@
 Importing this package registers every attack in :data:`MEMBERSHIP_ATTACKS`.
 """
 
-from modelsec.attacks.privacy.base import MEMBERSHIP_ATTACKS, MembershipAttack, MembershipInputs
-from modelsec.attacks.privacy.label_only import LabelOnly, augmentation_correct, with_augmentation
-from modelsec.attacks.privacy.lira import LiRAOffline, LiRAOnline
-from modelsec.attacks.privacy.metric import (
+from modelsec.attacks.membership.base import MEMBERSHIP_ATTACKS, MembershipAttack, MembershipInputs
+from modelsec.attacks.membership.label_only import LabelOnly, augmentation_correct, with_augmentation
+from modelsec.attacks.membership.lira import LiRAOffline, LiRAOnline
+from modelsec.attacks.membership.metric import (
     ConfidenceThreshold,
     EntropyThreshold,
     LossThreshold,
     ModifiedEntropyThreshold,
 )
-from modelsec.attacks.privacy.rmia import RMIAOffline, RMIAOnline
-from modelsec.attacks.privacy.shadow import ShadowModel
-from modelsec.attacks.privacy.signals import ReferenceSignals, Signals, compute_signals
+from modelsec.attacks.membership.rmia import RMIAOffline, RMIAOnline
+from modelsec.attacks.membership.shadow import ShadowModel
+from modelsec.attacks.membership.signals import ReferenceSignals, Signals, compute_signals
 
 __all__ = [
     "MEMBERSHIP_ATTACKS",

@@ -24,8 +24,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from modelsec.attacks.privacy.base import MEMBERSHIP_ATTACKS, MembershipAttack, MembershipInputs
-from modelsec.attacks.privacy.signals import logsumexp, true_class_log_prob
+from modelsec.attacks.membership.base import MEMBERSHIP_ATTACKS, MembershipAttack, MembershipInputs
+from modelsec.attacks.membership.signals import logsumexp, true_class_log_prob
 from modelsec.core.errors import ConfigError
 from modelsec.stats.metrics import auc
 

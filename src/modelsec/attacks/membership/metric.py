@@ -13,7 +13,7 @@ record they are weak at low FPR: easy non-members look as confident as members (
 - ``modified-entropy``: ``-Mentr(p, y)`` (Song & Mittal 2021, "Systematic Evaluation of Privacy Risks of Machine
   Learning Models"), which, unlike entropy, tells a confident correct prediction from a confident wrong one.
 
-Every statistic is computed in float64 log space (:mod:`modelsec.attacks.privacy.signals`): a saturated model still
+Every statistic is computed in float64 log space (:mod:`modelsec.attacks.membership.signals`): a saturated model still
 gives every record a distinct score.
 """
 
@@ -23,8 +23,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from modelsec.attacks.privacy.base import MEMBERSHIP_ATTACKS, MembershipAttack, MembershipInputs
-from modelsec.attacks.privacy.signals import entropy, max_log_prob, modified_entropy
+from modelsec.attacks.membership.base import MEMBERSHIP_ATTACKS, MembershipAttack, MembershipInputs
+from modelsec.attacks.membership.signals import entropy, max_log_prob, modified_entropy
 
 
 def loss_threshold_scores(loss: np.ndarray) -> np.ndarray:
