@@ -43,6 +43,7 @@ demo: setup
 lint: setup
 	$(BIN)/ruff check src tests scripts
 	$(BIN)/ruff format --check src tests scripts
+	$(BIN)/lint-imports
 
 typecheck: setup
 	$(BIN)/mypy
