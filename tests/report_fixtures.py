@@ -254,7 +254,7 @@ NPZ_MISCLASSIFIED = 2
 
 
 def write_adversarial_npz(path: Path, *, n: int = 12, channels: int = 1, size: int = 28, flat: bool = False) -> Path:
-    """An ``adversarial.npz`` in the layout of ``RobustnessRun.save_npz``: ``n`` synthetic images (a bright disc
+    """An ``adversarial.npz`` in the layout of ``RobustnessRun.npz_arrays``: ``n`` synthetic images (a bright disc
     whose radius depends on the class) with labels ``i % 10``; sample 2 misclassified, the samples of
     :data:`NPZ_BROKEN` (those below ``n``) broken at each epsilon of :data:`NPZ_EPS`.
     ``flat``: inputs of shape ``(n, C*H*W)``."""

@@ -10,9 +10,10 @@ import pytest
 import torch
 
 from modelsec.attacks.norms import NORMS
-from modelsec.audits import AuditConfig, run_audit
+from modelsec.audits import AuditConfig
 from modelsec.defenses.training import TrainingConfig, train_and_save
 from modelsec.models import load_model
+from modelsec.outputs.audit import audit_and_write as run_audit  # the audit, then its files (as the CLI)
 from modelsec.results.audit import AuditResult, eps_key
 from modelsec.results.schema import validate_result_dict
 from modelsec.store import RunStore

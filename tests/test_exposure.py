@@ -10,7 +10,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from modelsec.audits.exposure import CSV_COLUMNS, most_exposed, write_exposed_csv
+from modelsec.audits.exposure import most_exposed
+from modelsec.outputs.exposed_records import CSV_COLUMNS, write_exposed_csv
 from modelsec.results.audit import AuditResult
 from tests.report_fixtures import make_audit_result
 

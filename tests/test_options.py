@@ -23,6 +23,9 @@ from modelsec.core.options import (
 )
 from modelsec.defenses import make_defense
 from modelsec.defenses.training import TrainingConfig, train_and_save
+from modelsec.outputs.audit import audit_and_write
+from modelsec.outputs.compare import compare_and_write
+from modelsec.outputs.dp_audit import dp_audit_and_write
 
 
 @pytest.mark.parametrize("seed", [-1, SEED_LIMIT, 99999999999999999999999, True, 1.0, "3", None])
@@ -104,18 +107,23 @@ def test_a_folder_without_write_permission_is_refused(tmp_path: Path) -> None:
 
 
 def test_every_workflow_checks_its_output_before_any_work(tmp_path: Path) -> None:
-    """An output under a file is refused before the data is even looked at (the data here does not exist)."""
+    """An output (or checkpoint) folder under a file is refused before the data is even looked at (the data here
+    does not exist)."""
     a_file = tmp_path / "afile"
     a_file.write_text("x")
     missing = str(tmp_path / "no-such-data.npz")
     with pytest.raises(ConfigError, match="a part of the path is a file"):
-        run_audit(None, missing, out_dir=a_file / "out")
+        audit_and_write(None, missing, out_dir=a_file / "out")
     with pytest.raises(ConfigError, match="a part of the path is a file"):
-        run_compare("base.safetensors", ["at.safetensors"], data=missing, out_dir=a_file / "out")
+        run_audit(None, missing, checkpoint_dir=a_file / "out")
+    with pytest.raises(ConfigError, match="a part of the path is a file"):
+        compare_and_write("base.safetensors", ["at.safetensors"], data=missing, out_dir=a_file / "out")
+    with pytest.raises(ConfigError, match="a part of the path is a file"):
+        run_compare("base.safetensors", ["at.safetensors"], data=missing, checkpoint_dir=a_file / "out")
     with pytest.raises(ConfigError, match="a part of the path is a file"):
         modelsec.harden("standard", data=missing, arch="mlp", out=a_file / "m.safetensors")
     with pytest.raises(ConfigError, match="a part of the path is a file"):
         train_and_save(data=missing, arch="mlp", out=a_file / "m.safetensors", config=TrainingConfig())
     with pytest.raises(ConfigError, match="a part of the path is a file"):
-        run_dp_audit("standard", data=missing, out_dir=a_file / "dp")
+        dp_audit_and_write("standard", data=missing, out_dir=a_file / "dp")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["afile"]

@@ -59,14 +59,15 @@ def audit(
         resume: continue from ``out/audit.ckpt`` when an interrupted audit of this same run left it (one of
             another run is refused); ``False`` ignores and replaces it.
     """
-    from modelsec.audits import AuditConfig, run_audit
+    from modelsec.audits import AuditConfig
+    from modelsec.outputs.audit import audit_and_write
     from modelsec.store import RunStore, default_store_path
 
     config = AuditConfig(eps=tuple(eps), samples=samples, seed=seed, **options)
     run_store = None
     if store is not False:
         run_store = RunStore(default_store_path() if store is True else Path(store))
-    return run_audit(
+    return audit_and_write(
         model,
         data,
         config=config,
@@ -155,8 +156,8 @@ def compare(
     'at'
     """
     from modelsec.audits import AuditConfig
-    from modelsec.audits.compare import run_compare
     from modelsec.core.errors import ConfigError
+    from modelsec.outputs.compare import compare_and_write
     from modelsec.store import RunStore, default_store_path
 
     if config is not None and audit_kwargs:
@@ -170,7 +171,7 @@ def compare(
         run_store = store
     elif store is not False and store is not None:
         run_store = RunStore(default_store_path() if store is True else Path(store))
-    return run_compare(
+    return compare_and_write(
         baseline,
         hardened,
         data=data,

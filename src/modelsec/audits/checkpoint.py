@@ -5,7 +5,9 @@ While ``modelsec audit --out OUT`` runs, ``OUT/audit.ckpt`` holds the state of t
 epsilon, which batch, and inside the long attacks which restart, target and iteration, with every array an
 uninterrupted run would hold there, the ``torch.Generator`` state and the classifier's query counter. Rerunning
 the same command resumes from it and writes the ``result.json`` numbers and ``adversarial.npz`` arrays of an
-uninterrupted run, bit for bit on the CPU; the file is deleted once ``result.json`` is written.
+uninterrupted run, bit for bit on the CPU. :func:`~modelsec.audits.runner.run_audit` leaves the file in place when it
+returns; the outputs layer deletes it once ``result.json`` and the other files are written
+(:func:`modelsec.outputs.audit.audit_and_write`), so a crash while they are written still resumes.
 
 When it writes: before every attack at every epsilon and between the phases (always), and inside attacks at every
 batch and every restart, target and iteration of the attacks, at most once per ``MODELSEC_CHECKPOINT_INTERVAL``
@@ -35,6 +37,7 @@ import os
 import platform
 import signal
 import time
+from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -45,7 +48,7 @@ from modelsec.core.errors import ConfigError
 from modelsec.core.resume import Payload, Resumer, Tracked
 from modelsec.core.version import __version__
 from modelsec.models.base import Classifier
-from modelsec.results.audit import DataInfo, ModelInfo
+from modelsec.results.audit import AuditResult, DataInfo, ModelInfo
 from modelsec.store.checkpoint import CheckpointFile
 
 if TYPE_CHECKING:
@@ -160,10 +163,11 @@ class AuditCheckpoint:
             self.where = str(saved.get("where", ""))
         return Resumer(write=self._write, saved=saved, tracked=tracked, interval=checkpoint_interval())
 
-    def keep(self, result: dict[str, Any], files: dict[str, str]) -> None:
-        """Replace the checkpoint with the finished audit (``result.to_dict()`` and its files), for a caller that
-        resumes several audits and deletes their checkpoints when all are done (``modelsec compare``)."""
-        self.file.write({"finished": {"result": result, "files": files}})
+    def keep(self, result: AuditResult, files: Mapping[str, Path]) -> None:
+        """Replace the checkpoint with the finished audit (its result, and the files written for it), for a caller
+        that resumes several audits and deletes their checkpoints when all are done (``modelsec compare``)."""
+        finished = {"result": json.loads(result.to_json()), "files": {k: str(v) for k, v in files.items()}}
+        self.file.write({"finished": finished})  # plain values only
 
     def delete(self) -> None:
         self.file.delete()

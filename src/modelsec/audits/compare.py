@@ -7,8 +7,9 @@ What can be shared is: the data are loaded once, and reference models for member
 in the run store's signal cache (a temporary one when no store is given), so they train once for all models. The
 work on each target model (attacks, its membership signals) cannot be shared.
 
-Each model's own audit goes to ``OUT/<name>/`` (``result.json``, ``report.html``, ``adversarial.npz``); the
-comparison to ``OUT/comparison.json``, ``OUT/comparison.html`` and ``OUT/comparison.md``.
+:mod:`modelsec.outputs.compare` writes each model's own audit to ``OUT/<name>/`` (``result.json``, ``report.html``,
+``adversarial.npz``) as soon as it finishes, and the comparison to ``OUT/comparison.json``, ``OUT/comparison.html``
+and ``OUT/comparison.md``.
 """
 
 from __future__ import annotations
@@ -19,15 +20,14 @@ import math
 import re
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from modelsec.audits.checkpoint import audit_checkpoint_path
 from modelsec.audits.membership import strongest
 from modelsec.audits.recommendation import recommend
-from modelsec.audits.runner import AuditConfig, run_audit
+from modelsec.audits.runner import AuditConfig, AuditOutcome, run_audit
 from modelsec.core.errors import ConfigError
 from modelsec.core.options import check_writable_folder
 from modelsec.core.progress import NullProgress, Progress
@@ -50,13 +50,24 @@ from modelsec.store.cache import SignalCache
 _FINGERPRINTS = ("samples_sha256", "mia_candidates_sha256")
 
 
+AuditHook = Callable[[str, AuditOutcome], AuditOutcome]
+"""Called with a model's name and its audit's outcome as soon as the audit finishes, before the next one starts;
+returns the outcome with the files it wrote (:mod:`modelsec.outputs.compare` writes the model's folder there)."""
+
+
 @dataclass
 class CompareOutcome:
-    """What :func:`run_compare` returns: the comparison, every model's audit result, and the files written."""
+    """What :func:`run_compare` returns: the comparison and every model's audit outcome, by model name (the
+    baseline first); ``files``: what the outputs layer wrote for the comparison itself."""
 
     comparison: Comparison
-    results: dict[str, AuditResult]
+    audits: dict[str, AuditOutcome]
     files: dict[str, Path] = field(default_factory=dict)
+
+    @property
+    def results(self) -> dict[str, AuditResult]:
+        """Every model's audit result, by model name."""
+        return {name: audit.result for name, audit in self.audits.items()}
 
 
 @dataclass(frozen=True)
@@ -65,17 +76,6 @@ class _Candidate:
     path: Path
     meta: dict[str, Any]
     provenance: dict[str, Any]
-
-
-class _CacheOnlyStore:
-    """A stand-in for the run store when the caller gives none: it caches reference-model signals for the
-    comparison (so they train once) and records nothing."""
-
-    def __init__(self, directory: Path) -> None:
-        self.signal_cache = SignalCache(directory)
-
-    def record_audit(self, result: AuditResult, *, out_dir: str | None, artifacts: dict[str, Path]) -> str:
-        return result.run_id
 
 
 def model_names(paths: Sequence[str | Path]) -> list[str]:
@@ -102,28 +102,32 @@ def run_compare(
     *,
     data: str | Splits | None = None,
     config: AuditConfig | None = None,
-    out_dir: str | Path | None = None,
     max_accuracy_drop: float = DEFAULT_MAX_ACCURACY_DROP,
     trust_model: bool = False,
     device: str = "cpu",
     data_dir: str | None = None,
     label_column: str = "label",
     bounds: tuple[float, float] | None = None,
-    store: Any = None,
+    checkpoint_dir: str | Path | None = None,
+    cache: SignalCache | None = None,
+    on_audit: AuditHook | None = None,
     progress: Progress | None = None,
     resume: bool = True,
 ) -> CompareOutcome:
-    """Audit ``baseline`` and every ``hardened`` model file with the same ``config`` on the same data, recommend
-    one (:func:`modelsec.audits.recommendation.recommend`) and, with ``out_dir``, write every audit and the comparison.
+    """Audit ``baseline`` and every ``hardened`` model file with the same ``config`` on the same data and recommend
+    one (:func:`modelsec.audits.recommendation.recommend`). Writes no output: :mod:`modelsec.outputs.compare`
+    writes every audit and the comparison.
 
     ``data``: a data set name or file, or :class:`Splits`; ``None`` uses the data the baseline records (with
     ``config.split_seed``, else the baseline's recorded split seed). Every file is checked (exists, safe to load)
-    before the first audit runs. ``store``: a :class:`~modelsec.store.RunStore` to record each audit in and to
-    cache reference models in; ``None`` caches them in a temporary folder for this comparison only.
+    before the first audit runs. ``cache``: where reference models' signals are cached (the run store's
+    ``signal_cache``); ``None`` caches them in a temporary folder for this comparison only.
 
-    Resumable per model (with ``out_dir``): each audit checkpoints itself to ``OUT/<name>/audit.ckpt`` and, once
-    finished, leaves the finished result there until the comparison is written, so that rerunning an interrupted
-    comparison reuses the finished audits and resumes the one under way; ``resume=False`` starts every audit over.
+    Resumable per model (with ``checkpoint_dir``, checked to be writable first): each audit checkpoints itself to
+    ``checkpoint_dir/<name>/audit.ckpt``; once finished, and once ``on_audit`` has written its files, its checkpoint
+    is replaced by the finished audit and kept until the caller deletes it (when the comparison is written), so that
+    rerunning an interrupted comparison reuses the finished audits and resumes the one under way; ``resume=False``
+    starts every audit over.
     """
     config = config or AuditConfig()
     progress = progress or NullProgress()
@@ -131,8 +135,8 @@ def run_compare(
         raise ConfigError("give at least one hardened model to compare with the baseline")
     if not (isinstance(max_accuracy_drop, (int, float)) and math.isfinite(max_accuracy_drop)) or max_accuracy_drop < 0:
         raise ConfigError(f"--max-accuracy-drop must be a number of percentage points >= 0, got {max_accuracy_drop}")
-    if out_dir is not None:
-        check_writable_folder(out_dir)
+    if checkpoint_dir is not None:
+        check_writable_folder(checkpoint_dir)
     paths = [Path(baseline), *(Path(p) for p in hardened)]
     candidates = [
         _Candidate(name, path, *_read_model(path, trust_model))
@@ -142,11 +146,10 @@ def run_compare(
     created = dt.datetime.now(dt.timezone.utc)
     splits = _splits(data, candidates[0], config, data_dir=data_dir, label_column=label_column, bounds=bounds)
     timings: dict[str, float] = {"load_data": round(time.perf_counter() - t0, 3)}
-    out = None if out_dir is None else Path(out_dir)
 
     with tempfile.TemporaryDirectory(prefix="modelsec-compare-") as tmp:
-        audit_store = store if store is not None else _CacheOnlyStore(Path(tmp))
-        results: dict[str, AuditResult] = {}
+        audit_cache = cache if cache is not None else SignalCache(Path(tmp))
+        audits: dict[str, AuditOutcome] = {}
         summaries: list[ModelSummary] = []
         for i, c in enumerate(candidates):
             progress.note(f"[{i + 1}/{len(candidates)}] auditing {c.name} ({c.path})")
@@ -158,15 +161,18 @@ def run_compare(
                 config=config,
                 trust_model=trust_model,
                 device=device,
-                out_dir=None if out is None else out / c.name,
-                store=audit_store,
+                checkpoint_dir=None if checkpoint_dir is None else Path(checkpoint_dir) / c.name,
+                cache=audit_cache,
                 progress=progress,
                 resume=resume,
-                keep_checkpoint=True,
             )
+            if on_audit is not None:
+                outcome = on_audit(c.name, outcome)
+            if outcome.checkpoint is not None and not outcome.reused:
+                outcome.checkpoint.keep(outcome.result, outcome.files)  # a rerun reuses this audit
             seconds = time.perf_counter() - t
             timings[c.name] = round(seconds, 3)
-            results[c.name] = outcome.result
+            audits[c.name] = outcome
             summaries.append(
                 summarise(
                     outcome.result,
@@ -176,11 +182,11 @@ def run_compare(
                     meta=c.meta,
                     provenance=c.provenance,
                     splits=model_splits,
-                    out_dir=None if out is None else c.name,
                     audit_seconds=seconds,
                 )
             )
     timings["total"] = round(time.perf_counter() - t0, 3)
+    results = {name: audit.result for name, audit in audits.items()}
     recommendation = recommend(summaries, baseline=candidates[0].name, max_accuracy_drop=max_accuracy_drop)
     comparison = Comparison(
         schema_version=COMPARISON_SCHEMA_VERSION,
@@ -194,21 +200,11 @@ def run_compare(
             "split_seed": splits.seed,
             "sha256": dict(results[candidates[0].name].data.sha256),
         },
-        notes=_consistency_notes(results) + _reuse_notes(results, store is not None),
+        notes=_consistency_notes(results) + _reuse_notes(results, cache is not None),
         timings=timings,
         versions=versions(),
     )
-    files: dict[str, Path] = {}
-    if out is not None:
-        from modelsec.report.comparison import write_comparison_html, write_comparison_markdown
-
-        out.mkdir(parents=True, exist_ok=True)
-        files["comparison"] = comparison.save(out / "comparison.json")
-        files["html"] = write_comparison_html(comparison, out / "comparison.html")
-        files["markdown"] = write_comparison_markdown(comparison, out / "comparison.md")
-        for c in candidates:  # the finished audits kept for a rerun of an interrupted comparison
-            audit_checkpoint_path(out / c.name).unlink(missing_ok=True)
-    return CompareOutcome(comparison=comparison, results=results, files=files)
+    return CompareOutcome(comparison=comparison, audits=audits)
 
 
 def _read_model(path: Path, trust_model: bool) -> tuple[dict[str, Any], dict[str, Any]]:

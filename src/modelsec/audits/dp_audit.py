@@ -26,7 +26,6 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -36,7 +35,7 @@ from torch import nn
 from modelsec.attacks.membership.signals import cross_entropy, scaled_logit
 from modelsec.audits.canaries import CANARY_KINDS, Canaries, draw_canaries, with_canaries
 from modelsec.core.errors import ConfigError
-from modelsec.core.options import check_seed, check_writable_folder
+from modelsec.core.options import check_seed
 from modelsec.core.progress import NullProgress, Progress
 from modelsec.data.dataset import Dataset, Splits
 from modelsec.defenses.base import DefenseConfig, make_defense
@@ -290,15 +289,13 @@ def run_dp_audit(
     data_dir: str | None = None,
     label_column: str = "label",
     bounds: tuple[float, float] | None = None,
-    out_dir: str | Path | None = None,
     device: str = "cpu",
     progress: Progress | None = None,
-) -> tuple[DPAuditResult, dict[str, Path]]:
+) -> DPAuditResult:
     """``modelsec audit-dp``: audit ``defense`` (with ``config``) on a data set's members split, with mislabelled
     canaries copied from ``canaries`` records of its population split (records the model never trains on
     otherwise; a defense that uses population records gets the rest), the non-members for the test accuracy.
-    Writes ``dp_audit.json`` and ``dp_audit.html`` to ``out_dir`` if given; returns the result and the files
-    written."""
+    Writes no output: :mod:`modelsec.outputs.dp_audit` writes ``dp_audit.json`` and ``dp_audit.html``."""
     from modelsec.data import load_splits
     from modelsec.defenses.training import check_run_options, training_set
 
@@ -307,8 +304,6 @@ def run_dp_audit(
     check_seed(seed, "--seed")
     if canaries < 1:
         raise ConfigError(f"--canaries must be >= 1, got {canaries}")
-    if out_dir is not None:
-        check_writable_folder(out_dir)
     if isinstance(data, Splits):
         splits = data
     else:
@@ -345,14 +340,4 @@ def run_dp_audit(
         progress=progress,
     )
     result.training["data"] = {"source": splits.source, "split_seed": splits.seed, "members_used": len(train)}
-    files: dict[str, Path] = {}
-    if out_dir is not None:
-        from modelsec.report.dp_audit import write_dp_audit_html
-
-        out = Path(out_dir)
-        out.mkdir(parents=True, exist_ok=True)
-        files["result"] = out / "dp_audit.json"
-        files["report"] = out / "dp_audit.html"
-        result.save(files["result"])
-        write_dp_audit_html(result, files["report"])
-    return result, files
+    return result

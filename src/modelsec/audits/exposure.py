@@ -2,8 +2,9 @@
 
 These are the training records whose membership the attack is most confident about: typically outliers, rare
 classes or mislabelled examples ("Membership Inference Attacks From First Principles", Carlini et al. 2022, show
-that privacy risk concentrates on few records). The audit lists them in ``PrivacyResult.exposed_records`` and in
-a CSV; the HTML report shows thumbnails when it is given the inputs.
+that privacy risk concentrates on few records). The audit lists them in ``PrivacyResult.exposed_records``;
+:mod:`modelsec.outputs.exposed_records` writes them as ``exposed_records.csv``, and the HTML report shows
+thumbnails when it is given the inputs.
 
 >>> records = most_exposed(np.array([0.1, 2.5, 0.7, 2.5]), np.array([0, 1, 1, 2]), attack="lira", top=3)
 >>> [(r.rank, r.member_index, r.label, r.score) for r in records]
@@ -12,15 +13,11 @@ a CSV; the HTML report shows thumbnails when it is given the inputs.
 
 from __future__ import annotations
 
-import csv
 from collections.abc import Sequence
-from pathlib import Path
 
 import numpy as np
 
 from modelsec.results.audit import ExposedRecord
-
-CSV_COLUMNS = ("rank", "member_index", "label", "class_name", "score", "attack")
 
 
 def most_exposed(
@@ -63,15 +60,3 @@ def _class_name(label: int, class_names: Sequence[str] | None) -> str | None:
     if class_names is None or not 0 <= label < len(class_names):
         return None
     return str(class_names[label])
-
-
-def write_exposed_csv(path: str | Path, records: Sequence[ExposedRecord]) -> Path:
-    """Write ``records`` as CSV with the header :data:`CSV_COLUMNS` (UTF-8; an empty ``class_name`` is none; scores
-    at full precision) and return the path."""
-    out = Path(path)
-    with out.open("w", encoding="utf-8", newline="") as f:
-        writer = csv.writer(f)
-        writer.writerow(CSV_COLUMNS)
-        for r in records:
-            writer.writerow([r.rank, r.member_index, r.label, r.class_name or "", repr(r.score), r.attack])
-    return out

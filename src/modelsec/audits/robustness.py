@@ -37,8 +37,10 @@ class RobustnessRun:
     per_attack_robust: dict[tuple[str, float], torch.Tensor]  # chain: cumulative robust flags after the attack
     per_attack_broken: dict[tuple[str, float], torch.Tensor]  # the samples this attack itself broke
 
-    def save_npz(self, path: str) -> None:
-        """Write the clean inputs, labels and worst-case adversarial examples (no pickle)."""
+    def npz_arrays(self) -> dict[str, np.ndarray]:
+        """The arrays of ``adversarial.npz`` (written by :mod:`modelsec.outputs.audit`, no pickle): the clean inputs
+        ``x``, labels ``y``, clean predictions and the sorted ``eps``; per epsilon ``i``, the worst-case adversarial
+        examples ``x_adv_i``, the per-sample robust flags ``robust_i`` and the predictions ``pred_adv_i``."""
         arrays: dict[str, np.ndarray] = {
             "x": self.x.numpy(),
             "y": self.y.numpy(),
@@ -49,7 +51,7 @@ class RobustnessRun:
             arrays[f"x_adv_{i}"] = self.x_adv[eps].numpy()
             arrays[f"robust_{i}"] = self.robust[eps].numpy()
             arrays[f"pred_adv_{i}"] = self.pred_adv[eps].numpy()
-        np.savez_compressed(path, **arrays)  # type: ignore[arg-type]
+        return arrays
 
     def state_dict(self) -> dict[str, Any]:
         """Everything, as tensors and plain values (for a checkpoint read with ``torch.load(weights_only=True)``)."""

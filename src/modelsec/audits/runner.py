@@ -1,8 +1,9 @@
-"""One audit, end to end: load, attack, score, check, judge, write, record.
+"""One audit, end to end: load, attack, check, score, judge, and return the typed result.
 
-This is the only place that wires models, data, attacks, metrics, the report and the run store together; the CLI
-and :func:`modelsec.audit` call it. (The package is ``audits``, plural, so that importing it never
-replaces the function ``modelsec.audit`` on the package.)
+This is the only place that wires models, data, attacks and metrics together into an audit. It writes no output:
+:mod:`modelsec.outputs.audit` writes the result, the report, the arrays and the run-store row for the CLI and
+:func:`modelsec.audit`. (The package is ``audits``, plural, so that importing it never replaces the function
+``modelsec.audit`` on the package.)
 """
 
 from __future__ import annotations
@@ -10,12 +11,11 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import datetime as dt
-import json
 import time
 import warnings
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -32,7 +32,7 @@ from modelsec.attacks.membership import (
 )
 from modelsec.attacks.membership.label_only import with_augmentation
 from modelsec.audits.checkpoint import AuditCheckpoint, audit_run_key
-from modelsec.audits.exposure import most_exposed, write_exposed_csv
+from modelsec.audits.exposure import most_exposed
 from modelsec.audits.membership import evaluate_membership, plan_membership_attacks, strongest
 from modelsec.audits.membership_pool import build_pool, reference_signals
 from modelsec.audits.presets import AttackSpec, build_attacks, preset_specs
@@ -64,6 +64,9 @@ from modelsec.results.audit import (
     SanityFlag,
     SkippedAttack,
 )
+
+if TYPE_CHECKING:
+    from modelsec.store.cache import SignalCache
 
 MAX_REFERENCE_MODELS = 1024
 """The most reference models an audit trains (LiRA's paper uses up to 256)."""
@@ -167,10 +170,28 @@ class AuditConfig:
 
 @dataclass
 class AuditOutcome:
-    """What :func:`run_audit` returns: the result and where its files went."""
+    """What :func:`run_audit` returns: the result, and what an audit's files are made of beyond it
+    (:func:`modelsec.outputs.audit.write_audit` writes them).
+
+    Attributes:
+        result: the typed result (``result.json``).
+        robustness_run: the per-sample arrays behind the robustness numbers (``adversarial.npz``).
+        exposed_images: the inputs of the most exposed members, in the order of ``result.privacy.exposed_records``,
+            for the report's thumbnails (image data only; else ``None``).
+        checkpoint: the audit's checkpoint (with ``checkpoint_dir``), still on disk when :func:`run_audit` returns;
+            whoever writes the outputs settles it once they are written: deletes it, or keeps the finished audit in
+            it (:meth:`~modelsec.audits.checkpoint.AuditCheckpoint.keep`) so that a rerun reuses it.
+        reused: the checkpoint held a finished audit: nothing was recomputed, ``files`` are those written for it
+            then, and there are no arrays.
+        files: the files written for the audit, by key (``"result"``, ``"report"``, ...); filled by the outputs
+            layer.
+    """
 
     result: AuditResult
-    robustness_run: RobustnessRun | None
+    robustness_run: RobustnessRun | None = None
+    exposed_images: np.ndarray | None = None
+    checkpoint: AuditCheckpoint | None = None
+    reused: bool = False
     files: dict[str, Path] = field(default_factory=dict)
 
 
@@ -205,56 +226,99 @@ def run_audit(
     data_dir: str | None = None,
     label_column: str = "label",
     bounds: tuple[float, float] | None = None,
-    out_dir: str | Path | None = None,
-    store: Any = None,
+    checkpoint_dir: str | Path | None = None,
+    cache: SignalCache | None = None,
     progress: Progress | None = None,
     resume: bool = True,
-    keep_checkpoint: bool = False,
 ) -> AuditOutcome:
-    """Audit ``model`` on ``data``; write ``result.json``, ``report.html`` and ``adversarial.npz`` to ``out_dir``
-    and record the run in ``store`` (a :class:`~modelsec.store.RunStore`) when given.
+    """Audit ``model`` on ``data``: evasion attacks with sanity checks, then membership inference, then a verdict.
+    Writes no output: :mod:`modelsec.outputs.audit` turns the outcome into ``result.json``, ``report.html``,
+    ``adversarial.npz``, ``exposed_records.csv`` and the run-store row.
+
+    The steps: load the model and the data (:func:`_load_target`), draw the records to attack and plan the
+    membership attacks, run the phases robustness, sanity checks and membership inference (:func:`_phases`,
+    resumable), and assemble the result (:func:`_assemble_result`).
 
     A model that draws its noise from torch's global generator draws it seeded by ``config.seed``, so the same
     seed gives the same result; the caller's generator is restored afterwards.
 
-    With ``out_dir``, the audit checkpoints itself to ``out_dir/audit.ckpt`` as it goes and, with ``resume``,
-    continues from a checkpoint of the same run left by an interrupted one (refusing one of another run);
-    ``resume=False`` ignores and replaces it. See :mod:`modelsec.audits.checkpoint`. ``keep_checkpoint``: once
-    done, leave a checkpoint holding the finished audit instead of deleting it, so that resuming returns the
-    finished result at once (for :func:`~modelsec.audits.compare.run_compare`, which deletes it later)."""
+    ``checkpoint_dir`` (checked to be writable before any work): the audit checkpoints itself to
+    ``checkpoint_dir/audit.ckpt`` as it goes and, with ``resume``, continues from a checkpoint of the same run left
+    by an interrupted one (refusing one of another run); ``resume=False`` ignores and replaces it. See
+    :mod:`modelsec.audits.checkpoint`. The checkpoint is still there when this returns (``outcome.checkpoint``):
+    the caller deletes it once the outputs are written. One that holds a finished audit (kept by
+    :func:`~modelsec.audits.compare.run_compare`) is returned as it is (``outcome.reused``).
+
+    ``cache``: where the reference models' signals are cached (a :class:`~modelsec.store.SignalCache`, such as
+    the run store's ``signal_cache``), so that another audit of the same records, architecture and recipe trains
+    none; ``None``: no cache."""
     config = config or AuditConfig()
+    progress = progress or NullProgress()
+    if checkpoint_dir is not None:
+        check_writable_folder(checkpoint_dir)
     with seeded(config.seed, device):
-        return _run_audit(
-            model, data, config=config, arch=arch, trust_model=trust_model, device=device, data_dir=data_dir,
-            label_column=label_column, bounds=bounds, out_dir=out_dir, store=store, progress=progress,
-            resume=resume, keep_checkpoint=keep_checkpoint,
+        timings: dict[str, float] = {}
+        t0 = time.perf_counter()
+        created = dt.datetime.now(dt.timezone.utc)
+        target = _load_target(
+            model, data, config, arch=arch, trust_model=trust_model, device=device, data_dir=data_dir,
+            label_column=label_column, bounds=bounds, timings=timings,
         )  # fmt: skip
+        mia_plan = plan_membership_attacks(
+            config.membership_attacks, target.classifier.capability, config.reference_config()
+        )
+        rng = np.random.default_rng(config.seed)
+        gen = generator(config.seed)
+        sample = _attack_sample(target.splits, config.samples, rng)
+        checkpoint = None
+        if checkpoint_dir is not None:
+            run_key = audit_run_key(config, target.info, target.data, target.classifier, device)
+            checkpoint = AuditCheckpoint(checkpoint_dir, run_key)
+        phases = _resumable_phases(
+            target, sample, config, mia_plan, rng, gen, checkpoint, resume=resume, cache=cache, progress=progress
+        )
+        if phases is None:
+            assert checkpoint is not None
+            return _finished(checkpoint, progress)
+        timings.update(phases.timings)
+        timings["total"] = time.perf_counter() - t0
+        result = _assemble_result(config, device, target, sample, phases, created=created, timings=timings)
+    return AuditOutcome(
+        result=result,
+        robustness_run=phases.robustness,
+        exposed_images=phases.exposed_images,
+        checkpoint=checkpoint,
+    )
 
 
-def _run_audit(
+@dataclass
+class _Target:
+    """The model under audit and the data it is audited on."""
+
+    classifier: Classifier
+    info: ModelInfo
+    meta: dict[str, Any]  # what the model file records (its header)
+    splits: Splits
+    data: DataInfo
+    overlaps: dict[str, int]  # records the splits share, by pair of splits
+
+
+def _load_target(
     model: str | Path | nn.Module | Classifier | None,
     data: str | Splits | None,
-    *,
     config: AuditConfig,
+    *,
     arch: str | None,
     trust_model: bool,
     device: str,
     data_dir: str | None,
     label_column: str,
     bounds: tuple[float, float] | None,
-    out_dir: str | Path | None,
-    store: Any,
-    progress: Progress | None,
-    resume: bool,
-    keep_checkpoint: bool,
-) -> AuditOutcome:
-    progress = progress or NullProgress()
-    if out_dir is not None:
-        check_writable_folder(out_dir)
-    timings: dict[str, float] = {}
-    t0 = time.perf_counter()
-    created = dt.datetime.now(dt.timezone.utc)
-
+    timings: dict[str, float],
+) -> _Target:
+    """Step 1: what the model file records (after the safe-loading check), the data (the model's own unless
+    given; only the members it trained on count as members), the classifier."""
+    t = time.perf_counter()
     meta = _model_metadata(model, trust_model)
     data_source, split_seed = _resolve_data(data, meta, config.split_seed)
     splits = (
@@ -267,12 +331,11 @@ def _run_audit(
     if recorded.get("members_used") and not isinstance(data_source, Splits) and same_split:
         # a model trained on the first N members: only those are members (the rest join the population)
         splits = splits.with_members_used(int(recorded["members_used"]))
-    timings["load_data"] = time.perf_counter() - t0
+    timings["load_data"] = time.perf_counter() - t
 
     t = time.perf_counter()
     classifier, info = _classifier(model, splits, arch=arch, trust_model=trust_model, device=device)
     timings["load_model"] = time.perf_counter() - t
-    mia_plan = plan_membership_attacks(config.membership_attacks, classifier.capability, config.reference_config())
     overlaps = splits.overlaps()
     data_info = DataInfo(
         name=splits.source,
@@ -289,43 +352,64 @@ def _run_audit(
         overlaps=overlaps,
         class_names=list(splits.members.class_names) if splits.members.class_names else None,
     )
+    return _Target(classifier=classifier, info=info, meta=meta, splits=splits, data=data_info, overlaps=overlaps)
 
-    rng = np.random.default_rng(config.seed)
-    gen = generator(config.seed)
 
-    # Evasion: attack a seeded sample of non-members.
-    n = min(config.samples, len(splits.nonmembers))
-    if n < config.samples:
+@dataclass
+class _Sample:
+    """The test (non-member) records attacked for robustness: their indices in the non-members split, inputs and
+    labels."""
+
+    index: np.ndarray
+    x: torch.Tensor
+    y: torch.Tensor
+
+
+def _attack_sample(splits: Splits, samples: int, rng: np.random.Generator) -> _Sample:
+    """Step 2: a seeded sample of ``samples`` non-members (all of them, with a warning, when there are fewer)."""
+    n = min(samples, len(splits.nonmembers))
+    if n < samples:
         warnings.warn(
-            f"--samples {config.samples} is more than the {n} test records of {splits.source}; all {n} are attacked",
+            f"--samples {samples} is more than the {n} test records of {splits.source}; all {n} are attacked",
             stacklevel=2,
         )
     idx = np.sort(rng.permutation(len(splits.nonmembers))[:n])
-    x = torch.from_numpy(splits.nonmembers.x[idx])
-    y = torch.from_numpy(splits.nonmembers.y[idx])
-
-    checkpoint = (
-        None
-        if out_dir is None
-        else AuditCheckpoint(out_dir, audit_run_key(config, info, data_info, classifier, device))
+    return _Sample(
+        index=idx, x=torch.from_numpy(splits.nonmembers.x[idx]), y=torch.from_numpy(splits.nonmembers.y[idx])
     )
+
+
+def _resumable_phases(
+    target: _Target,
+    sample: _Sample,
+    config: AuditConfig,
+    mia_plan: tuple[list[MembershipAttack], list[str]],
+    rng: np.random.Generator,
+    gen: torch.Generator,
+    checkpoint: AuditCheckpoint | None,
+    *,
+    resume: bool,
+    cache: SignalCache | None,
+    progress: Progress,
+) -> _Phases | None:
+    """Step 3: the phases (:func:`_phases`), checkpointed when there is a ``checkpoint`` (the generators, the
+    global generator a randomised model draws from, and the query count tracked with it) and resumed from it;
+    ``None`` when it holds a finished audit instead."""
     with contextlib.ExitStack() as stack:
         if checkpoint is not None:
             tracked = {
                 "generator": track_generator(gen),
-                # a randomised model's own noise comes from torch's global generator, seeded above
+                # a randomised model's own noise comes from torch's global generator, seeded by run_audit
                 "global_generator": track_generator(torch.random.default_generator),
-                "queries": track_queries(classifier),
+                "queries": track_queries(target.classifier),
             }
             resumer = stack.enter_context(checkpointing(checkpoint.resumer(resume=resume, tracked=tracked)))
             if checkpoint.finished is not None:
-                return _finished(checkpoint, keep_checkpoint, progress)
+                return None
             if resumer.resuming:
                 progress.note(f"resuming from {checkpoint.path}: {checkpoint.where or 'before the first attack'}")
         try:
-            phases = _phases(
-                classifier, splits, x, y, config, mia_plan, info, meta, overlaps, rng, gen, store, progress
-            )
+            return _phases(target, sample, config, mia_plan, rng, gen, cache, progress)
         except CheckpointMismatch as e:
             assert checkpoint is not None
             raise ConfigError(
@@ -339,11 +423,24 @@ def _run_audit(
                     f"the audit can be resumed from {checkpoint.path} ({where}) by rerunning the same command"
                 ) from None
             raise
-    timings.update(phases.timings)
-    rob_run, remedies, attacks = phases.robustness, phases.remedies, phases.attacks
-    privacy, exposed_images, candidates_sha256 = phases.privacy, phases.exposed_images, phases.candidates_sha256
 
-    verdict = make_verdict(rob_run.result, privacy, config.norm)
+
+def _assemble_result(
+    config: AuditConfig,
+    device: str,
+    target: _Target,
+    sample: _Sample,
+    phases: _Phases,
+    *,
+    created: dt.datetime,
+    timings: dict[str, float],
+) -> AuditResult:
+    """Step 4: the verdict, and the result with the settings that produced it: the plan after remedies, and
+    content hashes of the records attacked and of the membership candidates (equal hashes, same records)."""
+    from modelsec.store.runs import new_run_id
+
+    rob_run, remedies, privacy = phases.robustness, phases.remedies, phases.privacy
+    n = len(sample.index)
     settings: dict[str, Any] = {
         "eps": list(config.eps),
         "norm": config.norm,
@@ -353,7 +450,7 @@ def _run_audit(
         "reference_models": config.reference_models,
         "reference_mode": config.reference_mode if config.reference_models else None,
         "preset": None if config.attacks is not None else config.preset,
-        "attacks": attack_labels(attacks),
+        "attacks": attack_labels(phases.attacks),
         "remedies": remedies.notes
         + ([f"EoT with {remedies.eot_samples} samples"] if remedies.eot_samples > 1 else [])
         + ([f"predictions by majority vote over {remedies.votes} passes"] if remedies.votes > 1 else []),
@@ -362,64 +459,33 @@ def _run_audit(
         "membership_attacks": [a.attack for a in privacy.attacks],
         "device": device,
         "verdict_rule": RULE,
-        # content hashes of the records attacked and of the membership candidates: equal hashes, same records
-        "samples_sha256": splits.nonmembers.subset(idx).sha256(),
-        "mia_candidates_sha256": candidates_sha256,
+        "samples_sha256": target.splits.nonmembers.subset(sample.index).sha256(),
+        "mia_candidates_sha256": phases.candidates_sha256,
     }
-    from modelsec.store.runs import new_run_id
-
-    files: dict[str, Path] = {}
-    robustness = rob_run.result
-    if out_dir is not None:
-        out = Path(out_dir)
-        out.mkdir(parents=True, exist_ok=True)
-        files["adversarial"] = out / "adversarial.npz"
-        rob_run.save_npz(str(files["adversarial"]))
-        robustness = replace(robustness, adversarial_file="adversarial.npz")
-    timings["total"] = time.perf_counter() - t0
-    result = AuditResult(
+    return AuditResult(
         schema_version=SCHEMA_VERSION,
         run_id=new_run_id(),
         created_at=created.isoformat(timespec="seconds"),
-        model=info,
-        data=data_info,
-        robustness=robustness,
+        model=target.info,
+        data=target.data,
+        robustness=rob_run.result,
         privacy=privacy,
-        verdict=verdict,
+        verdict=make_verdict(rob_run.result, privacy, config.norm),
         settings=settings,
         seed=config.seed,
         versions=versions(),
         timings={k: round(v, 3) for k, v in timings.items()},
     )
-    if out_dir is not None:
-        from modelsec.report import write_html
-
-        out = Path(out_dir)
-        files["result"] = out / "result.json"
-        result.save(files["result"])
-        files["report"] = out / "report.html"
-        write_html(result, files["report"], exposed_images=exposed_images)
-        if privacy.exposed_records:
-            files["exposed"] = write_exposed_csv(out / "exposed_records.csv", privacy.exposed_records)
-    if store is not None:
-        store.record_audit(result, out_dir=None if out_dir is None else str(out_dir), artifacts=files)
-    if checkpoint is not None and keep_checkpoint:
-        checkpoint.keep(json.loads(result.to_json()), {k: str(v) for k, v in files.items()})  # plain values only
-    elif checkpoint is not None:
-        checkpoint.delete()
-    return AuditOutcome(result=result, robustness_run=rob_run, files=files)
 
 
-def _finished(checkpoint: AuditCheckpoint, keep: bool, progress: Progress) -> AuditOutcome:
+def _finished(checkpoint: AuditCheckpoint, progress: Progress) -> AuditOutcome:
     """The outcome of an audit that had finished (its files written, its run recorded) when its checkpoint was
     kept: nothing is recomputed or rewritten."""
     assert checkpoint.finished is not None
     result = AuditResult.from_dict(checkpoint.finished["result"])
     files = {k: Path(v) for k, v in checkpoint.finished["files"].items()}
     progress.note(f"already audited ({checkpoint.path}): reusing {files.get('result', 'the result')}")
-    if not keep:
-        checkpoint.delete()
-    return AuditOutcome(result=result, robustness_run=None, files=files)
+    return AuditOutcome(result=result, checkpoint=checkpoint, reused=True, files=files)
 
 
 PHASES = ("robustness", "sanity_checks", "privacy")
@@ -444,23 +510,19 @@ class _Phases:
 
 
 def _phases(
-    classifier: Classifier,
-    splits: Splits,
-    x: torch.Tensor,
-    y: torch.Tensor,
+    target: _Target,
+    sample: _Sample,
     config: AuditConfig,
     mia_plan: tuple[list[MembershipAttack], list[str]],
-    info: ModelInfo,
-    meta: dict[str, Any],
-    overlaps: dict[str, int],
     rng: np.random.Generator,
     gen: torch.Generator,
-    store: Any,
+    cache: SignalCache | None,
     progress: Progress,
 ) -> _Phases:
     """Pre-checks, then the phases robustness, sanity checks and membership inference, each resumable: a
     checkpoint is written before each (the ``"audit"`` frame of :mod:`modelsec.core.resume`), and the robustness phase
     checkpoints itself inside (:func:`~modelsec.audits.robustness.evaluate_robustness`)."""
+    classifier, x, y = target.classifier, sample.x, sample.y
     with resumable("audit") as frame, contextlib.ExitStack() as stack:
         timings: dict[str, float] = {}
         rob_run: RobustnessRun | None = None
@@ -508,8 +570,9 @@ def _phases(
                 )
             else:
                 privacy, exposed_images, candidates_sha256 = _membership(
-                    classifier, splits, config, mia_plan, info, meta, overlaps, rng, store, progress
-                )
+                    classifier, target.splits, config, mia_plan, target.info, target.meta, target.overlaps, rng,
+                    cache, progress,
+                )  # fmt: skip
             timings[phase] = timings.get(phase, 0.0) + time.perf_counter() - t
     assert rob_run is not None
     return _Phases(
@@ -576,7 +639,7 @@ def _membership(
     meta: dict[str, Any],
     overlaps: dict[str, int],
     rng: np.random.Generator,
-    store: Any,
+    cache: SignalCache | None,
     progress: Progress,
 ) -> tuple[PrivacyResult, np.ndarray | None, str]:
     """The membership-inference part of an audit: its result, the most exposed members' inputs (for the
@@ -628,7 +691,6 @@ def _membership(
     training = None
     if reference is not None:
         arch, recipe = _reference_recipe(info, meta, config)
-        cache = store.signal_cache if store is not None else None
         training = reference_signals(pool, reference, arch=arch, training=recipe, cache=cache, progress=progress)
         compute.update(training.compute())
         compute["reference_mode"] = "online" if reference.online else "offline"

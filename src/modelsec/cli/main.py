@@ -304,7 +304,8 @@ def audit(
 ) -> None:
     """Audit a model: evasion attacks (a preset) and membership inference; writes a report. An interrupted audit
     resumes where it stopped when the same command is run again (OUT/audit.ckpt)."""
-    from modelsec.audits import AuditConfig, run_audit
+    from modelsec.audits import AuditConfig
+    from modelsec.outputs.audit import audit_and_write
 
     config = AuditConfig(
         eps=_parse_floats(eps, "--eps"),
@@ -326,7 +327,7 @@ def audit(
     )
     store = _store(store_path, no_store)
     progress = _progress(quiet)
-    outcome = run_audit(
+    outcome = audit_and_write(
         model_path,
         data,
         config=config,
@@ -436,9 +437,9 @@ def compare(
 ) -> None:
     """Audit BASELINE and each HARDENED model the same way (same settings, seed, test records and membership
     candidates) and write a comparison report with a recommendation."""
-    from modelsec.audits.compare import run_compare
+    from modelsec.outputs.compare import compare_and_write
 
-    outcome = run_compare(
+    outcome = compare_and_write(
         baseline,
         hardened,
         data=data,
@@ -829,8 +830,8 @@ def audit_dp(
     Exits 3, with a red verdict, when the empirical lower bound exceeds the claimed epsilon (the training does not
     deliver its claim: a bug, not a result); 0 otherwise, also for a run without a claim (the bound is reported).
     """
-    from modelsec.audits.dp_audit import run_dp_audit
     from modelsec.defenses import make_defense
+    from modelsec.outputs.dp_audit import dp_audit_and_write
 
     flags = {
         "epochs": epochs,
@@ -850,7 +851,7 @@ def audit_dp(
         "batchnorm": batchnorm,
     }
     config = make_defense(defense, _harden_config(config_json, flags)).config  # validated before the data loads
-    result, files = run_dp_audit(
+    result, files = dp_audit_and_write(
         defense,
         data=data,
         arch=arch,

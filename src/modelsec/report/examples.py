@@ -1,9 +1,10 @@
 """A grid of adversarial examples for the report: original, adversarial and amplified difference, with labels.
 
-The examples come from the ``adversarial.npz`` that :meth:`modelsec.audits.robustness.RobustnessRun.save_npz`
-writes next to ``result.json``: arrays ``x``, ``y``, ``pred_clean`` and ``eps`` and, for the ``i``-th epsilon
-(sorted), the worst-case adversarial inputs ``x_adv_{i}``, the per-sample ``robust_{i}`` (still classified
-correctly) and the predictions ``pred_adv_{i}``. It is read with ``allow_pickle=False``.
+The examples come from the ``adversarial.npz`` that :mod:`modelsec.outputs.audit` writes next to ``result.json``
+(:meth:`modelsec.audits.robustness.RobustnessRun.npz_arrays`): arrays ``x``, ``y``, ``pred_clean`` and ``eps``
+and, for the ``i``-th epsilon (sorted), the worst-case adversarial inputs ``x_adv_{i}``, the per-sample
+``robust_{i}`` (still classified correctly) and the predictions ``pred_adv_{i}``. It is read with
+``allow_pickle=False``.
 
 Only image inputs ``(n, C, H, W)`` get a grid: one channel is drawn in greyscale, three as RGB, any other
 number as the mean over channels (:func:`modelsec.report.images.to_display`). The figure is a

@@ -1,0 +1,90 @@
+"""An audit's files and its run-store row: what ``modelsec audit`` and :func:`modelsec.audit` leave behind.
+
+``OUT/`` receives (each file written atomically, :mod:`modelsec.outputs.files`):
+
+- ``adversarial.npz``: the clean inputs, labels and worst-case adversarial examples per epsilon
+  (:meth:`~modelsec.audits.robustness.RobustnessRun.npz_arrays`), written first so that the report can draw them;
+- ``result.json``: the :class:`~modelsec.results.audit.AuditResult`, whose ``robustness.adversarial_file`` names the
+  arrays;
+- ``report.html``: the self-contained report (:mod:`modelsec.report`), with thumbnails of the most exposed members
+  when the inputs are images;
+- ``exposed_records.csv``: the most exposed members (:mod:`modelsec.outputs.exposed_records`), when there are any.
+
+The run store (when given) then records the result and the SHA-256 of each file. :func:`audit_and_write` is the
+whole of ``modelsec audit``: the workflow (:func:`~modelsec.audits.run_audit`, checkpointing into ``OUT``), these
+files, then the checkpoint deleted.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from modelsec.audits.runner import AuditOutcome, run_audit
+from modelsec.outputs.exposed_records import exposed_records_csv
+from modelsec.outputs.files import OutputFolder
+
+if TYPE_CHECKING:
+    from torch import nn
+
+    from modelsec.data.dataset import Splits
+    from modelsec.models.base import Classifier
+    from modelsec.store.runs import RunStore
+
+ADVERSARIAL_FILE = "adversarial.npz"
+
+
+def write_audit(outcome: AuditOutcome, out_dir: str | Path | None, *, store: RunStore | None = None) -> AuditOutcome:
+    """Write the audit's files into ``out_dir`` (none without a folder) and record the run in ``store`` (with the
+    files' hashes); returns the outcome with the result as written (naming its arrays) and the files, by key
+    (``adversarial``, ``result``, ``report``, ``exposed``).
+
+    An outcome ``reused`` from a finished audit's checkpoint had its files written and its run recorded when it
+    finished: it is returned as it is. The audit's checkpoint is left alone (the caller settles it)."""
+    if outcome.reused:
+        return outcome
+    result = outcome.result
+    files: dict[str, Path] = {}
+    if out_dir is not None:
+        from modelsec.report.html import load_examples, render_html  # matplotlib: only once there is a result
+
+        folder = OutputFolder(out_dir)
+        if outcome.robustness_run is not None and result.robustness is not None:
+            arrays = outcome.robustness_run.npz_arrays()
+            folder.write("adversarial", ADVERSARIAL_FILE, lambda f: np.savez_compressed(f, **arrays))  # type: ignore[arg-type]
+            result = replace(result, robustness=replace(result.robustness, adversarial_file=ADVERSARIAL_FILE))
+        folder.write_text("result", "result.json", result.to_json() + "\n")
+        report = render_html(result, examples=load_examples(result, folder.path), exposed_images=outcome.exposed_images)
+        folder.write_text("report", "report.html", report)
+        if result.privacy is not None and result.privacy.exposed_records:
+            folder.write_text("exposed", "exposed_records.csv", exposed_records_csv(result.privacy.exposed_records))
+        files = folder.files
+    if store is not None:
+        store.record_audit(result, out_dir=None if out_dir is None else str(out_dir), artifacts=files)
+    return replace(outcome, result=result, files=files)
+
+
+def audit_and_write(
+    model: str | Path | nn.Module | Classifier | None = None,
+    data: str | Splits | None = None,
+    *,
+    out_dir: str | Path | None = None,
+    store: RunStore | None = None,
+    **options: Any,
+) -> AuditOutcome:
+    """``modelsec audit`` and :func:`modelsec.audit`: :func:`~modelsec.audits.run_audit` of ``model`` on ``data``
+    with ``options`` (``config``, ``arch``, ``progress``, ``resume``, ...), then :func:`write_audit`.
+
+    ``out_dir`` is the audit's checkpoint folder too: :func:`~modelsec.audits.run_audit` checks that it is
+    writable before any work and checkpoints the audit there while it runs; the checkpoint is deleted once the files
+    are written. ``store``: the :class:`~modelsec.store.RunStore` to record the run in; its signal cache keeps the
+    reference models' signals."""
+    cache = None if store is None else store.signal_cache
+    outcome = run_audit(model, data, checkpoint_dir=out_dir, cache=cache, **options)
+    outcome = write_audit(outcome, out_dir, store=store)
+    if outcome.checkpoint is not None:
+        outcome.checkpoint.delete()
+    return outcome
