@@ -2,8 +2,9 @@
 
 Each raises :class:`~modelsec.core.errors.ConfigError` with a message that says what to do, so a bad option fails in
 a second rather than after a training run. The workflows (:func:`modelsec.audits.run_audit`, ``run_compare``,
-``harden``, ``train_and_save``, ``run_dp_audit``) and the config dataclasses call them, so the Python API is
-checked like the command line. This module imports nothing heavy.
+``harden``, ``train_and_save``, ``run_dp_audit``; the first two check their checkpoint folder), the outputs layer
+(:mod:`modelsec.outputs`, the folders it writes) and the config dataclasses call them, so the Python API is checked
+like the command line. This module imports nothing heavy.
 """
 
 from __future__ import annotations
