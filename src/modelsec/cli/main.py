@@ -32,29 +32,20 @@ EXIT_INTERNAL_ERROR = 1
 EXIT_PRIVACY_VIOLATION = 3
 """``audit-dp``: the one-run audit's lower bound exceeds the claimed epsilon (the claim is not delivered)."""
 
-# Checked by click as the command line is parsed, before anything is imported or loaded; the workflows check the
-# same values again for the Python API (modelsec.core.options).
 COUNT = click.IntRange(min=1)
 
 
-def _writable_folder(ctx: click.Context, param: click.Parameter, value: str) -> str:
-    """--out folders: writable (the workflows check again, for the Python API), refused as the line is parsed."""
-    check_writable_folder(value)
-    return value
-
-
-def _writable_file(ctx: click.Context, param: click.Parameter, value: str) -> str:
-    check_writable_file(value)
-    return value
+def _check(check: Any) -> Any:
+    """A click callback running ``check(value)`` (a ConfigError) as the line is parsed, before anything is imported
+    or loaded; the workflows check again, for the Python API."""
+    return lambda ctx, param, value: check(value) or value
 
 
 def _parse_bounds(value: str | None) -> tuple[float, float] | None:
-    if value is None:
-        return None
-    b = parse_floats(value, "--bounds")
-    if len(b) != 2 or not b[0] < b[1]:
+    b = None if value is None else parse_floats(value, "--bounds")
+    if b is not None and (len(b) != 2 or not b[0] < b[1]):
         raise ConfigError(f"--bounds must be LO,HI with LO < HI, got {value!r}")
-    return (b[0], b[1])
+    return None if b is None else (b[0], b[1])
 
 
 def _progress(quiet: bool) -> Any:
@@ -66,25 +57,25 @@ def _progress(quiet: bool) -> Any:
 def _store(path: str | None, disabled: bool, *, readonly: bool = False) -> Any:
     """The run store (``None`` with ``--no-store``); ``readonly`` for commands that only read it, which never
     create a store or its folder."""
-    if disabled:
-        return None
     from modelsec.store import RunStore, default_store_path
 
-    return RunStore(Path(path) if path else default_store_path(), readonly=readonly)
+    return None if disabled else RunStore(Path(path) if path else default_store_path(), readonly=readonly)
 
 
-def _options(*options: Any) -> Any:
-    """One decorator adding ``options`` in this order."""
+def _defense_config(defense: str, config_json: str | None, given: dict[str, Any]) -> Any:
+    """The defense's validated config (before the data loads): ``--config-json``, overridden by the options given."""
+    from modelsec.defenses import make_defense
 
-    def decorator(f: Any) -> Any:
-        for option in reversed(options):
-            f = option(f)
-        return f
+    try:
+        config = {} if config_json is None else json.loads(config_json)
+    except json.JSONDecodeError as e:
+        raise ConfigError(f"--config-json is not valid JSON ({printable(e)})") from None
+    if not isinstance(config, dict):
+        raise ConfigError(f"--config-json must be a JSON object of options, got {config_json!r}")
+    return make_defense(defense, {**config, **given}).config
 
-    return decorator
 
-
-# The options generated from the configs' fields (built when a command is parsed: the configs import torch).
+# The options generated from the configs' fields, built when a command is parsed (the configs import torch).
 def _audit_fields() -> list[FieldOption]:
     from modelsec.audits.runner import AuditConfig
 
@@ -101,8 +92,7 @@ def _defense_fields(exclude: tuple[str, ...] = ()) -> list[FieldOption]:
     """Every field of every registered defense's config, unset by default (the defense's own default applies)."""
     from modelsec.defenses import DEFENSES
 
-    configs = {name: DEFENSES.get(name).config_class for name in DEFENSES.names()}
-    return field_options(configs, unset=True, exclude=exclude)
+    return field_options({n: DEFENSES.get(n).config_class for n in DEFENSES.names()}, unset=True, exclude=exclude)
 
 
 def _dp_audit_fields() -> list[FieldOption]:
@@ -111,36 +101,53 @@ def _dp_audit_fields() -> list[FieldOption]:
     return field_options({"": DPAuditOptions})
 
 
-def _defense_config(defense: str, config_json: str | None, given: dict[str, Any]) -> Any:
-    """The defense's validated config (before the data loads): ``--config-json`` (an object), overridden by the
-    options given."""
-    from modelsec.defenses import make_defense
+def _options(*options: Any) -> Any:
+    """One decorator adding ``options`` in this order."""
 
-    config: dict[str, Any] = {}
-    if config_json is not None:
-        try:
-            config = json.loads(config_json)
-        except json.JSONDecodeError as e:
-            raise ConfigError(f"--config-json is not valid JSON ({printable(e)})") from None
-        if not isinstance(config, dict):
-            raise ConfigError(f"--config-json must be a JSON object of options, got {config_json!r}")
-    return make_defense(defense, {**config, **given}).config
+    def decorator(f: Any) -> Any:
+        for option in reversed(options):
+            f = option(f)
+        return f
+
+    return decorator
 
 
+def _out_folder(default: str, what: str) -> Any:
+    return click.option(
+        "--out",
+        "out_dir",
+        type=click.Path(file_okay=False),
+        default=default,
+        callback=_check(check_writable_folder),
+        show_default=True,
+        help=f"Folder for {what}.",
+    )
+
+
+def _out_file(what: str) -> Any:
+    path = click.Path(dir_okay=False)
+    return click.option("--out", "out_path", type=path, required=True, callback=_check(check_writable_file), help=what)
+
+
+DATA_HELP = "fashion-mnist, digits, breast-cancer, or a .npz/.csv file"
+STORE_HELP = "SQLite run store (default: $MODELSEC_STORE or ~/.local/share/modelsec/runs.sqlite)."
 quiet_option = click.option("--quiet", "-q", is_flag=True, help="No progress bars or status lines.")
 device_option = click.option(
     "--device",
     default="cpu",
     show_default=True,
-    callback=lambda ctx, param, value: check_device(value),
+    callback=_check(check_device),
     help="Where models run: cpu, or cuda (cuda:N) when one is present.",
 )
-store_option = click.option(
-    "--store",
-    "store_path",
-    type=click.Path(dir_okay=False),
+store_option = click.option("--store", "store_path", type=click.Path(dir_okay=False), default=None, help=STORE_HELP)
+members_option = click.option(
+    "--members", type=COUNT, default=None, help="Train on only the first N members (default: all)."
+)
+overwrite_option = click.option("--overwrite", is_flag=True, help="Replace an existing output file.")
+config_json_option = click.option(
+    "--config-json",
     default=None,
-    help="SQLite run store (default: $MODELSEC_STORE or ~/.local/share/modelsec/runs.sqlite).",
+    help='The defense\'s options as a JSON object, e.g. \'{"eps": 0.1, "steps": 7}\'; the options below override it.',
 )
 data_options = _options(
     click.option(
@@ -182,34 +189,6 @@ training_data_options = _options(  # train, harden, audit-dp
     ),
     data_options,
 )
-members_option = click.option(
-    "--members", type=COUNT, default=None, help="Train on only the first N members (default: all)."
-)
-overwrite_option = click.option("--overwrite", is_flag=True, help="Replace an existing output file.")
-DATA_HELP = "fashion-mnist, digits, breast-cancer, or a .npz/.csv file"
-config_json_option = click.option(
-    "--config-json",
-    default=None,
-    help='The defense\'s options as a JSON object, e.g. \'{"eps": 0.1, "steps": 7}\'; the options below override it.',
-)
-
-
-def _out_folder(default: str, what: str) -> Any:
-    return click.option(
-        "--out",
-        "out_dir",
-        type=click.Path(file_okay=False),
-        default=default,
-        callback=_writable_folder,
-        show_default=True,
-        help=f"Folder for {what}.",
-    )
-
-
-def _out_file(what: str) -> Any:
-    return click.option(
-        "--out", "out_path", type=click.Path(dir_okay=False), required=True, callback=_writable_file, help=what
-    )
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
