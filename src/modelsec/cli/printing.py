@@ -10,64 +10,60 @@ from typing import Any
 import click
 
 
+def _table(title: str | None, columns: Sequence[str], rows: Sequence[Sequence[str]], **column: Any) -> Any:
+    from rich.table import Table
+
+    t = Table(title=title)
+    for col in columns:
+        t.add_column(col, **column)
+    for row in rows:
+        t.add_row(*row)
+    return t
+
+
 def audit_summary(r: Any) -> None:
     """The verdict, the robustness table (each attack and the worst case per eps) and the membership table."""
     from rich.console import Console
-    from rich.table import Table
 
     console = Console(stderr=False)
     colour = {"ok": "green", "warning": "yellow", "fail": "red"}[r.verdict.level]
     console.print(f"[bold {colour}]{r.verdict.level.upper()}[/]: {r.verdict.headline}")
-    if r.robustness is not None:
-        t = Table(title=f"Robustness (n={r.robustness.n}, clean {r.robustness.clean_accuracy:.1%})")
-        for col in ("attack", "norm", "eps", "robust acc.", "95% CI"):
-            t.add_column(col)
-        for e in r.robustness.results:
-            t.add_row(e.attack, e.norm, f"{e.eps:g}", f"{e.robust_accuracy:.1%}", f"[{e.ci_low:.1%}, {e.ci_high:.1%}]")
-        for key, acc in r.robustness.robust_accuracy.items():
-            ci = r.robustness.robust_ci[key]
-            t.add_row(
-                "[bold]worst case[/]", r.settings["norm"], key, f"[bold]{acc:.1%}[/]", f"[{ci.low:.1%}, {ci.high:.1%}]"
-            )
-        console.print(t)
-        for f in r.robustness.flags:
+    if (rob := r.robustness) is not None:
+        rows = [(e.attack, e.norm, f"{e.eps:g}", f"{e.robust_accuracy:.1%}", f"[{e.ci_low:.1%}, {e.ci_high:.1%}]")
+                for e in rob.results]  # fmt: skip
+        for key, acc in rob.robust_accuracy.items():
+            ci, norm = rob.robust_ci[key], r.settings["norm"]
+            rows.append(("[bold]worst case[/]", norm, key, f"[bold]{acc:.1%}[/]", f"[{ci.low:.1%}, {ci.high:.1%}]"))
+        title = f"Robustness (n={rob.n}, clean {rob.clean_accuracy:.1%})"
+        console.print(_table(title, ("attack", "norm", "eps", "robust acc.", "95% CI"), rows))
+        for f in rob.flags:
             console.print(f"[yellow]check {f.check}[/]: {f.message}")
     if r.privacy is not None:
-        t = Table(title="Membership inference (members positive)")
-        for col in ("attack", "AUC", "TPR@0.1%FPR", "TPR@1%FPR", "advantage"):
-            t.add_column(col)
-        for a in r.privacy.attacks:
-            t.add_row(
-                a.attack,
-                f"{a.auc:.3f} [{a.auc_ci.low:.3f}, {a.auc_ci.high:.3f}]",
-                f"{a.tpr_at_fpr['0.001']:.2%}",
-                f"{a.tpr_at_fpr['0.01']:.2%}",
-                f"{a.advantage:.3f}",
-            )
-        console.print(t)
+        columns = ("attack", "AUC", "TPR@0.1%FPR", "TPR@1%FPR", "advantage")
+        rows = [(a.attack, f"{a.auc:.3f} [{a.auc_ci.low:.3f}, {a.auc_ci.high:.3f}]", f"{a.tpr_at_fpr['0.001']:.2%}",
+                 f"{a.tpr_at_fpr['0.01']:.2%}", f"{a.advantage:.3f}") for a in r.privacy.attacks]  # fmt: skip
+        console.print(_table("Membership inference (members positive)", columns, rows))
 
 
 def comparison(c: Any) -> None:
     """One row per model, the flags that make a model's robustness doubtful, and the recommendation."""
     from rich.console import Console
-    from rich.table import Table
 
     console = Console(width=None if sys.stdout.isatty() else 120)  # pipes: wide enough for a row per model
-    t = Table(title=f"Comparison (baseline {c.baseline})")
-    eps = c.eps_keys
-    for col in ("model", "defense", "clean", *(f"robust {k}" for k in eps), "AUC", "TPR@0.1%", "verdict"):
-        t.add_column(col, overflow="fold")
-    for m in c.models:
-        t.add_row(
+    columns = ("model", "defense", "clean", *(f"robust {k}" for k in c.eps_keys), "AUC", "TPR@0.1%", "verdict")
+    rows = [
+        (
             m.name,
             m.defense or "-",
             "-" if m.clean_accuracy is None else f"{m.clean_accuracy:.1%}",
-            *("-" if (r := m.robust_at(k)) is None else f"{r:.1%}" for k in eps),
+            *("-" if (r := m.robust_at(k)) is None else f"{r:.1%}" for k in c.eps_keys),
             "-" if m.mia_auc is None else f"{m.mia_auc:.3f}",
             "-" if m.mia_tpr is None else f"{m.mia_tpr:.2%}",
             m.verdict_level + ("*" if m.robustness_overestimated else ""),
         )
-    console.print(t)
+        for m in c.models
+    ]
+    console.print(_table(f"Comparison (baseline {c.baseline})", columns, rows, overflow="fold"))
     for m in c.models:
         if m.robustness_overestimated:
             console.print(f"* {m.name}: robustness likely overestimated ({', '.join(m.flags)})")
@@ -103,11 +99,5 @@ def runs(items: Sequence[Any], store_path: Path) -> None:
             click.echo("\t".join(row))
         return
     from rich.console import Console
-    from rich.table import Table
 
-    t = Table()
-    for col in header:
-        t.add_column(col, overflow="fold")
-    for row in rows:
-        t.add_row(*row)
-    Console().print(t)
+    Console().print(_table(None, header, rows, overflow="fold"))
