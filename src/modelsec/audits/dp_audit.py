@@ -26,7 +26,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Annotated, Any
 
 import numpy as np
 import torch
@@ -35,7 +35,7 @@ from torch import nn
 from modelsec.attacks.membership.signals import cross_entropy, scaled_logit
 from modelsec.audits.canaries import CANARY_KINDS, Canaries, draw_canaries, with_canaries
 from modelsec.core.errors import ConfigError
-from modelsec.core.options import check_seed
+from modelsec.core.options import COUNT, SEED, OneOf, check_seed
 from modelsec.core.progress import NullProgress, Progress
 from modelsec.data.dataset import Dataset, Splits
 from modelsec.defenses.base import DefenseConfig, make_defense
@@ -60,6 +60,30 @@ SCORES: dict[str, Callable[[np.ndarray, np.ndarray], np.ndarray]] = {
 (:mod:`modelsec.attacks.membership.signals`). ``scaled-logit`` (LiRA's ``log(p / (1 - p))``, the default) and ``loss``
 (the negative cross-entropy ``log p``) are both increasing in ``p``, so they rank the canaries alike and give the
 same bound; the scaled logit spreads the confident ones apart in the histograms."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class DPAuditOptions:
+    """The one-run audit's own options, beside the configuration under audit: the keyword arguments of
+    :func:`run_dp_audit` of the same names and defaults, which checks them. The fields follow the options
+    convention of :mod:`modelsec.core.options`: each is an option of ``modelsec audit-dp``.
+
+    Args:
+        canaries: canaries, each included with probability 1/2 (mislabelled ones are copied from the population
+            split).
+        canary_kind: "mislabelled" (population records with a wrong label) or "out-of-distribution" (uniform-noise
+            inputs with random labels).
+        score: the membership score of a canary's label (:data:`SCORES`: both rank the canaries alike).
+        correction: "none" (the best bound over the numbers of guesses, as the paper) or "bonferroni" (corrected
+            for trying them).
+        seed: seeds the canaries, which of them are included, and the training run.
+    """
+
+    canaries: Annotated[int, COUNT] = DEFAULT_CANARIES
+    canary_kind: Annotated[str, OneOf(*CANARY_KINDS)] = "mislabelled"
+    score: Annotated[str, OneOf(*SCORES)] = "scaled-logit"
+    correction: Annotated[str, OneOf(*CORRECTIONS)] = "none"
+    seed: Annotated[int, SEED] = 0
 
 
 @dataclass(frozen=True)

@@ -15,7 +15,7 @@ import time
 import warnings
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import numpy as np
 import torch
@@ -35,13 +35,21 @@ from modelsec.audits.checkpoint import AuditCheckpoint, audit_run_key
 from modelsec.audits.exposure import most_exposed
 from modelsec.audits.membership import evaluate_membership, plan_membership_attacks, strongest
 from modelsec.audits.membership_pool import build_pool, reference_signals
-from modelsec.audits.presets import AttackSpec, build_attacks, preset_specs
+from modelsec.audits.presets import PRESETS, AttackSpec, build_attacks, preset_specs
 from modelsec.audits.reference_models import ReferenceConfig
 from modelsec.audits.robustness import RobustnessRun, attack_labels, evaluate_robustness
 from modelsec.audits.sanity import CHECKS, Remedies, apply_remedies, post_checks, pre_checks, resolve
 from modelsec.audits.verdict import RULE, make_verdict
 from modelsec.core.errors import ConfigError
-from modelsec.core.options import SPLIT_SEED_LIMIT, check_seed, check_writable_folder
+from modelsec.core.options import (
+    COUNT,
+    SEED,
+    SPLIT_SEED,
+    SPLIT_SEED_LIMIT,
+    OneOf,
+    check_seed,
+    check_writable_folder,
+)
 from modelsec.core.progress import NullProgress, Progress
 from modelsec.core.resume import CheckpointMismatch, checkpointing, resumable, track_generator, track_queries, unsaved
 from modelsec.core.seeding import generator, seeded
@@ -74,14 +82,17 @@ MAX_REFERENCE_MODELS = 1024
 
 @dataclass(frozen=True, kw_only=True)
 class AuditConfig:
-    """Settings of one audit (all recorded in ``result.json``).
+    """Settings of one audit (all recorded in ``result.json``). The fields follow the options convention of
+    :mod:`modelsec.core.options`: each is an option of ``modelsec audit`` and ``modelsec compare``.
 
     Args:
         eps: perturbation budgets, in input units (0.1 = 10% of the [0, 1] pixel range).
         norm: "linf" or "l2".
         samples: non-member (test) records attacked for robustness.
         mia_samples: members and as many non-members scored for membership inference (at most).
-        preset: "quick", "standard" or "thorough" (see :mod:`modelsec.audits.presets`).
+        preset: the evasion attacks by name: "quick" (APGD, 12 steps, and FGSM), "standard" (AutoAttack-like:
+            APGD-CE, APGD-DLR, APGD-T, DeepFool, Square) or "thorough" (more of all); see
+            :mod:`modelsec.audits.presets`.
         attacks: evasion attacks by registered name with default settings; overrides ``preset``.
         pgd_steps, pgd_restarts: PGD's (and BIM's) iterations and random restarts when named in ``attacks``.
         membership_attacks: membership attacks by registered name; None = every one the model and the reference
@@ -94,24 +105,24 @@ class AuditConfig:
         workers: processes that train reference models (default: one per CPU core, at most one per model).
         seed: seed of every random choice in the audit (sample selection, random starts, bootstrap).
         split_seed: seed of the member / non-member / population split (defaults to the model's record, or 0).
-        checks: run the robustness sanity checks (and their remedies).
+        checks: the robustness sanity checks and their remedies.
     """
 
     eps: tuple[float, ...] = (0.03, 0.1)
-    norm: str = "linf"
-    samples: int = 1000
-    mia_samples: int = 10000
-    preset: str = "standard"
+    norm: Annotated[str, OneOf("linf", "l2")] = "linf"
+    samples: Annotated[int, COUNT] = 1000
+    mia_samples: Annotated[int, COUNT] = 10000
+    preset: Annotated[str, OneOf(*PRESETS)] = "standard"
     attacks: tuple[str, ...] | None = None
-    pgd_steps: int = 20
-    pgd_restarts: int = 1
+    pgd_steps: Annotated[int, COUNT] = 20
+    pgd_restarts: Annotated[int, COUNT] = 1
     membership_attacks: tuple[str, ...] | None = None
     reference_models: int = 0
-    reference_mode: str = "online"
-    reference_epochs: int | None = None
-    workers: int | None = None
-    seed: int = 0
-    split_seed: int | None = None
+    reference_mode: Annotated[str, OneOf("online", "offline")] = "online"
+    reference_epochs: Annotated[int | None, COUNT] = None
+    workers: Annotated[int | None, COUNT] = None
+    seed: Annotated[int, SEED] = 0
+    split_seed: Annotated[int | None, SPLIT_SEED] = None
     checks: bool = True
 
     def __post_init__(self) -> None:

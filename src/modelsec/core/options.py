@@ -5,6 +5,22 @@ a second rather than after a training run. The workflows (:func:`modelsec.audits
 ``harden``, ``train_and_save``, ``run_dp_audit``; the first two check their checkpoint folder), the outputs layer
 (:mod:`modelsec.outputs`, the folders it writes) and the config dataclasses call them, so the Python API is checked
 like the command line. This module imports nothing heavy.
+
+It also holds the markers of the one convention every config dataclass follows (:class:`AuditConfig
+<modelsec.audits.runner.AuditConfig>`, :class:`~modelsec.defenses.training.TrainingConfig`, every
+:class:`~modelsec.defenses.base.DefenseConfig`, :class:`~modelsec.audits.dp_audit.DPAuditOptions`), from which the
+command line generates its options (:mod:`modelsec.cli.config_options`), so that a new field is a new option without
+touching the CLI:
+
+- the name: ``--l2-norm-clip`` for the field ``l2_norm_clip`` (a ``bool`` field is a flag: ``--no-checks`` for
+  ``checks = True``, or ``--random-start/--no-random-start`` where the option is unset by default);
+- the type and the default: the field's annotation and default (``int``, ``float``, ``str``, ``bool``, a tuple of
+  ``float`` or ``str`` given comma-separated, any of them ``| None``);
+- what the command line checks as it parses: a marker in an ``Annotated`` annotation, :class:`OneOf` for choices
+  and :class:`Within` for an integer range (:data:`COUNT`, :data:`SEED`, :data:`SPLIT_SEED`); the dataclass's own
+  validation (``__post_init__``) checks every value again, for the Python API;
+- the help: the field's entry in the ``Args:`` section of the class docstring (or of a base class's, for an
+  inherited field); an entry may document several fields (``pgd_steps, pgd_restarts: ...``).
 """
 
 from __future__ import annotations
@@ -14,6 +30,7 @@ import operator
 import os
 import re
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 
 from modelsec.core.errors import ConfigError, printable
@@ -24,6 +41,32 @@ SQLite ``INTEGER`` column all hold."""
 
 SPLIT_SEED_LIMIT = 2**32
 """Split seeds are integers in ``[0, 2**32)``: scikit-learn's ``random_state`` draws the stratified split."""
+
+
+@dataclass(frozen=True, init=False)
+class OneOf:
+    """``Annotated[str, OneOf("linf", "l2")]``: the command line offers these values, in this order, and refuses
+    others as it parses."""
+
+    choices: tuple[str, ...]
+
+    def __init__(self, *choices: str) -> None:
+        object.__setattr__(self, "choices", choices)
+
+
+@dataclass(frozen=True)
+class Within:
+    """``Annotated[int, Within(1)]``: an integer the command line checks to lie in ``[low, high]`` as it parses
+    (``None``: unbounded)."""
+
+    low: int | None = None
+    high: int | None = None
+
+
+COUNT = Within(1)
+"""A count: at least 1."""
+SEED = Within(0, SEED_LIMIT - 1)
+SPLIT_SEED = Within(0, SPLIT_SEED_LIMIT - 1)
 
 _DEVICE = re.compile(r"cpu|cuda(:\d+)?")
 

@@ -28,7 +28,7 @@ import abc
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import Annotated, Any, ClassVar
 
 import torch
 from torch import nn
@@ -36,6 +36,7 @@ from torch.nn import functional
 
 from modelsec.attacks.losses import attack_loss
 from modelsec.attacks.norms import NORMS, Norm, clip_to_bounds
+from modelsec.core.options import OneOf
 from modelsec.core.seeding import generator as seeded_generator
 from modelsec.data.dataset import Dataset
 from modelsec.defenses.base import DEFENSES, Defense, DefenseConfig, Guarantees, derived_seed
@@ -96,7 +97,7 @@ class AdversarialTrainingConfig(DefenseConfig):
     """
 
     defense_name: ClassVar[str] = "adversarial training"
-    norm: str = "linf"
+    norm: Annotated[str, OneOf("linf", "l2")] = "linf"
     eps: float = 0.1
     eps_warmup_epochs: int = 0
 

@@ -11,6 +11,10 @@ may restore the best weights and stop). Everything a defense must carry across e
 Adding a defense: subclass :class:`DefenseConfig` (a frozen, keyword-only dataclass whose ``__post_init__``
 raises :class:`~modelsec.core.errors.ConfigError`) and :class:`Defense`, and register the class in :data:`DEFENSES`.
 It then appears in ``modelsec harden --defense``, ``modelsec list`` and the tests over every registered defense.
+Its config follows the options convention of :mod:`modelsec.core.options`: every field is documented in the class
+docstring's ``Args:`` section, and a choice or a range the command line should check as it parses is an
+``Annotated`` marker (``Annotated[str, OneOf("linf", "l2")]``); each field then is an option of ``modelsec harden``
+and ``modelsec audit-dp`` (``--l2-norm-clip`` for ``l2_norm_clip``) with that help, without touching the CLI.
 """
 
 from __future__ import annotations

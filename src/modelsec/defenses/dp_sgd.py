@@ -69,7 +69,7 @@ import time
 import warnings
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import asdict, dataclass, field, fields
-from typing import Any, ClassVar
+from typing import Annotated, Any, ClassVar
 
 import numpy as np
 import torch
@@ -77,7 +77,7 @@ from torch import nn
 from torch.nn import functional
 
 from modelsec.core.errors import ConfigError
-from modelsec.core.options import check_seed
+from modelsec.core.options import COUNT, SEED, OneOf, check_seed
 from modelsec.core.progress import NullProgress, Progress
 from modelsec.core.seeding import generator, seeded
 from modelsec.data.dataset import Dataset
@@ -104,17 +104,30 @@ class BatchNormReplacedWarning(UserWarning):
 
 @dataclass(frozen=True, kw_only=True)
 class DPSGDConfig:
-    """Hyper-parameters of DP-SGD, validated at construction (see the module docstring for their meaning).
+    """Hyper-parameters of DP-SGD, validated at construction (see the module docstring for their meaning; the
+    fields follow the options convention of :mod:`modelsec.core.options`).
 
-    Give at most one of ``noise_multiplier`` (sigma; 0 trains with clipping only and claims no privacy) and
-    ``target_epsilon`` (the PRV epsilon at ``delta`` to reach after all planned steps); with neither, sigma is
-    :data:`DEFAULT_NOISE_MULTIPLIER` (1.1, the value of Opacus's and TensorFlow Privacy's MNIST examples).
+    Give at most one of ``noise_multiplier`` and ``target_epsilon``.
 
-    ``delta``: the delta of the claim, 1e-5 by default as in the literature for 60,000 records; it should stay well
-    below 1/n (a mechanism that publishes one random record is (0, 1/n)-DP), and a report on a larger data set
-    warns when it does not. ``optimizer``: "sgd" (with ``momentum``) or "adam" (default betas; ``momentum`` unused).
-    ``grad_sample_mode``: "ghost" (ghost clipping, falling back to hooks where the model does not allow it) or
-    "hooks". ``batchnorm``: "replace" (GroupNorm, with a warning) or "refuse".
+    Args:
+        l2_norm_clip: the per-example clipping bound C (default 1.0).
+        noise_multiplier: sigma, in units of C; 0 trains with clipping only and claims no privacy. With neither
+            it nor ``target_epsilon``, sigma is :data:`DEFAULT_NOISE_MULTIPLIER` (1.1, the value of Opacus's and
+            TensorFlow Privacy's MNIST examples).
+        target_epsilon: the PRV epsilon at ``delta`` to reach after all planned steps; sigma is derived from it.
+        delta: the delta of the claim, 1e-5 by default as in the literature for 60,000 records; it should stay
+            well below 1/n (a mechanism that publishes one random record is (0, 1/n)-DP), and a report on a larger
+            data set warns when it does not.
+        num_microbatches: None, or equal to ``batch_size`` (one microbatch per example; TF Privacy's meaning).
+        batch_size: the expected batch size under Poisson sampling (default 256).
+        epochs: passes of ``n // batch_size`` steps (default 10).
+        lr: the constant learning rate (default 0.1).
+        optimizer: "sgd" (default, with ``momentum``) or "adam" (default betas; ``momentum`` unused).
+        momentum: SGD's momentum (default 0.9).
+        grad_sample_mode: "ghost" (ghost clipping, falling back to hooks where the model does not allow it;
+            default) or "hooks".
+        batchnorm: "replace" (GroupNorm, with a warning; default) or "refuse".
+        seed: seeds the initialisation, the Poisson sampler, the noise and dropout.
     """
 
     l2_norm_clip: float = 1.0
@@ -122,14 +135,14 @@ class DPSGDConfig:
     target_epsilon: float | None = None
     delta: float = 1e-5
     num_microbatches: int | None = None
-    batch_size: int = 256
-    epochs: int = 10
+    batch_size: Annotated[int, COUNT] = 256
+    epochs: Annotated[int, COUNT] = 10
     lr: float = 0.1
     optimizer: str = "sgd"
     momentum: float = 0.9
     grad_sample_mode: str = "ghost"
     batchnorm: str = "replace"
-    seed: int = 0
+    seed: Annotated[int, SEED] = 0
 
     def __post_init__(self) -> None:
         if not (math.isfinite(self.l2_norm_clip) and self.l2_norm_clip > 0):
@@ -697,17 +710,20 @@ class DPSGDDefenseConfig(DefenseConfig):
         epochs: passes of ``n // batch_size`` steps (default 10).
         lr: the learning rate (default 0.1), constant: ``lr_schedule`` must stay "constant" and ``weight_decay`` 0,
             the two shared training knobs DP-SGD's optimizer does not use.
-        optimizer: "sgd" (default, with ``momentum``, default 0.9) or "adam".
+        lr_schedule: "constant" (the default here, and the only value DP-SGD takes).
+        weight_decay: 0 (the default, and the only value DP-SGD takes).
+        optimizer: "sgd" (default, with ``momentum``) or "adam".
+        momentum: SGD's momentum (default 0.9; unused by "adam").
         grad_sample_mode: "ghost" (default; falls back to "hooks" where the model does not allow it) or "hooks".
         batchnorm: "replace" (GroupNorm, with a warning; default) or "refuse".
         seed: seeds the initialisation, the Poisson sampler, the noise and dropout.
     """
 
     defense_name: ClassVar[str] = "dp-sgd"
-    epochs: int = _DP_DEFAULTS.epochs
-    batch_size: int = _DP_DEFAULTS.batch_size
+    epochs: Annotated[int, COUNT] = _DP_DEFAULTS.epochs
+    batch_size: Annotated[int, COUNT] = _DP_DEFAULTS.batch_size
     lr: float = _DP_DEFAULTS.lr
-    lr_schedule: str = "constant"
+    lr_schedule: Annotated[str, OneOf("cosine", "constant")] = "constant"
     l2_norm_clip: float = _DP_DEFAULTS.l2_norm_clip
     noise_multiplier: float | None = _DP_DEFAULTS.noise_multiplier
     target_epsilon: float | None = _DP_DEFAULTS.target_epsilon

@@ -20,11 +20,12 @@ import abc
 import copy
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Annotated, Any
 
 import torch
 from torch import nn
 
+from modelsec.core.options import COUNT
 from modelsec.core.progress import NullProgress, Progress
 from modelsec.data.dataset import Dataset
 from modelsec.defenses.base import Defense, DefenseConfig, derived_seed
@@ -42,7 +43,7 @@ class TeacherStudentConfig(DefenseConfig):
     """
 
     temperature: float = 1.0
-    teacher_epochs: int | None = None
+    teacher_epochs: Annotated[int | None, COUNT] = None
 
     def __post_init__(self) -> None:
         super().__post_init__()

@@ -13,7 +13,7 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import numpy as np
 import torch
@@ -21,7 +21,15 @@ from torch import nn
 from torch.nn import functional
 
 from modelsec.core.errors import ConfigError
-from modelsec.core.options import SPLIT_SEED_LIMIT, check_device, check_seed, check_writable_file
+from modelsec.core.options import (
+    COUNT,
+    SEED,
+    SPLIT_SEED_LIMIT,
+    OneOf,
+    check_device,
+    check_seed,
+    check_writable_file,
+)
 from modelsec.core.progress import NullProgress, Progress
 from modelsec.core.seeding import generator
 from modelsec.data.dataset import Dataset, Splits
@@ -32,16 +40,25 @@ from modelsec.models.base import eval_mode
 class TrainingConfig:
     """Hyper-parameters of standard training (Adam, cross-entropy, shuffled mini-batches).
 
-    ``lr_schedule``: "cosine" anneals the learning rate to 0 over all steps (Loshchilov & Hutter 2017),
-    "constant" keeps it fixed.
+    Its fields, and those of every defense's config, follow the options convention of :mod:`modelsec.core.options`:
+    each is a command-line option of ``modelsec train``, ``harden`` and ``audit-dp``.
+
+    Args:
+        epochs: passes over the training records (default 8).
+        batch_size: records per mini-batch (default 128).
+        lr: Adam's learning rate (default 1e-3).
+        weight_decay: Adam's weight decay (default 0).
+        lr_schedule: "cosine" (default) anneals the learning rate to 0 over all steps (Loshchilov & Hutter 2017),
+            "constant" keeps it fixed.
+        seed: seeds the initialisation, the batch order and any random choice of the training loss (default 0).
     """
 
-    epochs: int = 8
-    batch_size: int = 128
+    epochs: Annotated[int, COUNT] = 8
+    batch_size: Annotated[int, COUNT] = 128
     lr: float = 1e-3
     weight_decay: float = 0.0
-    lr_schedule: str = "cosine"
-    seed: int = 0
+    lr_schedule: Annotated[str, OneOf("cosine", "constant")] = "cosine"
+    seed: Annotated[int, SEED] = 0
 
     def __post_init__(self) -> None:
         if self.epochs < 1:

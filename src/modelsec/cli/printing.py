@@ -1,0 +1,103 @@
+"""What the commands print to the terminal: an audit's summary tables, a comparison, a DP audit, the run list."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import click
+
+
+def _table(title: str | None, columns: Sequence[str], rows: Sequence[Sequence[str]], **column: Any) -> Any:
+    from rich.table import Table
+
+    t = Table(title=title)
+    for col in columns:
+        t.add_column(col, **column)
+    for row in rows:
+        t.add_row(*row)
+    return t
+
+
+def audit_summary(r: Any) -> None:
+    """The verdict, the robustness table (each attack and the worst case per eps) and the membership table."""
+    from rich.console import Console
+
+    console = Console(stderr=False)
+    colour = {"ok": "green", "warning": "yellow", "fail": "red"}[r.verdict.level]
+    console.print(f"[bold {colour}]{r.verdict.level.upper()}[/]: {r.verdict.headline}")
+    if (rob := r.robustness) is not None:
+        rows = [(e.attack, e.norm, f"{e.eps:g}", f"{e.robust_accuracy:.1%}", f"[{e.ci_low:.1%}, {e.ci_high:.1%}]")
+                for e in rob.results]  # fmt: skip
+        for key, acc in rob.robust_accuracy.items():
+            ci, norm = rob.robust_ci[key], r.settings["norm"]
+            rows.append(("[bold]worst case[/]", norm, key, f"[bold]{acc:.1%}[/]", f"[{ci.low:.1%}, {ci.high:.1%}]"))
+        title = f"Robustness (n={rob.n}, clean {rob.clean_accuracy:.1%})"
+        console.print(_table(title, ("attack", "norm", "eps", "robust acc.", "95% CI"), rows))
+        for f in rob.flags:
+            console.print(f"[yellow]check {f.check}[/]: {f.message}")
+    if r.privacy is not None:
+        columns = ("attack", "AUC", "TPR@0.1%FPR", "TPR@1%FPR", "advantage")
+        rows = [(a.attack, f"{a.auc:.3f} [{a.auc_ci.low:.3f}, {a.auc_ci.high:.3f}]", f"{a.tpr_at_fpr['0.001']:.2%}",
+                 f"{a.tpr_at_fpr['0.01']:.2%}", f"{a.advantage:.3f}") for a in r.privacy.attacks]  # fmt: skip
+        console.print(_table("Membership inference (members positive)", columns, rows))
+
+
+def comparison(c: Any) -> None:
+    """One row per model, the flags that make a model's robustness doubtful, and the recommendation."""
+    from rich.console import Console
+
+    console = Console(width=None if sys.stdout.isatty() else 120)  # pipes: wide enough for a row per model
+    columns = ("model", "defense", "clean", *(f"robust {k}" for k in c.eps_keys), "AUC", "TPR@0.1%", "verdict")
+    rows = [
+        (
+            m.name,
+            m.defense or "-",
+            "-" if m.clean_accuracy is None else f"{m.clean_accuracy:.1%}",
+            *("-" if (r := m.robust_at(k)) is None else f"{r:.1%}" for k in c.eps_keys),
+            "-" if m.mia_auc is None else f"{m.mia_auc:.3f}",
+            "-" if m.mia_tpr is None else f"{m.mia_tpr:.2%}",
+            m.verdict_level + ("*" if m.robustness_overestimated else ""),
+        )
+        for m in c.models
+    ]
+    console.print(_table(f"Comparison (baseline {c.baseline})", columns, rows, overflow="fold"))
+    for m in c.models:
+        if m.robustness_overestimated:
+            console.print(f"* {m.name}: robustness likely overestimated ({', '.join(m.flags)})")
+    for line in c.recommendation.outcome():
+        console.print(f"[bold]{line}[/]")
+
+
+def dp_audit(result: Any) -> None:
+    """The claim, the accountants and the empirical lower bound of a one-run DP audit."""
+    claimed = "none" if result.claimed_epsilon is None else f"{result.claimed_epsilon:.4f} ({result.accountant})"
+    others = ", ".join(f"{k} {v:.4f}" for k, v in sorted(result.epsilons.items()) if v is not None)
+    click.echo(f"claimed epsilon: {claimed}" + (f"; accountants: {others}" if others else ""))
+    click.echo(
+        f"empirical lower bound: {result.lower_bound:.4f} from {result.v}/{result.r} correct guesses "
+        f"({result.k_plus} in, {result.k_minus} out) on {result.canaries} {result.canary_kind} canaries "
+        f"({result.included} included); training {result.train_seconds:.1f} s"
+    )
+
+
+def runs(items: Sequence[Any], store_path: Path) -> None:
+    """The run store's runs: a table on a terminal, tab-separated lines for pipes and scripts."""
+    if not items:
+        click.echo(f"no runs recorded in {store_path}")
+        return
+    rows = [
+        (s.id, s.created_at, s.kind, Path(s.model_path or "-").name, s.data_name or "-", s.verdict_level or "-",
+         s.out_dir or "-")
+        for s in items
+    ]  # fmt: skip
+    header = ("id", "created", "kind", "model", "data", "verdict", "out")
+    if not sys.stdout.isatty():
+        for row in (header, *rows):
+            click.echo("\t".join(row))
+        return
+    from rich.console import Console
+
+    Console().print(_table(None, header, rows, overflow="fold"))
