@@ -13,14 +13,10 @@ Writes, for ``out = models/at.safetensors``:
 
 from __future__ import annotations
 
-import platform
 from collections.abc import Mapping
 from dataclasses import replace
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
-
-import torch
 
 from modelsec.core.progress import NullProgress, Progress
 from modelsec.data.dataset import Splits
@@ -155,7 +151,7 @@ def train_and_record(
         ModelCard.for_training(arch_name, splits, members_used=len(train), recipe=cfg.to_dict(), history=history),
         output=impl.output_spec(),
         defense=DefenseRecord(name=impl.name, config=cfg.to_dict(), guarantees=impl.guarantees()),
-        run=RunRecord(
+        run=RunRecord.now(
             seed=cfg.seed,
             data_sha256=data_hashes,
             training_seconds=history.seconds,
@@ -163,8 +159,6 @@ def train_and_record(
             resumed_from_epoch=resumed_from or None,
             stop_reason=history.stop_reason,
             device=device,
-            created=datetime.now(timezone.utc).isoformat(timespec="seconds"),
-            versions={"modelsec": __version__, "torch": torch.__version__, "python": platform.python_version()},
             reports=impl.provenance(),
         ),
         modelsec_version=__version__,

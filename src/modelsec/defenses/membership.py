@@ -44,10 +44,8 @@ modelsec.core.errors.ConfigError: dmp: selection 'low-entropy' needs reference_s
 from __future__ import annotations
 
 import json
-import platform
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -578,13 +576,11 @@ class OutputHardeningDefense(Defense):
                 guarantees=self.guarantees(),
                 base=BaseRecord(path=str(base), sha256=sha256_file(base), defense=recorded.defense),
             ),
-            run=RunRecord(
+            run=RunRecord.now(
                 seed=self.config.seed,
                 training_seconds=0.0,
                 epochs_completed=0,
                 base_provenance=json.loads(base_json.read_text(encoding="utf-8")) if base_json.is_file() else None,
-                created=datetime.now(timezone.utc).isoformat(timespec="seconds"),
-                versions={"modelsec": __version__, "torch": torch.__version__, "python": platform.python_version()},
             ),
             modelsec_version=__version__,
         )

@@ -174,6 +174,23 @@ class RunRecord:
     base_provenance: dict[str, Any] | None = None
     reports: dict[str, Any] = field(default_factory=dict)
 
+    @classmethod
+    def now(cls, **fields: Any) -> RunRecord:
+        """A run record dated now (UTC, to the second), with the versions a model file records (modelsec, torch,
+        Python) and the given fields."""
+        import platform
+        from datetime import datetime, timezone
+
+        import torch
+
+        from modelsec.core.version import __version__
+
+        return cls(
+            created=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            versions={"modelsec": __version__, "torch": torch.__version__, "python": platform.python_version()},
+            **fields,
+        )
+
 
 HEADER_KEYS = ("training", "arch", "input_shape", "num_classes", "bounds", "class_names", "data", "output", "defense")
 """The keys of a modelsec safetensors header, in the order :meth:`ModelCard.to_header` writes them."""
