@@ -144,6 +144,7 @@ def test_a_model_trained_on_some_members_is_audited_against_those_only(tmp_path:
     """``train --members N`` trains on the first N members: the audit's members are those N (the others, never
     trained on, join the population), and the header's recipe is what reference models would follow."""
     from modelsec.audits.runner import _reference_recipe
+    from modelsec.models.loading import read_card
     from modelsec.models.torch import read_safetensors_metadata
 
     path = tmp_path / "few.safetensors"
@@ -156,5 +157,5 @@ def test_a_model_trained_on_some_members_is_audited_against_those_only(tmp_path:
     r = run_audit(path, None, config=config).result
     assert r.data.n_members == 120 and r.privacy is not None
     assert all(a.n_members == 120 for a in r.privacy.attacks)
-    arch, recipe = _reference_recipe(r.model, meta, config)
+    arch, recipe = _reference_recipe(r.model, read_card(path), config)
     assert arch == "mlp" and (recipe.epochs, recipe.batch_size) == (3, 32)

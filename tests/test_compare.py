@@ -14,6 +14,7 @@ import modelsec
 from modelsec.audits.compare import dp_claim, model_names
 from modelsec.audits.recommendation import recommend, rule_text
 from modelsec.cli.main import main
+from modelsec.models.card import DataRecord, Guarantees, ModelCard
 from modelsec.models.loading import bundled_model_path
 from modelsec.results.audit import AuditResult, Interval
 from modelsec.results.comparison import Comparison, ModelSummary
@@ -94,10 +95,11 @@ def test_rule_ties_boundaries_and_confidence_notes() -> None:
 
 
 def test_dp_claim_and_model_names() -> None:
-    dp = {"kind": "differential-privacy", "summary": "", "details": {"epsilon": 2.9, "delta": 1e-5}}
+    dp = Guarantees(kind="differential-privacy", summary="", details={"epsilon": 2.9, "delta": 1e-5})
     assert dp_claim(dp) == (2.9, 1e-5)
-    assert dp_claim({"kind": "empirical", "details": {"threat_model": "linf"}}) == (None, None)
-    assert dp_claim({"kind": "differential-privacy", "details": {"epsilon": None, "delta": 1e-5}}) == (None, 1e-5)
+    assert dp_claim(Guarantees(kind="empirical", summary="", details={"threat_model": "linf"})) == (None, None)
+    unknown = Guarantees(kind="differential-privacy", summary="", details={"epsilon": None, "delta": 1e-5})
+    assert dp_claim(unknown) == (None, 1e-5)
     assert dp_claim(None) == (None, None)
     assert model_names(["m/base.safetensors", "n/base.safetensors", "at.pt2", "odd name!.bin"]) == [
         "base",
@@ -196,11 +198,11 @@ def test_each_model_is_audited_against_the_members_it_trained_on() -> None:
     from modelsec.data import load_splits
 
     splits = load_splits("digits", seed=0)
-    meta = {"data": {"source": "digits", "split_seed": 0, "members_used": 100}}
-    mine = own_members(splits, meta)
+    mine = own_members(splits, ModelCard(data=DataRecord(source="digits", split_seed=0, members_used=100)))
     assert len(mine.members) == 100 and len(mine.population) == len(splits.population) + len(splits.members) - 100
-    assert own_members(splits, {"data": {"source": "digits", "split_seed": 1, "members_used": 100}}) is splits
-    assert own_members(splits, {}) is splits
+    other_split = ModelCard(data=DataRecord(source="digits", split_seed=1, members_used=100))
+    assert own_members(splits, other_split) is splits
+    assert own_members(splits, ModelCard()) is splits
 
 
 def test_one_strongest_membership_attack_in_the_verdict_and_the_comparison_row() -> None:
@@ -222,7 +224,7 @@ def test_one_strongest_membership_attack_in_the_verdict_and_the_comparison_row()
     privacy = replace(result.privacy, attacks=[rmia, shadow])
     verdict = make_verdict(result.robustness, privacy, "linf")
     result = replace(result, privacy=privacy, verdict=verdict)
-    row = summarise(result, name="m", path=None, baseline=True, meta={}, provenance={})
+    row = summarise(result, name="m", path=None, baseline=True, card=ModelCard())
     top = strongest_attack(result)
     assert top is not None and top.attack == "shadow" == row.mia_attack
     assert "strongest attack shadow" in verdict.headline and "rmia" not in verdict.headline

@@ -193,6 +193,13 @@ def _wrong_shapes(env: Env) -> None:
     save_safetensors(module, env.case / "m.safetensors", {})
 
 
+def _malformed_card(env: Env) -> None:
+    """Readable weights whose modelsec header records an input shape that is not a list of integers."""
+    with seeded(0):
+        module = build_architecture("mlp", (64,), 10)
+    save_safetensors(module, env.case / "m.safetensors", {"arch": "mlp", "input_shape": "64", "num_classes": 10})
+
+
 def _pickle(env: Env) -> None:
     import pickle
 
@@ -480,6 +487,13 @@ FAULTS: list[Fault] = [
         _tensor_past_the_end,
     ),
     Fault("safetensors-wrong-shapes", _audit_model("m.safetensors", "--arch", "mlp"), 2, "do not fit", _wrong_shapes),
+    Fault(
+        "safetensors-malformed-card",
+        _audit_model("m.safetensors"),
+        2,
+        "malformed modelsec header: input_shape must be a list",
+        _malformed_card,
+    ),
     Fault(
         "model-empty-file", _audit_model("m.safetensors"), 2, "unrecognised model format", _write("m.safetensors", b"")
     ),

@@ -28,15 +28,14 @@ from typing import Any
 from modelsec.audits.membership import strongest
 from modelsec.audits.recommendation import recommend
 from modelsec.audits.runner import AuditConfig, AuditOutcome, run_audit
-from modelsec.core.errors import ConfigError
+from modelsec.core.errors import ConfigError, ModelLoadError
 from modelsec.core.options import check_writable_folder
 from modelsec.core.progress import NullProgress, Progress
 from modelsec.core.version import versions
 from modelsec.data import load_splits
 from modelsec.data.dataset import Splits
-from modelsec.models.formats import ModelFormat
-from modelsec.models.loading import check_loadable
-from modelsec.models.torch import read_safetensors_metadata
+from modelsec.models.card import DataRecord, Guarantees, ModelCard
+from modelsec.models.loading import read_card
 from modelsec.results.audit import AuditResult, MembershipAttackResult
 from modelsec.results.comparison import (
     COMPARISON_SCHEMA_VERSION,
@@ -74,8 +73,8 @@ class CompareOutcome:
 class _Candidate:
     name: str
     path: Path
-    meta: dict[str, Any]
-    provenance: dict[str, Any]
+    card: ModelCard  # from the file's header
+    provenance: ModelCard | None  # from OUT.json beside it, if there is a readable one
 
 
 def model_names(paths: Sequence[str | Path]) -> list[str]:
@@ -154,7 +153,7 @@ def run_compare(
         for i, c in enumerate(candidates):
             progress.note(f"[{i + 1}/{len(candidates)}] auditing {c.name} ({c.path})")
             t = time.perf_counter()
-            model_splits = own_members(splits, c.meta)
+            model_splits = own_members(splits, c.card)
             outcome = run_audit(
                 c.path,
                 model_splits,
@@ -179,7 +178,7 @@ def run_compare(
                     name=c.name,
                     path=c.path,
                     baseline=i == 0,
-                    meta=c.meta,
+                    card=c.card,
                     provenance=c.provenance,
                     splits=model_splits,
                     audit_seconds=seconds,
@@ -207,23 +206,18 @@ def run_compare(
     return CompareOutcome(comparison=comparison, audits=audits)
 
 
-def _read_model(path: Path, trust_model: bool) -> tuple[dict[str, Any], dict[str, Any]]:
-    """The file's header metadata (safetensors only) and the provenance JSON beside it (``PATH.json``, if any),
-    after the safe-loading check: a missing or unsafe file fails here, before any audit runs."""
-    meta = (
-        read_safetensors_metadata(path)
-        if check_loadable(path, trust_model=trust_model) is ModelFormat.SAFETENSORS
-        else {}
-    )
+def _read_model(path: Path, trust_model: bool) -> tuple[ModelCard, ModelCard | None]:
+    """The card the file's header records (safetensors only) and the one its provenance records (``PATH.json``
+    beside it; ``None`` when there is none or it cannot be read), after the safe-loading check: a missing or
+    unsafe file fails here, before any audit runs."""
+    card = read_card(path, trust_model=trust_model)
     sidecar = path.with_name(path.name + ".json")
-    provenance: dict[str, Any] = {}
-    if sidecar.is_file():
-        try:
-            loaded = json.loads(sidecar.read_text(encoding="utf-8"))
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError):
-            loaded = None
-        provenance = loaded if isinstance(loaded, dict) else {}
-    return meta, provenance
+    if not sidecar.is_file():
+        return card, None
+    try:
+        return card, ModelCard.from_provenance(json.loads(sidecar.read_text(encoding="utf-8")), source=str(sidecar))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, ModelLoadError):
+        return card, None
 
 
 def _splits(
@@ -237,12 +231,12 @@ def _splits(
 ) -> Splits:
     if isinstance(data, Splits):
         return data
-    recorded = baseline.meta.get("data") or {}
+    recorded = baseline.card.data or DataRecord()
     if data is None:
-        if not recorded.get("source"):
+        if not recorded.source:
             raise ConfigError(f"the baseline {baseline.path} does not record its training data; pass --data")
-        data = str(recorded["source"])
-    seed = config.split_seed if config.split_seed is not None else int(recorded.get("split_seed", 0))
+        data = recorded.source
+    seed = config.split_seed if config.split_seed is not None else (recorded.split_seed or 0)
     return load_splits(data, seed=seed, data_dir=data_dir, label_column=label_column, bounds=bounds)
 
 
@@ -254,16 +248,15 @@ def strongest_attack(result: AuditResult) -> MembershipAttackResult | None:
     return strongest(result.privacy.attacks, float(LOW_FPR))
 
 
-def dp_claim(guarantees: dict[str, Any] | None) -> tuple[float | None, float | None]:
+def dp_claim(guarantees: Guarantees | None) -> tuple[float | None, float | None]:
     """The (epsilon, delta) a defense's recorded guarantees claim, or ``(None, None)``: read from
-    ``details["epsilon"]``/``details["delta"]`` (or the same keys at the top level) of a guarantee of kind
-    ``"differential-privacy"`` or one that names an epsilon."""
-    if not isinstance(guarantees, dict):
+    ``details["epsilon"]``/``details["delta"]`` of a guarantee of kind ``"differential-privacy"`` or one that names
+    an epsilon."""
+    if guarantees is None:
         return None, None
-    details = guarantees["details"] if isinstance(guarantees.get("details"), dict) else {}
-    eps = _number(details.get("epsilon", guarantees.get("epsilon")))
-    delta = _number(details.get("delta", guarantees.get("delta")))
-    if eps is None and guarantees.get("kind") != "differential-privacy":
+    eps = _number(guarantees.details.get("epsilon"))
+    delta = _number(guarantees.details.get("delta"))
+    if eps is None and guarantees.kind != "differential-privacy":
         return None, None
     return eps, delta
 
@@ -274,34 +267,35 @@ def summarise(
     name: str,
     path: str | Path | None,
     baseline: bool,
-    meta: dict[str, Any],
-    provenance: dict[str, Any],
+    card: ModelCard,
+    provenance: ModelCard | None = None,
     splits: Splits | None = None,
     out_dir: str | None = None,
     audit_seconds: float | None = None,
 ) -> ModelSummary:
-    """One model's row of the comparison, from its audit result, its file's metadata and its provenance."""
+    """One model's row of the comparison, from its audit result, the card its file's header records and the card
+    its provenance records (``PATH.json``; the defense is the header's, else the provenance's)."""
     rob = result.robustness
-    defense: dict[str, Any] = meta.get("defense") or provenance.get("defense") or {}
-    guarantees: dict[str, Any] | None = defense.get("guarantees") or provenance.get("guarantees")
+    defense = card.defense or (None if provenance is None else provenance.defense)
+    guarantees = (None if defense is None else defense.guarantees) or (
+        None if provenance is None else provenance.guarantees
+    )
     dp_epsilon, dp_delta = dp_claim(guarantees)
     flags = [f"{f.check} ({'resolved' if f.resolved else 'UNRESOLVED'})" for f in (rob.flags if rob else [])]
-    stop = provenance.get("stop_reason")
-    if stop:
-        flags.append(f"training stopped early: {stop}")
+    run = None if provenance is None else provenance.run
+    if run is not None and run.stop_reason:
+        flags.append(f"training stopped early: {run.stop_reason}")
     if splits is not None:
-        flags += _data_flags(meta, splits)
+        flags += _data_flags(card, splits)
     strongest = strongest_attack(result)
-    training_seconds = _number(provenance.get("training_seconds"))
-    if training_seconds is None and isinstance(provenance.get("training"), dict):
-        training_seconds = _number(provenance["training"].get("seconds"))
+    training_seconds = _training_seconds(provenance)
     return ModelSummary(
         name=name,
         path=None if path is None else str(path),
         baseline=baseline,
-        defense=defense.get("name"),
-        defense_config=defense.get("config"),
-        guarantee=guarantees.get("summary") if isinstance(guarantees, dict) else None,
+        defense=None if defense is None else defense.name,
+        defense_config=None if defense is None else defense.config,
+        guarantee=None if guarantees is None else guarantees.summary,
         clean_accuracy=None if rob is None else rob.clean_accuracy,
         clean_ci=None if rob is None else rob.clean_ci,
         robust_accuracy={} if rob is None else dict(rob.robust_accuracy),
@@ -329,32 +323,42 @@ def summarise(
     )
 
 
-def own_members(splits: Splits, meta: dict[str, Any]) -> Splits:
+def _training_seconds(provenance: ModelCard | None) -> float | None:
+    """The training time a provenance records: the run's, else (``modelsec train``) the history's."""
+    if provenance is None:
+        return None
+    if provenance.run is not None and provenance.run.training_seconds is not None:
+        return _number(provenance.run.training_seconds)
+    history = None if provenance.training is None else provenance.training.history
+    return None if history is None else _number(history.seconds)
+
+
+def own_members(splits: Splits, card: ModelCard) -> Splits:
     """The splits as this model saw them: a model that records training on the first N members of the same
     data and split is audited against those N (see :meth:`Splits.with_members_used`), as ``run_audit`` does when it
     loads the data itself."""
-    recorded = meta.get("data") or {}
-    used, seed = recorded.get("members_used"), recorded.get("split_seed", splits.seed)
-    if used and recorded.get("source") == splits.source and int(seed) == splits.seed:
-        return splits.with_members_used(int(used))
+    recorded = card.data or DataRecord()
+    seed = splits.seed if recorded.split_seed is None else recorded.split_seed
+    if recorded.members_used and recorded.source == splits.source and seed == splits.seed:
+        return splits.with_members_used(recorded.members_used)
     return splits
 
 
-def _data_flags(meta: dict[str, Any], splits: Splits) -> list[str]:
+def _data_flags(card: ModelCard, splits: Splits) -> list[str]:
     """Where the model's recorded training data differ from the data compared on: its membership numbers then do
     not describe its own training set."""
-    recorded = meta.get("data") or {}
+    recorded = card.data or DataRecord()
     flags = []
-    source, seed = recorded.get("source"), recorded.get("split_seed")
-    if (source is not None and str(source) != splits.source) or (seed is not None and int(seed) != splits.seed):
+    source, seed = recorded.source, recorded.split_seed
+    if (source is not None and source != splits.source) or (seed is not None and seed != splits.seed):
         flags.append(
             f"trained on {source} (split seed {seed}), compared on {splits.source} (split seed {splits.seed}): "
             "its membership results do not describe its own training data"
         )
-    used = recorded.get("members_used")
-    if used is not None and int(used) != len(splits.members):
+    used = recorded.members_used
+    if used is not None and used != len(splits.members):
         flags.append(
-            f"trained on {int(used)} of the {len(splits.members)} members: candidates it never saw count as members"
+            f"trained on {used} of the {len(splits.members)} members: candidates it never saw count as members"
         )
     return flags
 

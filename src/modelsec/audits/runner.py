@@ -58,9 +58,8 @@ from modelsec.data import load_splits
 from modelsec.data.dataset import Splits
 from modelsec.defenses.training import TrainingConfig
 from modelsec.models.base import Classifier
-from modelsec.models.formats import ModelFormat
-from modelsec.models.loading import bundled_model_path, check_loadable, load_model
-from modelsec.models.torch import read_safetensors_metadata
+from modelsec.models.card import DataRecord, ModelCard
+from modelsec.models.loading import load_model, read_card
 from modelsec.models.zoo import ARCHITECTURES, default_architecture
 from modelsec.results.audit import (
     SCHEMA_VERSION,
@@ -206,23 +205,21 @@ class AuditOutcome:
     files: dict[str, Path] = field(default_factory=dict)
 
 
-def _model_metadata(model: Any, trust_model: bool) -> dict[str, Any]:
-    """The metadata a model file records (empty for other formats), after the safe-loading check, so a missing
-    or unsafe file is reported before anything else happens."""
-    if model is None:
-        return read_safetensors_metadata(bundled_model_path())
-    if isinstance(model, (str, Path)) and check_loadable(model, trust_model=trust_model) is ModelFormat.SAFETENSORS:
-        return read_safetensors_metadata(model)
-    return {}
+def _model_card(model: Any, trust_model: bool) -> ModelCard:
+    """The card a model file records (empty for other formats and for Python objects), after the safe-loading
+    check, so a missing or unsafe file is reported before anything else happens."""
+    if model is None or isinstance(model, (str, Path)):
+        return read_card(model, trust_model=trust_model)
+    return ModelCard()
 
 
-def _resolve_data(data: str | Splits | None, meta: dict[str, Any], split_seed: int | None) -> tuple[Any, int]:
-    recorded = meta.get("data") or {}
-    seed = split_seed if split_seed is not None else int(recorded.get("split_seed", 0))
+def _resolve_data(data: str | Splits | None, card: ModelCard, split_seed: int | None) -> tuple[Any, int]:
+    recorded = card.data or DataRecord()
+    seed = split_seed if split_seed is not None else (recorded.split_seed or 0)
     if data is None:
-        if not recorded.get("source"):
+        if not recorded.source:
             raise ConfigError("the model does not record its training data; pass --data")
-        return recorded["source"], seed
+        return recorded.source, seed
     return data, seed
 
 
@@ -308,7 +305,7 @@ class _Target:
 
     classifier: Classifier
     info: ModelInfo
-    meta: dict[str, Any]  # what the model file records (its header)
+    card: ModelCard  # what the model file records (its header)
     splits: Splits
     data: DataInfo
     overlaps: dict[str, int]  # records the splits share, by pair of splits
@@ -330,18 +327,18 @@ def _load_target(
     """Step 1: what the model file records (after the safe-loading check), the data (the model's own unless
     given; only the members it trained on count as members), the classifier."""
     t = time.perf_counter()
-    meta = _model_metadata(model, trust_model)
-    data_source, split_seed = _resolve_data(data, meta, config.split_seed)
+    card = _model_card(model, trust_model)
+    data_source, split_seed = _resolve_data(data, card, config.split_seed)
     splits = (
         data_source
         if isinstance(data_source, Splits)
         else load_splits(str(data_source), seed=split_seed, data_dir=data_dir, label_column=label_column, bounds=bounds)
     )
-    recorded = meta.get("data") or {}
-    same_split = recorded.get("source") == splits.source and recorded.get("split_seed", splits.seed) == splits.seed
-    if recorded.get("members_used") and not isinstance(data_source, Splits) and same_split:
+    recorded = card.data or DataRecord()
+    same_split = recorded.source == splits.source and recorded.split_seed in (None, splits.seed)
+    if recorded.members_used and not isinstance(data_source, Splits) and same_split:
         # a model trained on the first N members: only those are members (the rest join the population)
-        splits = splits.with_members_used(int(recorded["members_used"]))
+        splits = splits.with_members_used(recorded.members_used)
     timings["load_data"] = time.perf_counter() - t
 
     t = time.perf_counter()
@@ -363,7 +360,7 @@ def _load_target(
         overlaps=overlaps,
         class_names=list(splits.members.class_names) if splits.members.class_names else None,
     )
-    return _Target(classifier=classifier, info=info, meta=meta, splits=splits, data=data_info, overlaps=overlaps)
+    return _Target(classifier=classifier, info=info, card=card, splits=splits, data=data_info, overlaps=overlaps)
 
 
 @dataclass
@@ -581,7 +578,7 @@ def _phases(
                 )
             else:
                 privacy, exposed_images, candidates_sha256 = _membership(
-                    classifier, target.splits, config, mia_plan, target.info, target.meta, target.overlaps, rng,
+                    classifier, target.splits, config, mia_plan, target.info, target.card, target.overlaps, rng,
                     cache, progress,
                 )  # fmt: skip
             timings[phase] = timings.get(phase, 0.0) + time.perf_counter() - t
@@ -628,14 +625,13 @@ def _sanity_checks(
     )
 
 
-def _reference_recipe(info: ModelInfo, meta: dict[str, Any], config: AuditConfig) -> tuple[str, TrainingConfig]:
+def _reference_recipe(info: ModelInfo, card: ModelCard, config: AuditConfig) -> tuple[str, TrainingConfig]:
     """The reference models' architecture (the target's when built-in, else the default for its input) and
     training recipe (the target's recorded one, else the defaults; ``reference_epochs`` overrides the epochs)."""
     arch = info.arch if info.arch is not None and info.arch in ARCHITECTURES else None
     arch = arch or default_architecture(tuple(info.input_shape))
-    recorded = (meta.get("training") or {}).get("config") or {}
     known = {f.name for f in dataclasses.fields(TrainingConfig)} - {"seed"}
-    training = TrainingConfig(**{k: v for k, v in recorded.items() if k in known})
+    training = TrainingConfig(**{k: v for k, v in card.recipe.items() if k in known})
     if config.reference_epochs is not None:
         training = replace(training, epochs=config.reference_epochs)
     return arch, training
@@ -647,7 +643,7 @@ def _membership(
     config: AuditConfig,
     plan: tuple[list[MembershipAttack], list[str]],
     info: ModelInfo,
-    meta: dict[str, Any],
+    card: ModelCard,
     overlaps: dict[str, int],
     rng: np.random.Generator,
     cache: SignalCache | None,
@@ -657,7 +653,7 @@ def _membership(
     report's thumbnails, images only) and a content hash of the candidates (members, then non-members)."""
     reference = config.reference_config()
     attacks, notes = plan[0], list(plan[1])
-    recorded_size = (meta.get("data") or {}).get("members_used")
+    recorded_size = None if card.data is None else card.data.members_used
     pool = build_pool(
         splits,
         members=config.mia_samples,
@@ -701,7 +697,7 @@ def _membership(
     compute: dict[str, Any] = {}
     training = None
     if reference is not None:
-        arch, recipe = _reference_recipe(info, meta, config)
+        arch, recipe = _reference_recipe(info, card, config)
         training = reference_signals(pool, reference, arch=arch, training=recipe, cache=cache, progress=progress)
         compute.update(training.compute())
         compute["reference_mode"] = "online" if reference.online else "offline"

@@ -26,7 +26,7 @@ import math
 import types
 import typing
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -44,6 +44,7 @@ from modelsec.defenses.training import (
     cross_entropy_loss,
     train_classifier,
 )
+from modelsec.models.card import Guarantees, ModelCard
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -114,27 +115,6 @@ def _allowed_types(hint: Any) -> tuple[type, ...]:
     raise TypeError(f"unsupported config field type {hint!r}")  # a bug in a config class, not a user error
 
 
-@dataclass(frozen=True, kw_only=True)
-class Guarantees:
-    """What a trained model is guaranteed to have, as recorded in its file and provenance.
-
-    ``kind``: "none" (no defense), "empirical" (robustness or privacy that only an audit can measure; no
-    certificate), "certified" or "differential-privacy" (a proven bound, with its assumptions in ``details``).
-    ``threat_model``: the perturbations the model was trained against (norm, eps in input units), if any.
-    ``training_attack``: the inner attack of adversarial training, if any.
-    """
-
-    kind: str
-    summary: str
-    certified: bool = False
-    threat_model: dict[str, Any] | None = None
-    training_attack: str | None = None
-    details: dict[str, Any] = field(default_factory=dict)
-
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
-
-
 class Defense(abc.ABC):
     """A training-time defense: ``Defense(config).fit(module, train)`` trains ``module`` in place.
 
@@ -175,13 +155,13 @@ class Defense(abc.ABC):
         :meth:`check_data`."""
         self.population = population
 
-    def header_metadata(self) -> dict[str, Any]:
-        """Entries the saved model's safetensors header gets besides the architecture, data and ``defense`` record,
-        read back by :func:`~modelsec.models.load_model` (output hardening's ``"output"``); default none."""
-        return {}
+    def output_spec(self) -> dict[str, Any] | None:
+        """The output hardening the saved model's card records (``ModelCard.output``, read back by
+        :func:`~modelsec.models.load_model`: what the model's API reveals); default ``None``, the plain logits."""
+        return None
 
-    def wrap_model_file(self, base: Path, out: Path, *, overwrite: bool = False) -> dict[str, Any]:
-        """Harden the trained model file ``base`` without training and write it to ``out``; returns the provenance.
+    def wrap_model_file(self, base: Path, out: Path, *, overwrite: bool = False) -> ModelCard:
+        """Harden the trained model file ``base`` without training and write it to ``out``; returns its card.
         Only defenses that wrap a trained model can (output hardening); the others train and refuse."""
         wrapping = [n for n in DEFENSES.names() if DEFENSES.get(n).wrap_model_file is not Defense.wrap_model_file]
         raise ConfigError(
@@ -212,8 +192,8 @@ class Defense(abc.ABC):
         return None
 
     def provenance(self) -> dict[str, Any]:
-        """What the defense adds to the provenance JSON after :meth:`fit`, as top-level keys (a privacy report,
-        a teacher's history); default nothing."""
+        """The defense's own reports after :meth:`fit` (a privacy report, a teacher's history), which the provenance
+        JSON holds as top-level keys (``RunRecord.reports``); default none."""
         return {}
 
     def fit(

@@ -79,6 +79,7 @@ from torch.nn import functional
 from modelsec.core.errors import ConfigError
 from modelsec.core.options import COUNT, SEED, OneOf, check_seed
 from modelsec.core.progress import NullProgress, Progress
+from modelsec.core.records import from_dict
 from modelsec.core.seeding import generator, seeded
 from modelsec.data.dataset import Dataset
 from modelsec.defenses.base import DEFENSES, Defense, DefenseConfig, Guarantees
@@ -278,10 +279,7 @@ class DPTrainingReport:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> DPTrainingReport:
-        known = {f.name for f in fields(cls)}
-        values = {k: v for k, v in data.items() if k in known}
-        values["history"] = [DPEpoch(**e) for e in data.get("history", [])]
-        return cls(**values)
+        return from_dict(cls, data)
 
 
 class DPSGDStep:

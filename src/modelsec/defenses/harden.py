@@ -13,19 +13,17 @@ Writes, for ``out = models/at.safetensors``:
 
 from __future__ import annotations
 
-import platform
 from collections.abc import Mapping
-from datetime import datetime, timezone
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-import torch
-
 from modelsec.core.progress import NullProgress, Progress
 from modelsec.data.dataset import Splits
-from modelsec.defenses.base import DefenseConfig, make_defense
+from modelsec.defenses.base import Defense, DefenseConfig, make_defense
 from modelsec.defenses.checkpoint import Checkpoint, checkpoint_path
-from modelsec.defenses.training import check_outputs, check_run_options, model_metadata, save_model, training_set
+from modelsec.defenses.training import check_outputs, check_run_options, save_model, training_set
+from modelsec.models.card import DefenseRecord, ModelCard, RunRecord
 
 
 def harden(
@@ -60,9 +58,56 @@ def harden(
         base: harden this trained model file instead of training (defenses that wrap a model: output-hardening);
             ``data``, ``arch`` and the data options are then unused, the base file's own records are kept.
 
-    Returns the provenance written to ``OUT.json``. Raises :class:`~modelsec.core.errors.ConfigError` for a bad
-    option, an existing output without ``overwrite``, or a checkpoint of another run.
+    Returns the provenance written to ``OUT.json`` (:meth:`~modelsec.models.card.ModelCard.to_provenance`).
+    Raises :class:`~modelsec.core.errors.ConfigError` for a bad option, an existing output without ``overwrite``,
+    or a checkpoint of another run.
 
+    """
+    impl = make_defense(defense, config)
+    if base is not None:
+        return impl.wrap_model_file(Path(base), Path(out), overwrite=overwrite).to_provenance()
+    card = train_and_record(
+        impl,
+        data=data,
+        arch=arch,
+        out=Path(out),
+        split_seed=split_seed,
+        members=members,
+        data_dir=data_dir,
+        label_column=label_column,
+        bounds=bounds,
+        device=device,
+        progress=progress,
+        overwrite=overwrite,
+        resume=resume,
+    )
+    return card.to_provenance()
+
+
+def train_and_record(
+    impl: Defense,
+    *,
+    data: str | Splits,
+    arch: str | None,
+    out: Path,
+    split_seed: int = 0,
+    members: int | None = None,
+    data_dir: str | None = None,
+    label_column: str = "label",
+    bounds: tuple[float, float] | None = None,
+    device: str = "cpu",
+    progress: Progress | None = None,
+    overwrite: bool = False,
+    resume: bool = True,
+    plain: bool = False,
+) -> ModelCard:
+    """The one training path of ``modelsec harden`` and ``modelsec train``: train ``arch`` on the members split
+    with the defense ``impl``, save the weights and ``OUT.json`` from the model's :class:`ModelCard`, and return
+    the card.
+
+    ``plain`` (``modelsec train``, which is ``harden --defense standard``): no checkpoint, and the card
+    :meth:`~ModelCard.as_plain_training`, without the defense and run records. Otherwise the run checkpoints
+    itself to ``OUT.ckpt`` after each epoch and, with ``resume``, continues from a checkpoint of the same run.
     """
     from modelsec.core.seeding import seeded
     from modelsec.core.version import __version__
@@ -70,11 +115,7 @@ def harden(
     from modelsec.models.zoo import build_architecture, default_architecture
 
     progress = progress or NullProgress()
-    impl = make_defense(defense, config)
     cfg = impl.config
-    out = Path(out)
-    if base is not None:
-        return impl.wrap_model_file(Path(base), out, overwrite=overwrite)
     check_outputs(out, overwrite=overwrite)
     check_run_options(members=members, device=device, split_seed=split_seed)
     if isinstance(data, Splits):
@@ -89,21 +130,12 @@ def harden(
         module = build_architecture(arch_name, splits.input_shape, splits.num_classes)
 
     data_hashes = {"train": train.sha256(), "test": splits.nonmembers.sha256()}
-    run = {
-        "defense": impl.name,
-        "config": cfg.to_dict(),
-        "arch": arch_name,
-        "input_shape": list(splits.input_shape),
-        "num_classes": splits.num_classes,
-        "bounds": list(splits.bounds),
-        "data_sha256": data_hashes,
-    }
-    checkpoint = Checkpoint(checkpoint_path(out), run)
-    state = checkpoint.load() if resume else None
-    if not resume:
+    checkpoint = None if plain else _checkpoint(impl, arch_name, splits, data_hashes, out)
+    state = checkpoint.load() if checkpoint is not None and resume else None
+    if checkpoint is not None and not resume:
         checkpoint.delete()
     resumed_from = int(state["epoch"]) if state is not None else 0
-    if resumed_from:
+    if checkpoint is not None and resumed_from:
         progress.note(f"resuming from {checkpoint.path} after epoch {resumed_from}/{cfg.epochs}")
 
     history = impl.fit(
@@ -113,33 +145,42 @@ def harden(
         device=device,
         progress=progress,
         resume=state,
-        after_epoch=checkpoint.save,
+        after_epoch=None if checkpoint is None else checkpoint.save,
     )
-    guarantees = impl.guarantees().to_dict()
-    metadata = {
-        **model_metadata(arch_name, splits, members_used=len(train), training=cfg),
-        **impl.header_metadata(),
-        "defense": {"name": impl.name, "config": cfg.to_dict(), "guarantees": guarantees},
-    }
-    provenance = {
-        **metadata,
-        "seed": cfg.seed,
+    card = replace(
+        ModelCard.for_training(arch_name, splits, members_used=len(train), recipe=cfg.to_dict(), history=history),
+        output=impl.output_spec(),
+        defense=DefenseRecord(name=impl.name, config=cfg.to_dict(), guarantees=impl.guarantees()),
+        run=RunRecord.now(
+            seed=cfg.seed,
+            data_sha256=data_hashes,
+            training_seconds=history.seconds,
+            epochs_completed=history.epochs,
+            resumed_from_epoch=resumed_from or None,
+            stop_reason=history.stop_reason,
+            device=device,
+            reports=impl.provenance(),
+        ),
+        modelsec_version=__version__,
+    )
+    if plain:
+        card = card.as_plain_training()
+    save_model(module, out, card)
+    if checkpoint is not None:
+        checkpoint.delete()
+    return card
+
+
+def _checkpoint(impl: Defense, arch: str, splits: Splits, data_hashes: dict[str, str], out: Path) -> Checkpoint:
+    """The per-epoch checkpoint ``OUT.ckpt`` of this run, identified by the defense, its config, the architecture,
+    the data's shape and bounds and the data's content hashes."""
+    run = {
+        "defense": impl.name,
+        "config": impl.config.to_dict(),
+        "arch": arch,
+        "input_shape": list(splits.input_shape),
+        "num_classes": splits.num_classes,
+        "bounds": list(splits.bounds),
         "data_sha256": data_hashes,
-        "training_seconds": history.seconds,
-        "epochs_completed": history.epochs,
-        "resumed_from_epoch": resumed_from or None,
-        "stop_reason": history.stop_reason,
-        "training": history.to_dict(),
-        "guarantees": guarantees,
-        "device": device,
-        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "versions": {"modelsec": __version__, "torch": torch.__version__, "python": platform.python_version()},
-        "modelsec_version": __version__,
     }
-    extra = impl.provenance()
-    if clash := sorted(set(extra) & set(provenance)):
-        raise RuntimeError(f"{impl.name}: provenance keys {clash} clash with harden's own")  # a bug in the defense
-    provenance.update(extra)
-    save_model(module, out, metadata, provenance)
-    checkpoint.delete()
-    return provenance
+    return Checkpoint(checkpoint_path(out), run)

@@ -44,10 +44,8 @@ modelsec.core.errors.ConfigError: dmp: selection 'low-entropy' needs reference_s
 from __future__ import annotations
 
 import json
-import platform
 from collections.abc import Mapping
-from dataclasses import dataclass
-from datetime import datetime, timezone
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -63,6 +61,7 @@ from modelsec.defenses.base import DEFENSES, Defense, DefenseConfig, Guarantees,
 from modelsec.defenses.teacher_student import TeacherStudentConfig, TeacherStudentDefense
 from modelsec.defenses.training import BatchLoss, TrainingState
 from modelsec.models.base import eval_mode
+from modelsec.models.card import BaseRecord, DefenseRecord, ModelCard, RunRecord
 from modelsec.models.output import MAX_DECIMALS, OUTPUT_HARDENINGS, harden_output
 
 SELECTIONS = ("all", "low-entropy")
@@ -516,9 +515,6 @@ class OutputHardeningDefense(Defense):
         params = {"top-k": {"k": c.k}, "rounding": {"decimals": c.decimals}}.get(c.output, {})
         return harden_output(nn.Identity(), {"kind": c.output, **params}).spec()
 
-    def header_metadata(self) -> dict[str, Any]:
-        return {"output": self.output_spec()}
-
     def guarantees(self) -> Guarantees:
         spec = self.output_spec()
         revealed = WHAT_IS_REVEALED[spec["kind"]].format(**spec)
@@ -536,10 +532,10 @@ class OutputHardeningDefense(Defense):
     def _check_classes(self, num_classes: int) -> None:
         harden_output(nn.Identity(), self.output_spec()).check_classes(num_classes)
 
-    def wrap_model_file(self, base: Path, out: Path, *, overwrite: bool = False) -> dict[str, Any]:
+    def wrap_model_file(self, base: Path, out: Path, *, overwrite: bool = False) -> ModelCard:
         """Harden the model file ``base`` (safetensors written by modelsec) without training: write its weights
-        unchanged to ``out`` with its header plus ``output`` and a ``defense`` entry naming the base; the
-        provenance ``OUT.json`` records the base's hash and its own provenance. Returns the provenance."""
+        unchanged to ``out`` with its card plus ``output`` and a defense record naming the base; the provenance
+        ``OUT.json`` records the base's hash and its own provenance. Returns the card."""
         from modelsec.core.version import __version__
         from modelsec.defenses.training import check_outputs, output_paths, save_model
         from modelsec.models.formats import ModelFormat
@@ -554,46 +550,39 @@ class OutputHardeningDefense(Defense):
             raise ConfigError("the hardened model must go to another file than its base (--out)")
         if check_loadable(base, trust_model=False) is not ModelFormat.SAFETENSORS:
             raise ConfigError(f"the base model {str(base)!r} must be a safetensors file written by modelsec")
-        state, meta = read_safetensors(base)
-        missing = [key for key in ("arch", "input_shape", "num_classes") if not meta.get(key)]
+        state, header = read_safetensors(base)
+        recorded = ModelCard.from_header(header, source=str(base))
+        missing = [key for key in ("arch", "input_shape", "num_classes") if not getattr(recorded, key)]
         if missing:
             raise ConfigError(
                 f"{str(base)!r} does not record its {', '.join(missing)}; harden a model written by "
                 "`modelsec train` or `modelsec harden`"
             )
-        if "output" in meta:
+        if recorded.output is not None:
             raise ConfigError(
-                f"{str(base)!r} already hardens its output ({meta['output']}); harden the model it was made from"
+                f"{str(base)!r} already hardens its output ({recorded.output}); harden the model it was made from"
             )
-        self._check_classes(int(meta["num_classes"]))
-        module = build_architecture(str(meta["arch"]), tuple(meta["input_shape"]), int(meta["num_classes"]))
+        assert recorded.arch and recorded.input_shape and recorded.num_classes
+        self._check_classes(recorded.num_classes)
+        module = build_architecture(recorded.arch, recorded.input_shape, recorded.num_classes)
         load_state_dict_into(module, state, str(base))
-        guarantees = self.guarantees().to_dict()
-        base_record = {"path": str(base), "sha256": sha256_file(base), "defense": meta.get("defense")}
-        metadata = {
-            **meta,
-            **self.header_metadata(),
-            "defense": {
-                "name": self.name,
-                "config": self.config.to_dict(),
-                "guarantees": guarantees,
-                "base": base_record,
-            },
-        }
         base_json = output_paths(base)[1]
-        provenance = {
-            **metadata,
-            "seed": self.config.seed,
-            "training_seconds": 0.0,
-            "epochs_completed": 0,
-            "resumed_from_epoch": None,
-            "stop_reason": None,
-            "training": None,
-            "guarantees": guarantees,
-            "base_provenance": json.loads(base_json.read_text(encoding="utf-8")) if base_json.is_file() else None,
-            "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-            "versions": {"modelsec": __version__, "torch": torch.__version__, "python": platform.python_version()},
-            "modelsec_version": __version__,
-        }
-        save_model(module, out, metadata, provenance)
-        return provenance
+        card = replace(
+            recorded,
+            output=self.output_spec(),
+            defense=DefenseRecord(
+                name=self.name,
+                config=self.config.to_dict(),
+                guarantees=self.guarantees(),
+                base=BaseRecord(path=str(base), sha256=sha256_file(base), defense=recorded.defense),
+            ),
+            run=RunRecord.now(
+                seed=self.config.seed,
+                training_seconds=0.0,
+                epochs_completed=0,
+                base_provenance=json.loads(base_json.read_text(encoding="utf-8")) if base_json.is_file() else None,
+            ),
+            modelsec_version=__version__,
+        )
+        save_model(module, out, card)
+        return card

@@ -6,12 +6,11 @@ Seeded end to end: initialisation (under :func:`modelsec.core.seeding.seeded`) a
 
 from __future__ import annotations
 
-import copy
 import hashlib
 import json
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -34,6 +33,7 @@ from modelsec.core.progress import NullProgress, Progress
 from modelsec.core.seeding import generator
 from modelsec.data.dataset import Dataset, Splits
 from modelsec.models.base import eval_mode
+from modelsec.models.card import ModelCard, TrainingHistory
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -72,39 +72,6 @@ class TrainingConfig:
         if self.lr_schedule not in ("cosine", "constant"):
             raise ConfigError(f"lr schedule must be 'cosine' or 'constant', got {self.lr_schedule!r}")
         check_seed(self.seed, "seed")
-
-
-@dataclass
-class TrainingHistory:
-    """Per-epoch numbers of one training run.
-
-    ``train_loss`` and ``train_accuracy`` are measured on what the model was trained on (the adversarial examples,
-    for adversarial training); ``metrics`` holds further per-epoch series a defense records (for example the PGD
-    accuracy of a catastrophic-overfitting check), ``events`` what happened on the way (a collapse detected, best
-    weights restored), ``stop_reason`` why training ended before its last epoch (``None``: it ran them all).
-    """
-
-    config: dict[str, Any]
-    train_loss: list[float] = field(default_factory=list)
-    train_accuracy: list[float] = field(default_factory=list)
-    test_accuracy: list[float] = field(default_factory=list)
-    seconds: float = 0.0
-    metrics: dict[str, list[float]] = field(default_factory=dict)
-    events: list[dict[str, Any]] = field(default_factory=list)
-    stop_reason: str | None = None
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, d: Mapping[str, Any]) -> TrainingHistory:
-        known = {f.name for f in fields(cls)}
-        return cls(**{k: copy.deepcopy(v) for k, v in d.items() if k in known})
-
-    @property
-    def epochs(self) -> int:
-        """Epochs completed."""
-        return len(self.train_loss)
 
 
 BatchLoss = Callable[[nn.Module, torch.Tensor, torch.Tensor, torch.Generator], tuple[torch.Tensor, torch.Tensor]]
@@ -292,25 +259,30 @@ def train_and_save(
     overwrite: bool = False,
     progress: Progress | None = None,
 ) -> dict[str, Any]:
-    """Train the architecture on the data's members split and save safetensors weights whose header records
-    the architecture, input shape, classes, bounds and data split (so ``modelsec audit --model OUT`` needs no
-    other flags), plus the same metadata with the training history as ``OUT.json``. Returns the metadata."""
-    from modelsec.core.seeding import seeded
-    from modelsec.data import load_splits
-    from modelsec.models.zoo import build_architecture, default_architecture
+    """``modelsec train``: :func:`modelsec.defenses.harden` with the ``standard`` defense and ``config``'s knobs,
+    recorded as plain training. Saves safetensors weights whose header records the architecture, input shape,
+    classes, bounds, data split and recipe (so ``modelsec audit --model OUT`` needs no other flags), plus the same
+    with the training history as ``OUT.json`` (:meth:`~modelsec.models.card.ModelCard.as_plain_training`: no
+    defense, no run record, no checkpoint). Returns what ``OUT.json`` holds."""
+    from modelsec.defenses.harden import train_and_record
+    from modelsec.defenses.standard import Standard, StandardConfig
 
-    check_outputs(out, overwrite=overwrite)
-    check_run_options(members=members, device=device, split_seed=split_seed)
-    splits = load_splits(data, seed=split_seed, data_dir=data_dir, label_column=label_column, bounds=bounds)
-    train = training_set(splits, members)
-    arch_name = arch or default_architecture(splits.input_shape)
-    with seeded(config.seed):
-        module = build_architecture(arch_name, splits.input_shape, splits.num_classes)
-    history = train_classifier(module, train, config=config, test=splits.nonmembers, device=device, progress=progress)
-    metadata = model_metadata(arch_name, splits, members_used=len(train), training=config)
-    full = {**metadata, "training": history.to_dict(), "modelsec_version": _version()}
-    save_model(module, out, metadata, full)
-    return full
+    card = train_and_record(
+        Standard(StandardConfig(**asdict(config))),
+        data=data,
+        arch=arch,
+        out=out,
+        split_seed=split_seed,
+        members=members,
+        data_dir=data_dir,
+        label_column=label_column,
+        bounds=bounds,
+        device=device,
+        progress=progress,
+        overwrite=overwrite,
+        plain=True,
+    )
+    return card.to_provenance()
 
 
 def output_paths(out: Path) -> tuple[Path, Path]:
@@ -343,40 +315,16 @@ def training_set(splits: Splits, members: int | None) -> Dataset:
     return train
 
 
-def model_metadata(
-    arch: str, splits: Splits, *, members_used: int, training: TrainingConfig | None = None
-) -> dict[str, Any]:
-    """What a saved model's header records, so ``modelsec audit --model OUT`` needs no other flags: the
-    architecture, input shape, classes, bounds, class names, the data split it was trained on and, when given, the
-    training recipe (which the membership audit's reference models then follow)."""
-    recipe = {} if training is None else {"training": {"config": asdict(training)}}
-    return {
-        **recipe,
-        "arch": arch,
-        "input_shape": list(splits.input_shape),
-        "num_classes": splits.num_classes,
-        "bounds": list(splits.bounds),
-        "class_names": list(splits.members.class_names) if splits.members.class_names else None,
-        "data": {"source": splits.source, "split_seed": splits.seed, "members_used": members_used},
-    }
-
-
-def save_model(module: nn.Module, out: Path, metadata: dict[str, Any], provenance: dict[str, Any]) -> None:
-    """Write ``module``'s weights as safetensors with ``metadata`` in the header (atomically: a temporary file
-    renamed into place) and ``provenance`` as ``OUT.json``."""
+def save_model(module: nn.Module, out: Path, card: ModelCard) -> None:
+    """Write ``module``'s weights as safetensors with the card's header (atomically: a temporary file renamed into
+    place) and the card's provenance as ``OUT.json`` (:class:`~modelsec.models.card.ModelCard`)."""
     from modelsec.models.torch import save_safetensors
 
     weights, sidecar = output_paths(out)
     weights.parent.mkdir(parents=True, exist_ok=True)
     tmp = weights.with_name(weights.name + ".tmp")
-    save_safetensors(module.cpu(), tmp, metadata)
+    save_safetensors(module.cpu(), tmp, card.to_header())
     tmp.replace(weights)
     tmp_json = sidecar.with_name(sidecar.name + ".tmp")
-    tmp_json.write_text(json.dumps(provenance, indent=2) + "\n", encoding="utf-8")
+    tmp_json.write_text(json.dumps(card.to_provenance(), indent=2) + "\n", encoding="utf-8")
     tmp_json.replace(sidecar)
-
-
-def _version() -> str:
-    from modelsec.core.version import __version__
-
-    return __version__

@@ -12,13 +12,13 @@ import warnings
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
-from typing import Any
 
 import torch
 
 from modelsec.core.errors import ConfigError, ModelLoadError, UnsafeModelError
 from modelsec.core.options import check_device
 from modelsec.models.base import Capability, Classifier
+from modelsec.models.card import ModelCard
 from modelsec.models.formats import ModelFormat, detect_format
 from modelsec.models.output import harden_output
 from modelsec.models.torch import (
@@ -26,6 +26,7 @@ from modelsec.models.torch import (
     load_exported,
     load_state_dict_into,
     read_safetensors,
+    read_safetensors_metadata,
     read_trusted_pickle,
 )
 from modelsec.models.zoo import build_architecture
@@ -64,13 +65,26 @@ def check_loadable(path: str | Path, *, trust_model: bool) -> ModelFormat:
     return fmt
 
 
+def read_card(path: str | Path | None, *, trust_model: bool = False) -> ModelCard:
+    """The :class:`ModelCard` a model file records (``None``: the bundled model's), after the safe-loading check
+    (:func:`check_loadable`), so that a missing or unsafe file is refused before anything else happens. Cheap: only
+    a safetensors file's header is read. Other formats record nothing (an empty card), and so does a safetensors
+    file whose header cannot be read (:func:`load_model` then says why); a header with a value of the wrong type
+    raises :class:`ModelLoadError`."""
+    p = bundled_model_path() if path is None else Path(path)
+    if check_loadable(p, trust_model=trust_model) is not ModelFormat.SAFETENSORS:
+        return ModelCard()
+    return ModelCard.from_header(read_safetensors_metadata(p), source=str(p))
+
+
 @dataclass
 class LoadedModel:
-    """A loaded classifier, what the report says about it, and the metadata its file carried."""
+    """A loaded classifier, what the report says about it, and the :class:`ModelCard` its file records (empty for a
+    file that records none)."""
 
     classifier: Classifier
     info: ModelInfo
-    metadata: dict[str, Any] = field(default_factory=dict)
+    card: ModelCard = field(default_factory=ModelCard)
 
 
 def load_model(
@@ -92,38 +106,39 @@ def load_model(
         trust_model: allow pickle-based files (still loaded with ``weights_only=True``).
         device: "cpu" or "cuda".
 
-    A safetensors header that records ``"output"`` (output hardening, :mod:`modelsec.models.output`) gets its
-    module wrapped so that it returns what the hardened API reveals, and the classifier the capability of that
-    API (labels only, or scores without gradients).
+    A safetensors file's :class:`ModelCard` supplies what the arguments leave out. One that records an output
+    hardening (:mod:`modelsec.models.output`) gets its module wrapped so that it returns what the hardened API
+    reveals, and the classifier the capability of that API (labels only, or scores without gradients).
     """
     p = bundled_model_path() if path is None else Path(path)
     fmt = check_loadable(p, trust_model=trust_model)
     check_device(device)
 
-    metadata: dict[str, Any] = {}
+    card = ModelCard()
     if fmt is ModelFormat.TORCH_EXPORT:
         module: torch.nn.Module = load_exported(p)
         shape = input_shape or _shape_from_example(module)
         resolved_arch = arch
     else:
         if fmt is ModelFormat.SAFETENSORS:
-            state, metadata = read_safetensors(p)
+            state, header = read_safetensors(p)
+            card = ModelCard.from_header(header, source=str(p))
         else:
             state = read_trusted_pickle(p)
-        file_arch = metadata.get("arch")
+        file_arch = card.arch
         if arch and file_arch and arch != file_arch:
             raise ConfigError(f"--arch {arch!r} contradicts the architecture {file_arch!r} recorded in {str(p)!r}")
         resolved_arch = arch or file_arch
         if not resolved_arch:
             raise ConfigError(f"{str(p)!r} holds weights only; name their architecture with --arch")
-        recorded_shape = metadata.get("input_shape")
+        recorded_shape = card.input_shape
         if recorded_shape and input_shape and tuple(recorded_shape) != tuple(input_shape):
             raise ModelLoadError(
                 f"the model expects inputs of shape {tuple(recorded_shape)} but the data have "
                 f"{tuple(input_shape)}; check --data"
             )
         shape = tuple(recorded_shape) if recorded_shape else input_shape
-        recorded_classes = metadata.get("num_classes")
+        recorded_classes = card.num_classes
         if recorded_classes and num_classes and int(recorded_classes) != int(num_classes):
             raise ModelLoadError(
                 f"the model has {recorded_classes} classes but the data have {num_classes}; check --data"
@@ -134,9 +149,9 @@ def load_model(
         module = build_architecture(resolved_arch, shape, num_classes)
         load_state_dict_into(module, state, str(p))
     capability = Capability.GRADIENTS
-    if "output" in metadata:  # output hardening: the module returns what the hardened API reveals, no more
+    if card.output is not None:  # output hardening: the module returns what the hardened API reveals, no more
         try:
-            hardened = harden_output(module, metadata["output"])
+            hardened = harden_output(module, card.output)
             if num_classes:
                 hardened.check_classes(num_classes)
         except ConfigError as e:
@@ -147,7 +162,7 @@ def load_model(
         raise ConfigError("the input shape is unknown; pass --data")
     if num_classes is None:
         num_classes = _classes_from_probe(module, shape)
-    recorded_bounds = metadata.get("bounds")
+    recorded_bounds = card.bounds
     if bounds is None:
         bounds = (float(recorded_bounds[0]), float(recorded_bounds[1])) if recorded_bounds else (0.0, 1.0)
     elif recorded_bounds and tuple(recorded_bounds) != tuple(bounds):
@@ -174,7 +189,7 @@ def load_model(
         input_shape=list(shape),
         parameters=classifier.num_parameters(),
     )
-    return LoadedModel(classifier=classifier, info=info, metadata=metadata)
+    return LoadedModel(classifier=classifier, info=info, card=card)
 
 
 def _shape_from_example(module: torch.nn.Module) -> tuple[int, ...] | None:

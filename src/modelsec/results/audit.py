@@ -12,9 +12,10 @@ import dataclasses
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 from modelsec.core.errors import DataError, printable
+from modelsec.core.records import from_dict
 from modelsec.results.schema import validate_result_dict
 from modelsec.stats.intervals import EpsilonEvidence, Interval
 
@@ -120,7 +121,7 @@ class RobustnessResult:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> RobustnessResult:
-        return _robustness_from_dict(d)
+        return from_dict(cls, d)
 
 
 @dataclass(frozen=True)
@@ -248,22 +249,7 @@ class AuditResult:
             validate_result_dict(d)
         except ValueError as e:
             raise DataError(printable(e, max_chars=1000)) from None
-        rob = d.get("robustness")
-        priv = d.get("privacy")
-        return cls(
-            schema_version=int(d["schema_version"]),
-            run_id=d["run_id"],
-            created_at=d["created_at"],
-            model=_build(ModelInfo, d["model"]),
-            data=_build(DataInfo, d["data"]),
-            robustness=None if rob is None else _robustness_from_dict(rob),
-            privacy=None if priv is None else _privacy_from_dict(priv),
-            verdict=_build(Verdict, d["verdict"]),
-            settings=dict(d["settings"]),
-            seed=int(d["seed"]),
-            versions=dict(d["versions"]),
-            timings={k: float(v) for k, v in d["timings"].items()},
-        )
+        return from_dict(cls, _with_balanced_accuracy(d))
 
     @classmethod
     def load(cls, path: str | Path) -> AuditResult:
@@ -282,48 +268,14 @@ class AuditResult:
             raise DataError(f"{where} is not a modelsec result this version reads: {e}") from None
 
 
-_DC = TypeVar("_DC")
-
-
-def _build(cls: type[_DC], d: dict[str, Any]) -> _DC:
-    """Construct dataclass ``cls`` from ``d``, ignoring fields added by later schema versions."""
-    names = {f.name for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
-    return cls(**{k: v for k, v in d.items() if k in names})
-
-
-def _robustness_from_dict(d: dict[str, Any]) -> RobustnessResult:
-    return RobustnessResult(
-        n=int(d["n"]),
-        clean_accuracy=float(d["clean_accuracy"]),
-        clean_ci=_build(Interval, d["clean_ci"]),
-        results=[_build(AttackRobustness, r) for r in d["results"]],
-        robust_accuracy={k: float(v) for k, v in d["robust_accuracy"].items()},
-        robust_ci={k: _build(Interval, v) for k, v in d["robust_ci"].items()},
-        flags=[_build(SanityFlag, f) for f in d["flags"]],
-        checks=list(d["checks"]),
-        adversarial_file=d.get("adversarial_file"),
-        preset=d.get("preset"),
-        skipped=[_build(SkippedAttack, a) for a in d.get("skipped", [])],
-        min_norm=[_build(MinNormStats, m) for m in d.get("min_norm", [])],
-        chain=bool(d.get("chain", False)),
-        prediction=str(d.get("prediction", ONE_PASS_PREDICTION)),
-    )
-
-
-def _privacy_from_dict(d: dict[str, Any]) -> PrivacyResult:
-    attacks = []
-    for a in d["attacks"]:
-        a = dict(a)
-        a["auc_ci"] = _build(Interval, a["auc_ci"])
-        a["tpr_ci"] = {k: _build(Interval, v) for k, v in a["tpr_ci"].items()}
-        if a.get("balanced_accuracy") is None:  # files written before it: (1 + advantage) / 2 exactly
-            a["balanced_accuracy"] = (1.0 + float(a["advantage"])) / 2.0
-        if a.get("epsilon_evidence") is not None:
-            a["epsilon_evidence"] = _build(EpsilonEvidence, a["epsilon_evidence"])
-        attacks.append(_build(MembershipAttackResult, a))
-    return PrivacyResult(
-        attacks=attacks,
-        notes=list(d.get("notes", [])),
-        exposed_records=[_build(ExposedRecord, r) for r in d.get("exposed_records", [])],
-        compute=dict(d.get("compute", {})),
-    )
+def _with_balanced_accuracy(d: dict[str, Any]) -> dict[str, Any]:
+    """``d`` with each membership attack's ``balanced_accuracy``, which files written before it lack: exactly
+    ``(1 + advantage) / 2``."""
+    privacy = d.get("privacy")
+    if not isinstance(privacy, dict) or not any(a.get("balanced_accuracy") is None for a in privacy["attacks"]):
+        return d
+    attacks = [
+        a if a.get("balanced_accuracy") is not None else {**a, "balanced_accuracy": (1.0 + float(a["advantage"])) / 2.0}
+        for a in privacy["attacks"]
+    ]
+    return {**d, "privacy": {**privacy, "attacks": attacks}}

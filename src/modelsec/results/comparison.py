@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from modelsec.core.records import from_dict
 from modelsec.results.audit import Interval
 
 COMPARISON_SCHEMA_VERSION = 1
@@ -160,18 +161,7 @@ class Comparison:
                 f"comparison schema version {version} is newer than this modelsec understands "
                 f"({COMPARISON_SCHEMA_VERSION}); upgrade modelsec"
             )
-        return cls(
-            schema_version=version,
-            created_at=str(d["created_at"]),
-            baseline=str(d["baseline"]),
-            models=[_summary_from_dict(m) for m in d["models"]],
-            recommendation=_known(Recommendation, d["recommendation"]),
-            settings=dict(d.get("settings", {})),
-            data=dict(d.get("data", {})),
-            notes=list(d.get("notes", [])),
-            timings={k: float(v) for k, v in d.get("timings", {}).items()},
-            versions=dict(d.get("versions", {})),
-        )
+        return from_dict(cls, {"settings": {}, "data": {}, **d})
 
     @classmethod
     def load(cls, path: str | Path) -> Comparison:
@@ -187,22 +177,3 @@ def _find_eps(d: Mapping[str, Any], eps: str | None) -> str | None:
         if math.isclose(float(k), float(eps), rel_tol=1e-9, abs_tol=1e-12):
             return k
     return None
-
-
-def _interval(d: Any) -> Interval | None:
-    return None if d is None else _known(Interval, d)
-
-
-def _known(cls: Any, d: Mapping[str, Any]) -> Any:
-    """``cls(**d)`` without the keys later versions may have added."""
-    names = {f.name for f in dataclasses.fields(cls)}
-    return cls(**{k: v for k, v in d.items() if k in names})
-
-
-def _summary_from_dict(d: Mapping[str, Any]) -> ModelSummary:
-    d = dict(d)
-    for key in ("clean_ci", "mia_auc_ci", "mia_tpr_ci"):
-        d[key] = _interval(d.get(key))
-    d["robust_ci"] = {k: _known(Interval, v) for k, v in (d.get("robust_ci") or {}).items()}
-    summary: ModelSummary = _known(ModelSummary, d)
-    return summary

@@ -6,9 +6,11 @@ empirical lower bound and the evidence behind it. Written by :mod:`modelsec.audi
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
+
+from modelsec.core.records import from_dict
 
 DP_AUDIT_SCHEMA = "modelsec.dp-audit/1"
 
@@ -119,11 +121,7 @@ class DPAuditResult:
     def from_dict(cls, d: dict[str, Any]) -> DPAuditResult:
         if d.get("schema", DP_AUDIT_SCHEMA) != DP_AUDIT_SCHEMA:
             raise ValueError(f"not a {DP_AUDIT_SCHEMA} result: schema {d.get('schema')!r}")
-        known = {f.name for f in fields(cls)}
-        values = {k: v for k, v in d.items() if k in known}
-        if values.get("claim") is not None:
-            values["claim"] = DPClaim(**values["claim"])
-        return cls(**values)
+        return from_dict(cls, d)
 
     @classmethod
     def load(cls, path: str | Path) -> DPAuditResult:
