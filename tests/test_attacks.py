@@ -7,7 +7,7 @@ from dataclasses import dataclass
 import pytest
 import torch
 
-from modelsec.attacks.base import EvasionAttack, ThreatModel
+from modelsec.attacks.base import AttackBatch, EvasionAttack, ThreatModel
 from modelsec.attacks.evasion import EVASION_ATTACKS, FGSM, PGD
 from modelsec.attacks.norms import NORMS
 from modelsec.core.errors import ConfigError, DataError
@@ -116,8 +116,8 @@ class LyingAttack(EvasionAttack):
 
     name = "lying"
 
-    def run(self, classifier, x, y, threat, generator):  # type: ignore[no-untyped-def]
-        out = x + 100.0
+    def run(self, batch: AttackBatch) -> torch.Tensor:
+        out = batch.x + 100.0
         out[0] = float("nan")
         return out
 

@@ -38,7 +38,7 @@ from typing import Any, ClassVar
 import torch
 from torch.nn import functional
 
-from modelsec.attacks.base import EvasionAttack, ThreatModel
+from modelsec.attacks.base import AttackBatch, EvasionAttack
 from modelsec.attacks.evasion.registry import EVASION_ATTACKS
 from modelsec.core.errors import ConfigError
 from modelsec.core.resume import resumable
@@ -95,14 +95,8 @@ class CarliniWagnerL2(EvasionAttack):
         if not (self.confidence >= 0.0) or math.isinf(self.confidence):
             raise ConfigError(f"{self.name}: confidence must be a finite number >= 0, got {self.confidence}")
 
-    def run(
-        self,
-        classifier: Classifier,
-        x: torch.Tensor,
-        y: torch.Tensor,
-        threat: ThreatModel,
-        generator: torch.Generator,
-    ) -> torch.Tensor:
+    def run(self, batch: AttackBatch) -> torch.Tensor:
+        classifier, x, y = batch.classifier, batch.x, batch.y
         low, high = classifier.bounds
         mid, half = (high + low) / 2, (high - low) / 2
         n = x.shape[0]
