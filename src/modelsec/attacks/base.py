@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import abc
 import dataclasses
+import math
 import time
 from dataclasses import dataclass
 from typing import Any, ClassVar, final
@@ -23,6 +24,7 @@ from typing import Any, ClassVar, final
 import torch
 
 from modelsec.attacks.ball import Ball
+from modelsec.attacks.losses import unsupported_loss_reason
 from modelsec.attacks.norms import NORMS, Norm, clip_to_bounds
 from modelsec.core.errors import ConfigError, DataError
 from modelsec.core.progress import NullProgress, Progress
@@ -130,14 +132,40 @@ class EvasionAttack(abc.ABC):
         return self.name
 
     def unsupported_reason(self, classifier: Classifier, threat: ThreatModel) -> str | None:
-        """Why this attack cannot run on ``classifier`` within ``threat`` (``None``: it can). The one place that
-        decides: :meth:`__call__` refuses with it and an audit's plan skips the attack with it. Subclasses with
-        further needs (a loss that needs more classes) extend it."""
+        """Why this attack cannot run on ``classifier`` within ``threat`` (``None``: it can): the norm, the access
+        it needs (:attr:`requires`), and for an attack with a ``loss`` hyper-parameter what that loss needs (DLR:
+        3 classes). The one place that decides: :meth:`__call__` refuses with it and an audit's plan skips the
+        attack with it. An attack with further needs extends it."""
         if threat.norm not in self.supported_norms:
             return f"does not support the {threat.norm} norm"
         if classifier.capability < self.requires:
             return f"needs {self.requires.name.lower()}; the model offers only {classifier.capability.name.lower()}"
-        return None
+        loss = getattr(self, "loss", None)
+        return unsupported_loss_reason(loss, classifier.num_classes) if isinstance(loss, str) else None
+
+    # -- validation of the hyper-parameters, for the subclasses' ``__post_init__`` ---------------------------------
+
+    def invalid(self, message: str) -> ConfigError:
+        """A :class:`ConfigError` about this attack's hyper-parameters (prefixed with its name)."""
+        return ConfigError(f"{self.name}: {message}")
+
+    def check_counts(self, *fields: str, least: int = 1) -> None:
+        """Each of the integer hyper-parameters ``fields`` (steps, restarts, ...) must be at least ``least``."""
+        for f in fields:
+            if getattr(self, f) < least:
+                raise self.invalid(f"{f} must be >= {least}, got {getattr(self, f)}")
+
+    def check_finite(self, *fields: str, zero: bool = False) -> None:
+        """Each of the float hyper-parameters ``fields`` must be a finite number > 0 (>= 0 with ``zero``)."""
+        for f in fields:
+            value = getattr(self, f)
+            if not (value >= 0.0 if zero else value > 0.0) or math.isinf(value):
+                raise self.invalid(f"{f} must be a finite number {'>=' if zero else '>'} 0, got {value}")
+
+    def check_choice(self, field: str, choices: tuple[str, ...]) -> None:
+        """The hyper-parameter ``field`` must be one of ``choices``."""
+        if getattr(self, field) not in choices:
+            raise self.invalid(f"{field} must be one of {choices}, got {getattr(self, field)!r}")
 
     @abc.abstractmethod
     def run(self, batch: AttackBatch) -> torch.Tensor:

@@ -39,12 +39,11 @@ import torch
 from torch.nn import functional
 
 from modelsec.attacks.ball import Ball
-from modelsec.attacks.base import AttackBatch, EvasionAttack, ThreatModel
+from modelsec.attacks.base import AttackBatch, EvasionAttack
 from modelsec.attacks.evasion.registry import EVASION_ATTACKS
 from modelsec.attacks.gradients import loss_and_gradient
-from modelsec.attacks.losses import LOSSES, attack_loss, targeted_dlr_loss, unsupported_loss_reason
+from modelsec.attacks.losses import LOSSES, attack_loss, targeted_dlr_loss
 from modelsec.attacks.norms import Norm, per_sample
-from modelsec.core.errors import ConfigError
 from modelsec.core.resume import resumable
 from modelsec.models.base import Classifier
 
@@ -257,16 +256,11 @@ class _AutoPGD(EvasionAttack):
     early_stop: bool = True
 
     def __post_init__(self) -> None:
-        if self.steps < 1:
-            raise ConfigError(f"{self.name}: steps must be >= 1, got {self.steps}")
-        if self.restarts < 1:
-            raise ConfigError(f"{self.name}: restarts must be >= 1, got {self.restarts}")
+        self.check_counts("steps", "restarts", "eot_samples")
         if self.restart_budget is not None and not self.restart_budget >= 0:
-            raise ConfigError(f"{self.name}: restart_budget must be >= 0 or None, got {self.restart_budget}")
+            raise self.invalid(f"restart_budget must be >= 0 or None, got {self.restart_budget}")
         if not (0.0 < self.rho <= 1.0):
-            raise ConfigError(f"{self.name}: rho must lie in (0, 1], got {self.rho}")
-        if self.eot_samples < 1:
-            raise ConfigError(f"{self.name}: eot_samples must be >= 1, got {self.eot_samples}")
+            raise self.invalid(f"rho must lie in (0, 1], got {self.rho}")
 
     def _restarts(
         self, batch: AttackBatch, aux: torch.Tensor, loss_fn: AuxLoss, out: torch.Tensor, remaining: torch.Tensor
@@ -330,13 +324,7 @@ class APGD(_AutoPGD):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        if self.loss not in LOSSES:
-            raise ConfigError(f"{self.name}: loss must be one of {LOSSES}, got {self.loss!r}")
-
-    def unsupported_reason(self, classifier: Classifier, threat: ThreatModel) -> str | None:
-        return super().unsupported_reason(classifier, threat) or unsupported_loss_reason(
-            self.loss, classifier.num_classes
-        )
+        self.check_choice("loss", LOSSES)
 
     def run(self, batch: AttackBatch) -> torch.Tensor:
         out = batch.x.clone()
@@ -377,8 +365,7 @@ class APGDTargeted(_AutoPGD):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        if self.n_targets < 1:
-            raise ConfigError(f"{self.name}: n_targets must be >= 1, got {self.n_targets}")
+        self.check_counts("n_targets")
 
     def run(self, batch: AttackBatch) -> torch.Tensor:
         classifier, x, y = batch.classifier, batch.x, batch.y

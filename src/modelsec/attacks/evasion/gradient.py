@@ -13,12 +13,10 @@ from functools import partial
 
 import torch
 
-from modelsec.attacks.base import AttackBatch, EvasionAttack, ThreatModel
+from modelsec.attacks.base import AttackBatch, EvasionAttack
 from modelsec.attacks.gradients import loss_and_gradient
-from modelsec.attacks.losses import LOSSES, attack_loss, unsupported_loss_reason
-from modelsec.core.errors import ConfigError
+from modelsec.attacks.losses import LOSSES, attack_loss
 from modelsec.core.resume import resumable
-from modelsec.models.base import Classifier
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -46,23 +44,11 @@ class GradientAttack(EvasionAttack):
     eot_samples: int = 1
 
     def __post_init__(self) -> None:
-        if self.steps < 1:
-            raise ConfigError(f"{self.name}: steps must be >= 1, got {self.steps}")
-        if self.restarts < 1:
-            raise ConfigError(f"{self.name}: restarts must be >= 1, got {self.restarts}")
-        if self.step_size is not None and self.step_size <= 0:
-            raise ConfigError(f"{self.name}: step_size must be > 0, got {self.step_size}")
-        if self.rel_step_size is not None and self.rel_step_size <= 0:
-            raise ConfigError(f"{self.name}: rel_step_size must be > 0, got {self.rel_step_size}")
-        if self.eot_samples < 1:
-            raise ConfigError(f"{self.name}: eot_samples must be >= 1, got {self.eot_samples}")
-        if self.loss not in LOSSES:
-            raise ConfigError(f"{self.name}: loss must be one of {LOSSES}, got {self.loss!r}")
-
-    def unsupported_reason(self, classifier: Classifier, threat: ThreatModel) -> str | None:
-        return super().unsupported_reason(classifier, threat) or unsupported_loss_reason(
-            self.loss, classifier.num_classes
-        )
+        self.check_counts("steps", "restarts", "eot_samples")
+        for f in ("step_size", "rel_step_size"):
+            if getattr(self, f) is not None and getattr(self, f) <= 0:
+                raise self.invalid(f"{f} must be > 0, got {getattr(self, f)}")
+        self.check_choice("loss", LOSSES)
 
     def run(self, batch: AttackBatch) -> torch.Tensor:
         x = batch.x

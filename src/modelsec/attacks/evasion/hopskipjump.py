@@ -33,7 +33,6 @@ import torch
 from modelsec.attacks.base import AttackBatch, EvasionAttack
 from modelsec.attacks.evasion.registry import EVASION_ATTACKS
 from modelsec.attacks.norms import clip_to_bounds, per_sample
-from modelsec.core.errors import ConfigError
 from modelsec.core.resume import resumable
 from modelsec.models.base import Capability, Classifier
 
@@ -84,17 +83,13 @@ class HopSkipJump(EvasionAttack):
     max_halvings: int = 20
 
     def __post_init__(self) -> None:
-        for field in ("iterations", "init_num_evals", "max_num_evals", "init_trials"):
-            if getattr(self, field) < 1:
-                raise ConfigError(f"{self.name}: {field} must be >= 1, got {getattr(self, field)}")
+        self.check_counts("iterations", "init_num_evals", "max_num_evals", "init_trials")
+        self.check_counts("max_halvings", least=0)
         if self.max_num_evals < self.init_num_evals:
-            raise ConfigError(
-                f"{self.name}: max_num_evals ({self.max_num_evals}) must be >= init_num_evals ({self.init_num_evals})"
+            raise self.invalid(
+                f"max_num_evals ({self.max_num_evals}) must be >= init_num_evals ({self.init_num_evals})"
             )
-        if not (self.gamma > 0) or math.isinf(self.gamma):
-            raise ConfigError(f"{self.name}: gamma must be a finite number > 0, got {self.gamma}")
-        if self.max_halvings < 0:
-            raise ConfigError(f"{self.name}: max_halvings must be >= 0, got {self.max_halvings}")
+        self.check_finite("gamma")
 
     def num_evals(self, t: int) -> int:
         """Monte Carlo queries of the gradient estimate at iteration ``t`` (1-based).

@@ -19,17 +19,17 @@ queried again; each restart spends at most ``max_queries`` queries on each sampl
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import torch
 
-from modelsec.attacks.base import AttackBatch, EvasionAttack, ThreatModel
+from modelsec.attacks.base import AttackBatch, EvasionAttack
 from modelsec.attacks.evasion.registry import EVASION_ATTACKS
 from modelsec.attacks.losses import attack_loss
 from modelsec.attacks.norms import clip_to_bounds, per_sample
-from modelsec.core.errors import ConfigError
 from modelsec.core.resume import resumable
 from modelsec.models.base import Capability, Classifier
 
@@ -168,12 +168,9 @@ class Square(EvasionAttack):
     restarts: int = 1
 
     def __post_init__(self) -> None:
-        if self.max_queries < 1:
-            raise ConfigError(f"{self.name}: max_queries must be >= 1, got {self.max_queries}")
+        self.check_counts("max_queries", "restarts")
         if not (0.0 < self.p_init <= 1.0):
-            raise ConfigError(f"{self.name}: p_init must lie in (0, 1], got {self.p_init}")
-        if self.restarts < 1:
-            raise ConfigError(f"{self.name}: restarts must be >= 1, got {self.restarts}")
+            raise self.invalid(f"p_init must lie in (0, 1], got {self.p_init}")
 
     def run(self, batch: AttackBatch) -> torch.Tensor:
         classifier, x, y = batch.classifier, batch.x, batch.y
@@ -195,7 +192,7 @@ class Square(EvasionAttack):
                 if remaining.numel() == 0:
                     break
                 xs, ys = xi.index_select(0, remaining), y.index_select(0, remaining)
-                xa, margin = self._attack(classifier, xs, ys, batch.threat, batch.generator)
+                xa, margin = self._attack(dataclasses.replace(batch, x=xs, y=ys))
                 old = best_margin.index_select(0, remaining)
                 better = margin < old
                 best.index_copy_(0, remaining, torch.where(per_sample(better, xa), xa, best.index_select(0, remaining)))
@@ -212,17 +209,11 @@ class Square(EvasionAttack):
         fooled = logits.argmax(dim=1) != y
         return torch.where(fooled, -torch.inf, margin), fooled
 
-    def _attack(
-        self,
-        classifier: Classifier,
-        x: torch.Tensor,
-        y: torch.Tensor,
-        threat: ThreatModel,
-        generator: torch.Generator,
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        """One run on images ``x`` of shape ``(n, C, H, W)``: the best points and their margins."""
-        linf = threat.norm == "linf"
-        eps, bounds = threat.eps, classifier.bounds
+    def _attack(self, batch: AttackBatch) -> tuple[torch.Tensor, torch.Tensor]:
+        """One run on a batch of images ``x`` of shape ``(n, C, H, W)``: the best points and their margins."""
+        classifier, x, y, generator = batch.classifier, batch.x, batch.y, batch.generator
+        linf = batch.threat.norm == "linf"
+        eps, bounds = batch.threat.eps, classifier.bounds
         h, w = x.shape[2], x.shape[3]
         with resumable("square.queries") as frame:
             if frame.restored is None:
