@@ -23,7 +23,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from modelsec.attacks.membership.base import MEMBERSHIP_ATTACKS, MembershipAttack, MembershipInputs
-from modelsec.attacks.membership.signals import scaled_logit
+from modelsec.attacks.membership.signals import Signal, scaled_logit
 from modelsec.core.errors import ConfigError
 
 VARIANCES = ("auto", "global", "per-example")
@@ -90,7 +90,7 @@ def lira_scores(
 @dataclass(frozen=True, kw_only=True)
 class _LiRA(MembershipAttack):
     variance: str = "auto"
-    needs_reference = True
+    signals = frozenset({Signal.TARGET_SCORES, Signal.REFERENCE})
 
     def __post_init__(self) -> None:
         if self.variance not in VARIANCES:
@@ -118,7 +118,7 @@ class LiRAOnline(_LiRA):
     """Online LiRA: IN and OUT Gaussians per record (needs reference models trained on the candidates)."""
 
     name = "lira"
-    needs_online = True
+    signals = frozenset({Signal.TARGET_SCORES, Signal.ONLINE_REFERENCE})
 
     def score(self, inputs: MembershipInputs) -> np.ndarray:
         return self._scores(inputs, online=True)

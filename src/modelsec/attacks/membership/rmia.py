@@ -25,7 +25,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from modelsec.attacks.membership.base import MEMBERSHIP_ATTACKS, MembershipAttack, MembershipInputs
-from modelsec.attacks.membership.signals import logsumexp, true_class_log_prob
+from modelsec.attacks.membership.signals import Signal, logsumexp, true_class_log_prob
 from modelsec.core.errors import ConfigError
 from modelsec.stats.metrics import auc
 
@@ -96,7 +96,7 @@ def tune_offline_a(ref_logp: np.ndarray, inclusion: np.ndarray, grid: tuple[floa
 
 @dataclass(frozen=True, kw_only=True)
 class _RMIA(MembershipAttack):
-    needs_reference = True
+    signals = frozenset({Signal.TARGET_SCORES, Signal.REFERENCE})
 
     def _log_probs(self, inputs: MembershipInputs) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         ref = inputs.reference
@@ -111,7 +111,7 @@ class RMIAOnline(_RMIA):
     """Online RMIA: ``p(x)`` averaged over all reference models (needs models trained on the candidates)."""
 
     name = "rmia"
-    needs_online = True
+    signals = frozenset({Signal.TARGET_SCORES, Signal.ONLINE_REFERENCE})
 
     def score(self, inputs: MembershipInputs) -> np.ndarray:
         target, ref, inclusion = self._log_probs(inputs)
