@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import abc
 import dataclasses
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -26,6 +26,9 @@ from modelsec.core.progress import NullProgress, Progress
 from modelsec.core.registry import Registry
 from modelsec.data.dataset import Dataset
 from modelsec.models.base import Capability, Classifier
+
+Statistic = Callable[[np.ndarray, np.ndarray], np.ndarray]
+"""A per-record statistic of logits ``(..., n, classes)`` and labels ``(n,)`` (a scaled logit, a log-probability)."""
 
 
 @dataclass(frozen=True)
@@ -42,6 +45,16 @@ class MembershipInputs:
     def __post_init__(self) -> None:
         if self.reference is not None and len(self.reference) != len(self.target):
             raise ValueError(f"reference signals cover {len(self.reference)} records, the target's {len(self.target)}")
+
+    def target_and_reference(self, statistic: Statistic) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """What an attack with reference models compares: ``statistic(logits, labels)`` on the target's signals
+        (``(n, ...)``) and on every reference model's (``(models, n, ...)``), and the membership matrix
+        ``(models, n)``."""
+        ref = self.reference
+        if ref is None:  # the attacks' check_inputs refuse this before scoring
+            raise ValueError("no reference signals to compare with")
+        t = self.target
+        return statistic(t.logits, t.labels), statistic(ref.logits, ref.labels), np.asarray(ref.inclusion, dtype=bool)
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -99,16 +99,11 @@ class _LiRA(MembershipAttack):
     def per_example(self, models: int) -> bool:
         return self.variance == "per-example" or (self.variance == "auto" and models >= PER_EXAMPLE_FROM)
 
-    def _scores(self, inputs: MembershipInputs, online: bool) -> np.ndarray:
-        ref = inputs.reference
-        assert ref is not None
-        t = inputs.target
+    def score(self, inputs: MembershipInputs) -> np.ndarray:
+        target, reference, inclusion = inputs.target_and_reference(scaled_logit)
+        online = Signal.ONLINE_REFERENCE in self.signals
         return lira_scores(
-            scaled_logit(t.logits, t.labels),
-            scaled_logit(ref.logits, ref.labels),
-            ref.inclusion,
-            online=online,
-            per_example_variance=self.per_example(ref.num_models),
+            target, reference, inclusion, online=online, per_example_variance=self.per_example(len(inclusion))
         )
 
 
@@ -120,9 +115,6 @@ class LiRAOnline(_LiRA):
     name = "lira"
     signals = frozenset({Signal.TARGET_SCORES, Signal.ONLINE_REFERENCE})
 
-    def score(self, inputs: MembershipInputs) -> np.ndarray:
-        return self._scores(inputs, online=True)
-
 
 @MEMBERSHIP_ATTACKS.register("lira-offline")
 @dataclass(frozen=True, kw_only=True)
@@ -130,6 +122,3 @@ class LiRAOffline(_LiRA):
     """Offline LiRA: a one-sided test against the OUT Gaussian only."""
 
     name = "lira-offline"
-
-    def score(self, inputs: MembershipInputs) -> np.ndarray:
-        return self._scores(inputs, online=False)
