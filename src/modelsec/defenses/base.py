@@ -142,6 +142,8 @@ class Defense(abc.ABC):
 
     name: ClassVar[str]
     config_class: ClassVar[type[DefenseConfig]]
+    # options for the conformance tests' tiny run (a few epochs on a small MLP), beside their own
+    test_params: ClassVar[dict[str, Any]] = {}
 
     def __init__(self, config: DefenseConfig | Mapping[str, Any] | None = None) -> None:
         if config is None:
