@@ -37,9 +37,9 @@ from torch.nn import functional
 from modelsec.attacks.ball import Ball
 from modelsec.attacks.losses import attack_loss
 from modelsec.attacks.norms import NORMS
-from modelsec.core.seeding import generator as seeded_generator
+from modelsec.core.seeding import derived_generator
 from modelsec.data.dataset import Dataset
-from modelsec.defenses.base import DEFENSES, Defense, DefenseConfig, Guarantees, derived_seed
+from modelsec.defenses.base import DEFENSES, Defense, DefenseConfig, Guarantees
 from modelsec.defenses.training import TrainingState
 from modelsec.models.base import eval_mode, frozen_parameters
 
@@ -413,7 +413,7 @@ class FGSMRS(AdversarialTraining):
     def setup(self, module: nn.Module, train: Dataset, *, device: torch.device) -> None:
         super().setup(module, train, device=device)
         n = min(self.config.check_samples, len(train))
-        pick = torch.randperm(len(train), generator=seeded_generator(derived_seed(self.config.seed, "check")))[:n]
+        pick = torch.randperm(len(train), generator=derived_generator(self.config.seed, "check"))[:n]
         self.check_x = torch.from_numpy(train.x[pick.numpy()]).to(device)
         self.check_y = torch.from_numpy(train.y[pick.numpy()]).to(device)
 
@@ -437,7 +437,7 @@ class FGSMRS(AdversarialTraining):
             self.ball(c.eps),
             steps=c.check_steps,
             step_size=2.5 * c.eps / c.check_steps,
-            generator=seeded_generator(derived_seed(c.seed, "check", epoch)),
+            generator=derived_generator(c.seed, "check", epoch),
         )
         return _accuracy(module, self.check_x, self.check_y), _accuracy(module, xa, self.check_y)
 
