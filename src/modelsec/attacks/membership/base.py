@@ -97,8 +97,10 @@ class MembershipAttack(abc.ABC):
 
     def check_inputs(self, inputs: MembershipInputs) -> None:
         """Raise :class:`ConfigError` when ``inputs`` lack a signal this attack declares."""
-        augmentation = self.augmentation()
-        if Signal.AUGMENTED_LABELS in self.signals and augmentation is not None:
+        if Signal.AUGMENTED_LABELS in self.signals:
+            augmentation = self.augmentation()
+            if augmentation is None:  # a bug in the attack class
+                raise TypeError(f"{self.label} declares augmented labels but its augmentation() gives none")
             correct = inputs.target.augmented_correct
             if correct is None:
                 raise ConfigError(
@@ -152,11 +154,12 @@ def target_signals(
     with progress.task("membership signals", total=1) as advance:
         target = compute_signals(classifier, records)
         advance(1)
-    augmentations = {a.augmentation() for a in attacks} - {None}
+    augmentations = {a.augmentation() for a in attacks if Signal.AUGMENTED_LABELS in a.signals}
     if len(augmentations) > 1:
         raise ConfigError(f"membership attacks that need different augmentations cannot run together: {augmentations}")
     for augmentation in augmentations:
-        assert augmentation is not None
+        if augmentation is None:  # a bug in the attack class
+            raise TypeError("an attack declares augmented labels but its augmentation() gives none")
         with progress.task("label-only augmentations", total=1) as advance:
             target = augmentation.apply(target, classifier, records.x, generator=generator)
             advance(1)
