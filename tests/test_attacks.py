@@ -147,6 +147,17 @@ def test_a_plan_names_a_skipped_attack_by_its_label_where_its_parameters_are_the
     assert [(s.attack, s.reason) for s in skipped] == [("pgd", "needs gradients; the model offers only labels")]
 
 
+@pytest.mark.parametrize("name", EVASION_ATTACKS.names())
+def test_every_numeric_hyper_parameter_refuses_a_negative_value_by_name(name: str) -> None:
+    cls = EVASION_ATTACKS.get(name)
+    for field in dataclasses.fields(cls):
+        if field.type in ("bool", bool):
+            continue
+        with pytest.raises(ConfigError) as err:
+            cls(**{field.name: -1})
+        assert str(err.value).startswith(f"{name}: {field.name} must"), str(err.value)
+
+
 def test_stronger_attack_is_not_weaker() -> None:
     """PGD-40 with two restarts breaks at least what FGSM breaks, for every model and seed tried, and strictly
     more on the models where FGSM leaves something to gain."""

@@ -155,10 +155,13 @@ class EvasionAttack(abc.ABC):
             if getattr(self, f) < least:
                 raise self.invalid(f"{f} must be >= {least}, got {getattr(self, f)}")
 
-    def check_finite(self, *fields: str, zero: bool = False) -> None:
-        """Each of the float hyper-parameters ``fields`` must be a finite number > 0 (>= 0 with ``zero``)."""
+    def check_finite(self, *fields: str, zero: bool = False, optional: bool = False) -> None:
+        """Each of the float hyper-parameters ``fields`` must be a finite number > 0 (>= 0 with ``zero``; or
+        ``None`` with ``optional``)."""
         for f in fields:
             value = getattr(self, f)
+            if optional and value is None:
+                continue
             if not (value >= 0.0 if zero else value > 0.0) or math.isinf(value):
                 raise self.invalid(f"{f} must be a finite number {'>=' if zero else '>'} 0, got {value}")
 

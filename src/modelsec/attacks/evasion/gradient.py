@@ -45,9 +45,7 @@ class GradientAttack(EvasionAttack):
 
     def __post_init__(self) -> None:
         self.check_counts("steps", "restarts", "eot_samples")
-        for f in ("step_size", "rel_step_size"):
-            if getattr(self, f) is not None and getattr(self, f) <= 0:
-                raise self.invalid(f"{f} must be > 0, got {getattr(self, f)}")
+        self.check_finite("step_size", "rel_step_size", optional=True)
         self.check_choice("loss", LOSSES)
 
     def run(self, batch: AttackBatch) -> torch.Tensor:
