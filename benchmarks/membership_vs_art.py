@@ -69,7 +69,6 @@ from torch import nn
 import modelsec
 from modelsec.attacks.membership import (
     MEMBERSHIP_ATTACKS,
-    LabelOnly,
     MembershipAttack,
     MembershipInputs,
     compute_signals,
@@ -272,11 +271,12 @@ def run_modelsec(
     # no reference models: the metric attacks and label-only (its augmented queries count as its time)
     plain = attacks_for("none")
     extra: dict[str, float] = {}
-    label_only = next((a for a in plain if isinstance(a, LabelOnly)), None)
-    if label_only is not None:
-        with stopwatch() as t:
-            target = label_only.augment(target, classifier, pool.records.x, generator=generator(args.seed))
-        extra[label_only.label] = t["seconds"]
+    for attack in plain:  # label-only: the augmented queries it declares
+        augmentation = attack.augmentation()
+        if augmentation is not None:
+            with stopwatch() as t:
+                target = augmentation.apply(target, classifier, pool.records.x, generator=generator(args.seed))
+            extra[attack.label] = t["seconds"]
     log("attacks without reference models")
     entries += score_attacks(
         plain,

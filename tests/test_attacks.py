@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import dataclasses
+import re
 from dataclasses import dataclass
 
 import pytest
 import torch
 
-from modelsec.attacks.base import EvasionAttack, ThreatModel
+from modelsec.attacks.base import AttackBatch, EvasionAttack, ThreatModel
 from modelsec.attacks.evasion import EVASION_ATTACKS, FGSM, PGD
 from modelsec.attacks.norms import NORMS
+from modelsec.audits.presets import AttackSpec, build_attacks
 from modelsec.core.errors import ConfigError, DataError
 from modelsec.core.seeding import generator
 from modelsec.models.base import Capability, Classifier
@@ -95,6 +98,66 @@ def test_conformance_every_attack(name: str, norm: str) -> None:
     assert res.params == attack.params()
 
 
+@pytest.mark.parametrize("name", EVASION_ATTACKS.names())
+def test_unsupported_reason_is_what_the_attack_and_the_plan_use(name: str) -> None:
+    """Every registered attack, on every capability, norm and a 2- or 3-class model: where
+    ``unsupported_reason`` gives a reason, calling the attack refuses with it before any query and the audit's
+    plan skips it with it; where it gives none, the plan keeps it (the conformance test above runs it)."""
+    cls = EVASION_ATTACKS.get(name)
+    variants = [cls(**cls.test_params)]
+    if "loss" in cls.__dataclass_fields__:
+        variants.append(cls(**{**cls.test_params, "loss": "dlr"}))
+    reasons = set()
+    for classes in (2, 3):
+        net = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(2 * 4 * 4, classes))
+        x = torch.rand((4, 2, 4, 4), generator=generator(0))
+        for capability in Capability:
+            clf = Classifier(net, input_shape=(2, 4, 4), num_classes=classes, capability=capability)
+            for norm in NORMS.names():
+                threat = ThreatModel(norm, 0.1)
+                for attack in variants:
+                    reason = attack.unsupported_reason(clf, threat)
+                    spec = AttackSpec(name, dataclasses.asdict(attack))
+                    planned, skipped = build_attacks([spec], clf, norm)
+                    if reason is None:
+                        assert attack in planned and not skipped
+                        continue
+                    reasons.add(reason)
+                    assert [s.reason for s in skipped] == [reason] and attack not in planned
+                    with pytest.raises(ConfigError, match=re.escape(reason)):
+                        attack(clf, x, torch.zeros(4, dtype=torch.int64), threat, generator=generator(0))
+                    assert clf.queries == 0
+    assert any(r.startswith("needs ") for r in reasons) or cls.requires == Capability.LABELS
+    if "loss" in cls.__dataclass_fields__:
+        assert "the DLR loss needs at least 3 classes" in reasons
+    if set(cls.supported_norms) != set(NORMS.names()):
+        assert any(r.startswith("does not support the") for r in reasons)
+
+
+def test_a_plan_names_a_skipped_attack_by_its_label_where_its_parameters_are_the_reason() -> None:
+    net = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(8, 2))
+    two = Classifier(net, input_shape=(8,), num_classes=2)
+    _, skipped = build_attacks([AttackSpec("pgd", {"loss": "dlr"}), AttackSpec("cw-l2")], two, "linf")
+    assert [(s.attack, s.reason) for s in skipped] == [
+        ("pgd-dlr", "the DLR loss needs at least 3 classes"),
+        ("cw-l2", "does not support the linf norm"),
+    ]
+    labels = Classifier(net, input_shape=(8,), num_classes=2, capability=Capability.LABELS)
+    _, skipped = build_attacks([AttackSpec("pgd", {"loss": "dlr"})], labels, "linf")
+    assert [(s.attack, s.reason) for s in skipped] == [("pgd", "needs gradients; the model offers only labels")]
+
+
+@pytest.mark.parametrize("name", EVASION_ATTACKS.names())
+def test_every_numeric_hyper_parameter_refuses_a_negative_value_by_name(name: str) -> None:
+    cls = EVASION_ATTACKS.get(name)
+    for field in dataclasses.fields(cls):
+        if field.type in ("bool", bool):
+            continue
+        with pytest.raises(ConfigError) as err:
+            cls(**{field.name: -1})
+        assert str(err.value).startswith(f"{name}: {field.name} must"), str(err.value)
+
+
 def test_stronger_attack_is_not_weaker() -> None:
     """PGD-40 with two restarts breaks at least what FGSM breaks, for every model and seed tried, and strictly
     more on the models where FGSM leaves something to gain."""
@@ -116,8 +179,8 @@ class LyingAttack(EvasionAttack):
 
     name = "lying"
 
-    def run(self, classifier, x, y, threat, generator):  # type: ignore[no-untyped-def]
-        out = x + 100.0
+    def run(self, batch: AttackBatch) -> torch.Tensor:
+        out = batch.x + 100.0
         out[0] = float("nan")
         return out
 

@@ -18,7 +18,7 @@ from modelsec.attacks.membership import (
     augmentation_correct,
     with_augmentation,
 )
-from modelsec.attacks.membership.label_only import translate, translation_offsets
+from modelsec.attacks.membership.augmentation import translate, translation_offsets
 from modelsec.attacks.membership.shadow import shadow_features
 from modelsec.attacks.membership.signals import cross_entropy
 from modelsec.core.errors import ConfigError, DataError

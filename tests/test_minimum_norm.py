@@ -15,7 +15,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from modelsec.attacks.base import EvasionAttack, EvasionResult, ThreatModel
+from modelsec.attacks.base import AttackBatch, EvasionAttack, EvasionResult, ThreatModel
 from modelsec.attacks.evasion import EVASION_ATTACKS, CarliniWagnerL2, DeepFool
 from modelsec.attacks.norms import NORMS, clip_to_bounds
 from modelsec.core.errors import ConfigError
@@ -157,7 +157,8 @@ def test_min_distance_is_inf_exactly_where_the_raw_candidate_is_not_adversarial(
     assert res.min_distance is not None
     assert (res.min_distance[:5] == 0).all()  # misclassified from the start: distance 0, not attacked
     correct = (clf.predict(x) == y).nonzero().flatten()
-    raw = clip_to_bounds(attack.run(clf, x[correct], y[correct], threat, generator(0)).detach(), clf.bounds)
+    batch = AttackBatch(clf, x[correct], y[correct], threat, generator(0))
+    raw = clip_to_bounds(attack.run(batch).detach(), clf.bounds)
     fooled = clf.predict(raw) != y[correct]
     assert fooled.any() and (~fooled).any()
     md = res.min_distance[correct]

@@ -1,5 +1,6 @@
 """Attacks: evasion (adversarial examples) and privacy (membership inference)."""
 
-from modelsec.attacks.base import EvasionAttack, EvasionResult, ThreatModel
+from modelsec.attacks.ball import Ball
+from modelsec.attacks.base import AttackBatch, EvasionAttack, EvasionResult, ThreatModel
 
-__all__ = ["EvasionAttack", "EvasionResult", "ThreatModel"]
+__all__ = ["AttackBatch", "Ball", "EvasionAttack", "EvasionResult", "ThreatModel"]

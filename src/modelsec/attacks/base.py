@@ -1,10 +1,11 @@
 """The evasion-attack contract: a final ``__call__`` that no subclass can weaken.
 
-After Foolbox 3's ``Attack.__call__``: subclasses implement only :meth:`EvasionAttack.run` (the algorithm); the
-base class validates inputs, runs the algorithm batch by batch on the samples that are still correctly classified
-(a misclassified sample needs no attack and costs nothing), projects the output onto the threat model, clips it to
-the classifier's bounds, re-classifies it, and builds the result. An example counts as adversarial only after
-that re-classification; a subclass's own idea of success is never used.
+After Foolbox 3's ``Attack.__call__``: subclasses implement only :meth:`EvasionAttack.run` (the algorithm, on one
+:class:`AttackBatch`); the base class validates inputs, refuses a model or threat model the attack cannot handle
+(:meth:`EvasionAttack.unsupported_reason`, the one place that decides), runs the algorithm batch by batch on the
+samples that are still correctly classified (a misclassified sample needs no attack and costs nothing), projects the
+output onto the threat model, clips it to the classifier's bounds, re-classifies it, and builds the result. An
+example counts as adversarial only after that re-classification; a subclass's own idea of success is never used.
 
 Resumable (:mod:`modelsec.core.resume`): the batch loop is a frame whose save points are the batch boundaries, and each
 attack's own loops (restarts, targets, iterations) are frames inside it, so an audit's checkpoint can be written
@@ -15,12 +16,15 @@ from __future__ import annotations
 
 import abc
 import dataclasses
+import math
 import time
 from dataclasses import dataclass
 from typing import Any, ClassVar, final
 
 import torch
 
+from modelsec.attacks.ball import Ball
+from modelsec.attacks.losses import unsupported_loss_reason
 from modelsec.attacks.norms import NORMS, Norm, clip_to_bounds
 from modelsec.core.errors import ConfigError, DataError
 from modelsec.core.progress import NullProgress, Progress
@@ -48,6 +52,27 @@ class ThreatModel:
     @property
     def norm_impl(self) -> Norm:
         return NORMS.get(self.norm)
+
+    def ball(self, bounds: tuple[float, float]) -> Ball:
+        """The allowed inputs around each clean input of a model whose inputs lie in ``bounds``."""
+        return Ball(self.norm_impl, self.eps, bounds)
+
+
+@dataclass(frozen=True)
+class AttackBatch:
+    """What :meth:`EvasionAttack.run` attacks: correctly classified inputs ``x`` and their labels ``y`` (on the
+    classifier's device), the classifier, the threat model, and the generator every random draw comes from."""
+
+    classifier: Classifier
+    x: torch.Tensor
+    y: torch.Tensor
+    threat: ThreatModel
+    generator: torch.Generator
+
+    @property
+    def ball(self) -> Ball:
+        """The threat model's ball inside the classifier's bounds."""
+        return self.threat.ball(self.classifier.bounds)
 
 
 @dataclass(frozen=True)
@@ -106,15 +131,47 @@ class EvasionAttack(abc.ABC):
                 return f"{self.name}-{getattr(self, 'loss')}"  # noqa: B009
         return self.name
 
+    def unsupported_reason(self, classifier: Classifier, threat: ThreatModel) -> str | None:
+        """Why this attack cannot run on ``classifier`` within ``threat`` (``None``: it can): the norm, the access
+        it needs (:attr:`requires`), and for an attack with a ``loss`` hyper-parameter what that loss needs (DLR:
+        3 classes). The one place that decides: :meth:`__call__` refuses with it and an audit's plan skips the
+        attack with it. An attack with further needs extends it."""
+        if threat.norm not in self.supported_norms:
+            return f"does not support the {threat.norm} norm"
+        if classifier.capability < self.requires:
+            return f"needs {self.requires.name.lower()}; the model offers only {classifier.capability.name.lower()}"
+        loss = getattr(self, "loss", None)
+        return unsupported_loss_reason(loss, classifier.num_classes) if isinstance(loss, str) else None
+
+    # -- validation of the hyper-parameters, for the subclasses' ``__post_init__`` ---------------------------------
+
+    def invalid(self, message: str) -> ConfigError:
+        """A :class:`ConfigError` about this attack's hyper-parameters (prefixed with its name)."""
+        return ConfigError(f"{self.name}: {message}")
+
+    def check_counts(self, *fields: str, least: int = 1) -> None:
+        """Each of the integer hyper-parameters ``fields`` (steps, restarts, ...) must be at least ``least``."""
+        for f in fields:
+            if getattr(self, f) < least:
+                raise self.invalid(f"{f} must be >= {least}, got {getattr(self, f)}")
+
+    def check_finite(self, *fields: str, zero: bool = False, optional: bool = False) -> None:
+        """Each of the float hyper-parameters ``fields`` must be a finite number > 0 (>= 0 with ``zero``; or
+        ``None`` with ``optional``)."""
+        for f in fields:
+            value = getattr(self, f)
+            if optional and value is None:
+                continue
+            if not (value >= 0.0 if zero else value > 0.0) or math.isinf(value):
+                raise self.invalid(f"{f} must be a finite number {'>=' if zero else '>'} 0, got {value}")
+
+    def check_choice(self, field: str, choices: tuple[str, ...]) -> None:
+        """The hyper-parameter ``field`` must be one of ``choices``."""
+        if getattr(self, field) not in choices:
+            raise self.invalid(f"{field} must be one of {choices}, got {getattr(self, field)!r}")
+
     @abc.abstractmethod
-    def run(
-        self,
-        classifier: Classifier,
-        x: torch.Tensor,
-        y: torch.Tensor,
-        threat: ThreatModel,
-        generator: torch.Generator,
-    ) -> torch.Tensor:
+    def run(self, batch: AttackBatch) -> torch.Tensor:
         """Return candidate adversarial inputs for one batch of correctly classified samples (on the
         classifier's device). Need not be projected or clipped: the base class does both."""
 
@@ -136,7 +193,7 @@ class EvasionAttack(abc.ABC):
         y = y.detach().to(torch.int64).cpu()
         start = time.perf_counter()
         bs = classifier.batch_size
-        norm = threat.norm_impl
+        norm, ball = threat.norm_impl, threat.ball(classifier.bounds)
         with resumable("attack.batches") as frame:  # resumable at every batch (see modelsec.core.resume)
             if frame.restored is None:
                 queries_before = classifier.queries
@@ -166,15 +223,14 @@ class EvasionAttack(abc.ABC):
                     xb = x[idx].to(classifier.device)
                     yb = y[idx].to(classifier.device)
                     if threat.eps > 0 or self.minimum_norm:
-                        cand = self.run(classifier, xb, yb, threat, generator).detach()
+                        cand = self.run(AttackBatch(classifier, xb, yb, threat, generator)).detach()
                         cand = torch.where(torch.isfinite(cand), cand, xb)
                         if min_distance is not None:
                             raw = clip_to_bounds(cand, classifier.bounds)
                             fooled = classifier.predict(raw).to(yb.device) != yb
                             dist = norm.distance(xb, raw).cpu()
                             min_distance[idx] = torch.where(fooled.cpu(), dist, torch.inf)
-                        cand = clip_to_bounds(norm.project(xb, cand, threat.eps), classifier.bounds)
-                        x_adv[idx] = cand.cpu()
+                        x_adv[idx] = ball.project(xb, cand).cpu()
                     advance(len(idx))
         pred_adv = classifier.predict(x_adv)
         distance = norm.distance(x, x_adv)
@@ -195,13 +251,9 @@ class EvasionAttack(abc.ABC):
         )
 
     def _check(self, classifier: Classifier, x: torch.Tensor, y: torch.Tensor, threat: ThreatModel) -> None:
-        if classifier.capability < self.requires:
-            raise ConfigError(
-                f"{self.name} needs {self.requires.name.lower()} but the model offers only "
-                f"{classifier.capability.name.lower()}"
-            )
-        if threat.norm not in self.supported_norms:
-            raise ConfigError(f"{self.name} does not support the {threat.norm} norm")
+        reason = self.unsupported_reason(classifier, threat)
+        if reason is not None:
+            raise ConfigError(f"{self.label}: {reason}")
         classifier.check_inputs(x)
         if y.ndim != 1 or y.shape[0] != x.shape[0]:
             raise DataError(f"labels of shape {tuple(y.shape)} do not match {x.shape[0]} inputs")

@@ -64,6 +64,17 @@ def targeted_dlr_loss(logits: torch.Tensor, y: torch.Tensor, target: torch.Tenso
     return -(_true_logit(logits, y) - _true_logit(logits, target)) / spread
 
 
+def unsupported_loss_reason(kind: str, num_classes: int) -> str | None:
+    """Why the loss ``kind`` cannot attack a model with ``num_classes`` classes (``None``: it can).
+
+    >>> unsupported_loss_reason("dlr", 2), unsupported_loss_reason("margin", 2)
+    ('the DLR loss needs at least 3 classes', None)
+    """
+    if kind == "dlr" and num_classes < 3:
+        return "the DLR loss needs at least 3 classes"
+    return None
+
+
 def attack_loss(logits: torch.Tensor, y: torch.Tensor, kind: str) -> torch.Tensor:
     """Per-sample loss to maximise, shape ``(n,)``."""
     if kind == "ce":

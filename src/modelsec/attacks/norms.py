@@ -19,7 +19,13 @@ def _flat_norm(t: torch.Tensor, p: float) -> torch.Tensor:
     return t.flatten(1).norm(p=p, dim=1)
 
 
-def _bcast(v: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+def per_sample(v: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    """One value per sample, shape ``(n,)``, viewed so that it broadcasts over a batch shaped like ``like``
+    (``(n, 1, ..., 1)``): per-sample step sizes, factors and flags for ``torch.where``.
+
+    >>> per_sample(torch.tensor([1.0, 2.0]), torch.ones(2, 3, 4)).shape
+    torch.Size([2, 1, 1])
+    """
     return v.view(-1, *([1] * (like.ndim - 1)))
 
 
@@ -70,7 +76,7 @@ class L2Norm(Norm):
         delta = x_adv - x
         norms = _flat_norm(delta, 2).clamp_min(1e-12)
         factor = (eps / norms).clamp(max=1.0)
-        return x + delta * _bcast(factor, delta)
+        return x + delta * per_sample(factor, delta)
 
     def random_start(self, x: torch.Tensor, eps: float, generator: torch.Generator) -> torch.Tensor:
         # uniform in the ball: Gaussian direction, radius eps * U^(1/d)
@@ -81,7 +87,7 @@ class L2Norm(Norm):
         return x + (direction * radius).view_as(x).to(x.device)
 
     def ascent_direction(self, grad: torch.Tensor) -> torch.Tensor:
-        return grad / _bcast(_flat_norm(grad, 2).clamp_min(1e-12), grad)
+        return grad / per_sample(_flat_norm(grad, 2).clamp_min(1e-12), grad)
 
 
 NORMS.register("linf")(LinfNorm())

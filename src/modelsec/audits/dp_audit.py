@@ -37,6 +37,7 @@ from modelsec.audits.canaries import CANARY_KINDS, Canaries, draw_canaries, with
 from modelsec.core.errors import ConfigError
 from modelsec.core.options import COUNT, SEED, OneOf, check_seed
 from modelsec.core.progress import NullProgress, Progress
+from modelsec.core.seeding import numpy_stream
 from modelsec.data.dataset import Dataset, Splits
 from modelsec.defenses.base import DefenseConfig, make_defense
 from modelsec.models.base import eval_mode
@@ -163,10 +164,6 @@ def defense_trainer(
     return train
 
 
-def _canary_seeds(seed: int) -> np.random.Generator:
-    return np.random.default_rng(np.random.SeedSequence([int(seed), 0x0AE0]))
-
-
 def one_run_audit(
     train_fn: TrainFn,
     data: Dataset,
@@ -221,7 +218,7 @@ def one_run_audit(
         raise ConfigError(f"beta must be in (0, 0.5) (the test's level is 1 - beta), got {beta}")
     if delta is not None and not 0 <= delta < 1:
         raise ConfigError(f"delta must be in [0, 1), got {delta}")
-    rng = _canary_seeds(seed)
+    rng = numpy_stream(seed, 0x0AE0)  # the canaries' stream
     notes: list[str] = []
     train_data = data
     if canary_kind == "mislabelled" and canary_source is None:
@@ -340,7 +337,7 @@ def run_dp_audit(
                 f"{canaries} mislabelled canaries need {canaries} population records to copy, the data has "
                 f"{len(population)}; use fewer canaries or --canary-kind out-of-distribution"
             )
-        taken = np.random.default_rng(np.random.SeedSequence([int(seed), 0x9001])).permutation(len(population))
+        taken = numpy_stream(seed, 0x9001).permutation(len(population))
         pool = population.subset(np.sort(taken[:canaries]), name=f"{population.name}/canary-source")
         population = population.subset(np.sort(taken[canaries:]))
     train_fn = defense_trainer(

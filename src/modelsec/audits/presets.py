@@ -27,7 +27,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from modelsec.attacks.base import EvasionAttack
+from modelsec.attacks.base import EvasionAttack, ThreatModel
 from modelsec.attacks.evasion import EVASION_ATTACKS
 from modelsec.core.errors import ConfigError
 from modelsec.models.base import Capability, Classifier
@@ -90,21 +90,15 @@ def build_attacks(
         EVASION_ATTACKS.get(s.attack).requires > Capability.SCORES for s in specs
     ):
         specs.append(AttackSpec("square"))  # a scores-only model (hardened outputs) still gets a score-based attack
+    threat = ThreatModel(norm)  # whether an attack can run does not depend on eps
     for spec in specs:
         cls = EVASION_ATTACKS.get(spec.attack)
-        if norm not in cls.supported_norms:
-            skipped.append(SkippedAttack(spec.attack, f"does not support the {norm} norm"))
+        attack = cls(**spec.params)
+        reason = attack.unsupported_reason(classifier, threat)
+        if reason is None:
+            attacks.append(attack)
             continue
-        if classifier.capability < cls.requires:
-            skipped.append(
-                SkippedAttack(
-                    spec.attack,
-                    f"needs {cls.requires.name.lower()}; the model offers only {classifier.capability.name.lower()}",
-                )
-            )
-            continue
-        if spec.params.get("loss") == "dlr" and classifier.num_classes < 3:
-            skipped.append(SkippedAttack(f"{spec.attack}-dlr", "the DLR loss needs at least 3 classes"))
-            continue
-        attacks.append(cls(**spec.params))
+        # named by its label (apgd-dlr) where only its parameters are what the model does not allow
+        blames_params = cls().unsupported_reason(classifier, threat) is None
+        skipped.append(SkippedAttack(attack.label if blames_params else spec.attack, reason))
     return attacks, skipped

@@ -33,6 +33,7 @@ import torch
 from modelsec.attacks.membership.signals import ReferenceSignals
 from modelsec.core.errors import ConfigError
 from modelsec.core.progress import NullProgress, Progress
+from modelsec.core.seeding import spawned_seeds
 from modelsec.data.dataset import Dataset
 from modelsec.defenses.training import TrainingConfig
 from modelsec.models.base import Classifier
@@ -124,11 +125,6 @@ class ReferenceTraining:
         }
 
 
-def model_seeds(seed: int, models: int) -> list[int]:
-    """Independent per-model seeds derived from one seed."""
-    return [int(s.generate_state(1)[0]) for s in np.random.SeedSequence(seed).spawn(models)]
-
-
 # -- training, in this process or in worker processes ------------------------------------------------------------
 
 _POOL: dict[str, Any] = {}
@@ -183,7 +179,7 @@ def train_reference_models(
     empty = [k for k in range(models) if not inclusion[k].any()]
     if empty:
         raise ConfigError(f"reference model(s) {empty} would train on no record; the pool is too small")
-    seeds = model_seeds(seed, models)
+    seeds = spawned_seeds(seed, models)
     logits: list[np.ndarray | None] = [None] * models
     seconds = [0.0] * models
     start = time.perf_counter()

@@ -23,14 +23,7 @@ from torch import nn
 
 from modelsec.attacks.base import EvasionAttack
 from modelsec.attacks.evasion import EVASION_ATTACKS
-from modelsec.attacks.membership import (
-    MEMBERSHIP_ATTACKS,
-    LabelOnly,
-    MembershipAttack,
-    MembershipInputs,
-    compute_signals,
-)
-from modelsec.attacks.membership.label_only import with_augmentation
+from modelsec.attacks.membership import MEMBERSHIP_ATTACKS, MembershipAttack, MembershipInputs, target_signals
 from modelsec.audits.checkpoint import AuditCheckpoint, audit_run_key
 from modelsec.audits.exposure import most_exposed
 from modelsec.audits.membership import evaluate_membership, plan_membership_attacks, strongest
@@ -678,22 +671,7 @@ def _membership(
             "(TPR, FPR and AUC do not depend on the balance; balanced accuracy weighs both classes equally)"
         )
     queries_before = classifier.queries
-    with progress.task("membership signals", total=1) as advance:
-        target = compute_signals(classifier, pool.records)
-        advance(1)
-    label_only = next((a for a in attacks if isinstance(a, LabelOnly)), None)
-    if label_only is not None:  # its signal: is the label still right on augmented copies of each record?
-        with progress.task("label-only augmentations", total=1) as advance:
-            target = with_augmentation(
-                target,
-                classifier,
-                pool.records.x,
-                augmentations=label_only.augmentations,
-                generator=generator(config.seed),
-                max_shift=label_only.max_shift,
-                noise_std=label_only.noise_std,
-            )
-            advance(1)
+    target = target_signals(attacks, classifier, pool.records, generator=generator(config.seed), progress=progress)
     compute: dict[str, Any] = {}
     training = None
     if reference is not None:

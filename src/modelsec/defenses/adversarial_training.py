@@ -5,9 +5,9 @@ data's bounds, ``[0, 1]`` for the built-in data), clipped to the bounds. What th
 no certificate, robustness at the training eps that only an audit can measure, nothing promised at a larger eps or
 in another norm.
 
-The inner attacks are written here on the raw module (:func:`perturb`) from the attack building blocks
-(:mod:`modelsec.attacks.norms` for random starts, steepest-ascent directions and projections,
-:mod:`modelsec.attacks.losses`), not through :class:`~modelsec.attacks.base.EvasionAttack`, whose ``__call__``
+The inner attacks run here on the raw module (:func:`perturb`) with the attacks' own PGD step
+(:class:`modelsec.attacks.ball.Ball`: random starts, the projected steepest-ascent step) and losses
+(:mod:`modelsec.attacks.losses`), not through :class:`~modelsec.attacks.base.EvasionAttack`, whose ``__call__``
 re-classifies and verifies every example: right for an audit, wasted work inside a training loop. They run the
 module in eval mode with its parameters frozen (so only the input gradient is computed), then the training step
 runs in train mode.
@@ -34,12 +34,13 @@ import torch
 from torch import nn
 from torch.nn import functional
 
+from modelsec.attacks.ball import Ball
 from modelsec.attacks.losses import attack_loss
-from modelsec.attacks.norms import NORMS, Norm, clip_to_bounds
+from modelsec.attacks.norms import NORMS
 from modelsec.core.options import OneOf
-from modelsec.core.seeding import generator as seeded_generator
+from modelsec.core.seeding import derived_generator
 from modelsec.data.dataset import Dataset
-from modelsec.defenses.base import DEFENSES, Defense, DefenseConfig, Guarantees, derived_seed
+from modelsec.defenses.base import DEFENSES, Defense, DefenseConfig, Guarantees
 from modelsec.defenses.training import TrainingState
 from modelsec.models.base import eval_mode, frozen_parameters
 
@@ -51,31 +52,28 @@ def perturb(
     module: nn.Module,
     x: torch.Tensor,
     loss_fn: PerSampleLoss,
+    ball: Ball,
     *,
-    norm: Norm,
-    eps: float,
     steps: int,
     step_size: float,
-    bounds: tuple[float, float],
     generator: torch.Generator,
     start_radius: float | None = None,
 ) -> torch.Tensor:
-    """Projected gradient ascent of ``loss_fn`` in the ``norm`` ball of radius ``eps`` around ``x``, inside
-    ``bounds``; returns detached inputs. Starts from a uniformly random point of the ball of radius
-    ``start_radius`` (default ``eps``; 0 starts at ``x``). One step from a random start is FGSM-RS, more are PGD.
+    """Projected gradient ascent of ``loss_fn`` in ``ball`` around ``x``; returns detached inputs. Starts from a
+    uniformly random point of the ball of radius ``start_radius`` (default the ball's eps; 0 starts at ``x``).
+    One step from a random start is FGSM-RS, more are PGD.
 
     Runs ``module`` in eval mode with frozen parameters; no parameter gets a gradient.
     """
-    radius = eps if start_radius is None else start_radius
+    radius = ball.eps if start_radius is None else start_radius
     x = x.detach()
-    xa = clip_to_bounds(norm.random_start(x, radius, generator), bounds) if radius > 0 else x.clone()
+    xa = ball.random_start(x, generator, radius) if radius > 0 else x.clone()
     with eval_mode(module), frozen_parameters(module):
         for _ in range(steps):
             xa.requires_grad_(True)
             loss = loss_fn(module(xa)).sum()
             (grad,) = torch.autograd.grad(loss, xa)
-            moved = xa.detach() + step_size * norm.ascent_direction(grad)
-            xa = clip_to_bounds(norm.project(x, moved, eps), bounds).detach()
+            xa = ball.ascent_step(x, xa.detach(), grad, step_size)
     return xa.detach()
 
 
@@ -143,7 +141,6 @@ class AdversarialTraining(Defense):
             )
 
     def setup(self, module: nn.Module, train: Dataset, *, device: torch.device) -> None:
-        self.norm = NORMS.get(self.config.norm)
         self.bounds = train.bounds
         self.eps = self.config.eps
 
@@ -151,6 +148,36 @@ class AdversarialTraining(Defense):
         self.eps = self.config.eps_at(state.epoch)
         if self.eps != self.config.eps:
             self.progress.note(f"epoch {state.epoch + 1}: eps warm-up, training at eps {self.eps:.4g}")
+
+    def ball(self, eps: float | None = None) -> Ball:
+        """The training threat model's ball at ``eps`` (default: the current epoch's, after the warm-up)."""
+        return Ball(NORMS.get(self.config.norm), self.eps if eps is None else eps, self.bounds)
+
+    def cross_entropy_on_perturbed(
+        self,
+        module: nn.Module,
+        x: torch.Tensor,
+        y: torch.Tensor,
+        generator: torch.Generator,
+        *,
+        steps: int,
+        step_size: float,
+        random_start: bool,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """The batch loss of PGD-AT and FGSM-RS: cross-entropy on the ``steps``-step PGD examples of the batch
+        (from a random start, or from the clean inputs), and their logits."""
+        xa = perturb(
+            module,
+            x,
+            lambda logits: attack_loss(logits, y, "ce"),
+            self.ball(),
+            steps=steps,
+            step_size=step_size,
+            generator=generator,
+            start_radius=None if random_start else 0.0,
+        )
+        logits = module(xa)
+        return functional.cross_entropy(logits, y), logits
 
     def threat_model(self) -> dict[str, Any]:
         return {"norm": self.config.norm, "eps": self.config.eps}
@@ -219,20 +246,10 @@ class PGDAT(AdversarialTraining):
         self, module: nn.Module, x: torch.Tensor, y: torch.Tensor, generator: torch.Generator
     ) -> tuple[torch.Tensor, torch.Tensor]:
         c = self.config
-        xa = perturb(
-            module,
-            x,
-            lambda logits: attack_loss(logits, y, "ce"),
-            norm=self.norm,
-            eps=self.eps,
-            steps=c.steps,
-            step_size=c.step_size or 2.5 * self.eps / c.steps,
-            bounds=self.bounds,
-            generator=generator,
-            start_radius=None if c.random_start else 0.0,
+        step_size = c.step_size or 2.5 * self.eps / c.steps
+        return self.cross_entropy_on_perturbed(
+            module, x, y, generator, steps=c.steps, step_size=step_size, random_start=c.random_start
         )
-        logits = module(xa)
-        return functional.cross_entropy(logits, y), logits
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -297,11 +314,9 @@ class TRADES(AdversarialTraining):
             module,
             x,
             kl,
-            norm=self.norm,
-            eps=self.eps,
+            self.ball(),
             steps=c.steps,
             step_size=c.step_size or 2.5 * self.eps / c.steps,
-            bounds=self.bounds,
             generator=generator,
             start_radius=min(self.eps, 0.001 * (hi - lo)),
         )
@@ -399,7 +414,7 @@ class FGSMRS(AdversarialTraining):
     def setup(self, module: nn.Module, train: Dataset, *, device: torch.device) -> None:
         super().setup(module, train, device=device)
         n = min(self.config.check_samples, len(train))
-        pick = torch.randperm(len(train), generator=seeded_generator(derived_seed(self.config.seed, "check")))[:n]
+        pick = torch.randperm(len(train), generator=derived_generator(self.config.seed, "check"))[:n]
         self.check_x = torch.from_numpy(train.x[pick.numpy()]).to(device)
         self.check_y = torch.from_numpy(train.y[pick.numpy()]).to(device)
 
@@ -407,20 +422,10 @@ class FGSMRS(AdversarialTraining):
         self, module: nn.Module, x: torch.Tensor, y: torch.Tensor, generator: torch.Generator
     ) -> tuple[torch.Tensor, torch.Tensor]:
         c = self.config
-        xa = perturb(
-            module,
-            x,
-            lambda logits: attack_loss(logits, y, "ce"),
-            norm=self.norm,
-            eps=self.eps,
-            steps=1,
-            step_size=c.step_size or 1.25 * self.eps,
-            bounds=self.bounds,
-            generator=generator,
-            start_radius=None if c.random_start else 0.0,
+        step_size = c.step_size or 1.25 * self.eps
+        return self.cross_entropy_on_perturbed(
+            module, x, y, generator, steps=1, step_size=step_size, random_start=c.random_start
         )
-        logits = module(xa)
-        return functional.cross_entropy(logits, y), logits
 
     def check_accuracy(self, module: nn.Module, epoch: int) -> tuple[float, float]:
         """Clean and PGD accuracy on the check records after ``epoch`` epochs (its own seeded generator per epoch,
@@ -430,12 +435,10 @@ class FGSMRS(AdversarialTraining):
             module,
             self.check_x,
             lambda logits: attack_loss(logits, self.check_y, "ce"),
-            norm=self.norm,
-            eps=c.eps,
+            self.ball(c.eps),
             steps=c.check_steps,
             step_size=2.5 * c.eps / c.check_steps,
-            bounds=self.bounds,
-            generator=seeded_generator(derived_seed(c.seed, "check", epoch)),
+            generator=derived_generator(c.seed, "check", epoch),
         )
         return _accuracy(module, self.check_x, self.check_y), _accuracy(module, xa, self.check_y)
 

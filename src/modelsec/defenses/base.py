@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import abc
 import dataclasses
-import hashlib
 import math
 import types
 import typing
@@ -126,6 +125,8 @@ class Defense(abc.ABC):
 
     name: ClassVar[str]
     config_class: ClassVar[type[DefenseConfig]]
+    # options for the conformance tests' tiny run (a few epochs on a small MLP), beside their own
+    test_params: ClassVar[dict[str, Any]] = {}
 
     def __init__(self, config: DefenseConfig | Mapping[str, Any] | None = None) -> None:
         if config is None:
@@ -239,13 +240,6 @@ class Defense(abc.ABC):
 
 
 DEFENSES: Registry[type[Defense]] = Registry("defense")
-
-
-def derived_seed(seed: int, *labels: object) -> int:
-    """A seed for one purpose of a run (``derived_seed(seed, "check", epoch)``), independent of the run's other
-    streams and of other purposes: the first 63 bits of a SHA-256 over the seed and the labels."""
-    text = "/".join(["modelsec", str(int(seed)), *map(str, labels)])
-    return int.from_bytes(hashlib.sha256(text.encode()).digest()[:8], "little") >> 1
 
 
 def make_defense(name: str, config: DefenseConfig | Mapping[str, Any] | None = None) -> Defense:

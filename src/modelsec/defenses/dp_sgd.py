@@ -765,6 +765,7 @@ class DPSGD(Defense):
 
     name = "dp-sgd"
     config_class = DPSGDDefenseConfig
+    test_params: ClassVar[dict[str, Any]] = {"noise_multiplier": 3.0}  # the accountants are quick at a large sigma
     config: DPSGDDefenseConfig
 
     def __init__(self, config: DefenseConfig | Mapping[str, Any] | None = None) -> None:

@@ -55,9 +55,9 @@ from torch import nn
 from torch.nn import functional
 
 from modelsec.core.errors import ConfigError
-from modelsec.core.seeding import generator as seeded_generator
+from modelsec.core.seeding import derived_generator
 from modelsec.data.dataset import Dataset
-from modelsec.defenses.base import DEFENSES, Defense, DefenseConfig, Guarantees, derived_seed
+from modelsec.defenses.base import DEFENSES, Defense, DefenseConfig, Guarantees
 from modelsec.defenses.teacher_student import TeacherStudentConfig, TeacherStudentDefense
 from modelsec.defenses.training import BatchLoss, TrainingState
 from modelsec.models.base import eval_mode
@@ -97,7 +97,7 @@ def _fixed_subset(n: int, size: int, seed: int, *labels: object) -> np.ndarray:
     """``size`` of ``range(n)`` (all if ``size >= n``), drawn with a seed derived for this purpose, sorted."""
     if size >= n:
         return np.arange(n)
-    perm = torch.randperm(n, generator=seeded_generator(derived_seed(seed, *labels))).numpy()
+    perm = torch.randperm(n, generator=derived_generator(seed, *labels)).numpy()
     return np.sort(perm[:size])
 
 

@@ -27,8 +27,9 @@ from torch import nn
 
 from modelsec.core.options import COUNT
 from modelsec.core.progress import NullProgress, Progress
+from modelsec.core.seeding import derived_seed
 from modelsec.data.dataset import Dataset
-from modelsec.defenses.base import Defense, DefenseConfig, derived_seed
+from modelsec.defenses.base import Defense, DefenseConfig
 from modelsec.defenses.training import BatchLoss, TrainingConfig, TrainingHistory, TrainingState, train_classifier
 
 
@@ -63,7 +64,7 @@ class TeacherStudentDefense(Defense):
 
     config: TeacherStudentConfig
     teacher_seed_name = "teacher"
-    """The label the teacher's seed is derived under (:func:`~modelsec.defenses.base.derived_seed`)."""
+    """The label the teacher's seed is derived under (:func:`~modelsec.core.seeding.derived_seed`)."""
 
     def __init__(self, config: DefenseConfig | Mapping[str, Any] | None = None) -> None:
         super().__init__(config)

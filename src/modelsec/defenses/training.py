@@ -6,7 +6,6 @@ Seeded end to end: initialisation (under :func:`modelsec.core.seeding.seeded`) a
 
 from __future__ import annotations
 
-import hashlib
 import json
 import time
 from collections.abc import Callable, Mapping
@@ -30,7 +29,7 @@ from modelsec.core.options import (
     check_writable_file,
 )
 from modelsec.core.progress import NullProgress, Progress
-from modelsec.core.seeding import generator
+from modelsec.core.seeding import generator, hashed_seed
 from modelsec.data.dataset import Dataset, Splits
 from modelsec.models.base import eval_mode
 from modelsec.models.card import ModelCard, TrainingHistory
@@ -153,8 +152,7 @@ def accuracy(module: nn.Module, data: Dataset, device: torch.device, batch_size:
 
 def batch_seed(seed: int) -> int:
     """The seed of the batch loss's generator, derived from the run's seed and apart from the batch-order one."""
-    digest = hashlib.sha256(f"modelsec/batch-loss/{int(seed)}".encode()).digest()
-    return int.from_bytes(digest[:8], "little") >> 1
+    return hashed_seed("modelsec", "batch-loss", int(seed))
 
 
 def train_classifier(

@@ -38,12 +38,12 @@ from typing import Any, ClassVar
 import torch
 from torch.nn import functional
 
-from modelsec.attacks.base import EvasionAttack, ThreatModel
+from modelsec.attacks.ball import Ball
+from modelsec.attacks.base import AttackBatch, EvasionAttack
 from modelsec.attacks.evasion.registry import EVASION_ATTACKS
 from modelsec.attacks.gradients import loss_and_gradient
 from modelsec.attacks.losses import LOSSES, attack_loss, targeted_dlr_loss
-from modelsec.attacks.norms import Norm, clip_to_bounds
-from modelsec.core.errors import ConfigError
+from modelsec.attacks.norms import Norm, per_sample
 from modelsec.core.resume import resumable
 from modelsec.models.base import Classifier
 
@@ -119,10 +119,6 @@ class _Iterates:
         return _Iterates(**{f.name: getattr(self, f.name)[keep] for f in dataclasses.fields(self)})
 
 
-def _bcast(v: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
-    return v.view(-1, *([1] * (like.ndim - 1)))
-
-
 def apgd_run(
     classifier: Classifier,
     x: torch.Tensor,
@@ -143,15 +139,12 @@ def apgd_run(
     Ascends ``loss_fn(logits, aux)``. Returns ``(x_out, fooled)``: for each sample the last misclassified iterate
     seen (``fooled`` True) or else its highest-loss iterate, and whether one was misclassified.
     """
-    bounds = classifier.bounds
+    ball = Ball(norm, eps, classifier.bounds)
     n = x.shape[0]
     found = x_init.clone()
     fooled_any = torch.zeros(n, dtype=torch.bool, device=x.device)
     if n == 0:
         return found, fooled_any
-
-    def project(center: torch.Tensor, point: torch.Tensor) -> torch.Tensor:
-        return clip_to_bounds(norm.project(center, point, eps), bounds).detach()
 
     def evaluate(
         row: torch.Tensor, labels: torch.Tensor, aux_: torch.Tensor, point: torch.Tensor
@@ -165,7 +158,7 @@ def apgd_run(
     with resumable("apgd.steps") as frame:
         if frame.restored is None:
             rows = torch.arange(n, device=x.device)
-            x0 = project(x, x_init)
+            x0 = ball.project(x, x_init)
             loss, grad, wrong = evaluate(rows, y, aux, x0)
             s = _Iterates(
                 row=rows,
@@ -203,22 +196,22 @@ def apgd_run(
         for k in frame.steps(0, steps):
             if s.row.numel() == 0:
                 break
-            z = project(s.center, s.x + _bcast(s.step, s.x) * norm.ascent_direction(s.grad))
+            z = ball.ascent_step(s.center, s.x, s.grad, s.step)
             a = 1.0 if k == 0 else MOMENTUM  # the first step has no previous move
-            nxt = project(s.center, s.x + a * (z - s.x) + (1 - a) * (s.x - s.x_prev))
+            nxt = ball.project(s.center, s.x + a * (z - s.x) + (1 - a) * (s.x - s.x_prev))
             loss, grad, wrong = evaluate(s.row, s.y, s.aux, nxt)
             s.increases += (loss > s.loss).long()
             s.x_prev, s.x, s.loss, s.grad = s.x, nxt, loss, grad
             better = loss > s.loss_best
-            s.x_best = torch.where(_bcast(better, nxt), nxt, s.x_best)
-            s.grad_best = torch.where(_bcast(better, grad), grad, s.grad_best)
+            s.x_best = torch.where(per_sample(better, nxt), nxt, s.x_best)
+            s.grad_best = torch.where(per_sample(better, grad), grad, s.grad_best)
             s.loss_best = torch.where(better, loss, s.loss_best)
             if k + 1 in checks:
                 j = checks.index(k + 1)
                 window = checks[j] - checks[j - 1]
                 halve = halve_step(s.increases, window, rho, s.halved_at_check, s.loss_best, s.loss_best_at_check)
                 s.step = torch.where(halve, s.step / 2, s.step)
-                back = _bcast(halve, s.x)
+                back = per_sample(halve, s.x)
                 s.x = torch.where(back, s.x_best, s.x)
                 s.x_prev = torch.where(back, s.x_best, s.x_prev)  # the momentum restarts at the best point
                 s.grad = torch.where(back, s.grad_best, s.grad)
@@ -230,7 +223,7 @@ def apgd_run(
                 s = s.select(~wrong)
     out = found.clone()  # rows never fooled are all still in s
     out[s.row] = s.x_best
-    return torch.where(_bcast(fooled_any, out), found, out), fooled_any
+    return torch.where(per_sample(fooled_any, out), found, out), fooled_any
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -263,32 +256,18 @@ class _AutoPGD(EvasionAttack):
     early_stop: bool = True
 
     def __post_init__(self) -> None:
-        if self.steps < 1:
-            raise ConfigError(f"{self.name}: steps must be >= 1, got {self.steps}")
-        if self.restarts < 1:
-            raise ConfigError(f"{self.name}: restarts must be >= 1, got {self.restarts}")
+        self.check_counts("steps", "restarts", "eot_samples")
         if self.restart_budget is not None and not self.restart_budget >= 0:
-            raise ConfigError(f"{self.name}: restart_budget must be >= 0 or None, got {self.restart_budget}")
+            raise self.invalid(f"restart_budget must be >= 0 or None, got {self.restart_budget}")
         if not (0.0 < self.rho <= 1.0):
-            raise ConfigError(f"{self.name}: rho must lie in (0, 1], got {self.rho}")
-        if self.eot_samples < 1:
-            raise ConfigError(f"{self.name}: eot_samples must be >= 1, got {self.eot_samples}")
+            raise self.invalid(f"rho must lie in (0, 1], got {self.rho}")
 
     def _restarts(
-        self,
-        classifier: Classifier,
-        x: torch.Tensor,
-        y: torch.Tensor,
-        aux: torch.Tensor,
-        loss_fn: AuxLoss,
-        threat: ThreatModel,
-        generator: torch.Generator,
-        out: torch.Tensor,
-        remaining: torch.Tensor,
+        self, batch: AttackBatch, aux: torch.Tensor, loss_fn: AuxLoss, out: torch.Tensor, remaining: torch.Tensor
     ) -> torch.Tensor:
-        """Run ``restarts`` APGD runs on the rows ``remaining`` of the batch, writing their outputs into ``out``;
-        return the rows that are still not broken."""
-        norm = threat.norm_impl
+        """Run ``restarts`` APGD runs on the rows ``remaining`` of the batch (auxiliary labels ``aux`` for the
+        loss), writing their outputs into ``out``; return the rows that are still not broken."""
+        x, threat, norm = batch.x, batch.threat, batch.threat.norm_impl
         with resumable("apgd.restarts") as frame:
             if frame.restored is None:
                 attacked, spent = max(remaining.numel(), 1), 0.0
@@ -307,11 +286,11 @@ class _AutoPGD(EvasionAttack):
                 if self.restart_budget is not None and spent + cost > self.restart_budget:
                     break
                 xs = x[remaining]
-                x_init = norm.random_start(xs, threat.eps, generator) if self.random_start else xs
+                x_init = norm.random_start(xs, threat.eps, batch.generator) if self.random_start else xs
                 x_out, fooled = apgd_run(
-                    classifier,
+                    batch.classifier,
                     xs,
-                    y[remaining],
+                    batch.y[remaining],
                     aux[remaining],
                     loss_fn,
                     x_init,
@@ -345,26 +324,13 @@ class APGD(_AutoPGD):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        if self.loss not in LOSSES:
-            raise ConfigError(f"{self.name}: loss must be one of {LOSSES}, got {self.loss!r}")
+        self.check_choice("loss", LOSSES)
 
-    def run(
-        self,
-        classifier: Classifier,
-        x: torch.Tensor,
-        y: torch.Tensor,
-        threat: ThreatModel,
-        generator: torch.Generator,
-    ) -> torch.Tensor:
-        if self.loss == "dlr" and classifier.num_classes < 3:
-            raise ConfigError(
-                f"{self.name}: the DLR loss needs at least 3 classes but the model has {classifier.num_classes}; "
-                "use loss='ce'"
-            )
-        out = x.clone()
+    def run(self, batch: AttackBatch) -> torch.Tensor:
+        out = batch.x.clone()
         loss_fn = partial(attack_loss, kind=self.loss)
-        all_rows = torch.arange(x.shape[0], device=x.device)
-        self._restarts(classifier, x, y, y, loss_fn, threat, generator, out, all_rows)
+        all_rows = torch.arange(batch.x.shape[0], device=batch.x.device)
+        self._restarts(batch, batch.y, loss_fn, out, all_rows)
         return out
 
 
@@ -399,17 +365,10 @@ class APGDTargeted(_AutoPGD):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        if self.n_targets < 1:
-            raise ConfigError(f"{self.name}: n_targets must be >= 1, got {self.n_targets}")
+        self.check_counts("n_targets")
 
-    def run(
-        self,
-        classifier: Classifier,
-        x: torch.Tensor,
-        y: torch.Tensor,
-        threat: ThreatModel,
-        generator: torch.Generator,
-    ) -> torch.Tensor:
+    def run(self, batch: AttackBatch) -> torch.Tensor:
+        classifier, x, y = batch.classifier, batch.x, batch.y
         out = x.clone()
         n_targets = min(self.n_targets, classifier.num_classes - 1)
         with torch.no_grad():
@@ -428,5 +387,5 @@ class APGDTargeted(_AutoPGD):
                 if remaining.numel() == 0:
                     break
                 labels = torch.stack([y, targets[:, t]], dim=1)
-                remaining = self._restarts(classifier, x, y, labels, _targeted_loss, threat, generator, out, remaining)
+                remaining = self._restarts(batch, labels, _targeted_loss, out, remaining)
         return out

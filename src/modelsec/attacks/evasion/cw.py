@@ -38,9 +38,8 @@ from typing import Any, ClassVar
 import torch
 from torch.nn import functional
 
-from modelsec.attacks.base import EvasionAttack, ThreatModel
+from modelsec.attacks.base import AttackBatch, EvasionAttack
 from modelsec.attacks.evasion.registry import EVASION_ATTACKS
-from modelsec.core.errors import ConfigError
 from modelsec.core.resume import resumable
 from modelsec.models.base import Classifier
 
@@ -82,27 +81,13 @@ class CarliniWagnerL2(EvasionAttack):
     lr_schedule: str = "constant"
 
     def __post_init__(self) -> None:
-        if self.steps < 1:
-            raise ConfigError(f"{self.name}: steps must be >= 1, got {self.steps}")
-        if self.binary_search_steps < 1:
-            raise ConfigError(f"{self.name}: binary_search_steps must be >= 1, got {self.binary_search_steps}")
-        for field in ("initial_const", "lr"):
-            value = getattr(self, field)
-            if not (value > 0.0) or math.isinf(value):
-                raise ConfigError(f"{self.name}: {field} must be a finite number > 0, got {value}")
-        if self.lr_schedule not in LR_SCHEDULES:
-            raise ConfigError(f"{self.name}: lr_schedule must be one of {LR_SCHEDULES}, got {self.lr_schedule!r}")
-        if not (self.confidence >= 0.0) or math.isinf(self.confidence):
-            raise ConfigError(f"{self.name}: confidence must be a finite number >= 0, got {self.confidence}")
+        self.check_counts("steps", "binary_search_steps")
+        self.check_finite("initial_const", "lr")
+        self.check_finite("confidence", zero=True)
+        self.check_choice("lr_schedule", LR_SCHEDULES)
 
-    def run(
-        self,
-        classifier: Classifier,
-        x: torch.Tensor,
-        y: torch.Tensor,
-        threat: ThreatModel,
-        generator: torch.Generator,
-    ) -> torch.Tensor:
+    def run(self, batch: AttackBatch) -> torch.Tensor:
+        classifier, x, y = batch.classifier, batch.x, batch.y
         low, high = classifier.bounds
         mid, half = (high + low) / 2, (high - low) / 2
         n = x.shape[0]

@@ -42,12 +42,10 @@ from typing import Any, ClassVar
 import torch
 from torch.nn import functional
 
-from modelsec.attacks.base import EvasionAttack, ThreatModel
+from modelsec.attacks.base import AttackBatch, EvasionAttack
 from modelsec.attacks.evasion.registry import EVASION_ATTACKS
 from modelsec.attacks.norms import clip_to_bounds
-from modelsec.core.errors import ConfigError
 from modelsec.core.resume import resumable
-from modelsec.models.base import Classifier
 
 # Added to |f| in each step so that a zero overshoot still crosses the boundary rather than landing on it.
 _SLACK = 1e-6
@@ -76,24 +74,14 @@ class DeepFool(EvasionAttack):
     overshoot: float = 0.02
 
     def __post_init__(self) -> None:
-        if self.steps < 1:
-            raise ConfigError(f"{self.name}: steps must be >= 1, got {self.steps}")
+        self.check_counts("steps")
         if self.candidates < 2:
-            raise ConfigError(
-                f"{self.name}: candidates must be >= 2 (the label and one other class), got {self.candidates}"
-            )
-        if not (self.overshoot >= 0.0) or math.isinf(self.overshoot):
-            raise ConfigError(f"{self.name}: overshoot must be a finite number >= 0, got {self.overshoot}")
+            raise self.invalid(f"candidates must be >= 2 (the label and one other class), got {self.candidates}")
+        self.check_finite("overshoot", zero=True)
 
-    def run(
-        self,
-        classifier: Classifier,
-        x: torch.Tensor,
-        y: torch.Tensor,
-        threat: ThreatModel,
-        generator: torch.Generator,
-    ) -> torch.Tensor:
-        linf = threat.norm == "linf"
+    def run(self, batch: AttackBatch) -> torch.Tensor:
+        classifier, x, y = batch.classifier, batch.x, batch.y
+        linf = batch.threat.norm == "linf"
         n = x.shape[0]
         k = min(self.candidates, classifier.num_classes)
         with torch.no_grad():

@@ -13,13 +13,10 @@ from functools import partial
 
 import torch
 
-from modelsec.attacks.base import EvasionAttack, ThreatModel
+from modelsec.attacks.base import AttackBatch, EvasionAttack
 from modelsec.attacks.gradients import loss_and_gradient
 from modelsec.attacks.losses import LOSSES, attack_loss
-from modelsec.attacks.norms import Norm, clip_to_bounds
-from modelsec.core.errors import ConfigError
 from modelsec.core.resume import resumable
-from modelsec.models.base import Classifier
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -47,32 +44,15 @@ class GradientAttack(EvasionAttack):
     eot_samples: int = 1
 
     def __post_init__(self) -> None:
-        if self.steps < 1:
-            raise ConfigError(f"{self.name}: steps must be >= 1, got {self.steps}")
-        if self.restarts < 1:
-            raise ConfigError(f"{self.name}: restarts must be >= 1, got {self.restarts}")
-        if self.step_size is not None and self.step_size <= 0:
-            raise ConfigError(f"{self.name}: step_size must be > 0, got {self.step_size}")
-        if self.rel_step_size is not None and self.rel_step_size <= 0:
-            raise ConfigError(f"{self.name}: rel_step_size must be > 0, got {self.rel_step_size}")
-        if self.eot_samples < 1:
-            raise ConfigError(f"{self.name}: eot_samples must be >= 1, got {self.eot_samples}")
-        if self.loss not in LOSSES:
-            raise ConfigError(f"{self.name}: loss must be one of {LOSSES}, got {self.loss!r}")
+        self.check_counts("steps", "restarts", "eot_samples")
+        self.check_finite("step_size", "rel_step_size", optional=True)
+        self.check_choice("loss", LOSSES)
 
-    def run(
-        self,
-        classifier: Classifier,
-        x: torch.Tensor,
-        y: torch.Tensor,
-        threat: ThreatModel,
-        generator: torch.Generator,
-    ) -> torch.Tensor:
-        norm = threat.norm_impl
-        eps = threat.eps
+    def run(self, batch: AttackBatch) -> torch.Tensor:
+        x = batch.x
+        eps = batch.threat.eps
         rel = self.rel_step_size if self.rel_step_size is not None else 2.5 / self.steps
         step = self.step_size if self.step_size is not None else rel * eps
-        loss_fn = partial(attack_loss, kind=self.loss)
         with resumable("gradient.restarts") as frame:
             if frame.restored is None:
                 best = x.clone()
@@ -86,30 +66,20 @@ class GradientAttack(EvasionAttack):
             for _r in frame.steps(0, self.restarts):
                 if remaining.numel() == 0:
                     break
-                xs, ys = x[remaining], y[remaining]
-                xa, broken = self._steps(classifier, xs, ys, loss_fn, norm, eps, step, generator)
+                xa, broken = self._steps(batch, remaining, step)
                 best[remaining] = xa
                 remaining = remaining[~broken]
         return best
 
-    def _steps(
-        self,
-        classifier: Classifier,
-        xs: torch.Tensor,
-        ys: torch.Tensor,
-        loss_fn: partial[torch.Tensor],
-        norm: Norm,
-        eps: float,
-        step: float,
-        generator: torch.Generator,
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        """One run: the iterates and which samples were misclassified at some step."""
+    def _steps(self, batch: AttackBatch, rows: torch.Tensor, step: float) -> tuple[torch.Tensor, torch.Tensor]:
+        """One run on the samples ``rows`` of the batch: the iterates and which samples were misclassified at
+        some step."""
+        classifier, ball = batch.classifier, batch.ball
+        xs, ys = batch.x[rows], batch.y[rows]
+        loss_fn = partial(attack_loss, kind=self.loss)
         with resumable("gradient.steps") as frame:
             if frame.restored is None:
-                if self.random_start:
-                    xa = clip_to_bounds(norm.random_start(xs, eps, generator), classifier.bounds)
-                else:
-                    xa = xs.clone()
+                xa = ball.random_start(xs, batch.generator) if self.random_start else xs.clone()
                 active = torch.arange(xs.shape[0], device=xs.device)
                 broken = torch.zeros(xs.shape[0], dtype=torch.bool, device=xs.device)
             else:
@@ -131,8 +101,7 @@ class GradientAttack(EvasionAttack):
                 active, grad = active[keep], grad[keep]
                 if active.numel() == 0:
                     break
-                moved = xa[active] + step * norm.ascent_direction(grad)
-                xa[active] = clip_to_bounds(norm.project(xs[active], moved, eps), classifier.bounds).detach()
+                xa[active] = ball.ascent_step(xs[active], xa[active], grad, step)
         if active.numel():
             with torch.no_grad():
                 broken[active] |= classifier.logits(xa[active]).argmax(dim=1) != ys[active]

@@ -30,10 +30,9 @@ from typing import Any, ClassVar
 
 import torch
 
-from modelsec.attacks.base import EvasionAttack, ThreatModel
+from modelsec.attacks.base import AttackBatch, EvasionAttack
 from modelsec.attacks.evasion.registry import EVASION_ATTACKS
-from modelsec.attacks.norms import clip_to_bounds
-from modelsec.core.errors import ConfigError
+from modelsec.attacks.norms import clip_to_bounds, per_sample
 from modelsec.core.resume import resumable
 from modelsec.models.base import Capability, Classifier
 
@@ -45,14 +44,10 @@ _INIT_TOLERANCE = 1e-3
 _MAX_BISECTIONS = 64
 
 
-def _bcast(v: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
-    return v.view(-1, *([1] * (like.ndim - 1)))
-
-
 def _interpolate(x: torch.Tensor, x_adv: torch.Tensor, alpha: torch.Tensor, linf: bool) -> torch.Tensor:
     """The point ``alpha`` of the way from ``x`` to ``x_adv``: the blend ``(1 - alpha) x + alpha x_adv`` (L2), or
     ``x_adv`` clipped to the L-inf ball of radius ``alpha`` around ``x`` (L-inf)."""
-    a = _bcast(alpha, x)
+    a = per_sample(alpha, x)
     if linf:
         return x + torch.minimum(torch.maximum(x_adv - x, -a), a)
     return (1 - a) * x + a * x_adv
@@ -88,17 +83,13 @@ class HopSkipJump(EvasionAttack):
     max_halvings: int = 20
 
     def __post_init__(self) -> None:
-        for field in ("iterations", "init_num_evals", "max_num_evals", "init_trials"):
-            if getattr(self, field) < 1:
-                raise ConfigError(f"{self.name}: {field} must be >= 1, got {getattr(self, field)}")
+        self.check_counts("iterations", "init_num_evals", "max_num_evals", "init_trials")
+        self.check_counts("max_halvings", least=0)
         if self.max_num_evals < self.init_num_evals:
-            raise ConfigError(
-                f"{self.name}: max_num_evals ({self.max_num_evals}) must be >= init_num_evals ({self.init_num_evals})"
+            raise self.invalid(
+                f"max_num_evals ({self.max_num_evals}) must be >= init_num_evals ({self.init_num_evals})"
             )
-        if not (self.gamma > 0) or math.isinf(self.gamma):
-            raise ConfigError(f"{self.name}: gamma must be a finite number > 0, got {self.gamma}")
-        if self.max_halvings < 0:
-            raise ConfigError(f"{self.name}: max_halvings must be >= 0, got {self.max_halvings}")
+        self.check_finite("gamma")
 
     def num_evals(self, t: int) -> int:
         """Monte Carlo queries of the gradient estimate at iteration ``t`` (1-based).
@@ -108,14 +99,8 @@ class HopSkipJump(EvasionAttack):
         """
         return min(int(self.init_num_evals * math.sqrt(t)), self.max_num_evals)
 
-    def run(
-        self,
-        classifier: Classifier,
-        x: torch.Tensor,
-        y: torch.Tensor,
-        threat: ThreatModel,
-        generator: torch.Generator,
-    ) -> torch.Tensor:
+    def run(self, batch: AttackBatch) -> torch.Tensor:
+        classifier, x, y, threat, generator = batch.classifier, batch.x, batch.y, batch.threat, batch.generator
         linf = threat.norm == "linf"
         norm = threat.norm_impl
         lo, hi = classifier.bounds
@@ -154,7 +139,7 @@ class HopSkipJump(EvasionAttack):
                 xa = self._boundary(classifier, xs, ys, moved, theta, linf)
                 dist = norm.distance(xs, xa)
                 better = dist < best_dist
-                best = torch.where(_bcast(better, best), xa, best)
+                best = torch.where(per_sample(better, best), xa, best)
                 best_dist = torch.where(better, dist, best_dist)
         return out.index_copy_(0, idx, best)
 
@@ -179,7 +164,7 @@ class HopSkipJump(EvasionAttack):
             noise = lo + (hi - lo) * torch.rand((todo.numel(), *x.shape[1:]), generator=generator, dtype=x.dtype)
             noise = noise.to(x.device)
             adv = self._adversarial(classifier, noise, y.index_select(0, todo))
-            kept = torch.where(_bcast(adv, noise), noise, start.index_select(0, todo))
+            kept = torch.where(per_sample(adv, noise), noise, start.index_select(0, todo))
             start.index_copy_(0, todo, kept)
             found.index_copy_(0, todo, adv)
             todo = todo.masked_select(~adv)
@@ -274,10 +259,10 @@ class HopSkipJump(EvasionAttack):
             if todo.numel() == 0:
                 break
             cur = x_b.index_select(0, todo)
-            step = _bcast(size.index_select(0, todo), x_b) * update.index_select(0, todo)
+            step = per_sample(size.index_select(0, todo), x_b) * update.index_select(0, todo)
             trial = clip_to_bounds(cur + step, classifier.bounds)
             adv = self._adversarial(classifier, trial, y.index_select(0, todo))
-            out.index_copy_(0, todo, torch.where(_bcast(adv, trial), trial, cur))
+            out.index_copy_(0, todo, torch.where(per_sample(adv, trial), trial, cur))
             todo = todo.masked_select(~adv)
             size = size / 2  # only the samples still searching use it again
         return out

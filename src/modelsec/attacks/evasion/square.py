@@ -19,17 +19,17 @@ queried again; each restart spends at most ``max_queries`` queries on each sampl
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import torch
 
-from modelsec.attacks.base import EvasionAttack, ThreatModel
+from modelsec.attacks.base import AttackBatch, EvasionAttack
 from modelsec.attacks.evasion.registry import EVASION_ATTACKS
 from modelsec.attacks.losses import attack_loss
-from modelsec.attacks.norms import clip_to_bounds
-from modelsec.core.errors import ConfigError
+from modelsec.attacks.norms import clip_to_bounds, per_sample
 from modelsec.core.resume import resumable
 from modelsec.models.base import Capability, Classifier
 
@@ -135,11 +135,6 @@ def _random_positions(
     return pos_h.to(device), pos_w.to(device)
 
 
-def _rows(flags: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
-    """Per-sample flags ``(n,)`` shaped to broadcast against ``like``."""
-    return flags.view(-1, *([1] * (like.ndim - 1)))
-
-
 def _sqrt(t: torch.Tensor) -> torch.Tensor:
     """Square root of a non-negative tensor as ``t * rsqrt(t)``: torch's ``sqrt`` on the CPU can go through MKL's
     vector maths, whose own thread pool makes even a tiny call take milliseconds on a busy machine."""
@@ -173,21 +168,12 @@ class Square(EvasionAttack):
     restarts: int = 1
 
     def __post_init__(self) -> None:
-        if self.max_queries < 1:
-            raise ConfigError(f"{self.name}: max_queries must be >= 1, got {self.max_queries}")
+        self.check_counts("max_queries", "restarts")
         if not (0.0 < self.p_init <= 1.0):
-            raise ConfigError(f"{self.name}: p_init must lie in (0, 1], got {self.p_init}")
-        if self.restarts < 1:
-            raise ConfigError(f"{self.name}: restarts must be >= 1, got {self.restarts}")
+            raise self.invalid(f"p_init must lie in (0, 1], got {self.p_init}")
 
-    def run(
-        self,
-        classifier: Classifier,
-        x: torch.Tensor,
-        y: torch.Tensor,
-        threat: ThreatModel,
-        generator: torch.Generator,
-    ) -> torch.Tensor:
+    def run(self, batch: AttackBatch) -> torch.Tensor:
+        classifier, x, y = batch.classifier, batch.x, batch.y
         shape = image_shape(classifier.input_shape)
         xi = x.reshape(x.shape[0], *shape)
         with resumable("square.restarts") as frame:
@@ -206,10 +192,10 @@ class Square(EvasionAttack):
                 if remaining.numel() == 0:
                     break
                 xs, ys = xi.index_select(0, remaining), y.index_select(0, remaining)
-                xa, margin = self._attack(classifier, xs, ys, threat, generator)
+                xa, margin = self._attack(dataclasses.replace(batch, x=xs, y=ys))
                 old = best_margin.index_select(0, remaining)
                 better = margin < old
-                best.index_copy_(0, remaining, torch.where(_rows(better, xa), xa, best.index_select(0, remaining)))
+                best.index_copy_(0, remaining, torch.where(per_sample(better, xa), xa, best.index_select(0, remaining)))
                 best_margin.index_copy_(0, remaining, torch.where(better, margin, old))
                 remaining = remaining.masked_select(margin >= 0)
         return best.reshape(x.shape)
@@ -223,17 +209,11 @@ class Square(EvasionAttack):
         fooled = logits.argmax(dim=1) != y
         return torch.where(fooled, -torch.inf, margin), fooled
 
-    def _attack(
-        self,
-        classifier: Classifier,
-        x: torch.Tensor,
-        y: torch.Tensor,
-        threat: ThreatModel,
-        generator: torch.Generator,
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        """One run on images ``x`` of shape ``(n, C, H, W)``: the best points and their margins."""
-        linf = threat.norm == "linf"
-        eps, bounds = threat.eps, classifier.bounds
+    def _attack(self, batch: AttackBatch) -> tuple[torch.Tensor, torch.Tensor]:
+        """One run on a batch of images ``x`` of shape ``(n, C, H, W)``: the best points and their margins."""
+        classifier, x, y, generator = batch.classifier, batch.x, batch.y, batch.generator
+        linf = batch.threat.norm == "linf"
+        eps, bounds = batch.threat.eps, classifier.bounds
         h, w = x.shape[2], x.shape[3]
         with resumable("square.queries") as frame:
             if frame.restored is None:
@@ -261,7 +241,7 @@ class Square(EvasionAttack):
                 new_margin, new_fooled = self._margin(classifier, cand, y.index_select(0, active))
                 old = margin.index_select(0, active)
                 better = new_margin < old  # a fooled candidate has margin -inf: always better
-                xa.index_copy_(0, active, torch.where(_rows(better, cand), cand, cur))
+                xa.index_copy_(0, active, torch.where(per_sample(better, cand), cand, cur))
                 margin.index_copy_(0, active, torch.where(better, new_margin, old))
                 active = active.masked_select(~new_fooled)
         return xa, margin
@@ -293,7 +273,7 @@ class Square(EvasionAttack):
             _, mask = _place(ones, *_random_positions(n, h, w, rows, cols, generator, x.device), h, w)
             signs = _random_signs((n, c, 1, 1), generator, x.device)
             new = torch.where(mask, clip_to_bounds(x + eps * signs, bounds), cur)
-            cand = torch.where(_rows(redraw, cand), new, cand)
+            cand = torch.where(per_sample(redraw, cand), new, cand)
             redraw = (cand == cur).flatten(1).all(dim=1)
             if not bool(redraw.any()):
                 break

@@ -8,146 +8,21 @@ score is how many of the ``a`` queries (the record itself first) return the true
 fit a threshold or a small classifier on the boolean vector; the count is its simplest, model-free form. Scores are
 integers, so many records tie: the membership metrics count ties honestly (half), and no tie-breaking is added.
 
-Transformations (:func:`augmentation_correct`):
-
-- **images** (per-record shape ``(C, H, W)``): translations by up to ``max_shift`` pixels in each direction, the
-  vacated pixels set to the lower input bound. The ``(2 * max_shift + 1) ** 2`` shifts come in a fixed order, the
-  smallest first (no shift, then the four one-pixel shifts: the paper's ``d = 1`` set, then the diagonals, ...);
-  a model that answers deterministically learns nothing from a repeated shift, so columns beyond them take a random
-  shift plus Gaussian noise of ``noise_std``.
-- **other inputs**: Gaussian noise of standard deviation ``noise_std`` times the width of the input bounds, the
-  result clipped to the bounds (the paper's noise augmentation for tabular data).
-
-Filling the signal costs ``a - 1`` extra queries per record (the first column is the un-augmented record);
-:func:`with_augmentation` stores it in :attr:`Signals.augmented_correct`, which the attack then scores.
+The attack declares its signal (:attr:`Signal.AUGMENTED_LABELS`, with the parameters of :meth:`LabelOnly.augmentation`);
+the transformations and the queries that fill it are in :mod:`modelsec.attacks.membership.augmentation`.
 """
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 
+from modelsec.attacks.membership.augmentation import Augmentation
 from modelsec.attacks.membership.base import MEMBERSHIP_ATTACKS, MembershipAttack, MembershipInputs
-from modelsec.attacks.membership.signals import Signals
-from modelsec.core.errors import ConfigError, DataError
-from modelsec.models.base import Capability, Classifier
-
-
-def translation_offsets(max_shift: int) -> list[tuple[int, int]]:
-    """Every ``(dy, dx)`` with ``|dy|, |dx| <= max_shift``, ordered by ``|dy| + |dx|``, then ``dy``, then ``dx``.
-
-    >>> translation_offsets(1)
-    [(0, 0), (-1, 0), (0, -1), (0, 1), (1, 0), (-1, -1), (-1, 1), (1, -1), (1, 1)]
-    """
-    r = range(-max_shift, max_shift + 1)
-    return sorted(((dy, dx) for dy in r for dx in r), key=lambda o: (abs(o[0]) + abs(o[1]), o[0], o[1]))
-
-
-def translate(x: torch.Tensor, dy: int, dx: int, fill: float) -> torch.Tensor:
-    """Images ``(n, C, H, W)`` moved ``dy`` pixels down and ``dx`` right (a new tensor): ``out[..., i, j] =
-    x[..., i - dy, j - dx]`` where that pixel exists, ``fill`` elsewhere.
-
-    >>> translate(torch.arange(4.0).reshape(1, 1, 2, 2), 0, 1, fill=-1.0).tolist()
-    [[[[-1.0, 0.0], [-1.0, 2.0]]]]
-    """
-    h, w = x.shape[-2:]
-    out = torch.full_like(x, fill)
-    if abs(dy) >= h or abs(dx) >= w:
-        return out
-    out[..., max(dy, 0) : h + min(dy, 0), max(dx, 0) : w + min(dx, 0)] = x[
-        ..., max(-dy, 0) : h - max(dy, 0), max(-dx, 0) : w - max(dx, 0)
-    ]
-    return out
-
-
-def _noisy(x: torch.Tensor, std: float, bounds: tuple[float, float], generator: torch.Generator) -> torch.Tensor:
-    if std == 0:
-        return x
-    low, high = bounds
-    noise = torch.randn(x.shape, generator=generator, dtype=x.dtype, device=x.device)
-    return (x + noise * (std * (high - low))).clamp(low, high)
-
-
-def _check(augmentations: int, max_shift: int, noise_std: float) -> None:
-    if augmentations < 1:
-        raise ConfigError(f"label-only: augmentations must be >= 1 (the first is the record), got {augmentations}")
-    if max_shift < 0:
-        raise ConfigError(f"label-only: max_shift must be >= 0, got {max_shift}")
-    if not (np.isfinite(noise_std) and noise_std >= 0):
-        raise ConfigError(f"label-only: noise_std must be a finite number >= 0, got {noise_std}")
-
-
-def augmentation_correct(
-    classifier: Classifier,
-    x: torch.Tensor | np.ndarray,
-    y: torch.Tensor | np.ndarray,
-    *,
-    augmentations: int = 10,
-    generator: torch.Generator,
-    max_shift: int = 1,
-    noise_std: float = 0.05,
-) -> np.ndarray:
-    """``(n, augmentations)`` bool: whether ``classifier.predict`` returns the true label ``y`` on each
-    transformation of each record (column 0: the record itself). Uses predicted labels only; ``x`` is not modified.
-    Images ``(n, C, H, W)`` are translated, other inputs get Gaussian noise (see the module docstring); random
-    choices come from ``generator`` (on the CPU)."""
-    _check(augmentations, max_shift, noise_std)
-    xt = torch.as_tensor(x, dtype=torch.float32).cpu()
-    yt = torch.as_tensor(y, dtype=torch.int64).cpu()
-    if yt.shape != (xt.shape[0],):
-        raise DataError(f"label-only: {tuple(yt.shape)} labels for {xt.shape[0]} inputs")
-    n = xt.shape[0]
-    low = classifier.bounds[0]
-    correct = np.zeros((n, augmentations), dtype=bool)
-    image = xt.ndim == 4
-    offsets = translation_offsets(max_shift) if image else [(0, 0)]
-    for col in range(augmentations):
-        if col == 0:
-            xa = xt
-        elif image and col < len(offsets):
-            dy, dx = offsets[col]
-            xa = translate(xt, dy, dx, fill=low)
-        elif image:  # every shift is taken: a random one per record, plus noise
-            pick = torch.randint(len(offsets), (n,), generator=generator)
-            xa = torch.empty_like(xt)
-            for o in pick.unique().tolist():
-                rows = pick == o
-                dy, dx = offsets[o]
-                xa[rows] = translate(xt[rows], dy, dx, fill=low)
-            xa = _noisy(xa, noise_std, classifier.bounds, generator)
-        else:
-            xa = _noisy(xt, noise_std, classifier.bounds, generator)
-        correct[:, col] = (classifier.predict(xa) == yt).numpy()
-    return correct
-
-
-def with_augmentation(
-    signals: Signals,
-    classifier: Classifier,
-    x: torch.Tensor | np.ndarray,
-    *,
-    augmentations: int = 10,
-    generator: torch.Generator,
-    max_shift: int = 1,
-    noise_std: float = 0.05,
-) -> Signals:
-    """``signals`` with :attr:`Signals.augmented_correct` filled from the records ``x`` (the inputs ``signals``
-    describe, in the same order; the true labels are ``signals.labels``)."""
-    if len(x) != len(signals):
-        raise DataError(f"label-only: {len(x)} inputs for signals on {len(signals)} records")
-    correct = augmentation_correct(
-        classifier,
-        x,
-        signals.labels,
-        augmentations=augmentations,
-        generator=generator,
-        max_shift=max_shift,
-        noise_std=noise_std,
-    )
-    return dataclasses.replace(signals, augmented_correct=correct)
+from modelsec.attacks.membership.signals import Signal, Signals
+from modelsec.models.base import Classifier
 
 
 @MEMBERSHIP_ATTACKS.register("label-only")
@@ -155,8 +30,8 @@ def with_augmentation(
 class LabelOnly(MembershipAttack):
     """Choquette-Choo et al.'s augmentation attack: the number of transformations that keep the true label.
 
-    The hyper-parameters say how :attr:`Signals.augmented_correct` is filled (:meth:`augment`); the scores need
-    that signal, with ``augmentations`` columns.
+    The hyper-parameters say how :attr:`Signals.augmented_correct` is filled (:meth:`augmentation`); the scores
+    need that signal, with ``augmentations`` columns.
 
     Args:
         augmentations: queries per record, the record itself included.
@@ -171,38 +46,24 @@ class LabelOnly(MembershipAttack):
     """
 
     name = "label-only"
-    requires = Capability.LABELS
+    signals = frozenset({Signal.AUGMENTED_LABELS})
     augmentations: int = 10
     max_shift: int = 1
     noise_std: float = 0.05
 
     def __post_init__(self) -> None:
-        _check(self.augmentations, self.max_shift, self.noise_std)
+        self.augmentation()  # validates the parameters
+
+    def augmentation(self) -> Augmentation:
+        return Augmentation(augmentations=self.augmentations, max_shift=self.max_shift, noise_std=self.noise_std)
 
     def augment(
         self, signals: Signals, classifier: Classifier, x: torch.Tensor | np.ndarray, *, generator: torch.Generator
     ) -> Signals:
-        """:func:`with_augmentation` with this attack's hyper-parameters."""
-        return with_augmentation(
-            signals,
-            classifier,
-            x,
-            augmentations=self.augmentations,
-            generator=generator,
-            max_shift=self.max_shift,
-            noise_std=self.noise_std,
-        )
+        """``signals`` with this attack's signal filled by querying ``classifier`` on the records ``x``."""
+        return self.augmentation().apply(signals, classifier, x, generator=generator)
 
     def score(self, inputs: MembershipInputs) -> np.ndarray:
         correct = inputs.target.augmented_correct
-        if correct is None:
-            raise ConfigError(
-                f"{self.label} needs the target's predictions on augmented records (Signals.augmented_correct); "
-                "fill them with modelsec.attacks.membership.label_only.with_augmentation or LabelOnly.augment"
-            )
-        if correct.ndim != 2 or correct.shape[1] != self.augmentations:
-            raise ConfigError(
-                f"{self.label}: augmented_correct has shape {correct.shape}, expected (n, {self.augmentations}); "
-                "fill it with the same augmentations as the attack"
-            )
+        assert correct is not None  # checked by the base class
         return np.asarray(correct, dtype=bool).sum(axis=1).astype(np.float64)

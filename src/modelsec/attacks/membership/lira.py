@@ -23,7 +23,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from modelsec.attacks.membership.base import MEMBERSHIP_ATTACKS, MembershipAttack, MembershipInputs
-from modelsec.attacks.membership.signals import scaled_logit
+from modelsec.attacks.membership.signals import Signal, scaled_logit
 from modelsec.core.errors import ConfigError
 
 VARIANCES = ("auto", "global", "per-example")
@@ -90,7 +90,7 @@ def lira_scores(
 @dataclass(frozen=True, kw_only=True)
 class _LiRA(MembershipAttack):
     variance: str = "auto"
-    needs_reference = True
+    signals = frozenset({Signal.TARGET_SCORES, Signal.REFERENCE})
 
     def __post_init__(self) -> None:
         if self.variance not in VARIANCES:
@@ -99,16 +99,11 @@ class _LiRA(MembershipAttack):
     def per_example(self, models: int) -> bool:
         return self.variance == "per-example" or (self.variance == "auto" and models >= PER_EXAMPLE_FROM)
 
-    def _scores(self, inputs: MembershipInputs, online: bool) -> np.ndarray:
-        ref = inputs.reference
-        assert ref is not None
-        t = inputs.target
+    def score(self, inputs: MembershipInputs) -> np.ndarray:
+        target, reference, inclusion = inputs.target_and_reference(scaled_logit)
+        online = Signal.ONLINE_REFERENCE in self.signals
         return lira_scores(
-            scaled_logit(t.logits, t.labels),
-            scaled_logit(ref.logits, ref.labels),
-            ref.inclusion,
-            online=online,
-            per_example_variance=self.per_example(ref.num_models),
+            target, reference, inclusion, online=online, per_example_variance=self.per_example(len(inclusion))
         )
 
 
@@ -118,10 +113,7 @@ class LiRAOnline(_LiRA):
     """Online LiRA: IN and OUT Gaussians per record (needs reference models trained on the candidates)."""
 
     name = "lira"
-    needs_online = True
-
-    def score(self, inputs: MembershipInputs) -> np.ndarray:
-        return self._scores(inputs, online=True)
+    signals = frozenset({Signal.TARGET_SCORES, Signal.ONLINE_REFERENCE})
 
 
 @MEMBERSHIP_ATTACKS.register("lira-offline")
@@ -130,6 +122,3 @@ class LiRAOffline(_LiRA):
     """Offline LiRA: a one-sided test against the OUT Gaussian only."""
 
     name = "lira-offline"
-
-    def score(self, inputs: MembershipInputs) -> np.ndarray:
-        return self._scores(inputs, online=False)

@@ -25,7 +25,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from modelsec.attacks.membership.base import MEMBERSHIP_ATTACKS, MembershipAttack, MembershipInputs
-from modelsec.attacks.membership.signals import logsumexp, true_class_log_prob
+from modelsec.attacks.membership.signals import Signal, logsumexp, true_class_log_prob
 from modelsec.core.errors import ConfigError
 from modelsec.stats.metrics import auc
 
@@ -94,37 +94,27 @@ def tune_offline_a(ref_logp: np.ndarray, inclusion: np.ndarray, grid: tuple[floa
     return best_a
 
 
-@dataclass(frozen=True, kw_only=True)
-class _RMIA(MembershipAttack):
-    needs_reference = True
-
-    def _log_probs(self, inputs: MembershipInputs) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        ref = inputs.reference
-        assert ref is not None
-        t = inputs.target
-        return true_class_log_prob(t.logits, t.labels), true_class_log_prob(ref.logits, ref.labels), ref.inclusion
-
-
 @MEMBERSHIP_ATTACKS.register("rmia")
 @dataclass(frozen=True, kw_only=True)
-class RMIAOnline(_RMIA):
+class RMIAOnline(MembershipAttack):
     """Online RMIA: ``p(x)`` averaged over all reference models (needs models trained on the candidates)."""
 
     name = "rmia"
-    needs_online = True
+    signals = frozenset({Signal.TARGET_SCORES, Signal.ONLINE_REFERENCE})
 
     def score(self, inputs: MembershipInputs) -> np.ndarray:
-        target, ref, inclusion = self._log_probs(inputs)
+        target, ref, inclusion = inputs.target_and_reference(true_class_log_prob)
         return rmia_log_ratio(target, ref, inclusion, online=True, a=1.0)
 
 
 @MEMBERSHIP_ATTACKS.register("rmia-offline")
 @dataclass(frozen=True, kw_only=True)
-class RMIAOffline(_RMIA):
+class RMIAOffline(MembershipAttack):
     """Offline RMIA: ``p(x)`` from OUT models with the linear approximation; ``a`` = None tunes it on the
     reference models (a fixed 0.3 with a single model)."""
 
     name = "rmia-offline"
+    signals = frozenset({Signal.TARGET_SCORES, Signal.REFERENCE})
     a: float | None = None
 
     def __post_init__(self) -> None:
@@ -132,6 +122,6 @@ class RMIAOffline(_RMIA):
             raise ConfigError(f"{self.name}: a must lie in [0, 1], got {self.a}")
 
     def score(self, inputs: MembershipInputs) -> np.ndarray:
-        target, ref, inclusion = self._log_probs(inputs)
+        target, ref, inclusion = inputs.target_and_reference(true_class_log_prob)
         a = self.a if self.a is not None else tune_offline_a(ref, inclusion)
         return rmia_log_ratio(target, ref, inclusion, online=False, a=a)

@@ -32,7 +32,7 @@ from typing import Any
 import numpy as np
 
 from modelsec.attacks.membership.base import MEMBERSHIP_ATTACKS, MembershipAttack, MembershipInputs
-from modelsec.attacks.membership.signals import entropy, log_softmax, scaled_logit
+from modelsec.attacks.membership.signals import Signal, entropy, log_softmax, scaled_logit
 from modelsec.core.errors import ConfigError
 
 MODELS = ("logistic", "gradient-boosting")
@@ -144,7 +144,7 @@ class ShadowModel(MembershipAttack):
     """
 
     name = "shadow"
-    needs_reference = True
+    signals = frozenset({Signal.TARGET_SCORES, Signal.REFERENCE})
     model: str = "logistic"
     per_class: bool = False
     min_class_examples: int = 50

@@ -12,13 +12,14 @@ constant per record); the label-only signals (:attr:`Signals.augmented_correct`)
 
 from __future__ import annotations
 
+import enum
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 
 from modelsec.data.dataset import Dataset
-from modelsec.models.base import Classifier
+from modelsec.models.base import Capability, Classifier
 from modelsec.stats.numerics import stable_cross_entropy
 
 
@@ -113,6 +114,26 @@ def modified_entropy(logits: np.ndarray, labels: np.ndarray) -> np.ndarray:
     others = -np.exp(lp) * log_rest
     np.put_along_axis(others, y[..., None], 0.0, axis=-1)
     return np.asarray(own + others.sum(axis=-1))
+
+
+class Signal(enum.Enum):
+    """A kind of per-record signal a membership attack scores. Each attack declares the ones it needs
+    (:attr:`~modelsec.attacks.membership.base.MembershipAttack.signals`), and an audit computes exactly those."""
+
+    TARGET_SCORES = "target-scores"
+    """The target's logits on every record (:attr:`Signals.logits`, :attr:`Signals.loss`)."""
+    AUGMENTED_LABELS = "augmented-labels"
+    """The target's labels on augmented copies of every record (:attr:`Signals.augmented_correct`); the attack
+    says which copies (``augmentation()``: :class:`~modelsec.attacks.membership.augmentation.Augmentation`)."""
+    REFERENCE = "reference"
+    """Reference models' logits on the same records (:class:`ReferenceSignals`), trained online or offline."""
+    ONLINE_REFERENCE = "online-reference"
+    """Reference signals from models trained on the candidate records too, each on half of them (online)."""
+
+    @property
+    def capability(self) -> Capability:
+        """The least access to the target this signal takes."""
+        return Capability.SCORES if self is Signal.TARGET_SCORES else Capability.LABELS
 
 
 @dataclass(frozen=True)
