@@ -26,7 +26,6 @@ import types
 import typing
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, ClassVar
 
 import torch
@@ -43,7 +42,7 @@ from modelsec.defenses.training import (
     cross_entropy_loss,
     train_classifier,
 )
-from modelsec.models.card import Guarantees, ModelCard
+from modelsec.models.card import BaseRecord, Guarantees, ModelCard
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -127,6 +126,8 @@ class Defense(abc.ABC):
     config_class: ClassVar[type[DefenseConfig]]
     # options for the conformance tests' tiny run (a few epochs on a small MLP), beside their own
     test_params: ClassVar[dict[str, Any]] = {}
+    # hardens an existing trained model without training (``harden --base``, :meth:`wrap_card`)
+    wraps_trained_models: ClassVar[bool] = False
 
     def __init__(self, config: DefenseConfig | Mapping[str, Any] | None = None) -> None:
         if config is None:
@@ -161,10 +162,18 @@ class Defense(abc.ABC):
         :func:`~modelsec.models.load_model`: what the model's API reveals); default ``None``, the plain logits."""
         return None
 
-    def wrap_model_file(self, base: Path, out: Path, *, overwrite: bool = False) -> ModelCard:
-        """Harden the trained model file ``base`` without training and write it to ``out``; returns its card.
-        Only defenses that wrap a trained model can (output hardening); the others train and refuse."""
-        wrapping = [n for n in DEFENSES.names() if DEFENSES.get(n).wrap_model_file is not Defense.wrap_model_file]
+    def wrap_card(self, recorded: ModelCard, base: BaseRecord, base_provenance: dict[str, Any] | None) -> ModelCard:
+        """The card of the trained model ``recorded`` hardened without training (``wraps_trained_models``
+        defenses: output hardening); :func:`~modelsec.defenses.harden.harden_model_file` reads the base file and
+        writes the result. The others train and refuse (:meth:`refuse_wrapping`)."""
+        self.refuse_wrapping()
+        raise AssertionError("unreachable")
+
+    def refuse_wrapping(self) -> None:
+        """Raise :class:`ConfigError` unless this defense hardens trained models without training."""
+        if self.wraps_trained_models:
+            return
+        wrapping = [n for n in DEFENSES.names() if DEFENSES.get(n).wraps_trained_models]
         raise ConfigError(
             f"{self.name} trains a model and cannot harden an existing one; --base (base=) is for "
             f"{', '.join(wrapping) or 'none of the registered defenses'}"

@@ -23,7 +23,7 @@ from modelsec.data.dataset import Splits
 from modelsec.defenses.base import Defense, DefenseConfig, make_defense
 from modelsec.defenses.checkpoint import Checkpoint, checkpoint_path
 from modelsec.defenses.training import check_outputs, check_run_options, save_model, training_set
-from modelsec.models.card import DefenseRecord, ModelCard, RunRecord
+from modelsec.models.card import BaseRecord, DefenseRecord, ModelCard, RunRecord
 
 
 def harden(
@@ -65,7 +65,7 @@ def harden(
     """
     impl = make_defense(defense, config)
     if base is not None:
-        return impl.wrap_model_file(Path(base), Path(out), overwrite=overwrite).to_provenance()
+        return harden_model_file(impl, Path(base), Path(out), overwrite=overwrite).to_provenance()
     card = train_and_record(
         impl,
         data=data,
@@ -184,3 +184,38 @@ def _checkpoint(impl: Defense, arch: str, splits: Splits, data_hashes: dict[str,
         "data_sha256": data_hashes,
     }
     return Checkpoint(checkpoint_path(out), run)
+
+
+def harden_model_file(impl: Defense, base: Path, out: Path, *, overwrite: bool = False) -> ModelCard:
+    """``harden --base``: harden the trained model file ``base`` (safetensors written by modelsec) with a defense
+    that wraps trained models (:meth:`~modelsec.defenses.base.Defense.wrap_card`), without training: its weights
+    go unchanged to ``out`` with the new card; ``OUT.json`` records the base's hash and its own provenance."""
+    import json
+
+    from modelsec.core.errors import ConfigError
+    from modelsec.defenses.training import output_paths
+    from modelsec.models.formats import ModelFormat
+    from modelsec.models.loading import check_loadable, sha256_file
+    from modelsec.models.torch import load_state_dict_into, read_safetensors
+    from modelsec.models.zoo import build_architecture
+
+    impl.refuse_wrapping()
+    check_outputs(out, overwrite=overwrite)
+    if not base.is_file():
+        raise ConfigError(f"the base model {str(base)!r} does not exist")
+    if base.resolve() == out.resolve():
+        raise ConfigError("the hardened model must go to another file than its base (--out)")
+    if check_loadable(base, trust_model=False) is not ModelFormat.SAFETENSORS:
+        raise ConfigError(f"the base model {str(base)!r} must be a safetensors file written by modelsec")
+    state, header = read_safetensors(base)
+    recorded = ModelCard.from_header(header, source=str(base))
+    base_json = output_paths(base)[1]
+    record = BaseRecord(path=str(base), sha256=sha256_file(base), defense=recorded.defense)
+    card = impl.wrap_card(
+        recorded, record, json.loads(base_json.read_text(encoding="utf-8")) if base_json.is_file() else None
+    )
+    assert card.arch and card.input_shape and card.num_classes
+    module = build_architecture(card.arch, card.input_shape, card.num_classes)
+    load_state_dict_into(module, state, str(base))
+    save_model(module, out, card)
+    return card

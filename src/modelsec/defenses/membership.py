@@ -43,10 +43,8 @@ modelsec.core.errors.ConfigError: dmp: selection 'low-entropy' needs reference_s
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
-from pathlib import Path
 from typing import Any, ClassVar
 
 import numpy as np
@@ -502,10 +500,12 @@ class OutputHardeningDefense(Defense):
     Protects against membership inference through the API's outputs (Shokri et al. 2017 evaluate top-k and
     rounding; Choquette-Choo et al. 2021 show labels alone still leak). Not the weights: the file holds the
     unhardened model, and anyone with it can drop the wrapper. Without ``base`` it trains a standard model (the
-    shared knobs) and hardens it; :meth:`wrap_model_file` hardens an existing file instead, without training.
+    shared knobs) and hardens it; :meth:`wrap_card` hardens an existing model instead, without training
+    (``harden --base``).
     """
 
     name = "output-hardening"
+    wraps_trained_models = True
     config_class = OutputHardeningConfig
     config: OutputHardeningConfig
 
@@ -532,57 +532,32 @@ class OutputHardeningDefense(Defense):
     def _check_classes(self, num_classes: int) -> None:
         harden_output(nn.Identity(), self.output_spec()).check_classes(num_classes)
 
-    def wrap_model_file(self, base: Path, out: Path, *, overwrite: bool = False) -> ModelCard:
-        """Harden the model file ``base`` (safetensors written by modelsec) without training: write its weights
-        unchanged to ``out`` with its card plus ``output`` and a defense record naming the base; the provenance
-        ``OUT.json`` records the base's hash and its own provenance. Returns the card."""
+    def wrap_card(self, recorded: ModelCard, base: BaseRecord, base_provenance: dict[str, Any] | None) -> ModelCard:
+        """The card of the trained model ``recorded`` behind this output hardening: its own records plus
+        ``output`` and a defense record naming the ``base`` file (its path, hash and defense); the run record
+        keeps the base's provenance. The weights stay as they are."""
         from modelsec.core.version import __version__
-        from modelsec.defenses.training import check_outputs, output_paths, save_model
-        from modelsec.models.formats import ModelFormat
-        from modelsec.models.loading import check_loadable, sha256_file
-        from modelsec.models.torch import load_state_dict_into, read_safetensors
-        from modelsec.models.zoo import build_architecture
 
-        check_outputs(out, overwrite=overwrite)
-        if not base.is_file():
-            raise ConfigError(f"the base model {str(base)!r} does not exist")
-        if base.resolve() == out.resolve():
-            raise ConfigError("the hardened model must go to another file than its base (--out)")
-        if check_loadable(base, trust_model=False) is not ModelFormat.SAFETENSORS:
-            raise ConfigError(f"the base model {str(base)!r} must be a safetensors file written by modelsec")
-        state, header = read_safetensors(base)
-        recorded = ModelCard.from_header(header, source=str(base))
         missing = [key for key in ("arch", "input_shape", "num_classes") if not getattr(recorded, key)]
         if missing:
             raise ConfigError(
-                f"{str(base)!r} does not record its {', '.join(missing)}; harden a model written by "
+                f"{base.path!r} does not record its {', '.join(missing)}; harden a model written by "
                 "`modelsec train` or `modelsec harden`"
             )
         if recorded.output is not None:
             raise ConfigError(
-                f"{str(base)!r} already hardens its output ({recorded.output}); harden the model it was made from"
+                f"{base.path!r} already hardens its output ({recorded.output}); harden the model it was made from"
             )
-        assert recorded.arch and recorded.input_shape and recorded.num_classes
+        assert recorded.num_classes
         self._check_classes(recorded.num_classes)
-        module = build_architecture(recorded.arch, recorded.input_shape, recorded.num_classes)
-        load_state_dict_into(module, state, str(base))
-        base_json = output_paths(base)[1]
-        card = replace(
+        return replace(
             recorded,
             output=self.output_spec(),
             defense=DefenseRecord(
-                name=self.name,
-                config=self.config.to_dict(),
-                guarantees=self.guarantees(),
-                base=BaseRecord(path=str(base), sha256=sha256_file(base), defense=recorded.defense),
+                name=self.name, config=self.config.to_dict(), guarantees=self.guarantees(), base=base
             ),
             run=RunRecord.now(
-                seed=self.config.seed,
-                training_seconds=0.0,
-                epochs_completed=0,
-                base_provenance=json.loads(base_json.read_text(encoding="utf-8")) if base_json.is_file() else None,
+                seed=self.config.seed, training_seconds=0.0, epochs_completed=0, base_provenance=base_provenance
             ),
             modelsec_version=__version__,
         )
-        save_model(module, out, card)
-        return card
