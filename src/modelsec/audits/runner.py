@@ -50,6 +50,7 @@ from modelsec.core.version import versions
 from modelsec.data import load_splits
 from modelsec.data.dataset import Splits
 from modelsec.defenses.training import TrainingConfig
+from modelsec.models.adapters import LoadRequest, wrap_object
 from modelsec.models.base import Classifier
 from modelsec.models.card import DataRecord, ModelCard
 from modelsec.models.loading import load_model, read_card
@@ -716,6 +717,12 @@ def _classifier(
             input_shape=list(model.input_shape),
             parameters=model.num_parameters(),
         )
+    request = LoadRequest(
+        input_shape=splits.input_shape, num_classes=splits.num_classes, bounds=splits.bounds, device=device
+    )
+    wrapped = wrap_object(model, request)
+    if wrapped is not None:
+        return wrapped.classifier, wrapped.info
     if isinstance(model, nn.Module):
         clf = Classifier(
             model,

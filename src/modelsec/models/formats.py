@@ -24,6 +24,10 @@ class ModelFormat(str, enum.Enum):
     TORCH_EXPORT = "torch-export"
     TORCH_PICKLE = "torch-pickle"
     PICKLE = "pickle"
+    KERAS = "keras"
+    KERAS_H5 = "keras-h5"
+    ONNX = "onnx"
+    SKOPS = "skops"
 
     @property
     def uses_pickle(self) -> bool:
@@ -38,6 +42,23 @@ def _looks_like_safetensors(head: bytes, size: int) -> bool:
         return False
     (n,) = struct.unpack("<Q", head[:8])
     return 2 <= n <= min(_MAX_SAFETENSORS_HEADER, size - 8) and head[8:9] == b"{"
+
+
+HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
+
+# the field tags of ONNX's ModelProto (field number << 3 | wire type): a file starts with ir_version (field 1,
+# varint), then usually producer_name, producer_version, domain, model_version, doc_string, graph, opset_import
+_ONNX_NEXT_TAGS = {0x12, 0x1A, 0x22, 0x28, 0x32, 0x3A, 0x42, 0x72, 0x7A}
+
+
+def _looks_like_onnx(head: bytes) -> bool:
+    """A protobuf ``ModelProto``: tag ``0x08`` (``ir_version``), a small varint, then another ModelProto field."""
+    if len(head) < 3 or head[0] != 0x08:
+        return False
+    i = 1
+    while i < len(head) and head[i] & 0x80:  # the varint's continuation bytes
+        i += 1
+    return i + 1 < len(head) and head[1] != 0 and head[i + 1] in _ONNX_NEXT_TAGS
 
 
 def detect_format(path: str | Path) -> ModelFormat:
@@ -63,9 +84,20 @@ def detect_format(path: str | Path) -> ModelFormat:
             return ModelFormat.TORCH_EXPORT
         if any(n.endswith("data.pkl") for n in names):
             return ModelFormat.TORCH_PICKLE
-        raise ModelLoadError(f"{str(p)!r} is a zip archive but neither a torch.export program nor a torch.save file")
+        if "config.json" in names and "metadata.json" in names:
+            return ModelFormat.KERAS
+        if "schema.json" in names:
+            return ModelFormat.SKOPS
+        raise ModelLoadError(
+            f"{str(p)!r} is a zip archive but none of: a torch.export program, a torch.save file, a Keras 3 "
+            ".keras archive, a skops file"
+        )
     if head[:1] == b"\x80" or head[:1] in (b"(", b"c", b"}", b"]"):
         return ModelFormat.PICKLE
+    if head.startswith(HDF5_SIGNATURE):
+        return ModelFormat.KERAS_H5
+    if _looks_like_onnx(head):
+        return ModelFormat.ONNX
     if head.lstrip()[:1] == b"{":
         try:
             json.loads(p.read_text(encoding="utf-8"))
@@ -75,5 +107,6 @@ def detect_format(path: str | Path) -> ModelFormat:
             raise ModelLoadError(f"{str(p)!r} is a JSON file, not model weights")
     raise ModelLoadError(
         f"unrecognised model format in {str(p)!r}; supported: safetensors (with --arch), "
-        "torch.export programs (.pt2), and with --trust-model torch.save files"
+        "torch.export programs (.pt2), Keras 3 (.keras), ONNX (.onnx), scikit-learn (.skops), "
+        "and with --trust-model torch.save files"
     )

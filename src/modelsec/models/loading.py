@@ -17,6 +17,7 @@ import torch
 
 from modelsec.core.errors import ConfigError, ModelLoadError, UnsafeModelError
 from modelsec.core.options import check_device
+from modelsec.models.adapters import FILE_ADAPTERS, LoadRequest, load_adapted
 from modelsec.models.base import Capability, Classifier
 from modelsec.models.card import ModelCard
 from modelsec.models.formats import ModelFormat, detect_format
@@ -62,7 +63,7 @@ def check_loadable(path: str | Path, *, trust_model: bool) -> ModelFormat:
         )
     if fmt is ModelFormat.TORCH_EXPORT:
         check_exported(path)
-    return fmt
+    return fmt  # formats of other frameworks: their adapter checks them before deserialising anything
 
 
 def read_card(path: str | Path | None, *, trust_model: bool = False) -> ModelCard:
@@ -100,7 +101,8 @@ def load_model(
     """Load a model file as a :class:`Classifier`.
 
     Args:
-        path: a safetensors, ``.pt2`` or (trusted) ``torch.save`` file; ``None`` loads the bundled model.
+        path: a safetensors, ``.pt2`` or (trusted) ``torch.save`` file, or a file of another framework that an
+            adapter loads (:mod:`modelsec.models.adapters`); ``None`` loads the bundled model.
         arch: the built-in architecture for weight-only files (safetensors written by modelsec name theirs).
         input_shape, num_classes, bounds: from the data when the file does not record them.
         trust_model: allow pickle-based files (still loaded with ``weights_only=True``).
@@ -113,6 +115,11 @@ def load_model(
     p = bundled_model_path() if path is None else Path(path)
     fmt = check_loadable(p, trust_model=trust_model)
     check_device(device)
+    if fmt in FILE_ADAPTERS:
+        request = LoadRequest(
+            input_shape=input_shape, num_classes=num_classes, bounds=bounds, trust_model=trust_model, device=device
+        )
+        return load_adapted(p, fmt, request)
 
     card = ModelCard()
     if fmt is ModelFormat.TORCH_EXPORT:
