@@ -78,6 +78,8 @@ class Served:
             return {"labels": logits.argmax(dim=1).tolist()}
         if self.mode == "nan":
             return {"probabilities": [[float("nan")] * logits.shape[1]] * len(x)}
+        if self.mode == "list":
+            return json.dumps(logits.softmax(dim=1).tolist()).encode()
         if self.mode == "short":
             return {"logits": logits[:-1].tolist()}
         return b"<html>not json</html>"
@@ -168,7 +170,8 @@ def test_served_model_audits_to_the_local_numbers(
     file audited with scores only, same seed; result.json records the endpoint without its secrets."""
     served = Served(load_model(digits_model).classifier.module, token="s3cret")
     url = serve(served)
-    local = audit_and_write(local_scores(digits_model), "digits", config=CONFIG).result
+    local_model = local_scores(digits_model)
+    local = audit_and_write(local_model, "digits", config=CONFIG).result
     out = tmp_path / "out"
     args = ["audit", "--endpoint", url + "?api_key=hidden", "--data", "digits", "--eps", "0.3", "--samples", "24",
             "--mia-samples", "60", "--attacks", "square", "--seed", "5", "--out", str(out), "--no-store",
@@ -189,13 +192,7 @@ def test_served_model_audits_to_the_local_numbers(
     assert e["headers"] == ["Authorization"] and e["retried"] == 0
     assert e["requests"] == served.posts and e["queries"] == served.records  # every record sent, counted
     # the local classifier counted every query the audit made; the endpoint saw them plus the one probe record
-    assert e["queries"] == 1 + local_queries(digits_model)
-
-
-def local_queries(path: Path) -> int:
-    clf = local_scores(path)
-    audit_and_write(clf, "digits", config=CONFIG)
-    return clf.queries
+    assert e["queries"] == 1 + local_model.queries
 
 
 def test_probabilities_and_labels_give_the_capability(digits_model: Path, serve: Any) -> None:
@@ -267,7 +264,8 @@ def test_query_budget_stops_the_audit_with_a_clear_message(
 @pytest.mark.parametrize(
     ("mode", "message"),
     [
-        ("garbage", "did not answer JSON"),
+        ("garbage", "did not answer a JSON object"),
+        ("list", "did not answer a JSON object"),
         ("nan", "NaN or infinite"),
         ("short", "answered logits of shape (0,) for 1 records; expected (1, 10)"),
     ],

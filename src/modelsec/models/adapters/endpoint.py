@@ -179,12 +179,15 @@ class HttpEndpoint:
                     last = f"connection failed ({printable(reason)})"
                 continue
             try:
-                return json.loads(raw)
+                answer = json.loads(raw)
             except (UnicodeDecodeError, json.JSONDecodeError):
+                answer = None
+            if not isinstance(answer, dict):
                 raise EndpointError(
-                    f"the endpoint {self.public_url} did not answer JSON: {printable(raw[:200])!r}; "
-                    "see the protocol in the README (Your own model: a prediction API)"
-                ) from None
+                    f"the endpoint {self.public_url} did not answer a JSON object: {printable(raw[:200])!r}; see "
+                    "the protocol in the README (Your own model: a prediction API)"
+                )
+            return answer
         raise EndpointError(
             f"the endpoint {self.public_url} failed {self.retries + 1} tries of one request (last: {last}); check "
             "that it is up, or raise --endpoint-timeout / --endpoint-retries"
