@@ -86,8 +86,9 @@ class Served:
 
 
 @pytest.fixture
-def serve() -> Iterator[Any]:
+def serve(monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
     servers: list[ThreadingHTTPServer] = []
+    monkeypatch.setenv("no_proxy", "127.0.0.1")  # the test server is local, whatever proxy the machine sets
 
     def start(served: Served) -> str:
         class Handler(BaseHTTPRequestHandler):
