@@ -13,6 +13,7 @@ Python API::
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -24,6 +25,7 @@ if TYPE_CHECKING:
     from modelsec.core.progress import Progress
     from modelsec.data.dataset import Splits
     from modelsec.defenses.base import DefenseConfig
+    from modelsec.models.adapters.endpoint import ScoreFunction
     from modelsec.models.base import Classifier
     from modelsec.models.loading import LoadedModel
     from modelsec.results.audit import AuditResult
@@ -31,7 +33,7 @@ if TYPE_CHECKING:
 
 
 def audit(
-    model: str | Path | nn.Module | Classifier | None = None,
+    model: str | Path | nn.Module | Classifier | ScoreFunction | Callable[[Any], Any] | None = None,
     data: str | Splits | None = None,
     *,
     eps: tuple[float, ...] = (0.03, 0.1),
@@ -48,8 +50,10 @@ def audit(
     """Audit a classifier for evasion and membership leakage; see :class:`modelsec.audits.AuditConfig`.
 
     Args:
-        model: a model file, an ``nn.Module`` or a :class:`~modelsec.models.Classifier`; ``None`` audits the
-            bundled Fashion-MNIST CNN.
+        model: a model file, an ``nn.Module`` or a :class:`~modelsec.models.Classifier`; a model behind a
+            prediction API or any callable returning probabilities for a numpy batch (a black-box model: see
+            :mod:`modelsec.models.adapters.endpoint`, whose ``endpoint(url)`` is the HTTP client); ``None`` audits
+            the bundled Fashion-MNIST CNN.
         data: a data set name ("fashion-mnist", "digits", "breast-cancer"), a data file, or :class:`Splits`;
             ``None`` uses the data the model file records.
         eps, samples, seed: see :class:`~modelsec.audits.AuditConfig`; further ``options`` go there too.

@@ -97,7 +97,7 @@ def audit_run_key(
     """What must be equal for a checkpoint to be resumed (see the module docstring); plain values only."""
     preprocess = classifier.preprocess
     options = {k: v for k, v in dataclasses.asdict(config).items() if k not in _NOT_IN_KEY}
-    key = {
+    key: dict[str, Any] = {
         "model": {
             "sha256": model.sha256 or module_fingerprint(classifier.module),
             "format": model.format,
@@ -120,6 +120,8 @@ def audit_run_key(
             "python": platform.python_version(),
         },
     }
+    if model.endpoint is not None:  # a served model has no file: the same service (no parameters to hash)
+        key["model"]["endpoint"] = model.endpoint.get("name")
     return dict(json.loads(json.dumps(key)))  # tuples become lists: the key compares as JSON would
 
 

@@ -13,6 +13,7 @@ import dataclasses
 import datetime as dt
 import time
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
@@ -51,6 +52,7 @@ from modelsec.data import load_splits
 from modelsec.data.dataset import Splits
 from modelsec.defenses.training import TrainingConfig
 from modelsec.models.adapters import LoadRequest, wrap_object
+from modelsec.models.adapters.endpoint import RemoteModel, ScoreFunction
 from modelsec.models.base import Classifier
 from modelsec.models.card import DataRecord, ModelCard
 from modelsec.models.loading import load_model, read_card
@@ -218,7 +220,7 @@ def _resolve_data(data: str | Splits | None, card: ModelCard, split_seed: int | 
 
 
 def run_audit(
-    model: str | Path | nn.Module | Classifier | None = None,
+    model: str | Path | nn.Module | Classifier | ScoreFunction | Callable[[Any], Any] | None = None,
     data: str | Splits | None = None,
     *,
     config: AuditConfig | None = None,
@@ -306,7 +308,7 @@ class _Target:
 
 
 def _load_target(
-    model: str | Path | nn.Module | Classifier | None,
+    model: str | Path | nn.Module | Classifier | ScoreFunction | Callable[[Any], Any] | None,
     data: str | Splits | None,
     config: AuditConfig,
     *,
@@ -468,7 +470,7 @@ def _assemble_result(
         schema_version=SCHEMA_VERSION,
         run_id=new_run_id(),
         created_at=created.isoformat(timespec="seconds"),
-        model=target.info,
+        model=_model_info(target),
         data=target.data,
         robustness=rob_run.result,
         privacy=privacy,
@@ -478,6 +480,14 @@ def _assemble_result(
         versions=versions(),
         timings={k: round(v, 3) for k, v in timings.items()},
     )
+
+
+def _model_info(target: _Target) -> ModelInfo:
+    """What the result says about the model: for a model behind an endpoint, with the queries it answered."""
+    module = target.classifier.module
+    if isinstance(module, RemoteModel):
+        return replace(target.info, endpoint=module.record())
+    return target.info
 
 
 def _finished(checkpoint: AuditCheckpoint, progress: Progress) -> AuditOutcome:

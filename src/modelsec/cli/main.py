@@ -197,6 +197,64 @@ def cli() -> None:
     """Audit trained classifiers for adversarial robustness and training-data leakage."""
 
 
+def _parse_header(value: str) -> tuple[str, str]:
+    name, colon, text = value.partition(":")
+    if not colon or not name.strip() or any(c.isspace() for c in name.strip()):
+        raise ConfigError(f"--endpoint-header must be 'Name: value', got {printable(value, 60)!r}")
+    return name.strip(), text.strip()
+
+
+endpoint_options = _options(  # audit: a model behind a prediction API (modelsec.models.adapters.endpoint)
+    click.option(
+        "--endpoint",
+        default=None,
+        help="URL of a prediction API to audit instead of --model (the protocol: README, 'Your own model: a "
+        "prediction API'); needs --data.",
+    ),
+    click.option("--endpoint-batch-size", type=COUNT, default=None, help="Records per request (default 128)."),
+    click.option("--query-budget", type=COUNT, default=None, help="The most records sent in all (default: no limit)."),
+    click.option("--endpoint-timeout", type=float, default=None, help="Seconds to wait for an answer (default 30)."),
+    click.option(
+        "--endpoint-retries",
+        type=click.IntRange(min=0),
+        default=None,
+        help="Retries of a request that timed out, failed to connect or got HTTP 429/5xx (default 3).",
+    ),
+    click.option(
+        "--endpoint-backoff",
+        type=float,
+        default=None,
+        help="Seconds before the first retry, doubled before each next one (default 0.5).",
+    ),
+    click.option("--rate-limit", type=float, default=None, help="At most this many requests per second."),
+    click.option(
+        "--endpoint-header",
+        "endpoint_headers",
+        multiple=True,
+        help="A request header 'Name: value' (repeatable), e.g. 'Authorization: Bearer TOKEN'; never recorded.",
+    ),
+)
+
+
+def _endpoint_model(model_path: str | None, url: str | None, **given: Any) -> Any:
+    """The model behind ``--endpoint`` (:func:`modelsec.models.adapters.endpoint.endpoint`), or ``model_path``."""
+    flag = {"endpoint_headers": "--endpoint-header"}
+    used = [flag.get(k, "--" + k.replace("_", "-")) for k, v in given.items() if v not in (None, ())]
+    if url is None:
+        if used:
+            raise ConfigError(f"{', '.join(used)} only apply with --endpoint URL")
+        return model_path
+    if model_path is not None:
+        raise ConfigError("give --model or --endpoint, not both")
+    from modelsec.models.adapters.endpoint import endpoint
+
+    headers = dict(_parse_header(h) for h in given.pop("endpoint_headers"))
+    names = {"endpoint_batch_size": "batch_size", "endpoint_timeout": "timeout", "endpoint_retries": "retries",
+             "endpoint_backoff": "backoff"}  # fmt: skip
+    options = {names.get(k, k): v for k, v in given.items() if v is not None}
+    return endpoint(url, headers=headers, **options)
+
+
 @cli.command(cls=ConfigCommand)
 @click.option(
     "--model",
@@ -210,18 +268,26 @@ def cli() -> None:
 @click.option("--data", default=None, help=f"{DATA_HELP} (default: the model's own data).")
 @data_options
 @config_options(_audit_fields, into="settings")
+@endpoint_options
 @_out_folder("modelsec-audit", "result.json, report.html and adversarial.npz")
 @run_options
 def audit(model_path: str | None, data: str | None, bounds: str | None, split_seed: int | None,
           settings: dict[str, Any], store_path: str | None, no_store: bool, no_resume: bool, quiet: bool,
-          **passed: Any) -> None:  # fmt: skip
+          endpoint: str | None, endpoint_batch_size: int | None, query_budget: int | None,
+          endpoint_timeout: float | None, endpoint_retries: int | None, endpoint_backoff: float | None,
+          rate_limit: float | None, endpoint_headers: tuple[str, ...], **passed: Any) -> None:  # fmt: skip
     """Audit a model: evasion attacks (a preset) and membership inference; writes a report. An interrupted audit
     resumes where it stopped when the same command is run again (OUT/audit.ckpt)."""
     from modelsec.audits import AuditConfig
     from modelsec.outputs.audit import audit_and_write
 
+    model = _endpoint_model(
+        model_path, endpoint, endpoint_batch_size=endpoint_batch_size, query_budget=query_budget,
+        endpoint_timeout=endpoint_timeout, endpoint_retries=endpoint_retries, endpoint_backoff=endpoint_backoff,
+        rate_limit=rate_limit, endpoint_headers=endpoint_headers,
+    )  # fmt: skip
     outcome = audit_and_write(
-        model_path, data, config=AuditConfig(**settings, split_seed=split_seed), bounds=_parse_bounds(bounds),
+        model, data, config=AuditConfig(**settings, split_seed=split_seed), bounds=_parse_bounds(bounds),
         store=_store(store_path, no_store), progress=_progress(quiet), resume=not no_resume, **passed,
     )  # fmt: skip
     if not quiet:

@@ -28,9 +28,12 @@ from modelsec.outputs.exposed_records import exposed_records_csv
 from modelsec.outputs.files import OutputFolder
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from torch import nn
 
     from modelsec.data.dataset import Splits
+    from modelsec.models.adapters.endpoint import ScoreFunction
     from modelsec.models.base import Classifier
     from modelsec.store.runs import RunStore
 
@@ -68,7 +71,7 @@ def write_audit(outcome: AuditOutcome, out_dir: str | Path | None, *, store: Run
 
 
 def audit_and_write(
-    model: str | Path | nn.Module | Classifier | None = None,
+    model: str | Path | nn.Module | Classifier | ScoreFunction | Callable[[Any], Any] | None = None,
     data: str | Splits | None = None,
     *,
     out_dir: str | Path | None = None,

@@ -192,6 +192,8 @@ class ModelInfo:
     num_classes: int
     input_shape: list[int]
     parameters: int | None = None
+    endpoint: dict[str, Any] | None = None  # a model behind a prediction API or a callable: what it cost (see
+    # modelsec.models.adapters.endpoint.RemoteModel.record)
 
 
 @dataclass(frozen=True)

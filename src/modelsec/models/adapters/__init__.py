@@ -39,9 +39,10 @@ if TYPE_CHECKING:
 FILE_ADAPTERS: dict[ModelFormat, str] = {}
 """Which adapter module loads each file format that is not one of modelsec's own torch formats."""
 
-OBJECT_ADAPTERS: tuple[str, ...] = ()
+OBJECT_ADAPTERS: tuple[str, ...] = ("endpoint",)
 """The adapter modules asked, in order, whether they wrap a Python object (before it is taken as an ``nn.Module``:
-a Keras model on the torch backend is one, but needs its input layout mapped)."""
+a Keras model on the torch backend is one, but needs its input layout mapped). ``endpoint`` stays last: it takes any
+other callable."""
 
 
 @dataclass(frozen=True)
