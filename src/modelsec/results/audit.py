@@ -192,6 +192,8 @@ class ModelInfo:
     num_classes: int
     input_shape: list[int]
     parameters: int | None = None
+    capability: str | None = None  # "gradients", "scores" or "labels": what the audit could use
+    notes: list[str] = field(default_factory=list)  # what an adapter did or guessed (layout, fallbacks, checks)
 
 
 @dataclass(frozen=True)
