@@ -310,7 +310,7 @@ def _gather(n: Node, xs: list[torch.Tensor | None]) -> torch.Tensor:
     axis = int(n.attr("axis", 0)) % x.ndim
     idx = torch.where(idx < 0, idx + x.shape[axis], idx)
     out = x.index_select(axis, idx.reshape(-1))
-    return out.reshape(*x.shape[:axis], *idx.shape, *x.shape[axis + 1 :])
+    return out.reshape((*x.shape[:axis], *idx.shape, *x.shape[axis + 1 :]))
 
 
 def _shape(n: Node, xs: list[torch.Tensor | None]) -> torch.Tensor:
