@@ -275,8 +275,9 @@ class OnnxClassifierModule(nn.Module):
 def compare_with_runtime(module: nn.Module, reference: nn.Module, x: torch.Tensor, where: str) -> float:
     """The largest difference between ``module``'s and onnxruntime's (``reference``) outputs on ``x``;
     :class:`ModelLoadError` when above :data:`TOLERANCE` (scaled by the largest output above 1)."""
+    device = next((p.device for p in module.parameters()), torch.device("cpu"))
     with torch.no_grad():
-        ours = module(x).double()
+        ours = module(x.to(device)).double().cpu()
         theirs = reference(x).double()
     if ours.shape != theirs.shape:
         raise ModelLoadError(f"the converted ONNX model returns {tuple(ours.shape)}, onnxruntime {tuple(theirs.shape)}")
