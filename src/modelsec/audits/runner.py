@@ -73,6 +73,8 @@ if TYPE_CHECKING:
 
 MAX_REFERENCE_MODELS = 1024
 """The most reference models an audit trains (LiRA's paper uses up to 256)."""
+CHECKED_RECORDS = 128
+"""Members, and as many non-members, on which an adapter's ``check_records`` checks a loaded model."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -339,6 +341,7 @@ def _load_target(
 
     t = time.perf_counter()
     classifier, info = _classifier(model, splits, arch=arch, trust_model=trust_model, device=device)
+    info = replace(info, capability=classifier.capability.name.lower())
     timings["load_model"] = time.perf_counter() - t
     overlaps = splits.overlaps()
     data_info = DataInfo(
@@ -760,4 +763,8 @@ def _classifier(
         trust_model=trust_model,
         device=device,
     )
+    if loaded.check_records is not None:  # e.g. a converted ONNX graph against onnxruntime, on the audited records
+        loaded.check_records(
+            np.concatenate([splits.members.x[:CHECKED_RECORDS], splits.nonmembers.x[:CHECKED_RECORDS]])
+        )
     return loaded.classifier, loaded.info

@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import hashlib
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from modelsec.core.errors import ConfigError, ModelLoadError, UnsafeModelError
@@ -81,11 +83,13 @@ def read_card(path: str | Path | None, *, trust_model: bool = False) -> ModelCar
 @dataclass
 class LoadedModel:
     """A loaded classifier, what the report says about it, and the :class:`ModelCard` its file records (empty for a
-    file that records none)."""
+    file that records none). ``check_records``: an adapter's check of the classifier on the records the audit uses
+    (raising :class:`ModelLoadError`), e.g. a converted model compared with its native runtime."""
 
     classifier: Classifier
     info: ModelInfo
     card: ModelCard = field(default_factory=ModelCard)
+    check_records: Callable[[np.ndarray], None] | None = None
 
 
 def load_model(

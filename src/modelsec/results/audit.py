@@ -194,6 +194,8 @@ class ModelInfo:
     parameters: int | None = None
     endpoint: dict[str, Any] | None = None  # a model behind a prediction API or a callable: what it cost (see
     # modelsec.models.adapters.endpoint.RemoteModel.record)
+    capability: str | None = None  # "gradients", "scores" or "labels": what the audit could use
+    notes: list[str] = field(default_factory=list)  # what an adapter did or guessed (layout, fallbacks, checks)
 
 
 @dataclass(frozen=True)

@@ -36,7 +36,7 @@ from modelsec.models.formats import ModelFormat
 if TYPE_CHECKING:
     from modelsec.models.loading import LoadedModel
 
-FILE_ADAPTERS: dict[ModelFormat, str] = {}
+FILE_ADAPTERS: dict[ModelFormat, str] = {ModelFormat.ONNX: "onnx"}
 """Which adapter module loads each file format that is not one of modelsec's own torch formats."""
 
 OBJECT_ADAPTERS: tuple[str, ...] = ("endpoint",)
