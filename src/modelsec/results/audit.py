@@ -192,6 +192,7 @@ class ModelInfo:
     num_classes: int
     input_shape: list[int]
     parameters: int | None = None
+    notes: list[str] = field(default_factory=list)  # what an adapter did or guessed (layout, outputs read as ...)
 
 
 @dataclass(frozen=True)
