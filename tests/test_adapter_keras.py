@@ -431,3 +431,15 @@ def test_importing_modelsec_does_not_import_keras() -> None:
     )
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert proc.stdout.strip() == "False"
+
+
+@needs_keras
+def test_keras_missing_or_on_another_backend_is_a_config_error(keras: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    from modelsec.core.errors import ConfigError
+
+    monkeypatch.setattr(keras.backend, "backend", lambda: "tensorflow")
+    with pytest.raises(ConfigError, match="KERAS_BACKEND=torch"):
+        keras_adapter.import_keras()
+    monkeypatch.setitem(sys.modules, "keras", None)  # makes `import keras` fail
+    with pytest.raises(ConfigError, match=r"modelsec\[keras\]"):
+        keras_adapter.import_keras()
