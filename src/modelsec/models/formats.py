@@ -64,6 +64,14 @@ def _looks_like_onnx(head: bytes) -> bool:
 def detect_format(path: str | Path) -> ModelFormat:
     """The format of the model file at ``path``; :class:`ModelLoadError` when unreadable or unknown."""
     p = Path(path)
+    if p.is_dir() and (p / "saved_model.pb").is_file():
+        raise ModelLoadError(
+            f"{str(p)!r} is a TensorFlow SavedModel folder, which modelsec does not load (it would need TensorFlow, "
+            "and its graph can run arbitrary ops). Convert it where it was made: if it is a Keras model, "
+            "keras.models.load_model(...) then model.save('model.keras') (Keras 2: tf.keras), and audit "
+            "model.keras; otherwise convert it to ONNX with: python -m tf2onnx.convert --saved-model "
+            f"{str(p)!r} --output model.onnx"
+        )
     if not p.is_file():
         raise ModelLoadError(f"model file {str(p)!r} does not exist or is not a file")
     try:

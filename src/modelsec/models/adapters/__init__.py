@@ -36,10 +36,14 @@ from modelsec.models.formats import ModelFormat
 if TYPE_CHECKING:
     from modelsec.models.loading import LoadedModel
 
-FILE_ADAPTERS: dict[ModelFormat, str] = {ModelFormat.ONNX: "onnx"}
+FILE_ADAPTERS: dict[ModelFormat, str] = {
+    ModelFormat.KERAS: "keras",
+    ModelFormat.KERAS_H5: "keras",
+    ModelFormat.ONNX: "onnx",
+}
 """Which adapter module loads each file format that is not one of modelsec's own torch formats."""
 
-OBJECT_ADAPTERS: tuple[str, ...] = ("endpoint",)
+OBJECT_ADAPTERS: tuple[str, ...] = ("keras", "endpoint")
 """The adapter modules asked, in order, whether they wrap a Python object (before it is taken as an ``nn.Module``:
 a Keras model on the torch backend is one, but needs its input layout mapped). ``endpoint`` stays last: it takes any
 other callable."""

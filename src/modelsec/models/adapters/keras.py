@@ -1,0 +1,427 @@
+"""Keras 3 models (``.keras`` archives, legacy ``.h5`` files, ``keras.Model`` objects) run on Keras's torch backend,
+so that the model *is* a torch module: gradients flow through it and every white-box attack applies.
+
+Threat model of the file: untrusted. A Keras file can run code when loaded in three ways: a ``Lambda`` layer
+(marshalled Python bytecode), a custom object (a class or function that Keras imports from a module the file names,
+or finds among objects registered in the process), and Keras APIs that are not layers (``keras.utils.get_file``,
+``keras.config.enable_unsafe_deserialization``: CVE-2025-1550, CVE-2025-8747). Keras's own ``safe_mode`` only
+covers lambdas, and did not cover ``.h5`` files before CVE-2025-9905's fix. So before any Keras deserialiser runs,
+:func:`unsafe_objects` walks the model's configuration (``config.json`` of the archive, the ``model_config``
+attribute of an ``.h5`` file), read here with ``zipfile`` / ``h5py`` from a private copy of the file that is then
+the one Keras loads, and anything but Keras's own built-ins is refused (:class:`UnsafeModelError`) unless
+``--trust-model``. Then Keras loads it with ``safe_mode=True`` and ``compile=False`` (the training configuration,
+which may name custom losses, is not deserialised at all).
+
+Layout: Keras models take channels-last images, sometimes without the channel axis (``keras.Input((28, 28))``)
+or flattened; :class:`KerasModule` maps modelsec's records (channels first) to the model's input with a
+:class:`~modelsec.models.layout.Layout`. A model ending in a softmax returns probabilities: the module returns their
+logarithm (log-probabilities, which modelsec reads as logits) and the result's notes say so.
+
+Reusable pieces (the Keras training of reference models and defenses uses them):
+
+- :func:`import_keras`: Keras on the torch backend, or a clear error;
+- :func:`keras_module`: a loaded (or built) Keras model as the layout-mapping torch module modelsec attacks;
+  in training mode (``module.train()``) it calls the model with ``training=True`` (dropout, batch statistics);
+- :func:`fresh_model`: the same architecture re-created with freshly initialised weights from a seed.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import random
+import shutil
+import sys
+import tempfile
+import zipfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from modelsec.core.errors import ConfigError, ModelLoadError, UnsafeModelError, printable
+from modelsec.models.adapters import LoadRequest
+from modelsec.models.base import Capability, Classifier
+from modelsec.models.formats import ModelFormat
+from modelsec.models.layout import Layout, plan_layout, records_shape, to_model_layout
+from modelsec.results.audit import ModelInfo
+
+EXTRA_HINT = "install Keras with: pip install 'modelsec[keras]'"
+
+# class names that only encode data (tensors, arrays, slices) in a Keras 3 configuration
+_DATA_ENCODINGS = frozenset({"__keras_tensor__", "__tensor__", "__numpy__", "__bytes__", "__ellipsis__", "__slice__"})
+# classes that carry Python code in the file itself
+_CODE_CLASSES = frozenset({"Lambda", "TFOpLambda", "__lambda__"})
+# Keras modules that hold no model parts, only APIs an attacker could call (fetch files, switch safe mode off)
+_DENIED_MODULES = ("keras.utils", "keras.config", "keras.saving", "keras.src.utils", "keras.src.saving")
+_MAX_CONFIG_BYTES = 64 * 1024 * 1024
+_MAX_NODES = 2_000_000
+
+
+def import_keras() -> Any:
+    """The ``keras`` module on its torch backend (``KERAS_BACKEND=torch`` is set before the first import);
+    :class:`ConfigError` when Keras is not installed or was already imported with another backend."""
+    if "keras" not in sys.modules:
+        os.environ["KERAS_BACKEND"] = "torch"
+    try:
+        import keras
+    except ImportError:
+        raise ConfigError(f"this model needs Keras 3; {EXTRA_HINT}") from None
+    backend = keras.backend.backend()
+    if backend != "torch":
+        raise ConfigError(
+            f"Keras was imported with the {backend!r} backend; modelsec runs Keras models on the torch backend. "
+            "Set KERAS_BACKEND=torch before importing keras (or import modelsec's Keras adapter first)"
+        )
+    return keras
+
+
+# -- what a configuration may hold --------------------------------------------------------------------------------
+
+
+def _describe(node: dict[str, Any], *, legacy: bool) -> str | None:
+    """Why one configured object could run code when deserialised; ``None`` for a Keras built-in."""
+    cls = node["class_name"]
+    module = node.get("module")
+    registered = node.get("registered_name")
+    name = node.get("config", {}).get("name") if isinstance(node.get("config"), dict) else None
+    named = f" {printable(name, 60)!r}" if isinstance(name, str) else ""
+    if cls in _CODE_CLASSES:
+        return f"a Lambda layer{named} (Python code stored in the file)" if cls != "__lambda__" else "a Python lambda"
+    if cls in _DATA_ENCODINGS:
+        return None
+    if cls == "function":  # a function by name: among Keras's built-ins ("builtins"), or a custom one
+        if module == "builtins" or (isinstance(module, str) and (module == "keras" or module.startswith("keras."))):
+            return None
+        return f"the custom function {printable(node.get('config'), 60)!r} from module {printable(module, 60)!r}"
+    if registered not in (None, cls) or ">" in str(cls):
+        return f"the custom object {printable(registered or cls, 60)!r}"
+    if module is None:
+        return None if legacy else f"the unregistered custom object {printable(cls, 60)!r}"
+    if not isinstance(module, str) or not (module == "keras" or module.startswith("keras.")):
+        return f"the custom object {printable(cls, 60)!r} from module {printable(module, 60)!r}"
+    if module.startswith(_DENIED_MODULES):
+        return f"the Keras API {printable(module, 60)}.{printable(cls, 60)} (not a model part)"
+    return None
+
+
+def unsafe_objects(config: Any, *, legacy: bool = False) -> list[str]:
+    """What in a Keras model configuration could run code when deserialised, in words (empty: only Keras's own
+    layers, initialisers, activations and the like).
+
+    Refused: ``Lambda`` layers and Python lambdas; classes whose ``module`` is not Keras's (custom layers) or that
+    carry a ``registered_name`` (objects registered with ``keras.saving.register_keras_serializable``); functions
+    from modules other than Keras's; and Keras modules of non-model APIs (``keras.utils``, ``keras.config``,
+    ``keras.saving``). ``legacy``: a Keras 2 / ``.h5`` configuration, whose objects name no module (Keras then
+    resolves their class names among its built-ins only, so a missing module is allowed there). The training
+    configuration (``compile_config``) is skipped: it is never deserialised (models load with ``compile=False``).
+
+    >>> unsafe_objects({"module": "keras.layers", "class_name": "Dense", "config": {}, "registered_name": None})
+    []
+    >>> unsafe_objects({"class_name": "Lambda", "config": {"name": "evil"}}, legacy=True)
+    ["a Lambda layer 'evil' (Python code stored in the file)"]
+    """
+    found: list[str] = []
+    stack = [config]
+    nodes = 0
+    while stack:
+        node = stack.pop()
+        nodes += 1
+        if nodes > _MAX_NODES:
+            raise ModelLoadError(f"the Keras model configuration has more than {_MAX_NODES} entries; not loaded")
+        if isinstance(node, dict):
+            if isinstance(node.get("class_name"), str):
+                why = _describe(node, legacy=legacy)
+                if why is not None and why not in found:
+                    found.append(why)
+            stack.extend(v for k, v in node.items() if k != "compile_config")
+        elif isinstance(node, list):
+            stack.extend(node)
+    return found
+
+
+def read_config(path: Path, fmt: ModelFormat) -> Any:
+    """The model configuration of a ``.keras`` archive (``config.json``) or a legacy ``.h5`` file (its
+    ``model_config`` attribute), parsed as JSON without any Keras code; :class:`ModelLoadError` when absent."""
+    where = printable(str(path))
+    try:
+        if fmt is ModelFormat.KERAS:
+            with zipfile.ZipFile(path) as z:
+                info = z.getinfo("config.json")
+                if info.file_size > _MAX_CONFIG_BYTES:
+                    raise ModelLoadError(f"{where!r}: config.json is larger than {_MAX_CONFIG_BYTES >> 20} MiB")
+                text = z.read(info).decode("utf-8")
+        else:
+            try:
+                import h5py
+            except ImportError:
+                raise ConfigError(f"reading .h5 models needs h5py; {EXTRA_HINT}") from None
+            with h5py.File(path, "r") as f:
+                raw = f.attrs.get("model_config")
+            if raw is None:
+                raise ModelLoadError(
+                    f"{where!r} is an HDF5 file without a model configuration (weights only?); save the whole "
+                    "model with model.save('model.keras')"
+                )
+            text = raw.decode("utf-8") if isinstance(raw, bytes) else str(raw)
+        return json.loads(text)
+    except (KeyError, OSError, zipfile.BadZipFile, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise ModelLoadError(f"cannot read the Keras model configuration of {where!r}: {printable(e)}") from None
+
+
+def check_config(config: Any, *, legacy: bool, source: str) -> None:
+    """:class:`UnsafeModelError` when :func:`unsafe_objects` finds anything in ``config``."""
+    found = unsafe_objects(config, legacy=legacy)
+    if found:
+        listed = "; ".join(found[:5]) + (f"; and {len(found) - 5} more" if len(found) > 5 else "")
+        raise UnsafeModelError(
+            f"{printable(source)!r} holds {listed}. Loading it would run code from the file or from modules it "
+            "names, so it was not loaded. Pass --trust-model if you trust its author (the code then runs, and "
+            "custom objects must be importable), or rebuild the model from Keras's built-in layers"
+        )
+
+
+# -- the model as a torch module ------------------------------------------------------------------------------------
+
+
+def _output_layer(model: Any) -> Any:
+    """The layer that produces the model's (single) output, looking inside a nested model."""
+    outputs = getattr(model, "outputs", None)
+    layer = None
+    if outputs and len(outputs) == 1 and getattr(outputs[0], "_keras_history", None) is not None:
+        layer = outputs[0]._keras_history.operation
+    elif getattr(model, "layers", None):
+        layer = model.layers[-1]
+    if layer is not None and layer is not model and getattr(layer, "layers", None) and hasattr(layer, "outputs"):
+        return _output_layer(layer)
+    return layer
+
+
+def _final_activation(model: Any) -> str:
+    layer = _output_layer(model)
+    if layer is None:
+        return "unknown"
+    if type(layer).__name__ == "Softmax":
+        return "softmax"
+    activation = getattr(layer, "activation", None)
+    return str(getattr(activation, "__name__", "linear")) if activation is not None else "linear"
+
+
+OUTPUT_KINDS = {
+    "logits": "the model's outputs are used as logits",
+    "probabilities": (
+        "the model ends in a softmax: the logarithms of its probabilities (clipped at the smallest float32) are "
+        "used as logits; gradients vanish where a probability underflows"
+    ),
+    "binary-logit": "the model's single output z is used as the logits (0, z) of two classes",
+    "binary-probability": (
+        "the model ends in a sigmoid with one output p: log(1 - p) and log(p) (clipped) are used as the logits of "
+        "two classes"
+    ),
+}
+
+
+def output_to_logits(out: torch.Tensor, kind: str) -> torch.Tensor:
+    """A Keras model's outputs ``(n, k)`` as the logits modelsec reads (see :data:`OUTPUT_KINDS`)."""
+    tiny = torch.finfo(out.dtype).tiny
+    if kind == "logits":
+        return out
+    if kind == "probabilities":
+        return out.clamp_min(tiny).log()
+    if kind == "binary-logit":
+        return torch.cat([torch.zeros_like(out), out], dim=1)
+    if kind == "binary-probability":
+        return torch.cat([(1 - out).clamp_min(tiny).log(), out.clamp_min(tiny).log()], dim=1)
+    raise ValueError(f"unknown output kind {kind!r}")
+
+
+def _output_kind(model: Any) -> tuple[str, str]:
+    """How to read the model's outputs (a key of :data:`OUTPUT_KINDS`) and its final activation."""
+    try:
+        shape = tuple(model.output_shape)
+    except (AttributeError, ValueError, TypeError):
+        shape = ()
+    activation = _final_activation(model)
+    if len(shape) != 2:
+        raise ModelLoadError(f"the Keras model's output has shape {shape or 'unknown'}; expected (batch, classes)")
+    if shape[1] == 1:
+        if activation == "softmax":
+            raise ModelLoadError("the Keras model ends in a softmax over one output (always 1); it cannot classify")
+        return ("binary-probability" if activation == "sigmoid" else "binary-logit"), activation
+    return ("probabilities" if activation == "softmax" else "logits"), activation
+
+
+class KerasModule(nn.Module):
+    """A Keras model (torch backend) as a torch module from modelsec's records to logits.
+
+    Args:
+        model: the Keras model; it is a submodule, so ``parameters()`` are its weights.
+        layout: from records to the model's input (:func:`~modelsec.models.layout.plan_layout`).
+        output: how its outputs become logits (a key of :data:`OUTPUT_KINDS`).
+
+    The model runs with ``training=self.training``: in eval mode (as :class:`Classifier` runs it) dropout is off
+    and batch normalisation uses its moving statistics.
+    """
+
+    def __init__(self, model: Any, layout: Layout, output: str) -> None:
+        super().__init__()
+        if output not in OUTPUT_KINDS:
+            raise ValueError(f"unknown output kind {output!r}")
+        self.model = model
+        self.layout = layout
+        self.output = output
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        keras = import_keras()
+        with keras.device(x.device.type if x.device.index is None else f"{x.device.type}:{x.device.index}"):
+            out = self.model(to_model_layout(x, self.layout), training=self.training)
+        if not isinstance(out, torch.Tensor):
+            raise ModelLoadError(f"the Keras model returned {type(out).__name__}, not one tensor of scores")
+        return output_to_logits(out, self.output)
+
+
+def model_input_shape(model: Any) -> tuple[int | None, ...]:
+    """The input shape of one record of a built Keras model (without the batch axis); :class:`ModelLoadError` for a
+    model with several inputs or an unknown one."""
+    try:
+        shape = model.input_shape
+    except (AttributeError, ValueError, TypeError):
+        raise ModelLoadError(
+            "the Keras model's input shape is unknown (a subclassed model never called?); build it with "
+            "keras.Input(shape) or call it once on data"
+        ) from None
+    if isinstance(shape, list) or not isinstance(shape, tuple) or (shape and isinstance(shape[0], tuple)):
+        raise ModelLoadError("the Keras model has several inputs; modelsec audits models with one input")
+    return tuple(None if s is None else int(s) for s in shape[1:])
+
+
+def keras_module(model: Any, data_shape: tuple[int, ...] | None = None) -> KerasModule:
+    """The torch module modelsec attacks for a Keras model on the torch backend: ``data_shape`` is the shape of one
+    record as modelsec holds it (``None``: the one the model implies, :func:`~modelsec.models.layout.records_shape`);
+    :class:`ModelLoadError` when the records cannot be mapped to the model's input."""
+    if not isinstance(model, nn.Module):
+        raise ConfigError(
+            "the Keras model does not run on the torch backend; set KERAS_BACKEND=torch before importing keras"
+        )
+    model_shape = model_input_shape(model)
+    shape = tuple(data_shape) if data_shape is not None else records_shape(model_shape)
+    output, _ = _output_kind(model)
+    return KerasModule(model, plan_layout(shape, model_shape), output)
+
+
+@contextlib.contextmanager
+def _seeded_python_random(seed: int) -> Iterator[None]:
+    """Python's ``random`` seeded for the block, then restored: Keras draws the seeds of unseeded initialisers
+    from it (``keras.random.make_default_seed``), and the caller's random state stays as it was."""
+    state = random.getstate()
+    random.seed(seed)
+    try:
+        yield
+    finally:
+        random.setstate(state)
+
+
+def fresh_model(model: Any, seed: int) -> Any:
+    """The same Keras architecture with freshly initialised weights, the same for the same ``seed`` (for reference
+    models and for training a defended model from the initial weights). Initialisers that record their own seed
+    keep it. The copy is built from the model's configuration, so a model loaded from a file was checked already."""
+    keras = import_keras()
+    with _seeded_python_random(seed):
+        return keras.models.clone_model(model)
+
+
+# -- the adapter contract ---------------------------------------------------------------------------------------------
+
+
+def _classifier(model: Any, request: LoadRequest, name: str) -> tuple[Classifier, KerasModule, list[str]]:
+    keras = import_keras()
+    module = keras_module(model, request.input_shape)
+    with torch.no_grad():
+        probe = module(torch.zeros((1, *module.layout.data_shape)))
+    num_classes = int(probe.shape[1])
+    if request.num_classes is not None and request.num_classes != num_classes:
+        raise ModelLoadError(f"the Keras model has {num_classes} classes but the data have {request.num_classes}")
+    _, activation = _output_kind(model)
+    notes = [
+        f"Keras {keras.__version__} model {printable(getattr(model, 'name', '?'), 80)!r} "
+        f"({type(model).__name__}) run on the torch backend",
+        module.layout.describe(),
+        OUTPUT_KINDS[module.output] + ("" if activation in ("linear", "softmax") else f" (after {activation!r})"),
+    ]
+    bounds = request.bounds or (0.0, 1.0)
+    classifier = Classifier(
+        module,
+        input_shape=module.layout.data_shape,
+        num_classes=num_classes,
+        bounds=(float(bounds[0]), float(bounds[1])),
+        capability=Capability.GRADIENTS,
+        device=request.device,
+        name=name,
+    )
+    return classifier, module, notes
+
+
+def load(path: Path, fmt: ModelFormat, request: LoadRequest) -> Any:
+    """Load a ``.keras`` archive or legacy ``.h5`` file after checking its configuration (see the module)."""
+    from modelsec.models.loading import LoadedModel, sha256_file
+
+    where = printable(str(path))
+    with tempfile.TemporaryDirectory(prefix="modelsec-keras-") as tmp:
+        # Keras picks its reader by the file's extension, and the bytes checked must be the bytes loaded: a copy
+        copy = Path(tmp) / ("model.keras" if fmt is ModelFormat.KERAS else "model.h5")
+        try:
+            shutil.copyfile(path, copy)
+        except OSError as e:
+            raise ModelLoadError(f"cannot read model file {where!r}: {e.strerror}") from None
+        config = read_config(copy, fmt)
+        if not request.trust_model:
+            check_config(config, legacy=fmt is ModelFormat.KERAS_H5, source=str(path))
+        keras = import_keras()
+        try:
+            with keras.device(request.device):
+                model = keras.saving.load_model(copy, compile=False, safe_mode=not request.trust_model)
+        except Exception as e:  # a foreign deserialiser: whatever it raises on a bad file is the file's fault
+            raise ModelLoadError(f"Keras could not load {where!r}: {printable(e)}") from None
+        digest = sha256_file(copy)
+    classifier, _, notes = _classifier(model, request, Path(path).name)
+    if request.trust_model:
+        notes.append("loaded with --trust-model: Keras's safe mode was off and custom objects were allowed")
+    info = ModelInfo(
+        path=str(path),
+        sha256=digest,
+        arch=f"keras:{type(model).__name__}",
+        format=fmt.value,
+        num_classes=classifier.num_classes,
+        input_shape=list(classifier.input_shape),
+        parameters=classifier.num_parameters(),
+        notes=notes,
+    )
+    return LoadedModel(classifier=classifier, info=info)
+
+
+def wraps(obj: Any) -> bool:
+    """True for a Keras model object (``keras.Model`` or a subclass), told by its classes' modules, so that Keras
+    is not imported to answer."""
+    return any(c.__name__ == "Model" and c.__module__.startswith("keras") for c in type(obj).__mro__)
+
+
+def wrap(obj: Any, request: LoadRequest) -> Any:
+    """A Keras model object as a :class:`LoadedModel` (the object is the user's own: nothing is checked for code)."""
+    from modelsec.models.loading import LoadedModel
+
+    import_keras()
+    classifier, _, notes = _classifier(obj, request, printable(getattr(obj, "name", "keras"), 80))
+    info = ModelInfo(
+        path=None,
+        sha256=None,
+        arch=f"keras:{type(obj).__name__}",
+        format="keras",
+        num_classes=classifier.num_classes,
+        input_shape=list(classifier.input_shape),
+        parameters=classifier.num_parameters(),
+        notes=notes,
+    )
+    return LoadedModel(classifier=classifier, info=info)
