@@ -31,6 +31,7 @@ if TYPE_CHECKING:
     from torch import nn
 
     from modelsec.data.dataset import Splits
+    from modelsec.data.user_split import SplitFiles
     from modelsec.models.base import Classifier
     from modelsec.store.runs import RunStore
 
@@ -69,7 +70,7 @@ def write_audit(outcome: AuditOutcome, out_dir: str | Path | None, *, store: Run
 
 def audit_and_write(
     model: str | Path | nn.Module | Classifier | None = None,
-    data: str | Splits | None = None,
+    data: str | Splits | SplitFiles | None = None,
     *,
     out_dir: str | Path | None = None,
     store: RunStore | None = None,
