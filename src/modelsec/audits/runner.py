@@ -277,6 +277,7 @@ def run_audit(
             model, data, config, arch=arch, trust_model=trust_model, device=device, data_dir=data_dir,
             label_column=label_column, bounds=bounds, timings=timings,
         )  # fmt: skip
+        _check_reference_data(config, target.splits)
         mia_plan = plan_membership_attacks(
             config.membership_attacks, target.classifier.capability, config.reference_config()
         )
@@ -380,6 +381,18 @@ def _data_info(splits: Splits, overlaps: dict[str, int]) -> DataInfo:
         n_test=None if splits.test is None else len(splits.test),
         files={name: {"path": f.path, "sha256": f.sha256} for name, f in splits.files.items()} or None,
     )
+
+
+def _check_reference_data(config: AuditConfig, splits: Splits) -> None:
+    """Before any attack runs: offline reference models train on population records only, so the data must have
+    some (a user split without ``--population`` has none)."""
+    reference = config.reference_config()
+    if reference is not None and not reference.online and len(splits.population) < 2:
+        raise ConfigError(
+            f"offline reference models need population records to train on, and {splits.source} has "
+            f"{len(splits.population)}; use online reference models (--reference-mode online), or give population "
+            "records (--population FILE with --members and --nonmembers)"
+        )
 
 
 @dataclass

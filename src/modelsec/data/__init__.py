@@ -157,7 +157,9 @@ def load_splits(
     """
     seed = _check_seed(seed)
     if isinstance(source, SplitFiles):
-        return user_splits(**source.named(), label_column=label_column, bounds=bounds)
+        return user_splits(
+            source.members, source.nonmembers, source.population, source.test, label_column=label_column, bounds=bounds
+        )
     builtin = _builtin(source, label_column=label_column, bounds=bounds)
     if builtin is not None:
         splits = builtin.splits(seed=seed, data_dir=data_dir)

@@ -63,7 +63,7 @@ def split_files(
         "--population": population,
         "--test": test,
     }
-    named = [option for option, value in given.items() if value is not None]
+    named = [option for option, value in given.items() if value]
     if not named:
         return data
     if data is not None:
@@ -72,7 +72,7 @@ def split_files(
             "split with --split-seed) or --members and --nonmembers (your exact training and held-out records), "
             "not both"
         )
-    if members is None or nonmembers is None:
+    if not members or not nonmembers:
         missing = "--nonmembers" if members is not None else "--members"
         raise ConfigError(
             f"{', '.join(named)} without {missing}: a split of your own needs --members FILE (the records the model "
