@@ -307,7 +307,6 @@ def test_cli_membership_audit_on_the_exact_training_records(
     np.testing.assert_array_equal(np.sort(arrays["y"]), np.sort(digits.y[parts["t"]]))
     attack = r["privacy"]["attacks"][0]
     assert (attack["n_members"], attack["n_nonmembers"]) == (240, 160)  # every record of the files, no others
-    assert attack["auc"] > 0.5  # an MLP fitted to its 240 members leaks their membership
     assert "File (members)" in (out / "report.html").read_text()
 
 
