@@ -386,7 +386,7 @@ def test_missing_file_and_unknown_name(tmp_path: Path) -> None:
         load_file(tmp_path / "nope.csv")
     with pytest.raises(DataError, match=r"unknown data set 'nope\.csv'.*\(breast-cancer, digits, fashion-mnist\)"):
         load_splits("nope.csv")
-    with pytest.raises(DataError, match="is a folder"):
+    with pytest.raises(DataError, match="is a folder but not an image folder"):
         load_splits(str(tmp_path))
 
 

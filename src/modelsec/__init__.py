@@ -36,6 +36,10 @@ def audit(
     model: str | Path | nn.Module | Classifier | ScoreFunction | Callable[[Any], Any] | None = None,
     data: str | Splits | None = None,
     *,
+    members: str | Path | None = None,
+    nonmembers: str | Path | None = None,
+    population: str | Path | None = None,
+    test: str | Path | None = None,
     eps: tuple[float, ...] = (0.03, 0.1),
     samples: int = 1000,
     seed: int = 0,
@@ -54,8 +58,11 @@ def audit(
             prediction API or any callable returning probabilities for a numpy batch (a black-box model: see
             :mod:`modelsec.models.adapters.endpoint`, whose ``endpoint(url)`` is the HTTP client); ``None`` audits
             the bundled Fashion-MNIST CNN.
-        data: a data set name ("fashion-mnist", "digits", "breast-cancer"), a data file, or :class:`Splits`;
-            ``None`` uses the data the model file records.
+        data: a data set name ("fashion-mnist", "digits", "breast-cancer"), a data file or image folder, or
+            :class:`Splits`; ``None`` uses the data the model file records.
+        members, nonmembers, population, test: the user's own split instead of ``data``: the exact records the
+            model trained on and records it never saw (both needed), optionally population records and a test set
+            (files or image folders; see :func:`modelsec.data.user_splits`).
         eps, samples, seed: see :class:`~modelsec.audits.AuditConfig`; further ``options`` go there too.
         out: folder for ``result.json``, ``report.html`` and ``adversarial.npz``; while the audit runs, also its
             checkpoint ``audit.ckpt`` (see :mod:`modelsec.audits.checkpoint`).
@@ -64,16 +71,25 @@ def audit(
             another run is refused); ``False`` ignores and replaces it.
     """
     from modelsec.audits import AuditConfig
+    from modelsec.data.dataset import Splits
+    from modelsec.data.user_split import SplitFiles, split_files
     from modelsec.outputs.audit import audit_and_write
     from modelsec.store import RunStore, default_store_path
 
+    source: str | Splits | SplitFiles | None = data
+    if not isinstance(data, Splits):
+        source = split_files(data, members=members, nonmembers=nonmembers, population=population, test=test)
+    elif any(f is not None for f in (members, nonmembers, population, test)):
+        from modelsec.core.errors import ConfigError
+
+        raise ConfigError("give data (a Splits) or members and nonmembers, not both")
     config = AuditConfig(eps=tuple(eps), samples=samples, seed=seed, **options)
     run_store = None
     if store is not False:
         run_store = RunStore(default_store_path() if store is True else Path(store))
     return audit_and_write(
         model,
-        data,
+        source,
         config=config,
         arch=arch,
         trust_model=trust_model,

@@ -34,6 +34,7 @@ from modelsec.core.progress import NullProgress, Progress
 from modelsec.core.version import versions
 from modelsec.data import load_splits
 from modelsec.data.dataset import Splits
+from modelsec.data.user_split import SplitFiles
 from modelsec.models.card import DataRecord, Guarantees, ModelCard
 from modelsec.models.loading import read_card
 from modelsec.results.audit import AuditResult, MembershipAttackResult
@@ -99,7 +100,7 @@ def run_compare(
     baseline: str | Path,
     hardened: Sequence[str | Path],
     *,
-    data: str | Splits | None = None,
+    data: str | Splits | SplitFiles | None = None,
     config: AuditConfig | None = None,
     max_accuracy_drop: float = DEFAULT_MAX_ACCURACY_DROP,
     trust_model: bool = False,
@@ -117,7 +118,8 @@ def run_compare(
     one (:func:`modelsec.audits.recommendation.recommend`). Writes no output: :mod:`modelsec.outputs.compare`
     writes every audit and the comparison.
 
-    ``data``: a data set name or file, or :class:`Splits`; ``None`` uses the data the baseline records (with
+    ``data``: a data set name or file, :class:`Splits`, or the user's own split as
+    :class:`~modelsec.data.SplitFiles`; ``None`` uses the data the baseline records (with
     ``config.split_seed``, else the baseline's recorded split seed). Every file is checked (exists, safe to load)
     before the first audit runs. ``cache``: where reference models' signals are cached (the run store's
     ``signal_cache``); ``None`` caches them in a temporary folder for this comparison only.
@@ -221,7 +223,7 @@ def _read_model(path: Path, trust_model: bool) -> tuple[ModelCard, ModelCard | N
 
 
 def _splits(
-    data: str | Splits | None,
+    data: str | Splits | SplitFiles | None,
     baseline: _Candidate,
     config: AuditConfig,
     *,
@@ -231,6 +233,10 @@ def _splits(
 ) -> Splits:
     if isinstance(data, Splits):
         return data
+    if isinstance(data, SplitFiles):
+        if config.split_seed is not None:
+            raise ConfigError("--split-seed draws a split, but --members and --nonmembers give it; drop --split-seed")
+        return load_splits(data, label_column=label_column, bounds=bounds)
     recorded = baseline.card.data or DataRecord()
     if data is None:
         if not recorded.source:
@@ -339,6 +345,8 @@ def own_members(splits: Splits, card: ModelCard) -> Splits:
     loads the data itself."""
     recorded = card.data or DataRecord()
     seed = splits.seed if recorded.split_seed is None else recorded.split_seed
+    if splits.files:  # the user's own split: its members are the training records
+        return splits
     if recorded.members_used and recorded.source == splits.source and seed == splits.seed:
         return splits.with_members_used(recorded.members_used)
     return splits

@@ -98,7 +98,8 @@ def build_pool(
         if eligible.sum() < 2:
             raise ConfigError(
                 "offline reference models need population records to train on, and this data has none; "
-                "use online reference models"
+                "use online reference models (--reference-mode online), or give population records "
+                "(--population FILE with --members and --nonmembers)"
             )
     return MembershipPool(records, np.arange(m), np.arange(m, m + k), eligible, mem_idx)
 

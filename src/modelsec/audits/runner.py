@@ -50,12 +50,14 @@ from modelsec.core.seeding import generator, seeded
 from modelsec.core.version import versions
 from modelsec.data import load_splits
 from modelsec.data.dataset import Splits
+from modelsec.data.user_split import SplitFiles
 from modelsec.defenses.training import TrainingConfig
 from modelsec.models.adapters import LoadRequest, wrap_object
 from modelsec.models.adapters.endpoint import RemoteModel, ScoreFunction
 from modelsec.models.base import Classifier
 from modelsec.models.card import DataRecord, ModelCard
 from modelsec.models.loading import load_model, read_card
+from modelsec.models.normalization import check_normalization, normalized
 from modelsec.models.zoo import ARCHITECTURES, default_architecture
 from modelsec.results.audit import (
     SCHEMA_VERSION,
@@ -103,6 +105,10 @@ class AuditConfig:
         seed: seed of every random choice in the audit (sample selection, random starts, bootstrap).
         split_seed: seed of the member / non-member / population split (defaults to the model's record, or 0).
         checks: the robustness sanity checks and their remedies.
+        normalize_mean, normalize_std: for a model that expects normalised inputs: the audit feeds it
+            (x - mean) / std, per channel (one value per channel, or one for all), as a differentiable first step
+            inside the classifier, so data, bounds and eps stay in raw input units (see
+            :mod:`modelsec.models.normalization`).
     """
 
     eps: tuple[float, ...] = (0.03, 0.1)
@@ -121,6 +127,8 @@ class AuditConfig:
     seed: Annotated[int, SEED] = 0
     split_seed: Annotated[int | None, SPLIT_SEED] = None
     checks: bool = True
+    normalize_mean: tuple[float, ...] | None = None
+    normalize_std: tuple[float, ...] | None = None
 
     def __post_init__(self) -> None:
         if not self.eps:
@@ -157,6 +165,7 @@ class AuditConfig:
         if self.reference_epochs is not None and self.reference_epochs < 1:
             raise ConfigError(f"--reference-epochs must be >= 1, got {self.reference_epochs}")
         self.reference_config()  # validates the combination (online needs >= 2 models)
+        check_normalization(self.normalize_mean, self.normalize_std)
 
     def reference_config(self) -> ReferenceConfig | None:
         if self.reference_models == 0:
@@ -211,9 +220,11 @@ def _model_card(model: Any, trust_model: bool) -> ModelCard:
     return ModelCard()
 
 
-def _resolve_data(data: str | Splits | None, card: ModelCard, split_seed: int | None) -> tuple[Any, int]:
+def _resolve_data(data: str | Splits | SplitFiles | None, card: ModelCard, split_seed: int | None) -> tuple[Any, int]:
     recorded = card.data or DataRecord()
     seed = split_seed if split_seed is not None else (recorded.split_seed or 0)
+    if isinstance(data, SplitFiles) and split_seed is not None:
+        raise ConfigError("--split-seed draws a split, but --members and --nonmembers give it; drop --split-seed")
     if data is None:
         if not recorded.source:
             raise ConfigError("the model does not record its training data; pass --data")
@@ -223,7 +234,7 @@ def _resolve_data(data: str | Splits | None, card: ModelCard, split_seed: int | 
 
 def run_audit(
     model: str | Path | nn.Module | Classifier | ScoreFunction | Callable[[Any], Any] | None = None,
-    data: str | Splits | None = None,
+    data: str | Splits | SplitFiles | None = None,
     *,
     config: AuditConfig | None = None,
     arch: str | None = None,
@@ -270,6 +281,7 @@ def run_audit(
             model, data, config, arch=arch, trust_model=trust_model, device=device, data_dir=data_dir,
             label_column=label_column, bounds=bounds, timings=timings,
         )  # fmt: skip
+        _check_reference_data(config, target.splits)
         mia_plan = plan_membership_attacks(
             config.membership_attacks, target.classifier.capability, config.reference_config()
         )
@@ -311,7 +323,7 @@ class _Target:
 
 def _load_target(
     model: str | Path | nn.Module | Classifier | ScoreFunction | Callable[[Any], Any] | None,
-    data: str | Splits | None,
+    data: str | Splits | SplitFiles | None,
     config: AuditConfig,
     *,
     arch: str | None,
@@ -330,42 +342,68 @@ def _load_target(
     splits = (
         data_source
         if isinstance(data_source, Splits)
-        else load_splits(str(data_source), seed=split_seed, data_dir=data_dir, label_column=label_column, bounds=bounds)
-    )
+        else load_splits(
+            data_source if isinstance(data_source, SplitFiles) else str(data_source),
+            seed=split_seed, data_dir=data_dir, label_column=label_column, bounds=bounds,
+        )
+    )  # fmt: skip
     recorded = card.data or DataRecord()
     same_split = recorded.source == splits.source and recorded.split_seed in (None, splits.seed)
-    if recorded.members_used and not isinstance(data_source, Splits) and same_split:
+    drawn = not isinstance(data_source, (Splits, SplitFiles))
+    if recorded.members_used and drawn and same_split:
         # a model trained on the first N members: only those are members (the rest join the population)
         splits = splits.with_members_used(recorded.members_used)
     timings["load_data"] = time.perf_counter() - t
 
     t = time.perf_counter()
     classifier, info = _classifier(model, splits, arch=arch, trust_model=trust_model, device=device)
+    if config.normalize_mean is not None and config.normalize_std is not None:
+        classifier = normalized(classifier, config.normalize_mean, config.normalize_std)
     info = replace(info, capability=classifier.capability.name.lower())
     timings["load_model"] = time.perf_counter() - t
     overlaps = splits.overlaps()
-    data_info = DataInfo(
+    return _Target(
+        classifier=classifier, info=info, card=card, splits=splits, data=_data_info(splits, overlaps), overlaps=overlaps
+    )
+
+
+def _data_info(splits: Splits, overlaps: dict[str, int]) -> DataInfo:
+    """What ``result.json`` records of the data: sizes and content hashes of every split, and for the user's own
+    split the file each came from (path and SHA-256)."""
+    sets = {"members": splits.members, "nonmembers": splits.nonmembers, "population": splits.population}
+    if splits.test is not None:
+        sets["test"] = splits.test
+    return DataInfo(
         name=splits.source,
         split_seed=splits.seed,
         n_members=len(splits.members),
         n_nonmembers=len(splits.nonmembers),
         n_population=len(splits.population),
         bounds=[float(b) for b in splits.bounds],
-        sha256={
-            "members": splits.members.sha256(),
-            "nonmembers": splits.nonmembers.sha256(),
-            "population": splits.population.sha256(),
-        },
+        sha256={name: dataset.sha256() for name, dataset in sets.items()},
         overlaps=overlaps,
         class_names=list(splits.members.class_names) if splits.members.class_names else None,
+        n_test=None if splits.test is None else len(splits.test),
+        files={name: {"path": f.path, "sha256": f.sha256} for name, f in splits.files.items()} or None,
     )
-    return _Target(classifier=classifier, info=info, card=card, splits=splits, data=data_info, overlaps=overlaps)
+
+
+def _check_reference_data(config: AuditConfig, splits: Splits) -> None:
+    """Before any attack runs: offline reference models train on population records only, so the data must have
+    some (a user split without ``--population`` has none)."""
+    reference = config.reference_config()
+    if reference is not None and not reference.online and len(splits.population) < 2:
+        raise ConfigError(
+            f"offline reference models need population records to train on, and {splits.source} has "
+            f"{len(splits.population)}; use online reference models (--reference-mode online), or give population "
+            "records (--population FILE with --members and --nonmembers)"
+        )
 
 
 @dataclass
 class _Sample:
-    """The test (non-member) records attacked for robustness: their indices in the non-members split, inputs and
-    labels."""
+    """The test records attacked for robustness: their indices in the split attacked (the non-members, or the
+    ``test`` set: :attr:`Splits.attacked <modelsec.data.dataset.Splits.attacked>`), inputs and labels."""
 
     index: np.ndarray
     x: torch.Tensor
@@ -373,17 +411,17 @@ class _Sample:
 
 
 def _attack_sample(splits: Splits, samples: int, rng: np.random.Generator) -> _Sample:
-    """Step 2: a seeded sample of ``samples`` non-members (all of them, with a warning, when there are fewer)."""
-    n = min(samples, len(splits.nonmembers))
+    """Step 2: a seeded sample of ``samples`` held-out records: the non-members, or the ``test`` set when the splits
+    have one (all of them, with a warning, when there are fewer)."""
+    attacked = splits.attacked
+    n = min(samples, len(attacked))
     if n < samples:
         warnings.warn(
             f"--samples {samples} is more than the {n} test records of {splits.source}; all {n} are attacked",
             stacklevel=2,
         )
-    idx = np.sort(rng.permutation(len(splits.nonmembers))[:n])
-    return _Sample(
-        index=idx, x=torch.from_numpy(splits.nonmembers.x[idx]), y=torch.from_numpy(splits.nonmembers.y[idx])
-    )
+    idx = np.sort(rng.permutation(len(attacked))[:n])
+    return _Sample(index=idx, x=torch.from_numpy(attacked.x[idx]), y=torch.from_numpy(attacked.y[idx]))
 
 
 def _resumable_phases(
@@ -466,7 +504,10 @@ def _assemble_result(
         "membership_attacks": [a.attack for a in privacy.attacks],
         "device": device,
         "verdict_rule": RULE,
-        "samples_sha256": target.splits.nonmembers.subset(sample.index).sha256(),
+        "normalize": None
+        if config.normalize_mean is None
+        else {"mean": list(config.normalize_mean), "std": list(config.normalize_std or ())},
+        "samples_sha256": target.splits.attacked.subset(sample.index).sha256(),
         "mia_candidates_sha256": phases.candidates_sha256,
     }
     return AuditResult(
@@ -668,7 +709,7 @@ def _membership(
         rng=rng,
         reference=reference,
         target_train_size=int(recorded_size) if recorded_size else len(splits.members),
-        exclude_shared=any(overlaps.values()),
+        exclude_shared=any(_membership_overlaps(overlaps).values()),
     )
     if min(pool.members.size, pool.nonmembers.size) < config.mia_samples:
         capped = (
@@ -677,8 +718,11 @@ def _membership(
         )
         notes.append(capped)
         warnings.warn(capped, stacklevel=3)
-    if any(overlaps.values()):
-        notes.append(f"the splits share records ({overlaps}); those records were left out of membership inference")
+    if any(_membership_overlaps(overlaps).values()):
+        notes.append(
+            f"the splits share records ({_membership_overlaps(overlaps)}); those records were left out of membership "
+            "inference"
+        )
     if pool.members.size != pool.nonmembers.size:
         notes.append(
             f"unbalanced candidates: {pool.members.size} members, {pool.nonmembers.size} non-members "
@@ -715,6 +759,11 @@ def _membership(
     privacy = PrivacyResult(attacks=results, notes=notes, exposed_records=exposed, compute=compute)
     candidates = pool.records.subset(np.concatenate([pool.members, pool.nonmembers])).sha256()
     return privacy, images, candidates
+
+
+def _membership_overlaps(overlaps: dict[str, int]) -> dict[str, int]:
+    """The overlaps between the splits membership inference uses (members, non-members, population)."""
+    return {pair: n for pair, n in overlaps.items() if "test" not in pair.split("/")}
 
 
 def _classifier(

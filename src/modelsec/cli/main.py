@@ -129,7 +129,7 @@ def _out_file(what: str) -> Any:
     return click.option("--out", "out_path", type=path, required=True, callback=_check(check_writable_file), help=what)
 
 
-DATA_HELP = "fashion-mnist, digits, breast-cancer, or a .npz/.csv file"
+DATA_HELP = "fashion-mnist, digits, breast-cancer, a .npz/.csv file, or an image folder (FOLDER/<class>/<image>)"
 STORE_HELP = "SQLite run store (default: $MODELSEC_STORE or ~/.local/share/modelsec/runs.sqlite)."
 quiet_option = click.option("--quiet", "-q", is_flag=True, help="No progress bars or status lines.")
 device_option = click.option(
@@ -163,6 +163,38 @@ data_options = _options(
         type=click.IntRange(0, SPLIT_SEED_LIMIT - 1),
         default=None,
         help="Seed of the member/non-member/population split (default: the model's record, or 0).",
+    ),
+)
+user_split_options = _options(  # audit, compare: the user's own split instead of --data
+    click.option(
+        "--members",
+        "members_file",
+        type=click.Path(),
+        default=None,
+        help="The exact records the model trained on (a .npz/.csv file or an image folder); with --nonmembers, "
+        "instead of --data: the membership audit uses exactly these, no split is drawn.",
+    ),
+    click.option(
+        "--nonmembers",
+        "nonmembers_file",
+        type=click.Path(),
+        default=None,
+        help="Records the model never trained on (file or image folder); with --members.",
+    ),
+    click.option(
+        "--population",
+        "population_file",
+        type=click.Path(),
+        default=None,
+        help="With --members: further records from the same distribution the attacker may use (needed for offline "
+        "reference models).",
+    ),
+    click.option(
+        "--test",
+        "test_file",
+        type=click.Path(),
+        default=None,
+        help="With --members: held-out records to measure robustness on (default: the non-members).",
     ),
 )
 run_options = _options(  # audit, compare: after --out
@@ -266,12 +298,14 @@ def _endpoint_model(model_path: str | None, url: str | None, **given: Any) -> An
 )
 @click.option("--arch", default=None, help="Built-in architecture of a weights-only file (see `modelsec list`).")
 @click.option("--data", default=None, help=f"{DATA_HELP} (default: the model's own data).")
+@user_split_options
 @data_options
 @config_options(_audit_fields, into="settings")
 @endpoint_options
 @_out_folder("modelsec-audit", "result.json, report.html and adversarial.npz")
 @run_options
-def audit(model_path: str | None, data: str | None, bounds: str | None, split_seed: int | None,
+def audit(model_path: str | None, data: str | None, members_file: str | None, nonmembers_file: str | None,
+          population_file: str | None, test_file: str | None, bounds: str | None, split_seed: int | None,
           settings: dict[str, Any], store_path: str | None, no_store: bool, no_resume: bool, quiet: bool,
           endpoint: str | None, endpoint_batch_size: int | None, query_budget: int | None,
           endpoint_timeout: float | None, endpoint_retries: int | None, endpoint_backoff: float | None,
@@ -279,6 +313,7 @@ def audit(model_path: str | None, data: str | None, bounds: str | None, split_se
     """Audit a model: evasion attacks (a preset) and membership inference; writes a report. An interrupted audit
     resumes where it stopped when the same command is run again (OUT/audit.ckpt)."""
     from modelsec.audits import AuditConfig
+    from modelsec.data.user_split import split_files
     from modelsec.outputs.audit import audit_and_write
 
     model = _endpoint_model(
@@ -286,8 +321,11 @@ def audit(model_path: str | None, data: str | None, bounds: str | None, split_se
         endpoint_timeout=endpoint_timeout, endpoint_retries=endpoint_retries, endpoint_backoff=endpoint_backoff,
         rate_limit=rate_limit, endpoint_headers=endpoint_headers,
     )  # fmt: skip
+    source = split_files(
+        data, members=members_file, nonmembers=nonmembers_file, population=population_file, test=test_file
+    )
     outcome = audit_and_write(
-        model, data, config=AuditConfig(**settings, split_seed=split_seed), bounds=_parse_bounds(bounds),
+        model, source, config=AuditConfig(**settings, split_seed=split_seed), bounds=_parse_bounds(bounds),
         store=_store(store_path, no_store), progress=_progress(quiet), resume=not no_resume, **passed,
     )  # fmt: skip
     if not quiet:
@@ -300,6 +338,7 @@ def audit(model_path: str | None, data: str | None, bounds: str | None, split_se
 @click.argument("baseline", type=click.Path(dir_okay=False))
 @click.argument("hardened", nargs=-1, required=True, type=click.Path(dir_okay=False))
 @click.option("--data", default=None, help=f"{DATA_HELP} (default: the baseline's own data).")
+@user_split_options
 @data_options
 @config_options(_audit_fields, into="settings")
 @click.option(
@@ -312,15 +351,20 @@ def audit(model_path: str | None, data: str | None, bounds: str | None, split_se
 )
 @_out_folder("modelsec-compare", "comparison.html/.json/.md and one audit folder per model")
 @run_options
-def compare(bounds: str | None, split_seed: int | None, settings: dict[str, Any], store_path: str | None,
-            no_store: bool, no_resume: bool, quiet: bool, **passed: Any) -> None:  # fmt: skip
+def compare(data: str | None, members_file: str | None, nonmembers_file: str | None, population_file: str | None,
+            test_file: str | None, bounds: str | None, split_seed: int | None, settings: dict[str, Any],
+            store_path: str | None, no_store: bool, no_resume: bool, quiet: bool, **passed: Any) -> None:  # fmt: skip
     """Audit BASELINE and each HARDENED model the same way (same settings, seed, test records and membership
     candidates) and write a comparison report with a recommendation."""
     from modelsec.audits import AuditConfig
+    from modelsec.data.user_split import split_files
     from modelsec.outputs.compare import compare_and_write
 
+    source = split_files(
+        data, members=members_file, nonmembers=nonmembers_file, population=population_file, test=test_file
+    )
     outcome = compare_and_write(
-        config=AuditConfig(**settings, split_seed=split_seed), bounds=_parse_bounds(bounds),
+        data=source, config=AuditConfig(**settings, split_seed=split_seed), bounds=_parse_bounds(bounds),
         store=_store(store_path, no_store), progress=_progress(quiet), resume=not no_resume, **passed,
     )  # fmt: skip
     if not quiet:
@@ -494,7 +538,7 @@ def list_plugins(kind: str) -> None:
     if kind in ("architectures", "all"):
         click.echo("architectures:      " + ", ".join(ARCHITECTURES.names()))
     if kind in ("datasets", "all"):
-        click.echo("data sets:          " + ", ".join(DATASETS.names()) + " (or a .npz / .csv file)")
+        click.echo("data sets:          " + ", ".join(DATASETS.names()) + " (or a .npz / .csv file or an image folder)")
     if kind in ("defenses", "all"):
         click.echo("defenses:           " + ", ".join(DEFENSES.names()))
 

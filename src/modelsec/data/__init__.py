@@ -10,6 +10,9 @@ population splits.
 >>> splits.members.name
 'digits/members'
 
+The user's own split (the exact training records, and held-out ones, each in a file or image folder):
+:func:`user_splits`; see :mod:`modelsec.data.user_split`.
+
 Every :class:`Dataset` produced here passed :func:`validate_arrays`; every :class:`Splits` is
 checked for shared records, and a :class:`SplitOverlapWarning` is emitted when two splits share any
 (the audit reports the counts).
@@ -25,7 +28,7 @@ from pathlib import Path
 from modelsec.core.errors import ConfigError, DataError
 from modelsec.core.options import SPLIT_SEED_LIMIT, check_seed
 from modelsec.core.registry import Registry
-from modelsec.data.dataset import Dataset, Splits
+from modelsec.data.dataset import Dataset, SourceFile, Splits
 from modelsec.data.fashion_mnist import fashion_mnist_splits, load_fashion_mnist
 from modelsec.data.files import DEFAULT_BOUNDS, file_splits, load_file
 from modelsec.data.sklearn_sets import (
@@ -35,18 +38,24 @@ from modelsec.data.sklearn_sets import (
     digits_splits,
     stratified_splits,
 )
+from modelsec.data.user_split import USER_SPLIT, SplitFiles, load_user_splits, split_files
 from modelsec.data.validation import check_bounds, validate_arrays, validated_dataset
 
 __all__ = [
     "DATASETS",
+    "USER_SPLIT",
     "BuiltinDataset",
     "Dataset",
+    "SourceFile",
+    "SplitFiles",
     "SplitOverlapWarning",
     "Splits",
     "available_datasets",
     "load_dataset",
     "load_splits",
+    "split_files",
     "stratified_splits",
+    "user_splits",
     "validate_arrays",
     "validated_dataset",
 ]
@@ -126,7 +135,7 @@ def available_datasets() -> list[str]:
 
 
 def load_splits(
-    source: str,
+    source: str | SplitFiles,
     *,
     seed: int = 0,
     data_dir: str | None = None,
@@ -134,8 +143,9 @@ def load_splits(
     bounds: tuple[float, float] | None = None,
 ) -> Splits:
     """The members / nonmembers / population splits of ``source``: a built-in name (see
-    :func:`available_datasets`), else the path of a user ``.npz`` or CSV file (see
-    :mod:`modelsec.data.files`).
+    :func:`available_datasets`), else the path of a user ``.npz`` or CSV file or image folder (see
+    :mod:`modelsec.data.files`), or the user's own split as :class:`SplitFiles` (see :func:`user_splits`; ``seed``
+    is then unused).
 
     ``seed`` draws the split (same seed, same split). ``data_dir`` locates the files of a built-in
     set that reads files (Fashion-MNIST). ``label_column`` and ``bounds`` (default ``(0, 1)``)
@@ -146,6 +156,10 @@ def load_splits(
     unknown source or bad data, :class:`ConfigError` for bad options.
     """
     seed = _check_seed(seed)
+    if isinstance(source, SplitFiles):
+        return user_splits(
+            source.members, source.nonmembers, source.population, source.test, label_column=label_column, bounds=bounds
+        )
     builtin = _builtin(source, label_column=label_column, bounds=bounds)
     if builtin is not None:
         splits = builtin.splits(seed=seed, data_dir=data_dir)
@@ -156,6 +170,36 @@ def load_splits(
             label_column=label_column,
             bounds=DEFAULT_BOUNDS if bounds is None else check_bounds(bounds),
         )
+    _warn_on_overlap(splits)
+    return splits
+
+
+def user_splits(
+    members: str | os.PathLike[str],
+    nonmembers: str | os.PathLike[str],
+    population: str | os.PathLike[str] | None = None,
+    test: str | os.PathLike[str] | None = None,
+    *,
+    label_column: str = "label",
+    bounds: tuple[float, float] | None = None,
+) -> Splits:
+    """The user's own split: ``members`` (the exact records the model trained on), ``nonmembers`` (records it never
+    saw), optionally ``population`` (further records the attacker may use) and ``test`` (held-out records to measure
+    robustness on instead of the non-members), each a ``.npz`` or CSV file or an image folder; see
+    :mod:`modelsec.data.user_split`. ``Splits.source`` is ``"user split"`` and ``Splits.files`` records each file
+    with its SHA-256.
+
+    >>> splits = user_splits("train.npz", "held_out.npz")  # doctest: +SKIP
+    >>> modelsec.audit("model.onnx", splits)  # doctest: +SKIP
+
+    Emits :class:`SplitOverlapWarning` when files share records. Raises :class:`DataError` for bad data or files that
+    disagree (input shape, class names), :class:`ConfigError` for bad options.
+    """
+    files = split_files(members=members, nonmembers=nonmembers, population=population, test=test)
+    assert isinstance(files, SplitFiles)
+    splits = load_user_splits(
+        files, label_column=label_column, bounds=DEFAULT_BOUNDS if bounds is None else check_bounds(bounds)
+    )
     _warn_on_overlap(splits)
     return splits
 
@@ -201,7 +245,7 @@ def _builtin(source: str, *, label_column: str, bounds: tuple[float, float] | No
     known = ", ".join(available_datasets())
     raise DataError(
         f"unknown data set {source!r}: not a built-in name ({known}) and no file at "
-        f"{Path(source)}; pass one of those names or the path of a .npz / .csv file"
+        f"{Path(source)}; pass one of those names or the path of a .npz / .csv file or an image folder"
     )
 
 
@@ -211,11 +255,22 @@ def _check_seed(seed: int) -> int:
 
 def _warn_on_overlap(splits: Splits) -> None:
     shared = {pair: n for pair, n in splits.overlaps().items() if n}
-    if shared:
-        detail = ", ".join(f"{pair}: {n}" for pair, n in shared.items())
-        warnings.warn(
-            f"{splits.source}: the splits share records with identical inputs ({detail}); "
-            "membership results on those records are ambiguous, so deduplicate the data if you can",
-            SplitOverlapWarning,
-            stacklevel=3,
+    if not shared:
+        return
+    detail = ", ".join(f"{pair}: {n}" for pair, n in shared.items())
+    where = splits.source
+    if splits.files:
+        where += " (" + ", ".join(f"{name} {f.path}" for name, f in splits.files.items()) + ")"
+    consequences = []
+    if any(pair != "members/test" for pair in shared):
+        consequences.append(
+            "membership results on those records are ambiguous (the audit leaves them out of membership inference)"
         )
+    if "members/test" in shared:
+        consequences.append(f"robustness is measured on {shared['members/test']} record(s) the model trained on")
+    warnings.warn(
+        f"{where}: the splits share records with identical inputs ({detail}); {'; '.join(consequences)}; "
+        "deduplicate the data if you can",
+        SplitOverlapWarning,
+        stacklevel=3,
+    )

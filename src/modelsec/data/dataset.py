@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -52,16 +52,42 @@ class Dataset:
         h.update(np.ascontiguousarray(self.y, dtype=np.int64).tobytes())
         return h.hexdigest()
 
+    @classmethod
+    def empty(cls, name: str, like: Dataset) -> Dataset:
+        """A set without records, of the same input shape, classes and bounds as ``like``."""
+        return cls(
+            name=name,
+            x=np.zeros((0, *like.input_shape), dtype=np.float32),
+            y=np.zeros(0, dtype=np.int64),
+            num_classes=like.num_classes,
+            bounds=like.bounds,
+            class_names=like.class_names,
+        )
+
+
+@dataclass(frozen=True)
+class SourceFile:
+    """A file (or image folder) a split was read from, and the SHA-256 of what it holds
+    (:func:`modelsec.data.files.source_sha256`)."""
+
+    path: str
+    sha256: str
+
 
 @dataclass(frozen=True, eq=False)
 class Splits:
-    """The three disjoint sets a security audit needs.
+    """The three disjoint sets a security audit needs, and optionally a fourth.
 
     - ``members``: the target model's training data (positives for membership inference);
-    - ``nonmembers``: held out, never trained on (negatives; robustness is measured on these);
-    - ``population``: further data from the same distribution that the attacker may use as reference data.
+    - ``nonmembers``: held out, never trained on (negatives; robustness is measured on these unless there is a
+      ``test`` set);
+    - ``population``: further data from the same distribution that the attacker may use as reference data (may be
+      empty when the user gives none);
+    - ``test``: held-out records to measure robustness on instead of the non-members (``None``: the non-members).
 
-    ``seed`` is the seed of the split itself; ``source`` names where the data came from.
+    ``seed`` is the seed of the split itself (0 for a split the user gave as files); ``source`` names where the data
+    came from; ``files``: for a split the user gave as files (:func:`modelsec.data.user_splits`), the file each split
+    was read from, by split name (empty otherwise).
     """
 
     source: str
@@ -69,6 +95,13 @@ class Splits:
     members: Dataset
     nonmembers: Dataset
     population: Dataset
+    test: Dataset | None = None
+    files: dict[str, SourceFile] = field(default_factory=dict)
+
+    @property
+    def attacked(self) -> Dataset:
+        """The held-out records robustness is measured on: ``test`` when given, else the non-members."""
+        return self.nonmembers if self.test is None else self.test
 
     @property
     def num_classes(self) -> int:
@@ -88,7 +121,15 @@ class Splits:
             bounds=self.population.bounds,
             class_names=self.population.class_names,
         )
-        return Splits(self.source, self.seed, self.members.subset(np.arange(used)), self.nonmembers, population)
+        return Splits(
+            self.source,
+            self.seed,
+            self.members.subset(np.arange(used)),
+            self.nonmembers,
+            population,
+            test=self.test,
+            files=self.files,
+        )
 
     @property
     def bounds(self) -> tuple[float, float]:
@@ -99,11 +140,15 @@ class Splits:
         return self.members.input_shape
 
     def overlaps(self) -> dict[str, int]:
-        """Number of records (by input content hash) that each pair of splits shares."""
+        """Number of records (by input content hash) that each pair of splits shares; with a ``test`` set also
+        ``"members/test"`` (training records that robustness would be measured on)."""
         sets = {
             "members": set(self.members.record_hashes()),
             "nonmembers": set(self.nonmembers.record_hashes()),
             "population": set(self.population.record_hashes()),
         }
         pairs = [("members", "nonmembers"), ("members", "population"), ("nonmembers", "population")]
+        if self.test is not None:
+            sets["test"] = set(self.test.record_hashes())
+            pairs.append(("members", "test"))
         return {f"{a}/{b}": len(sets[a] & sets[b]) for a, b in pairs}

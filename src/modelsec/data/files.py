@@ -1,5 +1,5 @@
 """User data files: a NumPy ``.npz`` archive or a CSV table, recognised by content, not by
-extension.
+extension, or a folder of images (:mod:`modelsec.data.images`).
 
 - ``.npz`` (starts with the zip magic ``PK\\x03\\x04``): arrays ``x`` (inputs, ``(n,
   *input_shape)``) and ``y`` (integer labels, ``(n,)``), optionally ``class_names`` (a 1-D string
@@ -9,6 +9,9 @@ extension.
   column is a numeric feature except the label column (default ``label``). Labels are integers
   ``0..K-1`` or, if any label is not a number, class names (mapped to ``0..K-1`` in sorted order).
   The delimiter is ``,`` (or tab / ``;`` when the header holds no comma).
+- a folder: ``FOLDER/<class name>/<image>.png|jpg|jpeg|bmp``, one sub-folder per class (sorted names are labels
+  ``0..K-1``), all images the same size, pixels scaled to ``[0, 1]``, channels first; see
+  :mod:`modelsec.data.images`.
 
 Inputs must lie inside the declared ``bounds`` (default ``[0, 1]``); see :func:`validate_arrays`.
 """
@@ -16,6 +19,7 @@ Inputs must lie inside the declared ``bounds`` (default ``[0, 1]``); see :func:`
 from __future__ import annotations
 
 import csv
+import hashlib
 import io
 import os
 import zipfile
@@ -26,6 +30,7 @@ import numpy as np
 
 from modelsec.core.errors import DataError, printable
 from modelsec.data.dataset import Dataset, Splits
+from modelsec.data.images import folder_sha256, read_image_folder
 from modelsec.data.sklearn_sets import stratified_splits
 from modelsec.data.validation import validated_dataset
 
@@ -40,9 +45,13 @@ def load_file(
     label_column: str = "label",
     bounds: Sequence[float] = DEFAULT_BOUNDS,
 ) -> Dataset:
-    """Every record of a user ``.npz`` or CSV file as one validated :class:`Dataset` named after
-    ``path``."""
+    """Every record of a user ``.npz`` or CSV file, or of an image folder, as one validated :class:`Dataset` named
+    after ``path``."""
     p = Path(path)
+    class_names: list[str] | None
+    if p.is_dir():
+        x, y, class_names = read_image_folder(p)
+        return validated_dataset(str(path), x, y, bounds=bounds, class_names=class_names, copy=False)
     head = _read_head(p)
     if head.startswith(_ZIP_MAGIC):
         x, y, class_names = _read_npz(p)
@@ -67,6 +76,22 @@ def file_splits(
     return stratified_splits(dataset, seed=seed, source=str(path))
 
 
+def source_sha256(path: str | os.PathLike[str]) -> str:
+    """SHA-256 of a data file's bytes, or of an image folder's images (:func:`~modelsec.data.images.folder_sha256`),
+    as recorded in ``result.json``."""
+    p = Path(path)
+    if p.is_dir():
+        return folder_sha256(p)
+    h = hashlib.sha256()
+    try:
+        with p.open("rb") as fh:
+            for block in iter(lambda: fh.read(1 << 20), b""):
+                h.update(block)
+    except OSError as exc:
+        raise DataError(f"{p}: cannot read the file ({printable(exc.strerror or exc)})") from None
+    return h.hexdigest()
+
+
 def _read_head(p: Path) -> bytes:
     try:
         with p.open("rb") as fh:
@@ -74,7 +99,7 @@ def _read_head(p: Path) -> bytes:
     except FileNotFoundError:
         raise DataError(f"{p}: no such file; check the path") from None
     except IsADirectoryError:
-        raise DataError(f"{p} is a folder; pass a .npz or .csv file") from None
+        raise DataError(f"{p} is a folder; pass a .npz or .csv file or an image folder") from None
     except OSError as exc:
         raise DataError(f"{p}: cannot read the file ({printable(exc.strerror or exc)})") from None
 

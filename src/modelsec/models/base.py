@@ -127,7 +127,10 @@ class Classifier:
     @property
     def uses_bpda(self) -> bool:
         """True when gradients pass straight through a declared non-differentiable preprocessing step."""
-        return self.preprocess is not None and not self.preprocess_differentiable
+        if self.preprocess is None:
+            return False
+        # a composed preprocessing (modelsec.models.normalization) says whether a step inside it does
+        return not self.preprocess_differentiable or bool(getattr(self.preprocess, "uses_bpda", False))
 
     @property
     def prediction_rule(self) -> str:

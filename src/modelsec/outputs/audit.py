@@ -33,6 +33,7 @@ if TYPE_CHECKING:
     from torch import nn
 
     from modelsec.data.dataset import Splits
+    from modelsec.data.user_split import SplitFiles
     from modelsec.models.adapters.endpoint import ScoreFunction
     from modelsec.models.base import Classifier
     from modelsec.store.runs import RunStore
@@ -72,7 +73,7 @@ def write_audit(outcome: AuditOutcome, out_dir: str | Path | None, *, store: Run
 
 def audit_and_write(
     model: str | Path | nn.Module | Classifier | ScoreFunction | Callable[[Any], Any] | None = None,
-    data: str | Splits | None = None,
+    data: str | Splits | SplitFiles | None = None,
     *,
     out_dir: str | Path | None = None,
     store: RunStore | None = None,

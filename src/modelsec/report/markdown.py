@@ -195,8 +195,16 @@ def render_markdown(result: AuditResult) -> str:
             "Members / non-members / population",
             " / ".join(tables.count(n) for n in (d.n_members, d.n_nonmembers, d.n_population)),
         ),
-        ("Split seed", str(d.split_seed)),
     ]
+    if d.files:  # the user's own split: the files, not a seed
+        facts += [
+            (f"File ({md_text(k)})", f"{md_code(f['path'])} (SHA-256 {md_code(f['sha256'])})")
+            for k, f in d.files.items()
+        ]
+    else:
+        facts.append(("Split seed", str(d.split_seed)))
+    if d.n_test is not None:
+        facts.append(("Test records (robustness)", tables.count(d.n_test)))
     facts += [(f"SHA-256 ({md_text(k)})", md_code(h)) for k, h in d.sha256.items()]
     facts += [(f"Overlap {md_text(k)}", f"**{n:,}** ❌" if n > 0 else "0") for k, n in d.overlaps.items()]
     out += _table(["Item", "Value"], facts, [False, False])

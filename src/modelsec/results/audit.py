@@ -209,6 +209,8 @@ class DataInfo:
     sha256: dict[str, str]  # split name -> content hash
     overlaps: dict[str, int] = field(default_factory=dict)  # "members/nonmembers" -> shared records
     class_names: list[str] | None = None
+    n_test: int | None = None  # records of the user's test set (robustness measured on them), if one was given
+    files: dict[str, dict[str, str]] | None = None  # the user's split: split name -> {"path", "sha256"} of its file
 
 
 @dataclass(frozen=True)
