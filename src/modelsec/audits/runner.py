@@ -631,25 +631,31 @@ def _sanity_checks(
     )
 
 
-def _reference_recipe(target: _Target, config: AuditConfig) -> tuple[ReferenceRecipe, list[str]]:
-    """The reference models' recipe and notes on it: the model's own when its adapter brought one (a scikit-learn
-    estimator's clones), else a :class:`BuiltinRecipe`: the target's architecture when built-in, else the default
-    for its input (a guess), and the target's recorded training recipe, else the defaults (a guess);
-    ``reference_epochs`` overrides the epochs."""
+def _reference_recipe(info: ModelInfo, card: ModelCard, config: AuditConfig) -> tuple[str, TrainingConfig]:
+    """The reference models' architecture (the target's when built-in, else the default for its input) and
+    training recipe (the target's recorded one, else the defaults; ``reference_epochs`` overrides the epochs)."""
+    arch = info.arch if info.arch is not None and info.arch in ARCHITECTURES else None
+    arch = arch or default_architecture(tuple(info.input_shape))
+    known = {f.name for f in dataclasses.fields(TrainingConfig)} - {"seed"}
+    training = TrainingConfig(**{k: v for k, v in card.recipe.items() if k in known})
+    if config.reference_epochs is not None:
+        training = replace(training, epochs=config.reference_epochs)
+    return arch, training
+
+
+def _reference_models_recipe(target: _Target, config: AuditConfig) -> tuple[ReferenceRecipe, list[str]]:
+    """How the reference models train, and notes on it: the model's own recipe when its adapter brought one (a
+    scikit-learn estimator's clones), else a :class:`BuiltinRecipe` of :func:`_reference_recipe`, marked as a
+    guess when the architecture or the training settings are not the target's own."""
     if target.reference_recipe is not None:
         notes = []
         if config.reference_epochs is not None:
             notes.append("--reference-epochs does not apply to this model's reference models (its own recipe)")
         return target.reference_recipe, notes
     info, card = target.info, target.card
-    own_arch = info.arch if info.arch is not None and info.arch in ARCHITECTURES else None
-    arch = own_arch or default_architecture(tuple(info.input_shape))
-    known = {f.name for f in dataclasses.fields(TrainingConfig)} - {"seed"}
-    training = TrainingConfig(**{k: v for k, v in card.recipe.items() if k in known})
-    if config.reference_epochs is not None:
-        training = replace(training, epochs=config.reference_epochs)
+    arch, training = _reference_recipe(info, card, config)
     guesses = []
-    if own_arch is None:
+    if info.arch is None or info.arch not in ARCHITECTURES:
         guesses.append(f"the architecture {arch} (the model is not one of modelsec's built-in architectures)")
     if not card.recipe:
         guesses.append("modelsec's default training settings (the model file records none)")
@@ -705,7 +711,7 @@ def _membership(
     compute: dict[str, Any] = {}
     training = None
     if reference is not None:
-        recipe, recipe_notes = _reference_recipe(target, config)
+        recipe, recipe_notes = _reference_models_recipe(target, config)
         notes.extend(recipe_notes)
         training = reference_signals(pool, reference, recipe=recipe, cache=cache, progress=progress)
         compute.update(training.compute())
