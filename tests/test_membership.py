@@ -3,6 +3,9 @@ record pool, reference-model training (in and out of process) and its cache."""
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
+
 import numpy as np
 import pytest
 import torch
@@ -30,13 +33,18 @@ from modelsec.attacks.membership.signals import (
 )
 from modelsec.audits.membership import evaluate_membership, plan_membership_attacks
 from modelsec.audits.membership_pool import build_pool, reference_signals
-from modelsec.audits.reference_models import ReferenceConfig, membership_matrix, train_reference_models
+from modelsec.audits.reference_models import (
+    BuiltinRecipe,
+    ReferenceConfig,
+    membership_matrix,
+    train_reference_models,
+)
 from modelsec.core.errors import ConfigError
 from modelsec.data.dataset import Dataset, Splits
 from modelsec.defenses.training import TrainingConfig
 from modelsec.models.base import Capability
 from modelsec.stats.metrics import auc
-from modelsec.store.cache import SignalCache
+from modelsec.store.cache import SignalCache, cache_key
 
 pytestmark = pytest.mark.numerics  # rerun by `make test-numerics` under another CPU configuration
 
@@ -324,9 +332,9 @@ def _blobs(n: int, seed: int) -> Dataset:
 def test_reference_training_is_seeded_and_the_same_in_worker_processes(tmp_path) -> None:  # type: ignore[no-untyped-def]
     pool = _blobs(120, 0)
     inclusion = membership_matrix(2, np.ones(120, dtype=bool), np.random.default_rng(0))
-    recipe = TrainingConfig(epochs=2, batch_size=32)
-    here = train_reference_models(pool, inclusion, arch="mlp", training=recipe, seed=3, workers=1)
-    there = train_reference_models(pool, inclusion, arch="mlp", training=recipe, seed=3, workers=2)
+    recipe = BuiltinRecipe(arch="mlp", training=TrainingConfig(epochs=2, batch_size=32))
+    here = train_reference_models(pool, inclusion, recipe=recipe, seed=3, workers=1)
+    there = train_reference_models(pool, inclusion, recipe=recipe, seed=3, workers=2)
     assert here.signals.logits.shape == (2, 120, 3) and here.workers == 1 and there.workers == 2
     np.testing.assert_array_equal(here.signals.logits, there.signals.logits)
     assert not np.array_equal(here.signals.logits[0], here.signals.logits[1])  # different data and seeds
@@ -339,11 +347,29 @@ def test_reference_signals_are_cached(tmp_path) -> None:  # type: ignore[no-unty
         splits, members=40, nonmembers=40, rng=np.random.default_rng(0), reference=config, target_train_size=60
     )
     cache = SignalCache(tmp_path)
-    recipe = TrainingConfig(epochs=1, batch_size=32)
-    first = reference_signals(pool, config, arch="mlp", training=recipe, cache=cache)
-    second = reference_signals(pool, config, arch="mlp", training=recipe, cache=cache)
+    training = TrainingConfig(epochs=1, batch_size=32)
+    recipe = BuiltinRecipe(arch="mlp", training=training)
+    first = reference_signals(pool, config, recipe=recipe, cache=cache)
+    second = reference_signals(pool, config, recipe=recipe, cache=cache)
     assert not first.cached and second.cached and second.compute()["from_cache"]
     np.testing.assert_array_equal(first.signals.logits, second.signals.logits)
     np.testing.assert_array_equal(first.signals.inclusion, second.signals.inclusion)
-    other = reference_signals(pool, config, arch="mlp", training=TrainingConfig(epochs=2, batch_size=32), cache=cache)
+    # the key of a built-in recipe is the key from before recipes existed: caches written then still hit
+    inclusion = membership_matrix(config.models, pool.eligible, np.random.default_rng(config.seed))
+    packed = np.packbits(inclusion).tobytes() + str(inclusion.shape).encode()
+    before_recipes = {
+        "kind": "reference-logits",
+        "pool": pool.records.sha256(),
+        "inclusion": hashlib.sha256(packed).hexdigest(),
+        "arch": "mlp",
+        "training": dataclasses.asdict(training),
+        "seed": config.seed,
+    }
+    assert cache.load(cache_key(before_recipes)) is not None
+    assert (
+        first.compute()["arch"] == "mlp" and first.compute()["epochs"] == 1 and "recipe_guessed" not in first.compute()
+    )
+    other = reference_signals(
+        pool, config, recipe=BuiltinRecipe(arch="mlp", training=TrainingConfig(epochs=2, batch_size=32)), cache=cache
+    )
     assert not other.cached  # a different recipe is a different key

@@ -6,13 +6,12 @@ reference models (:mod:`modelsec.audits.reference_models`). Online reference mod
 the pool, offline ones only on population records. The audit's attacks then score the whole pool and are judged on
 the candidates.
 
-Reference signals are cached by content (the pool's records and labels, the membership matrix, the architecture,
-the training recipe), so a re-run with the same data and settings trains nothing.
+Reference signals are cached by content (the pool's records and labels, the membership matrix, the reference
+models' recipe as it describes itself), so a re-run with the same data and settings trains nothing.
 """
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass
 
 import numpy as np
@@ -27,7 +26,7 @@ from modelsec.audits.reference_models import (
 from modelsec.core.errors import ConfigError
 from modelsec.core.progress import Progress
 from modelsec.data.dataset import Dataset, Splits
-from modelsec.defenses.training import TrainingConfig
+from modelsec.models.reference_recipe import ReferenceRecipe
 from modelsec.store.cache import SignalCache, cache_key
 
 
@@ -122,35 +121,33 @@ def reference_signals(
     pool: MembershipPool,
     config: ReferenceConfig,
     *,
-    arch: str,
-    training: TrainingConfig,
+    recipe: ReferenceRecipe,
     cache: SignalCache | None = None,
     progress: Progress | None = None,
 ) -> ReferenceTraining:
-    """Train (or fetch from ``cache``) the reference models of ``config`` on ``pool``."""
+    """Train (or fetch from ``cache``) the reference models of ``config`` on ``pool``, each with ``recipe``."""
     rng = np.random.default_rng(config.seed)
     inclusion = membership_matrix(config.models, pool.eligible, rng)
-    key = cache_key(
-        {
-            "kind": "reference-logits",
-            "pool": pool.records.sha256(),
-            "inclusion": _digest(inclusion),
-            "arch": arch,
-            "training": dataclasses.asdict(training),
-            "seed": config.seed,
-        }
-    )
+    parts = {
+        "kind": "reference-logits",
+        "pool": pool.records.sha256(),
+        "inclusion": _digest(inclusion),
+        "seed": config.seed,
+    }
+    described = recipe.describe()
+    if parts.keys() & described.keys():
+        raise ValueError(f"a recipe's description may not use the keys {sorted(parts)}")
+    key = cache_key({**parts, **described})  # a built-in recipe's: {"arch", "training"}, as before recipes
     if cache is not None:
         hit = cache.load(key)
         if hit is not None and hit.get("logits") is not None and hit["logits"].shape[:2] == inclusion.shape:
             signals = ReferenceSignals(hit["logits"], inclusion, np.asarray(pool.records.y, dtype=np.int64))
             seconds = [float(s) for s in hit.get("seconds", np.zeros(config.models))]
-            return ReferenceTraining(signals, arch, training, seconds, 0.0, 0, cached=True)
+            return ReferenceTraining(signals, recipe, seconds, 0.0, 0, cached=True)
     trained = train_reference_models(
         pool.records,
         inclusion,
-        arch=arch,
-        training=training,
+        recipe=recipe,
         seed=config.seed,
         workers=config.resolved_workers(),
         progress=progress,

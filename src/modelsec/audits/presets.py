@@ -18,8 +18,9 @@
   (Square with 10,000 queries and HopSkipJump).
 
 Attacks that need more access than the model offers (gradients, scores) are skipped and the report says why. A
-model that returns labels only also gets HopSkipJump; one that returns scores only (an output-hardened model) gets
-Square when nothing in the plan can run on it.
+model that returns labels only also gets HopSkipJump; one that returns scores only (an output-hardened model, a
+scikit-learn estimator) gets Square when nothing in the plan can run on it, with the preset's budget
+(:data:`FALLBACK_PARAMS`).
 """
 
 from __future__ import annotations
@@ -69,6 +70,15 @@ PRESETS: dict[str, tuple[AttackSpec, ...]] = {
 }
 
 
+FALLBACK_PARAMS: dict[str, dict[str, dict[str, Any]]] = {
+    "quick": {"square": {"max_queries": 1000}},
+}
+"""The parameters, by preset and then attack, of the black-box attack that :func:`build_attacks` adds for a model
+that none of the preset's attacks can run on; otherwise the attack's defaults. ``quick`` stays a quick look:
+Square with 1,000 queries instead of 5,000 (on a scikit-learn LogisticRegression on breast-cancer, 50 test records,
+L-inf eps 0.03 and 0.1: the same robust accuracy as 5,000 queries, in a fifth of the time)."""
+
+
 def preset_specs(preset: str) -> tuple[AttackSpec, ...]:
     try:
         return PRESETS[preset]
@@ -77,19 +87,24 @@ def preset_specs(preset: str) -> tuple[AttackSpec, ...]:
 
 
 def build_attacks(
-    specs: tuple[AttackSpec, ...] | list[AttackSpec], classifier: Classifier, norm: str
+    specs: tuple[AttackSpec, ...] | list[AttackSpec], classifier: Classifier, norm: str, *, preset: str | None = None
 ) -> tuple[list[EvasionAttack], list[SkippedAttack]]:
     """Instantiate the specs that this classifier and norm allow; the others become :class:`SkippedAttack`.
-    A model that returns only labels also gets HopSkipJump, the decision-based attack, if the plan lacks it."""
+    A model that returns only labels also gets HopSkipJump, the decision-based attack, if the plan lacks it; one
+    that returns scores only gets Square when nothing in the plan can run on it (with ``preset``'s
+    :data:`FALLBACK_PARAMS` when the specs are that preset's)."""
     attacks: list[EvasionAttack] = []
     skipped: list[SkippedAttack] = []
     specs = list(specs)
+    fallback = FALLBACK_PARAMS.get(preset or "", {})
     if classifier.capability < Capability.SCORES and not any(s.attack == "hopskipjump" for s in specs):
-        specs.append(AttackSpec("hopskipjump"))  # a labels-only model still gets a decision-based attack
+        # a labels-only model still gets a decision-based attack
+        specs.append(AttackSpec("hopskipjump", dict(fallback.get("hopskipjump", {}))))
     elif classifier.capability == Capability.SCORES and all(
         EVASION_ATTACKS.get(s.attack).requires > Capability.SCORES for s in specs
     ):
-        specs.append(AttackSpec("square"))  # a scores-only model (hardened outputs) still gets a score-based attack
+        # a scores-only model (hardened outputs, an estimator) still gets a score-based attack
+        specs.append(AttackSpec("square", dict(fallback.get("square", {}))))
     threat = ThreatModel(norm)  # whether an attack can run does not depend on eps
     for spec in specs:
         cls = EVASION_ATTACKS.get(spec.attack)

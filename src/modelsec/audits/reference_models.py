@@ -12,14 +12,18 @@ in complementary pairs, so that the first 2, 4, ... models are balanced too.
 - **offline**: only population records are eligible; the candidates are OUT of every reference model (the attacker
   never trains on the records it tests), which is cheaper to reuse and enough for offline LiRA and RMIA.
 
-Training uses the target's architecture when it is a built-in one (else the built-in architecture for the input
-shape) and the target's recorded training recipe when its file carries one. Models train in parallel processes,
-one torch thread each, and only their logits on the pool are kept (:class:`ReferenceSignals`), so attacks never
-need the models again. Every random choice is seeded: the same seed gives the same matrix and the same models.
+How a reference model is trained is a :class:`~modelsec.models.reference_recipe.ReferenceRecipe` (the extension
+point; its module lists the recipes). :class:`BuiltinRecipe`, here, trains a built-in architecture with a
+:class:`TrainingConfig`: the target's architecture when it is a built-in one (else the built-in architecture for the
+input shape) and the target's recorded training recipe when its file carries one. A model loaded by an adapter may
+bring its own recipe (a scikit-learn estimator: clones of it, refitted). Models train in parallel processes, one
+torch thread each, and only their logits on the pool are kept (:class:`ReferenceSignals`), so attacks never need the
+models again. Every random choice is seeded: the same seed gives the same matrix and the same models.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import multiprocessing
 import os
 import time
@@ -37,6 +41,7 @@ from modelsec.core.seeding import spawned_seeds
 from modelsec.data.dataset import Dataset
 from modelsec.defenses.training import TrainingConfig
 from modelsec.models.base import Classifier
+from modelsec.models.reference_recipe import ReferenceRecipe
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -99,24 +104,67 @@ def membership_matrix(models: int, eligible: np.ndarray, rng: np.random.Generato
     return np.stack(rows) & eligible[None, :]
 
 
+@dataclass(frozen=True, kw_only=True)
+class BuiltinRecipe(ReferenceRecipe):
+    """A built-in architecture (:mod:`modelsec.models.zoo`) trained from a seeded initialisation with modelsec's
+    training loop and ``training`` (its ``seed`` replaced by each reference model's).
+
+    Args:
+        arch: the built-in architecture's name.
+        training: the training settings.
+    """
+
+    arch: str
+    training: TrainingConfig
+
+    def describe(self) -> dict[str, Any]:
+        return {"arch": self.arch, "training": dataclasses.asdict(self.training)}
+
+    def summary(self) -> dict[str, Any]:
+        return {"arch": self.arch, "epochs": self.training.epochs}
+
+    def train_logits(
+        self,
+        x_in: np.ndarray,
+        y_in: np.ndarray,
+        x_pool: np.ndarray,
+        *,
+        num_classes: int,
+        bounds: tuple[float, float],
+        seed: int,
+    ) -> np.ndarray:
+        from modelsec.core.seeding import seeded
+        from modelsec.defenses.training import train_classifier
+        from modelsec.models.zoo import build_architecture
+
+        input_shape = tuple(int(s) for s in x_pool.shape[1:])
+        with seeded(seed):
+            module = build_architecture(self.arch, input_shape, num_classes)
+        train = Dataset(name="reference", x=x_in, y=y_in, num_classes=num_classes, bounds=bounds)
+        train_classifier(module, train, config=replace(self.training, seed=seed))
+        classifier = Classifier(module, input_shape=input_shape, num_classes=num_classes, bounds=bounds)
+        return classifier.predict_logits(x_pool).numpy().astype(np.float32)
+
+
 @dataclass(frozen=True)
 class ReferenceTraining:
     """What training the reference models produced and cost."""
 
     signals: ReferenceSignals
-    arch: str
-    training: TrainingConfig
+    recipe: ReferenceRecipe
     seconds: list[float] = field(default_factory=list)  # per model, in its process
     wall_seconds: float = 0.0
     workers: int = 1
     cached: bool = False
 
     def compute(self) -> dict[str, Any]:
-        """A summary for reports: models, their total training seconds, the wall time, the processes."""
+        """A summary for reports: models, the recipe (:meth:`ReferenceRecipe.summary`; a guessed one says so and
+        how to set it), their total training seconds, the wall time, the processes."""
+        guess = {"recipe_guessed": True, "recipe_how_to_set": self.recipe.how_to_set} if self.recipe.guessed else {}
         return {
             "reference_models": self.signals.num_models,
-            "arch": self.arch,
-            "epochs": self.training.epochs,
+            **self.recipe.summary(),
+            **guess,
             "train_size": int(self.signals.inclusion.sum(axis=1).mean()) if self.signals.num_models else 0,
             "training_seconds": round(float(sum(self.seconds)), 2),
             "wall_seconds": round(self.wall_seconds, 2),
@@ -135,21 +183,14 @@ def _init_worker(x: np.ndarray, y: np.ndarray, num_classes: int, bounds: tuple[f
     _POOL.update(x=x, y=y, num_classes=num_classes, bounds=bounds)
 
 
-def _train_one(arch: str, members: np.ndarray, training: TrainingConfig, seed: int) -> tuple[np.ndarray, float]:
+def _train_one(recipe: ReferenceRecipe, members: np.ndarray, seed: int) -> tuple[np.ndarray, float]:
     """Train one reference model on the pool rows ``members``; return its logits on the whole pool."""
-    from modelsec.core.seeding import seeded
-    from modelsec.defenses.training import train_classifier
-    from modelsec.models.zoo import build_architecture
-
     start = time.perf_counter()
     x, y, k, bounds = _POOL["x"], _POOL["y"], _POOL["num_classes"], _POOL["bounds"]
-    input_shape = tuple(int(s) for s in x.shape[1:])
-    with seeded(seed):
-        module = build_architecture(arch, input_shape, k)
-    train = Dataset(name="reference", x=x[members], y=y[members], num_classes=k, bounds=bounds)
-    train_classifier(module, train, config=replace(training, seed=seed))
-    logits = Classifier(module, input_shape=input_shape, num_classes=k, bounds=bounds).predict_logits(x)
-    return logits.numpy().astype(np.float32), time.perf_counter() - start
+    logits = recipe.train_logits(x[members], y[members], x, num_classes=k, bounds=bounds, seed=seed)
+    if logits.shape != (len(x), k):
+        raise ValueError(f"{type(recipe).__name__} returned logits of shape {logits.shape}, not {(len(x), k)}")
+    return np.asarray(logits, dtype=np.float32), time.perf_counter() - start
 
 
 def _start_method() -> str:
@@ -163,14 +204,14 @@ def train_reference_models(
     pool: Dataset,
     inclusion: np.ndarray,
     *,
-    arch: str,
-    training: TrainingConfig,
+    recipe: ReferenceRecipe,
     seed: int,
     workers: int = 1,
     progress: Progress | None = None,
 ) -> ReferenceTraining:
-    """Train one model per row of ``inclusion`` on its IN records of ``pool`` and collect every model's logits on
-    the whole pool. ``workers > 1`` trains in that many processes (one torch thread each), on the CPU."""
+    """Train one model per row of ``inclusion`` on its IN records of ``pool`` with ``recipe`` and collect every
+    model's logits on the whole pool. ``workers > 1`` trains in that many processes (one torch thread each), on the
+    CPU."""
     progress = progress or NullProgress()
     inclusion = np.asarray(inclusion, dtype=bool)
     models = inclusion.shape[0]
@@ -190,7 +231,7 @@ def train_reference_models(
             try:
                 _init_worker(pool.x, pool.y, pool.num_classes, pool.bounds)
                 for k in range(models):
-                    logits[k], seconds[k] = _train_one(arch, np.flatnonzero(inclusion[k]), training, seeds[k])
+                    logits[k], seconds[k] = _train_one(recipe, np.flatnonzero(inclusion[k]), seeds[k])
                     advance(1)
             finally:
                 torch.set_num_threads(threads)
@@ -200,8 +241,7 @@ def train_reference_models(
             initargs = (pool.x, pool.y, pool.num_classes, pool.bounds)
             with ProcessPoolExecutor(workers, mp_context=context, initializer=_init_worker, initargs=initargs) as ex:
                 futures = {
-                    ex.submit(_train_one, arch, np.flatnonzero(inclusion[k]), training, seeds[k]): k
-                    for k in range(models)
+                    ex.submit(_train_one, recipe, np.flatnonzero(inclusion[k]), seeds[k]): k for k in range(models)
                 }
                 for future in as_completed(futures):
                     k = futures[future]
@@ -211,8 +251,7 @@ def train_reference_models(
     signals = ReferenceSignals(logits=stacked, inclusion=inclusion, labels=np.asarray(pool.y, dtype=np.int64))
     return ReferenceTraining(
         signals=signals,
-        arch=arch,
-        training=training,
+        recipe=recipe,
         seconds=seconds,
         wall_seconds=time.perf_counter() - start,
         workers=workers,

@@ -30,7 +30,7 @@ from modelsec.audits.exposure import most_exposed
 from modelsec.audits.membership import evaluate_membership, plan_membership_attacks, strongest
 from modelsec.audits.membership_pool import build_pool, reference_signals
 from modelsec.audits.presets import PRESETS, AttackSpec, build_attacks, preset_specs
-from modelsec.audits.reference_models import ReferenceConfig
+from modelsec.audits.reference_models import BuiltinRecipe, ReferenceConfig
 from modelsec.audits.robustness import RobustnessRun, attack_labels, evaluate_robustness
 from modelsec.audits.sanity import CHECKS, Remedies, apply_remedies, post_checks, pre_checks, resolve
 from modelsec.audits.verdict import RULE, make_verdict
@@ -56,8 +56,9 @@ from modelsec.models.adapters import LoadRequest, wrap_object
 from modelsec.models.adapters.endpoint import RemoteModel, ScoreFunction
 from modelsec.models.base import Classifier
 from modelsec.models.card import DataRecord, ModelCard
-from modelsec.models.loading import load_model, read_card
+from modelsec.models.loading import LoadedModel, load_model, read_card
 from modelsec.models.normalization import check_normalization, normalized
+from modelsec.models.reference_recipe import ReferenceRecipe
 from modelsec.models.zoo import ARCHITECTURES, default_architecture
 from modelsec.results.audit import (
     SCHEMA_VERSION,
@@ -316,6 +317,7 @@ class _Target:
     classifier: Classifier
     info: ModelInfo
     card: ModelCard  # what the model file records (its header)
+    reference_recipe: ReferenceRecipe | None  # how to train a model of its kind, when its adapter knows
     splits: Splits
     data: DataInfo
     overlaps: dict[str, int]  # records the splits share, by pair of splits
@@ -356,14 +358,21 @@ def _load_target(
     timings["load_data"] = time.perf_counter() - t
 
     t = time.perf_counter()
-    classifier, info = _classifier(model, splits, arch=arch, trust_model=trust_model, device=device)
+    loaded = _classifier(model, splits, arch=arch, trust_model=trust_model, device=device)
+    classifier, info = loaded.classifier, loaded.info
     if config.normalize_mean is not None and config.normalize_std is not None:
         classifier = normalized(classifier, config.normalize_mean, config.normalize_std)
     info = replace(info, capability=classifier.capability.name.lower())
     timings["load_model"] = time.perf_counter() - t
     overlaps = splits.overlaps()
     return _Target(
-        classifier=classifier, info=info, card=card, splits=splits, data=_data_info(splits, overlaps), overlaps=overlaps
+        classifier=classifier,
+        info=info,
+        card=card,
+        reference_recipe=loaded.reference_recipe,
+        splits=splits,
+        data=_data_info(splits, overlaps),
+        overlaps=overlaps,
     )
 
 
@@ -596,7 +605,10 @@ def _phases(
             timings.update(saved["timings"])
         if remedies.votes > classifier.votes:  # a randomised model: every prediction a majority vote
             stack.enter_context(classifier.voting(remedies.votes))
-        attacks, skipped = build_attacks(apply_remedies(config.attack_specs(), remedies), classifier, config.norm)
+        preset = None if config.attacks is not None else config.preset
+        attacks, skipped = build_attacks(
+            apply_remedies(config.attack_specs(), remedies), classifier, config.norm, preset=preset
+        )
         if not attacks:
             raise ConfigError(
                 "no evasion attack can run on this model: " + "; ".join(f"{s.attack} {s.reason}" for s in skipped)
@@ -626,9 +638,8 @@ def _phases(
                 )
             else:
                 privacy, exposed_images, candidates_sha256 = _membership(
-                    classifier, target.splits, config, mia_plan, target.info, target.card, target.overlaps, rng,
-                    cache, progress,
-                )  # fmt: skip
+                    classifier, target, config, mia_plan, rng, cache, progress
+                )
             timings[phase] = timings.get(phase, 0.0) + time.perf_counter() - t
     assert rob_run is not None
     return _Phases(
@@ -685,20 +696,43 @@ def _reference_recipe(info: ModelInfo, card: ModelCard, config: AuditConfig) -> 
     return arch, training
 
 
+def _reference_models_recipe(target: _Target, config: AuditConfig) -> tuple[ReferenceRecipe, list[str]]:
+    """How the reference models train, and notes on it: the model's own recipe when its adapter brought one (a
+    scikit-learn estimator's clones), else a :class:`BuiltinRecipe` of :func:`_reference_recipe`, marked as a
+    guess when the architecture or the training settings are not the target's own."""
+    if target.reference_recipe is not None:
+        notes = []
+        if config.reference_epochs is not None:
+            notes.append("--reference-epochs does not apply to this model's reference models (its own recipe)")
+        return target.reference_recipe, notes
+    info, card = target.info, target.card
+    arch, training = _reference_recipe(info, card, config)
+    guesses = []
+    if info.arch is None or info.arch not in ARCHITECTURES:
+        guesses.append(f"the architecture {arch} (the model is not one of modelsec's built-in architectures)")
+    if not card.recipe:
+        guesses.append("modelsec's default training settings (the model file records none)")
+    how = (
+        "reference models are only as strong as they are like the target: "
+        + "; ".join(guesses)
+        + ". --reference-epochs sets the epochs; a model that modelsec trained records its own recipe"
+    )
+    recipe = BuiltinRecipe(arch=arch, training=training, guessed=bool(guesses), how_to_set=how if guesses else "")
+    return recipe, []
+
+
 def _membership(
     classifier: Classifier,
-    splits: Splits,
+    target: _Target,
     config: AuditConfig,
     plan: tuple[list[MembershipAttack], list[str]],
-    info: ModelInfo,
-    card: ModelCard,
-    overlaps: dict[str, int],
     rng: np.random.Generator,
     cache: SignalCache | None,
     progress: Progress,
 ) -> tuple[PrivacyResult, np.ndarray | None, str]:
     """The membership-inference part of an audit: its result, the most exposed members' inputs (for the
     report's thumbnails, images only) and a content hash of the candidates (members, then non-members)."""
+    splits, card, overlaps = target.splits, target.card, target.overlaps
     reference = config.reference_config()
     attacks, notes = plan[0], list(plan[1])
     recorded_size = None if card.data is None else card.data.members_used
@@ -729,16 +763,17 @@ def _membership(
             "(TPR, FPR and AUC do not depend on the balance; balanced accuracy weighs both classes equally)"
         )
     queries_before = classifier.queries
-    target = target_signals(attacks, classifier, pool.records, generator=generator(config.seed), progress=progress)
+    signals = target_signals(attacks, classifier, pool.records, generator=generator(config.seed), progress=progress)
     compute: dict[str, Any] = {}
     training = None
     if reference is not None:
-        arch, recipe = _reference_recipe(info, card, config)
-        training = reference_signals(pool, reference, arch=arch, training=recipe, cache=cache, progress=progress)
+        recipe, recipe_notes = _reference_models_recipe(target, config)
+        notes.extend(recipe_notes)
+        training = reference_signals(pool, reference, recipe=recipe, cache=cache, progress=progress)
         compute.update(training.compute())
         compute["reference_mode"] = "online" if reference.online else "offline"
     inputs = MembershipInputs(
-        target, None if training is None else training.signals, online=bool(reference and reference.online)
+        signals, None if training is None else training.signals, online=bool(reference and reference.online)
     )
     results, scores = evaluate_membership(attacks, inputs, pool.members, pool.nonmembers, rng=rng)
     compute["target_queries"] = classifier.queries - queries_before
@@ -766,25 +801,26 @@ def _membership_overlaps(overlaps: dict[str, int]) -> dict[str, int]:
     return {pair: n for pair, n in overlaps.items() if "test" not in pair.split("/")}
 
 
-def _classifier(
-    model: Any, splits: Splits, *, arch: str | None, trust_model: bool, device: str
-) -> tuple[Classifier, ModelInfo]:
+def _classifier(model: Any, splits: Splits, *, arch: str | None, trust_model: bool, device: str) -> LoadedModel:
     if isinstance(model, Classifier):
-        return model, ModelInfo(
-            path=None,
-            sha256=None,
-            arch=arch,
-            format="python",
-            num_classes=model.num_classes,
-            input_shape=list(model.input_shape),
-            parameters=model.num_parameters(),
+        return LoadedModel(
+            classifier=model,
+            info=ModelInfo(
+                path=None,
+                sha256=None,
+                arch=arch,
+                format="python",
+                num_classes=model.num_classes,
+                input_shape=list(model.input_shape),
+                parameters=model.num_parameters(),
+            ),
         )
     request = LoadRequest(
         input_shape=splits.input_shape, num_classes=splits.num_classes, bounds=splits.bounds, device=device
     )
     wrapped = wrap_object(model, request)
     if wrapped is not None:
-        return wrapped.classifier, wrapped.info
+        return wrapped
     if isinstance(model, nn.Module):
         clf = Classifier(
             model,
@@ -794,7 +830,7 @@ def _classifier(
             device=device,
             name=type(model).__name__,
         )
-        return clf, ModelInfo(
+        info = ModelInfo(
             path=None,
             sha256=None,
             arch=arch,
@@ -803,6 +839,7 @@ def _classifier(
             input_shape=list(clf.input_shape),
             parameters=clf.num_parameters(),
         )
+        return LoadedModel(classifier=clf, info=info)
     loaded = load_model(
         model,
         arch=arch,
@@ -816,4 +853,4 @@ def _classifier(
         loaded.check_records(
             np.concatenate([splits.members.x[:CHECKED_RECORDS], splits.nonmembers.x[:CHECKED_RECORDS]])
         )
-    return loaded.classifier, loaded.info
+    return loaded

@@ -2,7 +2,11 @@
 
 The safe-loading policy: formats are detected by content (:mod:`modelsec.models.formats`); pickle-based files are
 refused unless the caller passes ``trust_model=True`` (``--trust-model``), and even then are read with
-``weights_only=True``.
+``weights_only=True``, with one exception: a raw or compressed pickle whose top-level object is of a class that an
+adapter owns (:data:`~modelsec.models.adapters.PICKLED_OBJECT_ADAPTERS`: a scikit-learn estimator, as
+``pickle.dump`` and ``joblib.dump`` write it; the class is read from the stream without unpickling anything) is
+unpickled in full by that adapter. For such a file, ``--trust-model`` means the user accepts running whatever code
+it holds.
 """
 
 from __future__ import annotations
@@ -19,11 +23,12 @@ import torch
 
 from modelsec.core.errors import ConfigError, ModelLoadError, UnsafeModelError
 from modelsec.core.options import check_device
-from modelsec.models.adapters import FILE_ADAPTERS, LoadRequest, load_adapted
+from modelsec.models.adapters import FILE_ADAPTERS, LoadRequest, load_adapted, pickle_adapter
 from modelsec.models.base import Capability, Classifier
 from modelsec.models.card import ModelCard
-from modelsec.models.formats import ModelFormat, detect_format
+from modelsec.models.formats import ModelFormat, detect_format, pickled_class
 from modelsec.models.output import harden_output
+from modelsec.models.reference_recipe import ReferenceRecipe
 from modelsec.models.torch import (
     check_exported,
     load_exported,
@@ -58,10 +63,15 @@ def check_loadable(path: str | Path, *, trust_model: bool) -> ModelFormat:
     data loads."""
     fmt = detect_format(path)
     if fmt.uses_pickle and not trust_model:
+        how = (
+            "(it is then read with weights_only=True)"
+            if fmt is ModelFormat.TORCH_PICKLE
+            else "(it is then read with weights_only=True, except a pickled scikit-learn estimator, which is then "
+            "unpickled in full); a scikit-learn estimator is safer saved with skops.io.dump (.skops)"
+        )
         raise UnsafeModelError(
             f"{str(path)!r} is a pickle-based file ({fmt.value}); unpickling can run arbitrary code, so it was "
-            "not opened. Convert it to safetensors, or pass --trust-model if you trust its author "
-            "(it is then read with weights_only=True)"
+            f"not opened. Convert it to safetensors, or pass --trust-model if you trust its author {how}"
         )
     if fmt is ModelFormat.TORCH_EXPORT:
         check_exported(path)
@@ -82,14 +92,17 @@ def read_card(path: str | Path | None, *, trust_model: bool = False) -> ModelCar
 
 @dataclass
 class LoadedModel:
-    """A loaded classifier, what the report says about it, and the :class:`ModelCard` its file records (empty for a
-    file that records none). ``check_records``: an adapter's check of the classifier on the records the audit uses
-    (raising :class:`ModelLoadError`), e.g. a converted model compared with its native runtime."""
+    """A loaded classifier, what the report says about it, the :class:`ModelCard` its file records (empty for a
+    file that records none), and, when its adapter knows how to train another model of its kind, the
+    :class:`~modelsec.models.reference_recipe.ReferenceRecipe` of the audit's reference models (``None``: the audit
+    picks a built-in architecture). ``check_records``: an adapter's check of the classifier on the records the audit
+    uses (raising :class:`ModelLoadError`), e.g. a converted model compared with its native runtime."""
 
     classifier: Classifier
     info: ModelInfo
     card: ModelCard = field(default_factory=ModelCard)
     check_records: Callable[[np.ndarray], None] | None = None
+    reference_recipe: ReferenceRecipe | None = None
 
 
 def load_model(
@@ -109,7 +122,8 @@ def load_model(
             adapter loads (:mod:`modelsec.models.adapters`); ``None`` loads the bundled model.
         arch: the built-in architecture for weight-only files (safetensors written by modelsec name theirs).
         input_shape, num_classes, bounds: from the data when the file does not record them.
-        trust_model: allow pickle-based files (still loaded with ``weights_only=True``).
+        trust_model: allow pickle-based files, still loaded with ``weights_only=True``, except a pickled
+            scikit-learn estimator, which is unpickled in full (see the module docstring).
         device: "cpu" or "cuda".
 
     A safetensors file's :class:`ModelCard` supplies what the arguments leave out. One that records an output
@@ -119,11 +133,21 @@ def load_model(
     p = bundled_model_path() if path is None else Path(path)
     fmt = check_loadable(p, trust_model=trust_model)
     check_device(device)
+    request = LoadRequest(
+        input_shape=input_shape, num_classes=num_classes, bounds=bounds, trust_model=trust_model, device=device
+    )
     if fmt in FILE_ADAPTERS:
-        request = LoadRequest(
-            input_shape=input_shape, num_classes=num_classes, bounds=bounds, trust_model=trust_model, device=device
-        )
         return load_adapted(p, fmt, request)
+    if fmt in (ModelFormat.PICKLE, ModelFormat.COMPRESSED_PICKLE):  # trusted: check_loadable refused it otherwise
+        top = pickled_class(p, fmt)
+        adapter = pickle_adapter(top)
+        if adapter is not None:
+            return load_adapted(p, fmt, request, adapter=adapter)
+        if fmt is ModelFormat.COMPRESSED_PICKLE:
+            raise ModelLoadError(
+                f"{str(p)!r} is a compressed pickle whose top-level object is {top or 'unknown'}; modelsec reads "
+                "compressed pickles only as scikit-learn estimators (joblib.dump(..., compress=...))"
+            )
 
     card = ModelCard()
     if fmt is ModelFormat.TORCH_EXPORT:

@@ -9,7 +9,8 @@ module         what it loads                            formats (:class:`~models
 =============  =======================================  ==========================================================
 ``keras``      Keras 3 models on the torch backend      ``keras``, ``keras-h5``; ``keras.Model`` objects
 ``onnx``       ONNX graphs                              ``onnx``
-``sklearn``    fitted scikit-learn estimators           ``skops`` (and trusted pickles); estimator objects
+``sklearn``    fitted scikit-learn estimators           ``skops``; trusted ``pickle`` / ``compressed-pickle``
+                                                        estimators (joblib); estimator objects
 ``endpoint``   a model behind a prediction API          ``--endpoint URL``; callables returning scores
 =============  =======================================  ==========================================================
 
@@ -21,6 +22,9 @@ The contract of an adapter module:
   :class:`~modelsec.core.errors.ConfigError` when its optional extra is not installed (naming it).
 - ``wraps(obj) -> bool`` and ``wrap(obj, request) -> LoadedModel`` for the Python objects it accepts (listed in
   :data:`OBJECT_ADAPTERS`); ``wraps`` must not import the framework (test the object's type's module name).
+- ``load(path, fmt, request)`` also for the raw and compressed pickles whose top-level object's class is in a
+  package it owns (:data:`PICKLED_OBJECT_ADAPTERS`); these reach it only with ``request.trust_model`` (the
+  safe-loading policy refused them before), and it may unpickle them in full.
 """
 
 from __future__ import annotations
@@ -40,10 +44,15 @@ FILE_ADAPTERS: dict[ModelFormat, str] = {
     ModelFormat.KERAS: "keras",
     ModelFormat.KERAS_H5: "keras",
     ModelFormat.ONNX: "onnx",
+    ModelFormat.SKOPS: "sklearn",
 }
 """Which adapter module loads each file format that is not one of modelsec's own torch formats."""
 
-OBJECT_ADAPTERS: tuple[str, ...] = ("keras", "endpoint")
+PICKLED_OBJECT_ADAPTERS: dict[str, str] = {"sklearn": "sklearn"}
+"""Which adapter module loads a trusted raw or compressed pickle, by the top-level package of its top-level object's
+class (:func:`~modelsec.models.formats.pickled_class`); any other pickle is read with ``weights_only=True``."""
+
+OBJECT_ADAPTERS: tuple[str, ...] = ("keras", "sklearn", "endpoint")
 """The adapter modules asked, in order, whether they wrap a Python object (before it is taken as an ``nn.Module``:
 a Keras model on the torch backend is one, but needs its input layout mapped). ``endpoint`` stays last: it takes any
 other callable."""
@@ -72,12 +81,20 @@ def _adapter(name: str) -> Any:
     return importlib.import_module(f"{__name__}.{name}")
 
 
-def load_adapted(path: Path, fmt: ModelFormat, request: LoadRequest) -> LoadedModel:
-    """Load a model file of a format in :data:`FILE_ADAPTERS` through its adapter."""
-    if fmt not in FILE_ADAPTERS:
+def load_adapted(path: Path, fmt: ModelFormat, request: LoadRequest, *, adapter: str | None = None) -> LoadedModel:
+    """Load a model file through ``adapter``, by default the one of its format in :data:`FILE_ADAPTERS`."""
+    if adapter is None and fmt not in FILE_ADAPTERS:
         raise ConfigError(f"this modelsec cannot load {fmt.value} files yet")
-    loaded: LoadedModel = _adapter(FILE_ADAPTERS[fmt]).load(path, fmt, request)
+    loaded: LoadedModel = _adapter(adapter or FILE_ADAPTERS[fmt]).load(path, fmt, request)
     return loaded
+
+
+def pickle_adapter(pickled_class: str | None) -> str | None:
+    """The adapter that loads a pickle whose top-level object is of class ``pickled_class`` (module-qualified, as
+    :func:`~modelsec.models.formats.pickled_class` reads it); ``None``: none does."""
+    if not pickled_class:
+        return None
+    return PICKLED_OBJECT_ADAPTERS.get(pickled_class.split(".", 1)[0])
 
 
 def wrap_object(obj: Any, request: LoadRequest) -> LoadedModel | None:
