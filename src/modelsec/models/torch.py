@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import pickle
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -128,18 +129,22 @@ class ExportedModule(nn.Module):
         return self
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        b = self.fixed_batch
-        if b is None:
-            out: torch.Tensor = self.graph_module(x)
-            return out
-        outs = []
-        for i in range(0, x.shape[0], b):
-            chunk = x[i : i + b]
-            n = chunk.shape[0]
-            if n < b:
-                chunk = torch.cat([chunk, chunk.new_zeros((b - n, *chunk.shape[1:]))])
-            outs.append(self.graph_module(chunk)[:n])
-        return torch.cat(outs)
+        return in_fixed_batches(self.graph_module, x, self.fixed_batch)
+
+
+def in_fixed_batches(graph: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, size: int | None) -> torch.Tensor:
+    """``graph(x)`` for a graph that only takes batches of ``size`` inputs (``None``: any size): ``x`` is fed in
+    chunks of that size, the last one padded with zeros and its padding's outputs dropped; gradients still flow."""
+    if size is None or x.shape[0] == size:
+        return graph(x)
+    outs = []
+    for i in range(0, x.shape[0], size):
+        chunk = x[i : i + size]
+        n = chunk.shape[0]
+        if n < size:
+            chunk = torch.cat([chunk, chunk.new_zeros((size - n, *chunk.shape[1:]))])
+        outs.append(graph(chunk)[:n])
+    return torch.cat(outs)
 
 
 def _read(path: Path) -> bytes:

@@ -44,6 +44,7 @@ from modelsec.models.adapters import LoadRequest
 from modelsec.models.adapters.onnx_torch import DTYPES, OnnxGraphModule, UnsupportedOnnxGraph
 from modelsec.models.base import Capability, Classifier
 from modelsec.models.formats import ModelFormat
+from modelsec.models.torch import in_fixed_batches
 
 TOLERANCE = 1e-4
 """The largest difference allowed between the converted module's logits and onnxruntime's, for logits up to 1 in
@@ -256,17 +257,7 @@ class OnnxClassifierModule(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.layout.to_model(x).to(self.dtype)
-        k = self.fixed_batch
-        if k is None or x.shape[0] == k:
-            return self.graph(x).float()
-        outs = []
-        for i in range(0, x.shape[0], k):
-            chunk = x[i : i + k]
-            n = chunk.shape[0]
-            if n < k:
-                chunk = torch.cat([chunk, chunk.new_zeros((k - n, *chunk.shape[1:]))])
-            outs.append(self.graph(chunk)[:n])
-        return torch.cat(outs).float()
+        return in_fixed_batches(self.graph, x, self.fixed_batch).float()
 
 
 # -- 3. verification ------------------------------------------------------------------------------------------
