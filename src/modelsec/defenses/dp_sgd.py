@@ -400,8 +400,9 @@ class DPSGDStep:
     def _forward_backward(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         self.dp_optimizer.zero_grad(set_to_none=True)
         if self.grad_sample_module is None:  # a Keras model (_wrap_keras)
-            from modelsec.models.adapters.keras import per_example_gradients
+            from modelsec.models.adapters.keras import KerasModule, per_example_gradients
 
+            assert isinstance(self.module, KerasModule)
             grads, logits = per_example_gradients(self.module, x, y)
             for parameter, grad_sample in zip(self.dp_optimizer.params, grads, strict=True):
                 parameter.grad_sample = grad_sample
