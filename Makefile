@@ -6,6 +6,8 @@ STAMP := $(VENV)/.modelsec-installed
 DEMO_OUT ?= runs/demo
 DEMO_MODELS ?= runs/demo-models
 DEMO_COMPARE ?= runs/demo-compare
+DEMO_KERAS ?= runs/demo-keras
+DEMO_KERAS_COMPARE ?= runs/demo-keras-compare
 
 .PHONY: demo test test-numerics setup system lint typecheck pytest clean weights
 
@@ -24,6 +26,7 @@ setup: $(STAMP)
 system:
 	bash scripts/setup_system.sh
 
+demo: export KERAS_HOME := $(abspath runs/keras-home)
 demo: setup
 	bash scripts/setup_system.sh --data-only
 	$(BIN)/modelsec audit --out $(DEMO_OUT) --preset quick --samples 1000 --eps 0.03,0.1
@@ -39,6 +42,19 @@ demo: setup
 		$(DEMO_MODELS)/digits-fgsm-rs.safetensors --preset quick --eps 0.05,0.1 --samples 300 --mia-samples 449 \
 		--reference-models 4 --out $(DEMO_COMPARE)
 	@echo "Comparison: $(DEMO_COMPARE)/comparison.html  (results: $(DEMO_COMPARE)/comparison.json)"
+	# finally the mission's Keras MLP (Fashion-MNIST, 2000 training records, trained as a user would), its
+	# adversarially trained and DP-SGD versions trained from its initial weights on the same records, one comparison
+	$(BIN)/python scripts/mission_keras_model.py $(DEMO_KERAS)
+	$(BIN)/modelsec harden --base $(DEMO_KERAS)/model.keras --defense pgd-at --eps 0.1 --epochs 5 --batch-size 64 \
+		--members $(DEMO_KERAS)/members.npz --nonmembers $(DEMO_KERAS)/nonmembers.npz --overwrite --quiet \
+		--out $(DEMO_KERAS)/model-pgd-at.keras
+	$(BIN)/modelsec harden --base $(DEMO_KERAS)/model.keras --defense dp-sgd --l2-norm-clip 1.0 --noise-multiplier 1.1 \
+		--epochs 8 --batch-size 64 --lr 0.2 --members $(DEMO_KERAS)/members.npz \
+		--nonmembers $(DEMO_KERAS)/nonmembers.npz --overwrite --quiet --out $(DEMO_KERAS)/model-dp-sgd.keras
+	$(BIN)/modelsec compare $(DEMO_KERAS)/model.keras $(DEMO_KERAS)/model-pgd-at.keras $(DEMO_KERAS)/model-dp-sgd.keras \
+		--members $(DEMO_KERAS)/members.npz --nonmembers $(DEMO_KERAS)/nonmembers.npz --preset quick --eps 0.1 \
+		--samples 300 --mia-samples 1000 --max-accuracy-drop 15 --out $(DEMO_KERAS_COMPARE)
+	@echo "Keras comparison: $(DEMO_KERAS_COMPARE)/comparison.html  (results: $(DEMO_KERAS_COMPARE)/comparison.json)"
 
 lint: setup
 	$(BIN)/ruff check src tests scripts

@@ -377,7 +377,7 @@ def test_cli_harden(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pyt
         (["--defense", "pgd-at", "--config-json", "{nope"], "--config-json is not valid JSON"),
         (["--defense", "pgd-at", "--config-json", "[1]"], "must be a JSON object"),
         (["--defense", "nope"], "unknown defense 'nope'"),
-        (["--defense", "standard", "--overwrite", "--members", "0"], "'--members': 0 is not in the range x>=1"),
+        (["--defense", "standard", "--overwrite", "--members", "0"], "--members must be >= 1, got 0"),
         (["--defense", "standard"], "--overwrite"),
     ]:
         code = run_cli(monkeypatch, "harden", "--data", str(data), "--out", str(out), "-q", *args)

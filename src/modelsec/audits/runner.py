@@ -50,7 +50,7 @@ from modelsec.core.seeding import generator, seeded
 from modelsec.core.version import versions
 from modelsec.data import load_splits
 from modelsec.data.dataset import Splits
-from modelsec.data.user_split import SplitFiles
+from modelsec.data.user_split import SplitFiles, recorded_split_files
 from modelsec.defenses.training import TrainingConfig
 from modelsec.models.adapters import LoadRequest, wrap_object
 from modelsec.models.adapters.endpoint import RemoteModel, ScoreFunction
@@ -227,6 +227,8 @@ def _resolve_data(data: str | Splits | SplitFiles | None, card: ModelCard, split
     if isinstance(data, SplitFiles) and split_seed is not None:
         raise ConfigError("--split-seed draws a split, but --members and --nonmembers give it; drop --split-seed")
     if data is None:
+        if recorded.files and "members" in recorded.files and "nonmembers" in recorded.files:
+            return recorded_split_files(recorded.files), seed  # the user's own split, recorded by harden
         if not recorded.source:
             raise ConfigError("the model does not record its training data; pass --data")
         return recorded.source, seed

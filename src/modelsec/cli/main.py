@@ -129,6 +129,7 @@ def _out_file(what: str) -> Any:
     return click.option("--out", "out_path", type=path, required=True, callback=_check(check_writable_file), help=what)
 
 
+DEFAULT_TRAINING_DATA = "fashion-mnist"
 DATA_HELP = "fashion-mnist, digits, breast-cancer, a .npz/.csv file, or an image folder (FOLDER/<class>/<image>)"
 STORE_HELP = "SQLite run store (default: $MODELSEC_STORE or ~/.local/share/modelsec/runs.sqlite)."
 quiet_option = click.option("--quiet", "-q", is_flag=True, help="No progress bars or status lines.")
@@ -217,7 +218,10 @@ run_options = _options(  # audit, compare: after --out
 training_data_options = _options(  # train, harden, audit-dp
     click.option("--arch", default=None, help="Built-in architecture (default: small-cnn for images, mlp otherwise)."),
     click.option(
-        "--data", default="fashion-mnist", show_default=True, help="Data set name or file; trains on its members split."
+        "--data",
+        default=DEFAULT_TRAINING_DATA,
+        show_default=True,
+        help="Data set name or file; trains on its members split.",
     ),
     data_options,
 )
@@ -394,36 +398,82 @@ def train(bounds: str | None, split_seed: int | None, out_path: str, training: d
         click.echo(f"saved {out_path} ({result['arch']}, test accuracy {accuracy:.2%}) and {out_path}.json")
 
 
+def _members_count_or_file(members: str | None, nonmembers: str | None) -> tuple[int | None, str | None]:
+    """``harden --members``: a count (train on the first N members of --data) or, with ``--nonmembers``, the file
+    of the exact records to train on."""
+    if members is None or nonmembers is not None:
+        return None, members
+    try:
+        count = int(members)
+    except ValueError:
+        raise ConfigError(
+            f"--members {members}: a file of training records needs --nonmembers FILE (records held out, for the "
+            "test accuracy and the later audit); without it --members is a count N (the first N members of --data)"
+        ) from None
+    if count < 1:
+        raise ConfigError(f"--members must be >= 1, got {count}")
+    return count, None
+
+
 @cli.command(cls=ConfigCommand)
 @click.option("--defense", required=True, help="Defense by name (see `modelsec list defenses`).")
 @config_json_option
 @training_data_options
-@_out_file("Weights file to write (safetensors); provenance goes to OUT.json, the per-epoch checkpoint to OUT.ckpt.")
+@_out_file(
+    "Model file to write: safetensors, or .keras for a Keras --base; provenance goes to OUT.json, the per-epoch "
+    "checkpoint to OUT.ckpt."
+)
 @config_options(_defense_fields, into="options")
-@members_option
+@click.option(
+    "--members",
+    default=None,
+    help="N: train on only the first N members of --data (default: all). Or, with --nonmembers, a .npz/.csv "
+    "file or image folder of the exact records to train on (your own split, recorded in the model).",
+)
+@click.option(
+    "--nonmembers",
+    "nonmembers_file",
+    type=click.Path(),
+    default=None,
+    help="With --members FILE: records held out from training (the test accuracy; a later audit's non-members).",
+)
 @overwrite_option
 @click.option("--no-resume", is_flag=True, help="Ignore (and replace) a checkpoint OUT.ckpt left by an earlier run.")
 @click.option(
     "--base",
     type=click.Path(exists=True, dir_okay=False),
     default=None,
-    help="output-hardening: harden this trained model file (safetensors) instead of training; --data, --arch unused.",
+    help="The architecture to train from its initial weights: a Keras model (.keras/.h5; the result is saved as "
+    ".keras) or a safetensors file modelsec wrote. With output-hardening: the trained model file to harden "
+    "without training (--data, --arch unused).",
+)
+@click.option(
+    "--trust-model",
+    is_flag=True,
+    help="Allow a Keras --base that holds code (Lambda layers, custom objects). Only for files you trust.",
 )
 @device_option
 @quiet_option
 def harden(defense: str, config_json: str | None, bounds: str | None, split_seed: int | None, out_path: str,
-           options: dict[str, Any], no_resume: bool, quiet: bool, **passed: Any) -> None:  # fmt: skip
-    """Train a model with a defense (adversarial training, DP-SGD, ...) and save it as safetensors with its provenance.
+           options: dict[str, Any], members: str | None, nonmembers_file: str | None, data: str, no_resume: bool,
+           quiet: bool, **passed: Any) -> None:  # fmt: skip
+    """Train a model with a defense (adversarial training, DP-SGD, ...) and save it with its provenance: as
+    safetensors, or in its own format for your own architecture (--base model.keras).
 
     Resumable: after each epoch a checkpoint OUT.ckpt is written; rerunning the same command
     continues from it.
     """
+    from modelsec.data.user_split import split_files
     from modelsec.defenses import harden as run_harden
 
+    count, members_file = _members_count_or_file(members, nonmembers_file)
+    source = split_files(None, members=members_file, nonmembers=nonmembers_file) if members_file else None
+    if source is not None and data != DEFAULT_TRAINING_DATA:
+        raise ConfigError(f"--data {data} and --members/--nonmembers both say which data to train on; give one")
     result = run_harden(
         defense, out=Path(out_path), config=_defense_config(defense, config_json, options),
-        split_seed=split_seed or 0, bounds=_parse_bounds(bounds), progress=_progress(quiet), resume=not no_resume,
-        **passed,
+        data=source or data, members=count, split_seed=split_seed or 0, bounds=_parse_bounds(bounds),
+        progress=_progress(quiet), resume=not no_resume, **passed,
     )  # fmt: skip
     if result["stop_reason"]:
         click.echo(f"stopped early: {result['stop_reason']}", err=True)

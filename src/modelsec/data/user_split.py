@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from modelsec.core.errors import ConfigError, DataError
@@ -147,3 +147,25 @@ def _check_agree(reference: Dataset, other: Dataset, reference_path: str, other_
             f"{reference_path} and {other_path} name different classes ({detail}); every split must hold the same "
             "classes (an image folder: the same class folders, even if one holds few images)"
         )
+
+
+def recorded_split_files(files: Mapping[str, Mapping[str, str]]) -> SplitFiles:
+    """The user's own split that a model file records (its card's ``data.files``: ``{"path", "sha256"}`` by split
+    name, as ``modelsec harden --members FILE --nonmembers FILE`` writes it), after checking that each file still
+    holds what the model was trained on; :class:`DataError` naming the file otherwise."""
+    for name, entry in files.items():
+        path = entry.get("path", "")
+        if not os.path.exists(path):
+            raise DataError(
+                f"the model records its {name} file {path!r}, which does not exist here; pass --members and "
+                "--nonmembers (its training and held-out records)"
+            )
+        if source_sha256(path) != entry.get("sha256"):
+            raise DataError(
+                f"{path} has changed since the model was trained on it (its SHA-256 differs from the one the model "
+                "records); pass --members and --nonmembers"
+            )
+    paths = {
+        name: entry["path"] for name, entry in files.items() if name in ("members", "nonmembers", "population", "test")
+    }
+    return SplitFiles(**paths)

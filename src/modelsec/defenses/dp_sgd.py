@@ -314,6 +314,9 @@ class DPSGDStep:
         self.steps = 0
         self._base_optimizer = optimizer
         self._noise_generator = noise_generator
+        if _is_keras(module):
+            self._wrap_keras()
+            return
         _check_per_example_gradients(module)
         self._wrap(grad_sample_mode)
         if grad_sample_mode == "ghost" and probe is not None:
@@ -363,11 +366,47 @@ class DPSGDStep:
         self.grad_sample_module.forbid_grad_accumulation()
         self.dp_optimizer.attach_step_hook(self._count_step)
 
+    def _wrap_keras(self) -> None:
+        """A Keras model: Opacus's grad samplers see none of its layers (they read Keras variables, not torch
+        module attributes), so the per-example gradients come from ``torch.func`` over the whole model
+        (:func:`~modelsec.models.adapters.keras.per_example_gradients`), set as each parameter's ``grad_sample``
+        for Opacus's DP optimizer to clip, noise and average as for any model."""
+        from opacus.optimizers import DPOptimizer
+
+        from modelsec.models.adapters.keras import check_per_example_layers
+
+        check_per_example_layers(self.module.model)
+        self.mode = "functorch"
+        self.fallback_reason = (
+            "Keras layers have no Opacus grad sampler: per-example gradients from torch.func (vmap of grad over "
+            "the whole model)"
+        )
+        self.grad_sample_module = None
+        self.criterion = nn.CrossEntropyLoss()
+        self.dp_optimizer = DPOptimizer(
+            self._base_optimizer,
+            noise_multiplier=self.noise_multiplier,
+            max_grad_norm=self.l2_norm_clip,
+            expected_batch_size=self.expected_batch_size,
+            loss_reduction="mean",
+            generator=self._noise_generator,
+            secure_mode=False,
+        )
+        self.dp_optimizer.attach_step_hook(self._count_step)
+
     def _count_step(self, _optimizer: Any) -> None:
         self.steps += 1
 
     def _forward_backward(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         self.dp_optimizer.zero_grad(set_to_none=True)
+        if self.grad_sample_module is None:  # a Keras model (_wrap_keras)
+            from modelsec.models.adapters.keras import KerasModule, per_example_gradients
+
+            assert isinstance(self.module, KerasModule)
+            grads, logits = per_example_gradients(self.module, x, y)
+            for parameter, grad_sample in zip(self.dp_optimizer.params, grads, strict=True):
+                parameter.grad_sample = grad_sample
+            return logits
         logits = self.grad_sample_module(x)
         loss = self.criterion(logits, y)
         loss.backward()
@@ -387,7 +426,8 @@ class DPSGDStep:
         return loss_sum, correct
 
     def _unwrap(self) -> None:
-        self.grad_sample_module.cleanup()
+        if self.grad_sample_module is not None:
+            self.grad_sample_module.cleanup()
         for p in self.module.parameters():
             if hasattr(p, "summed_grad"):
                 del p.summed_grad
@@ -453,6 +493,13 @@ def make_private_compatible(module: nn.Module, *, batchnorm: str = "replace") ->
     if errors:
         raise ConfigError("the model cannot be trained with DP-SGD: " + "; ".join(str(e) for e in errors))
     return messages
+
+
+def _is_keras(module: nn.Module) -> bool:
+    """A Keras model on the torch backend, as :func:`modelsec.models.adapters.keras.keras_module` wraps it."""
+    from modelsec.models.adapters.keras import KerasModule
+
+    return isinstance(module, KerasModule)
 
 
 def _check_per_example_gradients(module: nn.Module) -> None:

@@ -318,11 +318,17 @@ def save_model(module: nn.Module, out: Path, card: ModelCard) -> None:
     place) and the card's provenance as ``OUT.json`` (:class:`~modelsec.models.card.ModelCard`)."""
     from modelsec.models.torch import save_safetensors
 
-    weights, sidecar = output_paths(out)
+    weights = output_paths(out)[0]
     weights.parent.mkdir(parents=True, exist_ok=True)
     tmp = weights.with_name(weights.name + ".tmp")
     save_safetensors(module.cpu(), tmp, card.to_header())
     tmp.replace(weights)
+    write_provenance(out, card)
+
+
+def write_provenance(out: Path, card: ModelCard) -> None:
+    """Write the card's provenance as ``OUT.json`` (atomically)."""
+    sidecar = output_paths(out)[1]
     tmp_json = sidecar.with_name(sidecar.name + ".tmp")
     tmp_json.write_text(json.dumps(card.to_provenance(), indent=2) + "\n", encoding="utf-8")
     tmp_json.replace(sidecar)

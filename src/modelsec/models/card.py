@@ -102,11 +102,21 @@ class TrainingHistory:
 @dataclass(frozen=True, kw_only=True)
 class DataRecord:
     """The data a model was trained on: the data set's name or file (``source``), the seed of its member /
-    non-member / population split, and how many members it trained on (the first ``members_used``)."""
+    non-member / population split, and how many members it trained on (the first ``members_used``). For the
+    user's own split (``--members FILE --nonmembers FILE``), ``files``: each split's file, ``{"path", "sha256"}``
+    by split name, from which a later audit reads the same split."""
 
     source: str | None = None
     split_seed: int | None = None
     members_used: int | None = None
+    files: dict[str, dict[str, str]] | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        """The JSON object (``files`` only when recorded, so that other records stay as they were)."""
+        d = asdict(self)
+        if self.files is None:
+            del d["files"]
+        return d
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -239,7 +249,12 @@ class ModelCard:
             num_classes=splits.num_classes,
             bounds=(splits.bounds[0], splits.bounds[1]),
             class_names=tuple(splits.members.class_names) if splits.members.class_names else None,
-            data=DataRecord(source=splits.source, split_seed=splits.seed, members_used=members_used),
+            data=DataRecord(
+                source=splits.source,
+                split_seed=splits.seed,
+                members_used=members_used,
+                files={name: {"path": f.path, "sha256": f.sha256} for name, f in splits.files.items()} or None,
+            ),
             training=None if recipe is None else TrainingRecord(config=dict(recipe), history=history),
         )
 
@@ -271,7 +286,7 @@ class ModelCard:
             num_classes=self.num_classes,
             bounds=None if self.bounds is None else list(self.bounds),
             class_names=None if self.class_names is None else list(self.class_names),
-            data=None if self.data is None else asdict(self.data),
+            data=None if self.data is None else self.data.to_dict(),
         )
         if self.output is not None:
             header["output"] = copy.deepcopy(self.output)

@@ -81,11 +81,18 @@ def check_loadable(path: str | Path, *, trust_model: bool) -> ModelFormat:
 def read_card(path: str | Path | None, *, trust_model: bool = False) -> ModelCard:
     """The :class:`ModelCard` a model file records (``None``: the bundled model's), after the safe-loading check
     (:func:`check_loadable`), so that a missing or unsafe file is refused before anything else happens. Cheap: only
-    a safetensors file's header is read. Other formats record nothing (an empty card), and so does a safetensors
-    file whose header cannot be read (:func:`load_model` then says why); a header with a value of the wrong type
-    raises :class:`ModelLoadError`."""
+    a safetensors file's header is read, or the JSON entry a ``.keras`` archive written by ``modelsec harden``
+    holds (:data:`modelsec.models.adapters.keras.CARD_ENTRY`, read without Keras). Other formats record nothing (an
+    empty card), and so does a safetensors file whose header cannot be read (:func:`load_model` then says why); a
+    header with a value of the wrong type raises :class:`ModelLoadError`."""
     p = bundled_model_path() if path is None else Path(path)
-    if check_loadable(p, trust_model=trust_model) is not ModelFormat.SAFETENSORS:
+    fmt = check_loadable(p, trust_model=trust_model)
+    if fmt is ModelFormat.KERAS:
+        from modelsec.models.adapters.keras import read_card_entry
+
+        header = read_card_entry(p)
+        return ModelCard() if header is None else ModelCard.from_header(header, source=str(p))
+    if fmt is not ModelFormat.SAFETENSORS:
         return ModelCard()
     return ModelCard.from_header(read_safetensors_metadata(p), source=str(p))
 

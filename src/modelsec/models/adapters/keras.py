@@ -41,6 +41,7 @@ from typing import Any
 
 import torch
 from torch import nn
+from torch.nn import functional
 
 from modelsec.core.errors import ConfigError, ModelLoadError, UnsafeModelError, printable
 from modelsec.models.adapters import LoadRequest
@@ -333,6 +334,127 @@ def fresh_model(model: Any, seed: int) -> Any:
         return keras.models.clone_model(model)
 
 
+# -- modelsec's record inside a .keras archive ------------------------------------------------------------------------
+
+CARD_ENTRY = "modelsec.json"
+"""The entry of a ``.keras`` archive written by ``modelsec harden`` that holds the model's card (the JSON of
+:meth:`~modelsec.models.card.ModelCard.to_header`): plain JSON beside Keras's own entries, which Keras ignores."""
+_MAX_CARD_BYTES = 16 * 1024 * 1024
+
+
+def read_card_entry(path: str | Path) -> dict[str, Any] | None:
+    """The JSON object of a ``.keras`` archive's :data:`CARD_ENTRY` (read with ``zipfile`` and ``json`` only: no
+    Keras code), or ``None`` when the archive has none; :class:`ModelLoadError` for one that is not a JSON
+    object."""
+    where = printable(str(path))
+    try:
+        with zipfile.ZipFile(path) as z:
+            if CARD_ENTRY not in z.namelist():
+                return None
+            info = z.getinfo(CARD_ENTRY)
+            if info.file_size > _MAX_CARD_BYTES:
+                raise ModelLoadError(f"{where!r}: {CARD_ENTRY} is larger than {_MAX_CARD_BYTES >> 20} MiB")
+            value = json.loads(z.read(info).decode("utf-8"))
+    except (OSError, zipfile.BadZipFile, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise ModelLoadError(f"cannot read {CARD_ENTRY} of {where!r}: {printable(e)}") from None
+    if not isinstance(value, dict):
+        raise ModelLoadError(f"{where!r}: {CARD_ENTRY} is not a JSON object")
+    return value
+
+
+def save_keras(model: Any, out: Path, header: dict[str, Any]) -> None:
+    """Save the Keras ``model`` as a ``.keras`` archive at ``out`` (atomically: written beside it, then renamed)
+    with ``header`` (a card's :meth:`~modelsec.models.card.ModelCard.to_header`) as its :data:`CARD_ENTRY`."""
+    if out.suffix != ".keras":
+        raise ConfigError(f"a Keras model is saved as a .keras archive; name the output *.keras, not {out.name!r}")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(out.name + ".tmp.keras")  # Keras checks the extension of the file it writes
+    model.save(tmp)
+    with zipfile.ZipFile(tmp, "a", compression=zipfile.ZIP_DEFLATED) as z:
+        z.writestr(CARD_ENTRY, json.dumps(header, indent=2) + "\n")
+    tmp.replace(out)
+
+
+# -- per-example gradients (DP-SGD) -----------------------------------------------------------------------------------
+
+# layers whose output for one record depends on that record and the weights only (no batch statistics, no
+# random draws in training, no state updated by a forward pass): per-example gradients of them are exact
+_PER_EXAMPLE_LAYERS = frozenset(
+    {
+        "InputLayer", "Dense", "EinsumDense", "Conv1D", "Conv2D", "Conv3D", "DepthwiseConv2D", "SeparableConv2D",
+        "Conv1DTranspose", "Conv2DTranspose", "Flatten", "Reshape", "Permute", "RepeatVector", "Activation", "ReLU",
+        "LeakyReLU", "ELU", "PReLU", "Softmax", "MaxPooling1D", "MaxPooling2D", "MaxPooling3D", "AveragePooling1D",
+        "AveragePooling2D", "AveragePooling3D", "GlobalAveragePooling1D", "GlobalAveragePooling2D",
+        "GlobalAveragePooling3D", "GlobalMaxPooling1D", "GlobalMaxPooling2D", "GlobalMaxPooling3D",
+        "ZeroPadding1D", "ZeroPadding2D", "ZeroPadding3D", "Cropping1D", "Cropping2D", "Cropping3D",
+        "UpSampling1D", "UpSampling2D", "LayerNormalization", "GroupNormalization", "Rescaling", "Add", "Subtract",
+        "Multiply", "Average", "Maximum", "Minimum", "Concatenate", "Identity", "Sequential", "Functional",
+    }
+)  # fmt: skip
+
+
+def check_per_example_layers(model: Any) -> None:
+    """:class:`ConfigError` naming the first layer of ``model`` (nested models included) whose per-example
+    gradient modelsec cannot compute exactly: one outside the stateless layers listed here (BatchNormalization
+    mixes the records of a batch; Dropout and the noise layers draw random masks from a state that a per-example
+    pass would not advance as training does; custom layers are unknown)."""
+    stack = list(getattr(model, "layers", []))
+    while stack:
+        layer = stack.pop(0)
+        kind = type(layer).__name__
+        if kind not in _PER_EXAMPLE_LAYERS:
+            why = {
+                "BatchNormalization": "it normalises with statistics of the whole batch, so one record's influence "
+                "is not bounded by its own clipped gradient; use LayerNormalization or GroupNormalization",
+                "Dropout": "it draws a random mask in training; remove it for DP training (DP-SGD's noise "
+                "regularises already)",
+            }.get(kind, "modelsec computes exact per-example gradients only for Keras's stateless layers")
+            raise ConfigError(f"DP-SGD cannot train the Keras layer {printable(layer.name, 60)!r} ({kind}): {why}")
+        stack.extend(getattr(layer, "layers", []))
+
+
+def per_example_gradients(
+    module: KerasModule, x: torch.Tensor, y: torch.Tensor
+) -> tuple[list[torch.Tensor], torch.Tensor]:
+    """The gradient of each record's cross-entropy ``loss(module(x[i]), y[i])`` with respect to each trainable
+    parameter of ``module`` (in ``module.parameters()`` order, each of shape ``(n, *parameter.shape)``), and the
+    logits ``(n, classes)``.
+
+    Opacus computes per-example gradients by hooking torch layers (``nn.Linear``, ...) or, in its functorch mode,
+    by ``torch.func.functional_call`` on a layer; a Keras model on the torch backend has neither: its layers read
+    their weights from Keras variables, not from module attributes. So the whole model is differentiated here with
+    ``torch.func.vmap(torch.func.grad(...))``, each Keras variable's value swapped for the function's argument for
+    the call (then restored). Check the layers first (:func:`check_per_example_layers`)."""
+    from torch.func import grad, vmap
+
+    model = module.model
+    variables = [v for v in model.trainable_variables]
+    params = [p for p in module.parameters() if p.requires_grad]
+    by_id = {id(v._value): v for v in variables}
+    if len(variables) != len(params) or any(id(p) not in by_id for p in params):
+        raise ValueError("the Keras model's trainable variables are not the module's parameters")  # a bug
+    ordered = [by_id[id(p)] for p in params]
+
+    def loss(weights: tuple[torch.Tensor, ...], xi: torch.Tensor, yi: torch.Tensor) -> tuple[Any, Any]:
+        saved = [v._value for v in ordered]
+        try:
+            for v, w in zip(ordered, weights, strict=True):
+                v._value = w
+            logits = module(xi.unsqueeze(0))
+        finally:
+            for v, old in zip(ordered, saved, strict=True):
+                v._value = old
+        return functional.cross_entropy(logits, yi.unsqueeze(0)), logits.squeeze(0)
+
+    if len(x) == 0:
+        with torch.no_grad():
+            classes = module(torch.zeros((1, *x.shape[1:]), device=x.device)).shape[1]
+        return [torch.zeros((0, *p.shape), device=p.device) for p in params], x.new_zeros((0, classes))
+    weights = tuple(p.detach() for p in params)
+    grads, logits = vmap(grad(loss, has_aux=True), in_dims=(None, 0, 0))(weights, x, y)
+    return list(grads), logits
+
+
 # -- the adapter contract ---------------------------------------------------------------------------------------------
 
 
@@ -364,9 +486,10 @@ def _classifier(model: Any, request: LoadRequest, name: str) -> tuple[Classifier
     return classifier, module, notes
 
 
-def load(path: Path, fmt: ModelFormat, request: LoadRequest) -> Any:
-    """Load a ``.keras`` archive or legacy ``.h5`` file after checking its configuration (see the module)."""
-    from modelsec.models.loading import LoadedModel, sha256_file
+def load_keras_model(path: Path, fmt: ModelFormat, *, trust_model: bool, device: str = "cpu") -> tuple[Any, str]:
+    """The Keras model of a ``.keras`` archive or legacy ``.h5`` file, loaded after checking its configuration (see
+    the module), and the SHA-256 of the bytes loaded."""
+    from modelsec.models.loading import sha256_file
 
     where = printable(str(path))
     with tempfile.TemporaryDirectory(prefix="modelsec-keras-") as tmp:
@@ -377,15 +500,25 @@ def load(path: Path, fmt: ModelFormat, request: LoadRequest) -> Any:
         except OSError as e:
             raise ModelLoadError(f"cannot read model file {where!r}: {e.strerror}") from None
         config = read_config(copy, fmt)
-        if not request.trust_model:
+        if not trust_model:
             check_config(config, legacy=fmt is ModelFormat.KERAS_H5, source=str(path))
         keras = import_keras()
         try:
-            with keras.device(request.device):
-                model = keras.saving.load_model(copy, compile=False, safe_mode=not request.trust_model)
+            with keras.device(device):
+                model = keras.saving.load_model(copy, compile=False, safe_mode=not trust_model)
         except Exception as e:  # a foreign deserialiser: whatever it raises on a bad file is the file's fault
             raise ModelLoadError(f"Keras could not load {where!r}: {printable(e)}") from None
-        digest = sha256_file(copy)
+        return model, sha256_file(copy)
+
+
+def load(path: Path, fmt: ModelFormat, request: LoadRequest) -> Any:
+    """Load a ``.keras`` archive or legacy ``.h5`` file after checking its configuration (see the module)."""
+    from modelsec.models.card import ModelCard
+    from modelsec.models.loading import LoadedModel
+
+    model, digest = load_keras_model(path, fmt, trust_model=request.trust_model, device=request.device)
+    header = read_card_entry(path) if fmt is ModelFormat.KERAS else None
+    card = ModelCard() if header is None else ModelCard.from_header(header, source=str(path))
     classifier, _, notes = _classifier(model, request, Path(path).name)
     if request.trust_model:
         notes.append("loaded with --trust-model: Keras's safe mode was off and custom objects were allowed")
@@ -399,7 +532,7 @@ def load(path: Path, fmt: ModelFormat, request: LoadRequest) -> Any:
         parameters=classifier.num_parameters(),
         notes=notes,
     )
-    return LoadedModel(classifier=classifier, info=info)
+    return LoadedModel(classifier=classifier, info=info, card=card)
 
 
 def wraps(obj: Any) -> bool:
