@@ -43,12 +43,28 @@ from modelsec.results.audit import ModelInfo
 GUESSED_SETTINGS = {"epochs": "epochs", "lr": "learning rate", "batch_size": "batch size"}
 """The training settings whose default is reported as a guess, with their names in words."""
 
-HOW_TO_SET = (
-    "give the target's recipe: --reference-arch NAME|FILE (a built-in architecture, see `modelsec list`, or a "
-    ".keras file of the target's architecture), --reference-epochs N, --reference-lr LR, --reference-batch-size N "
-    "(also --reference-weight-decay, --reference-lr-schedule; in Python: reference_arch=..., reference_epochs=..., "
-    "...); a model that modelsec trained records its own recipe"
+HOW_TO_SET_ARCH = (
+    "--reference-arch NAME|FILE (a built-in architecture, see `modelsec list`, or a .keras file of the target's "
+    "architecture)"
 )
+HOW_TO_SET_TRAINING = (
+    "--reference-epochs N, --reference-lr LR and --reference-batch-size N as the target was trained (also "
+    "--reference-weight-decay, --reference-lr-schedule)"
+)
+
+
+def how_to_set(*, architecture: bool, training: bool) -> str:
+    """What the user passes to give the recipe, for what was guessed.
+
+    >>> how_to_set(architecture=False, training=True)  # doctest: +ELLIPSIS
+    'pass --reference-epochs N, ... (in Python: the same names, reference_epochs=...); a model that modelsec ...'
+    """
+    options = [HOW_TO_SET_ARCH] * architecture + [HOW_TO_SET_TRAINING] * training
+    python = "reference_arch=..." if architecture else "reference_epochs=..."
+    return (
+        f"pass {'; '.join(options)} (in Python: the same names, {python}); a model that modelsec trained records its "
+        "own recipe"
+    )
 
 
 def choose_recipe(
@@ -76,7 +92,10 @@ def choose_recipe(
         notes = []
         if overrides:
             given = ", ".join("--reference-" + k.replace("_", "-") for k in overrides)
-            notes.append(f"{given} do(es) not apply to this model's reference models (its own recipe: {own.summary()})")
+            verb = "does" if len(overrides) == 1 else "do"
+            described = own.summary().get("recipe") or type(own).__name__
+            notes.append(f"{given} {verb} not apply to this model's reference models: they follow its own recipe "
+                         f"({described})")  # fmt: skip
         return own, notes
     recorded = dict(card.recipe)
     if arch_option is not None:
@@ -92,14 +111,19 @@ def choose_recipe(
     if missing:
         defaults = ", ".join(f"{GUESSED_SETTINGS[k]} {getattr(training, k):g}" for k in missing)
         guesses.append(f"the training settings {defaults} (modelsec's defaults: the model records no recipe)")
-    marks = {"guessed": bool(guesses), "guesses": tuple(guesses), "how_to_set": HOW_TO_SET if guesses else ""}
+    how = how_to_set(architecture=arch_guess is not None, training=bool(missing)) if guesses else ""
+    recipe: ReferenceRecipe
     if isinstance(arch_recipe, _KerasArch):
         keras = arch_recipe
         recipe = KerasRecipe(
-            config=keras.config, name=keras.name, source=keras.source, trusted=keras.trusted, training=training, **marks
+            config=keras.config, name=keras.name, source=keras.source, trusted=keras.trusted, training=training,
+            guessed=bool(guesses), guesses=tuple(guesses), how_to_set=how,
+        )  # fmt: skip
+    else:
+        recipe = BuiltinRecipe(
+            arch=arch_recipe.arch, training=training, guessed=bool(guesses), guesses=tuple(guesses), how_to_set=how
         )
-        return recipe, []
-    return BuiltinRecipe(arch=arch_recipe.arch, training=training, **marks), []
+    return recipe, []
 
 
 @dataclasses.dataclass(frozen=True)
