@@ -143,7 +143,11 @@ def test_audit_with_reference_models_reuses_the_cache(digits_model: Path, tmp_pa
 def test_a_model_trained_on_some_members_is_audited_against_those_only(tmp_path: Path) -> None:
     """``train --members N`` trains on the first N members: the audit's members are those N (the others, never
     trained on, join the population), and the header's recipe is what reference models would follow."""
-    from modelsec.audits.runner import _reference_recipe
+    from torch import nn
+
+    from modelsec.audits.reference_choice import choose_recipe
+    from modelsec.audits.reference_models import BuiltinRecipe
+    from modelsec.models.adapters import LoadRequest
     from modelsec.models.loading import read_card
     from modelsec.models.torch import read_safetensors_metadata
 
@@ -157,5 +161,9 @@ def test_a_model_trained_on_some_members_is_audited_against_those_only(tmp_path:
     r = run_audit(path, None, config=config).result
     assert r.data.n_members == 120 and r.privacy is not None
     assert all(a.n_members == 120 for a in r.privacy.attacks)
-    arch, recipe = _reference_recipe(r.model, read_card(path), config)
-    assert arch == "mlp" and (recipe.epochs, recipe.batch_size) == (3, 32)
+    recipe, _ = choose_recipe(
+        arch_option=None, overrides={}, info=r.model, card=read_card(path), own=None, module=nn.Identity(),
+        request=LoadRequest(),
+    )  # fmt: skip
+    assert isinstance(recipe, BuiltinRecipe) and not recipe.guessed
+    assert recipe.arch == "mlp" and (recipe.training.epochs, recipe.training.batch_size) == (3, 32)

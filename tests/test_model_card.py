@@ -23,11 +23,14 @@ import torch
 from safetensors.torch import load_file
 
 from modelsec.audits.compare import dp_claim, own_members, summarise
-from modelsec.audits.runner import _reference_recipe, _resolve_data
+from modelsec.audits.reference_choice import choose_recipe
+from modelsec.audits.reference_models import BuiltinRecipe
+from modelsec.audits.runner import _resolve_data
 from modelsec.cli.main import main as cli_main
 from modelsec.core.errors import ModelLoadError
 from modelsec.data import load_splits
 from modelsec.defenses.training import TrainingConfig, train_and_save
+from modelsec.models.adapters import LoadRequest
 from modelsec.models.base import Capability
 from modelsec.models.card import (
     BaseRecord,
@@ -241,8 +244,12 @@ def test_files_written_before_the_card_read_and_write_back_unchanged(tmp_path: P
     assert card.data is not None and card.data.source is not None
     assert _resolve_data(None, card, None) == (card.data.source, card.data.split_seed)
     info = ModelInfo(path=None, sha256=None, arch=card.arch, format="safetensors", num_classes=10, input_shape=[64])
-    _, recipe = _reference_recipe(info, card, _audit_config())
-    assert recipe.epochs == card.recipe.get("epochs", TrainingConfig().epochs)
+    recipe, _ = choose_recipe(
+        arch_option=None, overrides=_audit_config().reference_overrides(), info=info, card=card, own=None,
+        module=torch.nn.Identity(), request=LoadRequest(),
+    )  # fmt: skip
+    assert isinstance(recipe, BuiltinRecipe)
+    assert recipe.training.epochs == card.recipe.get("epochs", TrainingConfig().epochs)
 
 
 def test_compare_reads_the_defense_the_claim_and_the_training_time_from_old_files() -> None:

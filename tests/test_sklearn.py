@@ -350,29 +350,38 @@ def test_cli_audit_of_a_skops_estimator(tmp_path: Path) -> None:
 
 
 def test_the_audit_uses_the_models_own_recipe_and_marks_a_guessed_one() -> None:
-    from modelsec.attacks.membership.signals import ReferenceSignals
-    from modelsec.audits.reference_models import BuiltinRecipe, ReferenceTraining
-    from modelsec.audits.runner import AuditConfig, _reference_models_recipe, _Target
+    from torch import nn
+
+    from modelsec.audits.reference_choice import choose_recipe
+    from modelsec.audits.reference_models import BuiltinRecipe
+    from modelsec.audits.runner import AuditConfig
+    from modelsec.models.adapters import LoadRequest
     from modelsec.models.card import ModelCard
+    from modelsec.models.reference_recipe import ReferenceRecipe
     from modelsec.results.audit import ModelInfo
 
-    def target(arch: str | None, card: ModelCard, own: EstimatorRecipe | None = None) -> _Target:
+    def choose(
+        arch: str | None, card: ModelCard, config: AuditConfig, own: EstimatorRecipe | None = None
+    ) -> tuple[ReferenceRecipe, list[str]]:
         info = ModelInfo(path=None, sha256=None, arch=arch, format="python", num_classes=3, input_shape=[6])
-        return _Target(None, info, card, own, None, None, {})  # type: ignore[arg-type]
+        return choose_recipe(
+            arch_option=config.reference_arch, overrides=config.reference_overrides(), info=info, card=card,
+            own=own, module=nn.Identity(), request=LoadRequest(),
+        )  # fmt: skip
 
     own = EstimatorRecipe(estimator=LogisticRegression())
-    recipe, notes = _reference_models_recipe(target("x", ModelCard(), own), AuditConfig(reference_epochs=3))
-    assert recipe is own and notes == [
-        "--reference-epochs does not apply to this model's reference models (its own recipe)"
-    ]
+    recipe, notes = choose("x", ModelCard(), AuditConfig(reference_epochs=3), own)
+    assert recipe is own and len(notes) == 1
+    assert notes[0].startswith(
+        "--reference-epochs does not apply to this model's reference models: they follow its own"
+    )
 
     recorded = ModelCard.from_header({"arch": "mlp", "training": {"config": {"epochs": 4}}}, source="m")
-    recipe, _ = _reference_models_recipe(target("mlp", recorded), AuditConfig())
-    assert isinstance(recipe, BuiltinRecipe) and not recipe.guessed and recipe.training.epochs == 4
+    recipe, _ = choose("mlp", recorded, AuditConfig())
+    assert isinstance(recipe, BuiltinRecipe) and recipe.training.epochs == 4
+    assert recipe.guessed  # the recorded recipe names the epochs only: its learning rate and batch size are guesses
 
-    recipe, _ = _reference_models_recipe(target(None, ModelCard()), AuditConfig())
+    recipe, _ = choose(None, ModelCard(), AuditConfig())
     assert isinstance(recipe, BuiltinRecipe) and recipe.guessed and recipe.arch == "mlp"
-    assert "default training settings" in recipe.how_to_set and "--reference-epochs" in recipe.how_to_set
-    signals = ReferenceSignals(np.zeros((2, 4, 3), np.float32), np.eye(2, 4, dtype=bool), np.zeros(4, np.int64))
-    compute = ReferenceTraining(signals, recipe).compute()
-    assert compute["recipe_guessed"] and compute["recipe_how_to_set"] == recipe.how_to_set
+    assert any("modelsec's defaults" in g for g in recipe.guesses) and "--reference-epochs" in recipe.how_to_set
+    assert recipe.record()["guessed"] and recipe.record()["how_to_set"] == recipe.how_to_set

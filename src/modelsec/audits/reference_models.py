@@ -104,6 +104,11 @@ def membership_matrix(models: int, eligible: np.ndarray, rng: np.random.Generato
     return np.stack(rows) & eligible[None, :]
 
 
+def training_record(training: TrainingConfig) -> dict[str, Any]:
+    """The training settings a report shows beside a recipe: all but the seed, which each model draws."""
+    return {k: v for k, v in dataclasses.asdict(training).items() if k != "seed"}
+
+
 @dataclass(frozen=True, kw_only=True)
 class BuiltinRecipe(ReferenceRecipe):
     """A built-in architecture (:mod:`modelsec.models.zoo`) trained from a seeded initialisation with modelsec's
@@ -122,6 +127,9 @@ class BuiltinRecipe(ReferenceRecipe):
 
     def summary(self) -> dict[str, Any]:
         return {"arch": self.arch, "epochs": self.training.epochs}
+
+    def record(self) -> dict[str, Any]:
+        return {**super().record(), **training_record(self.training)}
 
     def train_logits(
         self,
@@ -158,13 +166,12 @@ class ReferenceTraining:
     cached: bool = False
 
     def compute(self) -> dict[str, Any]:
-        """A summary for reports: models, the recipe (:meth:`ReferenceRecipe.summary`; a guessed one says so and
-        how to set it), their total training seconds, the wall time, the processes."""
-        guess = {"recipe_guessed": True, "recipe_how_to_set": self.recipe.how_to_set} if self.recipe.guessed else {}
+        """A summary for reports: models, the recipe (:meth:`ReferenceRecipe.summary`; the whole recipe, and
+        whether it was guessed, is :meth:`ReferenceRecipe.record`), their total training seconds, the wall time,
+        the processes."""
         return {
             "reference_models": self.signals.num_models,
             **self.recipe.summary(),
-            **guess,
             "train_size": int(self.signals.inclusion.sum(axis=1).mean()) if self.signals.num_models else 0,
             "training_seconds": round(float(sum(self.seconds)), 2),
             "wall_seconds": round(self.wall_seconds, 2),
@@ -191,6 +198,12 @@ def _train_one(recipe: ReferenceRecipe, members: np.ndarray, seed: int) -> tuple
     if logits.shape != (len(x), k):
         raise ValueError(f"{type(recipe).__name__} returned logits of shape {logits.shape}, not {(len(x), k)}")
     return np.asarray(logits, dtype=np.float32), time.perf_counter() - start
+
+
+def _preload_training() -> None:
+    """Import here what a torch optimizer imports on its first use (``torch._dynamo``: seconds), so that forked
+    workers inherit it instead of each importing it again."""
+    import torch._dynamo  # noqa: F401
 
 
 def _start_method() -> str:
@@ -237,6 +250,7 @@ def train_reference_models(
                 torch.set_num_threads(threads)
                 _POOL.clear()
         else:
+            _preload_training()
             context = multiprocessing.get_context(_start_method())
             initargs = (pool.x, pool.y, pool.num_classes, pool.bounds)
             with ProcessPoolExecutor(workers, mp_context=context, initializer=_init_worker, initargs=initargs) as ex:

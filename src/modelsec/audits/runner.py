@@ -30,7 +30,8 @@ from modelsec.audits.exposure import most_exposed
 from modelsec.audits.membership import evaluate_membership, plan_membership_attacks, strongest
 from modelsec.audits.membership_pool import build_pool, reference_signals
 from modelsec.audits.presets import PRESETS, AttackSpec, build_attacks, preset_specs
-from modelsec.audits.reference_models import BuiltinRecipe, ReferenceConfig
+from modelsec.audits.reference_choice import choose_recipe
+from modelsec.audits.reference_models import ReferenceConfig
 from modelsec.audits.robustness import RobustnessRun, attack_labels, evaluate_robustness
 from modelsec.audits.sanity import CHECKS, Remedies, apply_remedies, post_checks, pre_checks, resolve
 from modelsec.audits.verdict import RULE, make_verdict
@@ -51,7 +52,6 @@ from modelsec.core.version import versions
 from modelsec.data import load_splits
 from modelsec.data.dataset import Splits
 from modelsec.data.user_split import SplitFiles, recorded_split_files
-from modelsec.defenses.training import TrainingConfig
 from modelsec.models.adapters import LoadRequest, wrap_object
 from modelsec.models.adapters.endpoint import RemoteModel, ScoreFunction
 from modelsec.models.base import Classifier
@@ -59,7 +59,6 @@ from modelsec.models.card import DataRecord, ModelCard
 from modelsec.models.loading import LoadedModel, load_model, read_card
 from modelsec.models.normalization import check_normalization, normalized
 from modelsec.models.reference_recipe import ReferenceRecipe
-from modelsec.models.zoo import ARCHITECTURES, default_architecture
 from modelsec.results.audit import (
     SCHEMA_VERSION,
     AuditResult,
@@ -76,6 +75,8 @@ if TYPE_CHECKING:
 
 MAX_REFERENCE_MODELS = 1024
 """The most reference models an audit trains (LiRA's paper uses up to 256)."""
+_REFERENCE_TRAINING = ("epochs", "lr", "batch_size", "weight_decay", "lr_schedule")
+"""The :class:`TrainingConfig` fields that ``reference_<field>`` sets for the reference models."""
 CHECKED_RECORDS = 128
 """Members, and as many non-members, on which an adapter's ``check_records`` checks a loaded model."""
 
@@ -101,7 +102,16 @@ class AuditConfig:
             cost a training run each, in parallel processes, and are cached in the run store).
         reference_mode: "online" (reference models also train on the candidates: online and offline attacks) or
             "offline" (only on population records: offline attacks).
-        reference_epochs: the reference models' epochs (default: the target's recorded recipe).
+        reference_arch: the reference models' architecture, trained from its initial weights: a built-in
+            architecture's name (see ``modelsec list``), a ``.keras`` / ``.h5`` Keras model file (its architecture,
+            re-created with fresh seeded weights and trained with modelsec's training loop), or a modelsec
+            safetensors file (the architecture it records). Default: the target's own (a built-in or Keras model,
+            or the one its file records), else a built-in one for its input, marked as a guess in the report.
+        reference_epochs, reference_lr, reference_batch_size, reference_weight_decay, reference_lr_schedule: the
+            reference models' training settings (epochs, Adam's learning rate, records per mini-batch, Adam's
+            weight decay, "cosine" or "constant" learning rate; see ``modelsec train --help``). Default: the
+            target's recorded recipe, else modelsec's defaults (8 epochs, lr 0.001, batch size 128, no weight
+            decay, cosine), marked as a guess in the report.
         workers: processes that train reference models (default: one per CPU core, at most one per model).
         seed: seed of every random choice in the audit (sample selection, random starts, bootstrap).
         split_seed: seed of the member / non-member / population split (defaults to the model's record, or 0).
@@ -123,7 +133,12 @@ class AuditConfig:
     membership_attacks: tuple[str, ...] | None = None
     reference_models: int = 0
     reference_mode: Annotated[str, OneOf("online", "offline")] = "online"
+    reference_arch: str | None = None
     reference_epochs: Annotated[int | None, COUNT] = None
+    reference_lr: float | None = None
+    reference_batch_size: Annotated[int | None, COUNT] = None
+    reference_weight_decay: float | None = None
+    reference_lr_schedule: Annotated[str | None, OneOf("cosine", "constant")] = None
     workers: Annotated[int | None, COUNT] = None
     seed: Annotated[int, SEED] = 0
     split_seed: Annotated[int | None, SPLIT_SEED] = None
@@ -165,6 +180,18 @@ class AuditConfig:
             raise ConfigError(f"--reference-mode must be online or offline, got {self.reference_mode!r}")
         if self.reference_epochs is not None and self.reference_epochs < 1:
             raise ConfigError(f"--reference-epochs must be >= 1, got {self.reference_epochs}")
+        if self.reference_batch_size is not None and self.reference_batch_size < 1:
+            raise ConfigError(f"--reference-batch-size must be >= 1, got {self.reference_batch_size}")
+        if self.reference_lr is not None and not 0 < self.reference_lr < float("inf"):
+            raise ConfigError(f"--reference-lr must be a finite number > 0, got {self.reference_lr}")
+        if self.reference_weight_decay is not None and not 0 <= self.reference_weight_decay < float("inf"):
+            raise ConfigError(
+                f"--reference-weight-decay must be a finite number >= 0, got {self.reference_weight_decay}"
+            )
+        if self.reference_lr_schedule not in (None, "cosine", "constant"):
+            raise ConfigError(f"--reference-lr-schedule must be cosine or constant, got {self.reference_lr_schedule!r}")
+        if self.reference_arch is not None and not self.reference_arch.strip():
+            raise ConfigError("--reference-arch is empty; give a built-in architecture (modelsec list) or a file")
         self.reference_config()  # validates the combination (online needs >= 2 models)
         check_normalization(self.normalize_mean, self.normalize_std)
 
@@ -177,6 +204,11 @@ class AuditConfig:
             workers=self.workers,
             seed=self.seed,
         )
+
+    def reference_overrides(self) -> dict[str, Any]:
+        """The reference models' training settings given (``--reference-epochs`` ...), by TrainingConfig field."""
+        given = {name: getattr(self, f"reference_{name}") for name in _REFERENCE_TRAINING}
+        return {name: value for name, value in given.items() if value is not None}
 
     def attack_specs(self) -> list[AttackSpec]:
         """The attack plan before remedies: the explicit list, else the preset."""
@@ -285,6 +317,8 @@ def run_audit(
             label_column=label_column, bounds=bounds, timings=timings,
         )  # fmt: skip
         _check_reference_data(config, target.splits)
+        if config.reference_config() is not None:  # a bad --reference-arch fails before any attack runs
+            target.recipe = _reference_models_recipe(target, config, trust_model=trust_model, device=device)
         mia_plan = plan_membership_attacks(
             config.membership_attacks, target.classifier.capability, config.reference_config()
         )
@@ -323,6 +357,7 @@ class _Target:
     splits: Splits
     data: DataInfo
     overlaps: dict[str, int]  # records the splits share, by pair of splits
+    recipe: tuple[ReferenceRecipe, list[str]] | None = None  # the reference models' recipe and notes on it
 
 
 def _load_target(
@@ -686,41 +721,25 @@ def _sanity_checks(
     )
 
 
-def _reference_recipe(info: ModelInfo, card: ModelCard, config: AuditConfig) -> tuple[str, TrainingConfig]:
-    """The reference models' architecture (the target's when built-in, else the default for its input) and
-    training recipe (the target's recorded one, else the defaults; ``reference_epochs`` overrides the epochs)."""
-    arch = info.arch if info.arch is not None and info.arch in ARCHITECTURES else None
-    arch = arch or default_architecture(tuple(info.input_shape))
-    known = {f.name for f in dataclasses.fields(TrainingConfig)} - {"seed"}
-    training = TrainingConfig(**{k: v for k, v in card.recipe.items() if k in known})
-    if config.reference_epochs is not None:
-        training = replace(training, epochs=config.reference_epochs)
-    return arch, training
-
-
-def _reference_models_recipe(target: _Target, config: AuditConfig) -> tuple[ReferenceRecipe, list[str]]:
-    """How the reference models train, and notes on it: the model's own recipe when its adapter brought one (a
-    scikit-learn estimator's clones), else a :class:`BuiltinRecipe` of :func:`_reference_recipe`, marked as a
-    guess when the architecture or the training settings are not the target's own."""
-    if target.reference_recipe is not None:
-        notes = []
-        if config.reference_epochs is not None:
-            notes.append("--reference-epochs does not apply to this model's reference models (its own recipe)")
-        return target.reference_recipe, notes
-    info, card = target.info, target.card
-    arch, training = _reference_recipe(info, card, config)
-    guesses = []
-    if info.arch is None or info.arch not in ARCHITECTURES:
-        guesses.append(f"the architecture {arch} (the model is not one of modelsec's built-in architectures)")
-    if not card.recipe:
-        guesses.append("modelsec's default training settings (the model file records none)")
-    how = (
-        "reference models are only as strong as they are like the target: "
-        + "; ".join(guesses)
-        + ". --reference-epochs sets the epochs; a model that modelsec trained records its own recipe"
+def _reference_models_recipe(
+    target: _Target, config: AuditConfig, *, trust_model: bool = False, device: str = "cpu"
+) -> tuple[ReferenceRecipe, list[str]]:
+    """How the reference models train, and notes on it (:func:`~modelsec.audits.reference_choice.choose_recipe`:
+    the options given, the adapter's own recipe, the recorded one, the target's architecture, or a guess)."""
+    splits = target.splits
+    request = LoadRequest(
+        input_shape=tuple(target.info.input_shape), num_classes=target.info.num_classes,
+        bounds=None if splits is None else splits.bounds, trust_model=trust_model, device=device,
+    )  # fmt: skip
+    return choose_recipe(
+        arch_option=config.reference_arch,
+        overrides=config.reference_overrides(),
+        info=target.info,
+        card=target.card,
+        own=target.reference_recipe,
+        module=target.classifier.module,
+        request=request,
     )
-    recipe = BuiltinRecipe(arch=arch, training=training, guessed=bool(guesses), how_to_set=how if guesses else "")
-    return recipe, []
 
 
 def _membership(
@@ -768,8 +787,10 @@ def _membership(
     signals = target_signals(attacks, classifier, pool.records, generator=generator(config.seed), progress=progress)
     compute: dict[str, Any] = {}
     training = None
+    recipe = None
     if reference is not None:
-        recipe, recipe_notes = _reference_models_recipe(target, config)
+        assert target.recipe is not None
+        recipe, recipe_notes = target.recipe
         notes.extend(recipe_notes)
         training = reference_signals(pool, reference, recipe=recipe, cache=cache, progress=progress)
         compute.update(training.compute())
@@ -793,7 +814,13 @@ def _membership(
         images = pool.records.x[pool.members][[e.member_index for e in exposed]]
     # report each record by its index in the members split, which the user can look up
     exposed = [replace(e, member_index=int(pool.member_source[e.member_index])) for e in exposed]
-    privacy = PrivacyResult(attacks=results, notes=notes, exposed_records=exposed, compute=compute)
+    privacy = PrivacyResult(
+        attacks=results,
+        notes=notes,
+        exposed_records=exposed,
+        compute=compute,
+        reference_recipe=None if recipe is None else recipe.record(),
+    )
     candidates = pool.records.subset(np.concatenate([pool.members, pool.nonmembers])).sha256()
     return privacy, images, candidates
 

@@ -43,6 +43,17 @@ def audit_summary(r: Any) -> None:
         rows = [(a.attack, f"{a.auc:.3f} [{a.auc_ci.low:.3f}, {a.auc_ci.high:.3f}]", f"{a.tpr_at_fpr['0.001']:.2%}",
                  f"{a.tpr_at_fpr['0.01']:.2%}", f"{a.advantage:.3f}") for a in r.privacy.attacks]  # fmt: skip
         console.print(_table("Membership inference (members positive)", columns, rows))
+        if (recipe := r.privacy.reference_recipe) and recipe.get("guessed"):
+            from rich.markup import escape
+
+            from modelsec.report.tables import recipe_notice
+
+            notice = recipe_notice(r.privacy)
+            assert notice is not None
+            console.print(f"[yellow]reference models' recipe guessed[/]: {escape(notice.text)}", highlight=False)
+            for guess in notice.guesses:
+                console.print(f"  guessed: {guess}", markup=False, highlight=False)
+            console.print(f"  how to set it: {notice.how_to_set}", markup=False, highlight=False)
 
 
 def comparison(c: Any) -> None:

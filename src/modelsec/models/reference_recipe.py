@@ -16,9 +16,15 @@ recipe                 what a reference model is                                
                        (:mod:`modelsec.audits.reference_models`)
 ``EstimatorRecipe``    ``sklearn.base.clone`` of the target estimator, refitted      the scikit-learn adapter
                        (:mod:`modelsec.models.adapters.sklearn`)
+``KerasRecipe``        a Keras architecture (the target's own, or a ``.keras`` file  the audit (audits/runner.py)
+                       given) trained from seeded initial weights with a
+                       ``TrainingConfig`` (:mod:`modelsec.audits.keras_reference`)
 =====================  ============================================================  ============================
 
-**Adding a recipe** (for example for Keras models trained from their initial weights): subclass
+Which recipe an audit uses (the options given, the adapter's, the recorded one, the target's own architecture,
+or a guess) is decided in :func:`modelsec.audits.reference_choice.choose_recipe`.
+
+**Adding a recipe**: subclass
 :class:`ReferenceRecipe` in the lowest layer that has what its training needs (an adapter module when the
 framework fits itself, as scikit-learn does; ``audits/`` when it needs modelsec's training loop), implement
 :meth:`~ReferenceRecipe.describe`, :meth:`~ReferenceRecipe.summary` and :meth:`~ReferenceRecipe.train_logits`, and
@@ -42,11 +48,14 @@ class ReferenceRecipe(abc.ABC):
 
     Args:
         guessed: the recipe is modelsec's guess, not the target's own (an architecture or training settings that
-            the model file does not record); the audit says so beside the results.
+            the model file does not record and the user did not give); the report says so at the top of its
+            privacy section.
+        guesses: what was guessed, in words, one entry each (the architecture; the training settings).
         how_to_set: what the user does to give the real recipe (the options to pass), shown with a guess.
     """
 
     guessed: bool = False
+    guesses: tuple[str, ...] = ()
     how_to_set: str = ""
 
     @abc.abstractmethod
@@ -58,6 +67,17 @@ class ReferenceRecipe(abc.ABC):
     def summary(self) -> dict[str, Any]:
         """What a report says about the recipe: short plain values, merged into the privacy result's
         ``compute``."""
+
+    def record(self) -> dict[str, Any]:
+        """What ``result.json`` records of the recipe (``privacy.reference_recipe``): :meth:`summary`, whether it
+        was guessed, what was, and how to set it; a recipe that trains with settings adds them (``epochs``,
+        ``lr``, ``batch_size``, ...)."""
+        return {
+            **self.summary(),
+            "guessed": self.guessed,
+            "guesses": list(self.guesses),
+            "how_to_set": self.how_to_set,
+        }
 
     @abc.abstractmethod
     def train_logits(

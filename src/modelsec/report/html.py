@@ -124,6 +124,7 @@ def _context(
         ctx["exposed"] = tables.exposed_groups(priv.exposed_records, thumbnails)
         ctx["has_thumbnails"] = thumbnails is not None
         ctx["compute"] = tables.compute_items(priv.compute)
+        ctx["recipe"] = tables.recipe_notice(priv)
         has_roc = any(a.roc_fpr for a in priv.attacks)
         ctx["roc_plot"] = figure_to_png_data_uri(membership_roc(priv)) if has_roc else None
     return ctx

@@ -115,8 +115,27 @@ def _min_norm(rob: RobustnessResult) -> list[str]:
     return out
 
 
+def _recipe(priv: PrivacyResult) -> list[str]:
+    """The reference models' recipe: a warning when it was guessed (with how to set it), else one line."""
+    notice = tables.recipe_notice(priv)
+    if notice is None:
+        return []
+    if not notice.guessed:
+        return [f"Reference models: {md_text(notice.text)}.", ""]
+    out = [f"> {_ICONS['warning']} **Reference models' recipe guessed:** {md_text(notice.text)}.", ">"]
+    out += [f"> - Guessed: {md_text(g)}" for g in notice.guesses]
+    out += [
+        ">",
+        "> LiRA, RMIA and the shadow-model attack are only as strong as their reference models are like the target; "
+        "with a guessed recipe they may understate the leakage. How to set it: "
+        f"{md_text(notice.how_to_set)}.",
+        "",
+    ]
+    return out
+
+
 def _privacy(priv: PrivacyResult) -> list[str]:
-    out: list[str] = []
+    out: list[str] = _recipe(priv)
     rows = tables.privacy_rows(priv)
     if rows:
         fprs = [tables.fpr_label(f) for f in tables.LOW_FPRS]

@@ -460,6 +460,40 @@ def compute_items(compute: Mapping[str, Any]) -> list[tuple[str, str]]:
     return items
 
 
+@dataclass(frozen=True)
+class RecipeNotice:
+    """The reference models' recipe as the report shows it, at the top of its privacy section: ``text`` (the
+    architecture and training settings), and for a guessed one what was guessed and how to set it."""
+
+    text: str
+    guessed: bool
+    guesses: list[str]
+    how_to_set: str
+
+
+def recipe_notice(priv: PrivacyResult) -> RecipeNotice | None:
+    """``priv.reference_recipe`` in words (``None`` without reference models).
+
+    >>> recipe_notice(PrivacyResult(attacks=[], reference_recipe={"arch": "mlp", "epochs": 8, "lr": 0.001,
+    ...     "batch_size": 128, "weight_decay": 0.0, "lr_schedule": "cosine", "guessed": True,
+    ...     "guesses": ["the architecture mlp"], "how_to_set": "--reference-arch"})).text
+    'mlp · 8 epochs · learning rate 0.001 · batch size 128 · weight decay 0 · cosine schedule'
+    """
+    recipe = priv.reference_recipe
+    if not recipe:
+        return None
+    parts = [str(recipe.get("arch") or recipe.get("recipe") or recipe.get("estimator") or "their own recipe")]
+    labelled = (("epochs", "{} epochs"), ("lr", "learning rate {:g}"), ("batch_size", "batch size {}"),
+                ("weight_decay", "weight decay {:g}"), ("lr_schedule", "{} schedule"))  # fmt: skip
+    parts += [form.format(recipe[key]) for key, form in labelled if recipe.get(key) is not None]
+    return RecipeNotice(
+        text=" · ".join(parts),
+        guessed=bool(recipe.get("guessed")),
+        guesses=[str(g) for g in recipe.get("guesses") or []],
+        how_to_set=str(recipe.get("how_to_set") or ""),
+    )
+
+
 def privacy_intervals(priv: PrivacyResult) -> list[Interval]:
     out: list[Interval] = []
     for a in priv.attacks:

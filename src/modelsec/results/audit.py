@@ -175,12 +175,22 @@ class PrivacyResult:
 
     ``compute`` is free-form with conventional keys: ``reference_models`` (shadow/reference models trained),
     ``reference_training_seconds``, ``forward_passes``; a key ending in ``seconds`` is a duration.
+    ``reference_recipe``: how the reference models were trained, when there were any
+    (:meth:`~modelsec.models.reference_recipe.ReferenceRecipe.record`): ``arch`` and the training settings
+    (``epochs``, ``lr``, ``batch_size``, ...), ``guessed`` (modelsec guessed the architecture or the settings:
+    the reference attacks may be weaker than they could be), ``guesses`` (what, in words) and ``how_to_set``.
     """
 
     attacks: list[MembershipAttackResult]
     notes: list[str] = field(default_factory=list)
     exposed_records: list[ExposedRecord] = field(default_factory=list)
     compute: dict[str, Any] = field(default_factory=dict)
+    reference_recipe: dict[str, Any] | None = None
+
+    @property
+    def recipe_guessed(self) -> bool:
+        """The reference models' recipe was (partly) guessed (see ``reference_recipe``)."""
+        return bool(self.reference_recipe and self.reference_recipe.get("guessed"))
 
 
 @dataclass(frozen=True)
