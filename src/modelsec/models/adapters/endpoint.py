@@ -366,9 +366,16 @@ class RemoteModel(nn.Module):
             out[torch.arange(n), labels] = 0.0
             return out
         if array.shape != (n, k):
+            hint = ""
+            if array.shape == (n,):
+                hint = (
+                    '. One number per record: if these are class labels, declare them (HTTP: answer "labels"; '
+                    'Python: ScoreFunction(fn, output="labels")); if it is the probability of class 1 of a binary '
+                    "model, return both columns [1 - p, p]"
+                )
             raise EndpointError(
                 f"{name} answered {output} of shape {array.shape} for {n} records; expected ({n}, {k}): one row per "
-                f"record, one column per class of the data"
+                f"record, one column per class of the data{hint}"
             )
         if not np.all(np.isfinite(array)):
             raise EndpointError(f"{name} answered {output} with NaN or infinite values: {_sample(array)}")

@@ -39,13 +39,14 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from torch import nn
 from torch.nn import functional
 
 from modelsec.core.errors import ConfigError, ModelLoadError, UnsafeModelError, printable
 from modelsec.models.adapters import LoadRequest
-from modelsec.models.base import Capability, Classifier
+from modelsec.models.base import Capability, Classifier, eval_mode
 from modelsec.models.formats import ModelFormat
 from modelsec.models.layout import Layout, plan_layout, records_shape, to_model_layout
 from modelsec.results.audit import ModelInfo
@@ -240,7 +241,14 @@ def output_to_logits(out: torch.Tensor, kind: str) -> torch.Tensor:
 
 
 def _output_kind(model: Any) -> tuple[str, str]:
-    """How to read the model's outputs (a key of :data:`OUTPUT_KINDS`) and its final activation."""
+    """How to read the model's outputs (a key of :data:`OUTPUT_KINDS`) and its final activation;
+    :class:`ModelLoadError` for a model with several outputs or outputs that are not ``(batch, classes)``."""
+    outputs = getattr(model, "outputs", None)
+    if isinstance(outputs, (list, tuple)) and len(outputs) > 1:
+        raise ModelLoadError(
+            f"the Keras model has {len(outputs)} outputs; modelsec audits a classifier with one output of class "
+            "scores. Save the classifier's head alone (keras.Model(model.inputs, model.outputs[i])) and audit that"
+        )
     try:
         shape = tuple(model.output_shape)
     except (AttributeError, ValueError, TypeError):
@@ -291,11 +299,14 @@ def model_input_shape(model: Any) -> tuple[int | None, ...]:
         shape = model.input_shape
     except (AttributeError, ValueError, TypeError):
         raise ModelLoadError(
-            "the Keras model's input shape is unknown (a subclassed model never called?); build it with "
-            "keras.Input(shape) or call it once on data"
+            "the Keras model's input shape is unknown: it was never built (a Sequential model without "
+            "keras.Input, or a subclassed model never called). Start it with keras.Input(shape), as in "
+            "keras.Sequential([keras.Input((28, 28)), ...]), or call it once on a batch, then save it again"
         ) from None
     if isinstance(shape, list) or not isinstance(shape, tuple) or (shape and isinstance(shape[0], tuple)):
-        raise ModelLoadError("the Keras model has several inputs; modelsec audits models with one input")
+        raise ModelLoadError(
+            "the Keras model has several inputs; modelsec audits models with one input (the records of --data)"
+        )
     return tuple(None if s is None else int(s) for s in shape[1:])
 
 
@@ -455,13 +466,73 @@ def per_example_gradients(
     return list(grads), logits
 
 
+# -- what the model does to its inputs ------------------------------------------------------------------------------
+
+
+def _numbers(value: Any) -> np.ndarray:
+    if isinstance(value, torch.Tensor):
+        value = value.detach().cpu().numpy()
+    return np.asarray(value, dtype=np.float64).reshape(-1)
+
+
+def _layers(model: Any) -> Iterator[Any]:
+    """The model's layers, those of nested models included (in order)."""
+    for layer in getattr(model, "layers", None) or []:
+        yield layer
+        if layer is not model and getattr(layer, "layers", None):
+            yield from _layers(layer)
+
+
+def input_scaling_notes(model: Any, bounds: tuple[float, float]) -> list[str]:
+    """Notes on the layers that rescale the model's inputs inside it (``Rescaling``, ``Normalization``), for the
+    result: the audit attacks the data's values within the data's bounds (eps in the data's units), whatever the
+    model does to them. A model that expects another scale (pixels in 0..255 where the data are in [0, 1]) gets a
+    note saying so: the data's scale is the user's to declare (a data file in 0..255 with ``--bounds 0,255``)."""
+    low, high = bounds
+    notes: list[str] = []
+    for layer in _layers(model):
+        kind = type(layer).__name__
+        if kind == "Rescaling":
+            scale, offset = _numbers(layer.scale), _numbers(layer.offset)
+            a, b = float((low * scale + offset).min()), float((high * scale + offset).max())
+            note = (
+                f"the model rescales its inputs inside (Rescaling: x * {float(scale.mean()):.4g} + "
+                f"{float(offset.mean()):.4g}): the data's bounds [{low:g}, {high:g}] reach its next layer as "
+                f"[{a:.3g}, {b:.3g}]; eps stays in the data's units"
+            )
+            if b - a < 0.05 * (high - low) and float(scale.max()) < 1:
+                note += (
+                    f"; such a small range suggests a model trained on inputs {1 / float(scale.mean()):.4g} times "
+                    "larger (pixels in 0..255?): if so, give the data on that scale and declare their bounds "
+                    "(--bounds)"
+                )
+            notes.append(note)
+        elif kind == "Normalization" and getattr(layer, "built", False) and hasattr(layer, "mean"):
+            mean, variance = _numbers(layer.mean), _numbers(layer.variance)
+            if getattr(layer, "invert", False):
+                continue
+            note = (
+                f"the model normalises its inputs inside (Normalization: means {float(mean.min()):.3g} to "
+                f"{float(mean.max()):.3g}, standard deviations {float(variance.min()) ** 0.5:.3g} to "
+                f"{float(variance.max()) ** 0.5:.3g}); eps stays in the data's units"
+            )
+            span = high - low
+            if float(mean.min()) < low - 0.5 * span or float(mean.max()) > high + 0.5 * span:
+                note += (
+                    f"; its means lie far outside the data's bounds [{low:g}, {high:g}], so it was adapted to data "
+                    "on another scale: give the data on that scale and declare their bounds (--bounds)"
+                )
+            notes.append(note)
+    return notes
+
+
 # -- the adapter contract ---------------------------------------------------------------------------------------------
 
 
 def _classifier(model: Any, request: LoadRequest, name: str) -> tuple[Classifier, KerasModule, list[str]]:
     keras = import_keras()
     module = keras_module(model, request.input_shape)
-    with torch.no_grad():
+    with eval_mode(module), torch.no_grad():  # in training mode the probe would move BatchNormalization's statistics
         probe = module(torch.zeros((1, *module.layout.data_shape)))
     num_classes = int(probe.shape[1])
     if request.num_classes is not None and request.num_classes != num_classes:
@@ -474,6 +545,7 @@ def _classifier(model: Any, request: LoadRequest, name: str) -> tuple[Classifier
         OUTPUT_KINDS[module.output] + ("" if activation in ("linear", "softmax") else f" (after {activation!r})"),
     ]
     bounds = request.bounds or (0.0, 1.0)
+    notes += input_scaling_notes(model, (float(bounds[0]), float(bounds[1])))
     classifier = Classifier(
         module,
         input_shape=module.layout.data_shape,

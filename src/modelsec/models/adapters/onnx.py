@@ -22,6 +22,10 @@ What loading does, in order:
    shape with the same number of elements gets the records reshaped (``(784,)`` for a flattened MNIST MLP), or
    permuted to channels-last when it takes ``(H, W, C)`` with C of 1 or 3 (TensorFlow exports); anything else is
    refused with both shapes. A graph with a fixed batch size is run in chunks of that size.
+5. **Outputs.** The graph's first output is read as logits, except when it is a ``Softmax`` (:func:`ends_in_softmax`):
+   its probabilities are then compared with onnxruntime's as they are, and their logarithms are what modelsec
+   attacks (as for a Keras model ending in a softmax), so that cross-entropy losses and membership scores read
+   the model's own probabilities rather than a softmax of them.
 
 What the adapter did (the layout mapping, the fallback, the verification) is recorded in the result's model notes.
 """
@@ -260,6 +264,35 @@ class OnnxClassifierModule(nn.Module):
         return in_fixed_batches(self.graph, x, self.fixed_batch).float()
 
 
+def ends_in_softmax(graph: Any) -> bool:
+    """Whether the graph's first output is a ``Softmax`` over the classes (through ``Identity`` / ``Cast`` nodes):
+    probabilities, not logits."""
+    producers = {o: n for n in graph.node for o in n.output}
+    name = graph.output[0].name
+    for _ in range(len(graph.node) + 1):
+        node = producers.get(name)
+        if node is None or node.domain not in ("", "ai.onnx"):
+            return False
+        if node.op_type not in ("Identity", "Cast"):
+            return node.op_type == "Softmax"
+        name = node.input[0]
+    return False
+
+
+class ProbabilitiesAsLogits(nn.Module):
+    """A module returning probabilities, as the log-probabilities modelsec reads as logits (a softmax of them gives
+    the probabilities back). Probabilities are clipped at the smallest normal float first, so an underflowed one
+    gives a large negative logit, not -inf (its gradient then vanishes)."""
+
+    def __init__(self, module: nn.Module) -> None:
+        super().__init__()
+        self.module = module
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.module(x)
+        return out.clamp_min(torch.finfo(out.dtype).tiny).log()
+
+
 # -- 3. verification ------------------------------------------------------------------------------------------
 
 
@@ -373,6 +406,12 @@ def load(path: Path, fmt: ModelFormat, request: LoadRequest) -> Any:
             "shape (n, classes)"
         )
     num_classes = int(out.shape[1])
+    if ends_in_softmax(model.graph):  # compared with onnxruntime above as probabilities; attacked as their logs
+        module = ProbabilitiesAsLogits(module)
+        notes.append(
+            "the graph ends in a Softmax: the logarithms of its probabilities (clipped at the smallest float32) are "
+            "used as logits"
+        )
     if request.num_classes is not None and request.num_classes != num_classes:
         raise ModelLoadError(
             f"the ONNX model has {num_classes} outputs but the data have {request.num_classes} classes"

@@ -17,7 +17,8 @@ seeding makes its runs reproducible. The ``seed`` attribute of those operators i
 generator once per session, so its outputs vary between calls too.
 
 Only the first output of a node with several outputs is computed (``MaxPool``'s indices, ``Dropout``'s mask,
-``BatchNormalization``'s training statistics); a graph that uses another output is unsupported.
+``BatchNormalization``'s training statistics, ``LayerNormalization``'s mean and inverse deviation); a graph that
+uses another output is unsupported.
 """
 
 from __future__ import annotations
@@ -392,6 +393,37 @@ def _multinomial(n: Node, xs: list[torch.Tensor | None]) -> torch.Tensor:
     return draws.to(DTYPES[int(n.attr("dtype", 6))])
 
 
+def _layer_norm(n: Node, xs: list[torch.Tensor | None]) -> torch.Tensor:
+    x, scale, bias = _need(xs[0]), _need(xs[1]), xs[2] if len(xs) > 2 else None
+    axis = int(n.attr("axis", -1)) % x.ndim  # normalised over the axes from ``axis`` to the last
+    return functional.layer_norm(x, x.shape[axis:], scale, bias, eps=float(n.attr("epsilon", 1e-5)))
+
+
+def _instance_norm(n: Node, xs: list[torch.Tensor | None]) -> torch.Tensor:
+    x, scale, bias = _need(xs[0]), _need(xs[1]), _need(xs[2])
+    return functional.instance_norm(x, weight=scale, bias=bias, eps=float(n.attr("epsilon", 1e-5)))
+
+
+def _gelu(n: Node, xs: list[torch.Tensor | None]) -> torch.Tensor:
+    return functional.gelu(_need(xs[0]), approximate=str(n.attr("approximate", "none")))
+
+
+def _hard_sigmoid(n: Node, xs: list[torch.Tensor | None]) -> torch.Tensor:
+    alpha, beta = float(n.attr("alpha", 0.2)), float(n.attr("beta", 0.5))
+    return (alpha * _need(xs[0]) + beta).clamp(0.0, 1.0)
+
+
+def _selu(n: Node, xs: list[torch.Tensor | None]) -> torch.Tensor:
+    x = _need(xs[0])
+    alpha, gamma = float(n.attr("alpha", 1.67326319217681884765625)), float(n.attr("gamma", 1.05070102214813232421875))
+    return gamma * torch.where(x > 0, x, alpha * torch.expm1(x))
+
+
+def _mod(n: Node, xs: list[torch.Tensor | None]) -> torch.Tensor:
+    a, b = _need(xs[0]), _need(xs[1])
+    return torch.fmod(a, b) if n.attr("fmod", 0) else torch.remainder(a, b)
+
+
 def _unary(fn: Callable[[torch.Tensor], torch.Tensor]) -> Op:
     return lambda n, xs: fn(_need(xs[0]))
 
@@ -434,6 +466,16 @@ OPERATORS: dict[str, Op] = {
     "Neg": _unary(torch.neg),
     "Abs": _unary(torch.abs),
     "Erf": _unary(torch.erf),
+    "Gelu": _gelu,
+    "PRelu": _binary(lambda x, slope: torch.where(x < 0, slope * x, x)),
+    "HardSigmoid": _hard_sigmoid,
+    "HardSwish": _unary(lambda x: x * (x / 6 + 0.5).clamp(0.0, 1.0)),
+    "Selu": _selu,
+    "Softsign": _unary(functional.softsign),
+    "Reciprocal": _unary(torch.reciprocal),
+    "Mod": _mod,
+    "LayerNormalization": _layer_norm,
+    "InstanceNormalization": _instance_norm,
     "Softmax": _softmax(torch.softmax),
     "LogSoftmax": _softmax(torch.log_softmax),
     "Conv": _conv,
@@ -469,7 +511,7 @@ OPERATORS: dict[str, Op] = {
 }
 """The operators (of the default ``ai.onnx`` domain) this interpreter evaluates, by ``op_type``."""
 
-FIRST_OUTPUT_ONLY = {"MaxPool", "Dropout", "BatchNormalization"}
+FIRST_OUTPUT_ONLY = {"MaxPool", "Dropout", "BatchNormalization", "LayerNormalization"}
 
 
 def _node_problem(node: Any, proto_attrs: dict[str, Any], used: set[str]) -> str | None:
