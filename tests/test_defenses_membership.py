@@ -395,8 +395,11 @@ def test_hardening_an_existing_file(tmp_path: Path, monkeypatch: pytest.MonkeyPa
 
     with pytest.raises(ConfigError, match="already hardens its output"):
         modelsec.harden("output-hardening", data=splits, arch=None, out=tmp_path / "x.safetensors", base=out)
-    with pytest.raises(ConfigError, match="dmp trains a model and cannot harden an existing one"):
-        modelsec.harden("dmp", data=splits, arch=None, out=tmp_path / "x.safetensors", base=base)
+    # a training defense takes --base as the architecture and trains it from its initial weights (issue 13)
+    retrained = tmp_path / "retrained.safetensors"
+    modelsec.harden("standard", data=splits, arch=None, out=retrained, config={"epochs": 1, "seed": 1}, base=base)
+    assert read_safetensors_metadata(retrained)["arch"] == base_meta["arch"] == "mlp"
+    assert not torch.equal(load_model(retrained).classifier.predict_logits(x), plain.predict_logits(x))
     with pytest.raises(ConfigError, match="reveals every probability"):
         modelsec.harden(
             "output-hardening", data=splits, arch=None, out=tmp_path / "x.safetensors", base=base,

@@ -175,8 +175,9 @@ class Defense(abc.ABC):
             return
         wrapping = [n for n in DEFENSES.names() if DEFENSES.get(n).wraps_trained_models]
         raise ConfigError(
-            f"{self.name} trains a model and cannot harden an existing one; --base (base=) is for "
-            f"{', '.join(wrapping) or 'none of the registered defenses'}"
+            f"{self.name} trains a model and cannot harden a trained one as it is (that is for "
+            f"{', '.join(wrapping) or 'none of the registered defenses'}); with --base (base=) it trains the base's "
+            "architecture from its initial weights"
         )
 
     def check_data(self, train: Dataset) -> None:
