@@ -3,8 +3,11 @@ folder, so nothing writes to the real home directory."""
 
 from __future__ import annotations
 
+import importlib.util
 import os
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -50,6 +53,25 @@ class LinearBinary(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         z = x.flatten(1) @ self.w + self.b
         return torch.stack([torch.zeros_like(z), z], dim=1)
+
+
+@pytest.fixture(scope="module")
+def keras(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    """Keras on the torch backend (imported through modelsec's adapter), its home (keras.json, caches) in a
+    temporary folder; the test is skipped where Keras is not installed."""
+    if importlib.util.find_spec("keras") is None:
+        pytest.skip("Keras is not installed")
+    from modelsec.models.adapters import keras as keras_adapter
+
+    before = os.environ.get("KERAS_HOME")
+    os.environ["KERAS_HOME"] = str(tmp_path_factory.mktemp("keras-home"))
+    try:
+        yield keras_adapter.import_keras()
+    finally:
+        if before is None:
+            os.environ.pop("KERAS_HOME", None)
+        else:
+            os.environ["KERAS_HOME"] = before
 
 
 @pytest.fixture

@@ -9,7 +9,6 @@ import json
 import os
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -27,22 +26,6 @@ from tests.conftest import needs_fashion_mnist
 pytestmark = pytest.mark.filterwarnings("ignore:__array__ implementation doesn't accept a copy:DeprecationWarning")
 
 needs_keras = pytest.mark.skipif(importlib.util.find_spec("keras") is None, reason="Keras is not installed")
-
-
-@pytest.fixture(scope="module")
-def keras(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
-    """Keras on the torch backend, its home (keras.json, caches) in a temporary folder."""
-    if importlib.util.find_spec("keras") is None:
-        pytest.skip("Keras is not installed")
-    before = os.environ.get("KERAS_HOME")
-    os.environ["KERAS_HOME"] = str(tmp_path_factory.mktemp("keras-home"))
-    try:
-        yield keras_adapter.import_keras()
-    finally:
-        if before is None:
-            os.environ.pop("KERAS_HOME", None)
-        else:
-            os.environ["KERAS_HOME"] = before
 
 
 def modelsec(*args: str) -> subprocess.CompletedProcess[str]:

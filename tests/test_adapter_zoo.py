@@ -6,9 +6,6 @@ runtime's and audits (``quick``) without error; what modelsec cannot audit is re
 
 from __future__ import annotations
 
-import importlib.util
-import os
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -59,23 +56,6 @@ def random_records(splits: Splits, n: int = 16, seed: int = 0) -> torch.Tensor:
 
 
 # -- Keras ----------------------------------------------------------------------------------------------------------
-
-
-@pytest.fixture(scope="module")
-def keras(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
-    if importlib.util.find_spec("keras") is None:
-        pytest.skip("Keras is not installed")
-    from modelsec.models.adapters import keras as keras_adapter
-
-    before = os.environ.get("KERAS_HOME")
-    os.environ["KERAS_HOME"] = str(tmp_path_factory.mktemp("keras-home"))
-    try:
-        yield keras_adapter.import_keras()
-    finally:
-        if before is None:
-            os.environ.pop("KERAS_HOME", None)
-        else:
-            os.environ["KERAS_HOME"] = before
 
 
 def keras_native_logits(model: Any, x: np.ndarray, kind: str) -> np.ndarray:

@@ -6,8 +6,6 @@ preset (seconds); benchmarks/formats.py runs ``standard`` (minutes: see benchmar
 from __future__ import annotations
 
 import importlib.util
-import os
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -19,27 +17,13 @@ from modelsec.data import load_splits
 from modelsec.models.loading import load_model
 from tests import model_zoo
 
-pytestmark = pytest.mark.filterwarnings(
-    "ignore:__array__ implementation doesn't accept a copy:DeprecationWarning",
-    "ignore::torch.jit.TracerWarning",
-)
-
-
-@pytest.fixture(scope="module")
-def keras(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
-    if importlib.util.find_spec("keras") is None or importlib.util.find_spec("onnxruntime") is None:
-        pytest.skip("Keras or onnxruntime is not installed")
-    from modelsec.models.adapters import keras as keras_adapter
-
-    before = os.environ.get("KERAS_HOME")
-    os.environ["KERAS_HOME"] = str(tmp_path_factory.mktemp("keras-home"))
-    try:
-        yield keras_adapter.import_keras()
-    finally:
-        if before is None:
-            os.environ.pop("KERAS_HOME", None)
-        else:
-            os.environ["KERAS_HOME"] = before
+pytestmark = [
+    pytest.mark.filterwarnings(
+        "ignore:__array__ implementation doesn't accept a copy:DeprecationWarning",
+        "ignore::torch.jit.TracerWarning",
+    ),
+    pytest.mark.skipif(importlib.util.find_spec("onnxruntime") is None, reason="onnxruntime is not installed"),
+]
 
 
 @pytest.mark.numerics

@@ -4,11 +4,8 @@ Keras model checked against a slow one-record-at-a-time reference and against th
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import os
 import zipfile
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -24,22 +21,6 @@ from modelsec.models.adapters import keras as keras_adapter
 from modelsec.models.loading import load_model, read_card
 
 pytestmark = pytest.mark.filterwarnings("ignore:__array__ implementation doesn't accept a copy:DeprecationWarning")
-
-
-@pytest.fixture(scope="module")
-def keras(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
-    """Keras on the torch backend, its home in a temporary folder."""
-    if importlib.util.find_spec("keras") is None:
-        pytest.skip("Keras is not installed")
-    before = os.environ.get("KERAS_HOME")
-    os.environ["KERAS_HOME"] = str(tmp_path_factory.mktemp("keras-home"))
-    try:
-        yield keras_adapter.import_keras()
-    finally:
-        if before is None:
-            os.environ.pop("KERAS_HOME", None)
-        else:
-            os.environ["KERAS_HOME"] = before
 
 
 def _mlp(keras: Any, hidden: int = 16) -> Any:
