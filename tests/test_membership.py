@@ -40,6 +40,7 @@ from modelsec.audits.reference_models import (
     train_reference_models,
 )
 from modelsec.core.errors import ConfigError
+from modelsec.core.seeding import spawned_seeds
 from modelsec.data.dataset import Dataset, Splits
 from modelsec.defenses.training import TrainingConfig
 from modelsec.models.base import Capability
@@ -354,18 +355,19 @@ def test_reference_signals_are_cached(tmp_path) -> None:  # type: ignore[no-unty
     assert not first.cached and second.cached and second.compute()["from_cache"]
     np.testing.assert_array_equal(first.signals.logits, second.signals.logits)
     np.testing.assert_array_equal(first.signals.inclusion, second.signals.inclusion)
-    # the key of a built-in recipe is the key from before recipes existed: caches written then still hit
+    # one entry per model, keyed by the pool, the model's members, its seed and the recipe (not the executor)
     inclusion = membership_matrix(config.models, pool.eligible, np.random.default_rng(config.seed))
-    packed = np.packbits(inclusion).tobytes() + str(inclusion.shape).encode()
-    before_recipes = {
-        "kind": "reference-logits",
-        "pool": pool.records.sha256(),
-        "inclusion": hashlib.sha256(packed).hexdigest(),
-        "arch": "mlp",
-        "training": dataclasses.asdict(training),
-        "seed": config.seed,
-    }
-    assert cache.load(cache_key(before_recipes)) is not None
+    for k, seed in enumerate(spawned_seeds(config.seed, config.models)):
+        packed = np.packbits(inclusion[k]).tobytes() + str(inclusion[k].shape).encode()
+        key = {
+            "kind": "reference-model-logits",
+            "pool": pool.records.sha256(),
+            "members": hashlib.sha256(packed).hexdigest(),
+            "seed": seed,
+            "arch": "mlp",
+            "training": dataclasses.asdict(training),
+        }
+        np.testing.assert_array_equal(cache.load(cache_key(key))["logits"], first.signals.logits[k])
     assert (
         first.compute()["arch"] == "mlp" and first.compute()["epochs"] == 1 and "recipe_guessed" not in first.compute()
     )
@@ -373,3 +375,42 @@ def test_reference_signals_are_cached(tmp_path) -> None:  # type: ignore[no-unty
         pool, config, recipe=BuiltinRecipe(arch="mlp", training=TrainingConfig(epochs=2, batch_size=32)), cache=cache
     )
     assert not other.cached  # a different recipe is a different key
+
+
+def test_reference_models_are_cached_one_by_one(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """A run of 4 models reuses the 2 of an earlier run (same first rows and seeds) and trains only 2; the 4 are
+    those a fresh run of 4 trains."""
+    splits = Splits("blobs", 0, _blobs(80, 1), _blobs(40, 2), _blobs(80, 3))
+    recipe = BuiltinRecipe(arch="mlp", training=TrainingConfig(epochs=1, batch_size=32))
+    pool = build_pool(
+        splits, members=40, nonmembers=40, rng=np.random.default_rng(0), reference=ReferenceConfig(models=4),
+        target_train_size=60,
+    )  # fmt: skip
+    cache = SignalCache(tmp_path / "cache")
+    trained: list[int] = []
+    two = reference_signals(pool, ReferenceConfig(models=2, workers=1), recipe=recipe, cache=cache)
+    four = train_then_count(pool, recipe, cache, trained)
+    assert trained == [2, 3] and not four.cached
+    np.testing.assert_array_equal(four.signals.logits[:2], two.signals.logits)
+    fresh = reference_signals(pool, ReferenceConfig(models=4, workers=1), recipe=recipe, cache=None)
+    np.testing.assert_array_equal(four.signals.logits, fresh.signals.logits)
+    again: list[int] = []
+    assert train_then_count(pool, recipe, cache, again).cached and again == []
+
+
+def train_then_count(pool, recipe, cache, trained):  # type: ignore[no-untyped-def]
+    """``reference_signals`` with 4 models, recording in ``trained`` which models it trained."""
+    from modelsec.audits import membership_pool
+
+    original = membership_pool.train_reference_models
+
+    def counting(*args, **kwargs):  # type: ignore[no-untyped-def]
+        on_model = kwargs["on_model"]
+        kwargs["on_model"] = lambda k, logits, seconds: (trained.append(k), on_model(k, logits, seconds))
+        return original(*args, **kwargs)
+
+    membership_pool.train_reference_models = counting
+    try:
+        return reference_signals(pool, ReferenceConfig(models=4, workers=1), recipe=recipe, cache=cache)
+    finally:
+        membership_pool.train_reference_models = original

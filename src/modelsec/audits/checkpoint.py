@@ -59,7 +59,7 @@ AUDIT_CHECKPOINT_VERSION = 1
 DEFAULT_INTERVAL = 60.0
 INTERVAL_VARIABLE = "MODELSEC_CHECKPOINT_INTERVAL"
 # AuditConfig fields that change no number: left out of the run key.
-_NOT_IN_KEY = ("workers",)
+_NOT_IN_KEY = ("workers", "executor", "ray_address", "cpus_per_task", "gpus_per_task")
 
 
 def audit_checkpoint_path(out_dir: str | Path) -> Path:

@@ -6,17 +6,18 @@ reference models (:mod:`modelsec.audits.reference_models`). Online reference mod
 the pool, offline ones only on population records. The audit's attacks then score the whole pool and are judged on
 the candidates.
 
-Reference signals are cached by content (the pool's records and labels, the membership matrix, the reference
-models' recipe as it describes itself), so a re-run with the same data and settings trains nothing.
+Reference signals are cached by content, one entry per reference model (the pool's records and labels, the model's
+row of the membership matrix, its seed, the recipe as it describes itself), so a re-run with the same data and
+settings trains nothing, wherever it runs.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
-from modelsec.attacks.membership.signals import ReferenceSignals
 from modelsec.audits.reference_models import (
     ReferenceConfig,
     ReferenceTraining,
@@ -24,7 +25,9 @@ from modelsec.audits.reference_models import (
     train_reference_models,
 )
 from modelsec.core.errors import ConfigError
+from modelsec.core.executors import Executor
 from modelsec.core.progress import Progress
+from modelsec.core.seeding import spawned_seeds
 from modelsec.data.dataset import Dataset, Splits
 from modelsec.models.reference_recipe import ReferenceRecipe
 from modelsec.store.cache import SignalCache, cache_key
@@ -123,38 +126,61 @@ def reference_signals(
     *,
     recipe: ReferenceRecipe,
     cache: SignalCache | None = None,
+    executor: Executor | None = None,
     progress: Progress | None = None,
 ) -> ReferenceTraining:
-    """Train (or fetch from ``cache``) the reference models of ``config`` on ``pool``, each with ``recipe``."""
+    """Train (or fetch from ``cache``) the reference models of ``config`` on ``pool``, each with ``recipe``, on
+    ``executor`` (default: ``config.workers`` local processes).
+
+    The cache holds one entry per model, keyed by what makes the model: the pool's records, the model's row of the
+    membership matrix, its seed and the recipe (:func:`model_cache_key`); not by the executor or the number of
+    models. So a run on a Ray cluster and a local run share their models, a run of 16 models reuses those of an
+    earlier run of 8 (the first rows of the matrix and the first seeds do not depend on the count), and a run that
+    was interrupted trains only the models it had not finished: each is cached as soon as it finishes."""
     rng = np.random.default_rng(config.seed)
     inclusion = membership_matrix(config.models, pool.eligible, rng)
-    parts = {
-        "kind": "reference-logits",
-        "pool": pool.records.sha256(),
-        "inclusion": _digest(inclusion),
-        "seed": config.seed,
-    }
     described = recipe.describe()
-    if parts.keys() & described.keys():
-        raise ValueError(f"a recipe's description may not use the keys {sorted(parts)}")
-    key = cache_key({**parts, **described})  # a built-in recipe's: {"arch", "training"}, as before recipes
-    if cache is not None:
-        hit = cache.load(key)
-        if hit is not None and hit.get("logits") is not None and hit["logits"].shape[:2] == inclusion.shape:
-            signals = ReferenceSignals(hit["logits"], inclusion, np.asarray(pool.records.y, dtype=np.int64))
-            seconds = [float(s) for s in hit.get("seconds", np.zeros(config.models))]
-            return ReferenceTraining(signals, recipe, seconds, 0.0, 0, cached=True)
-    trained = train_reference_models(
+    keys = [model_cache_key(pool, inclusion[k], seed, described) for k, seed in enumerate(model_seeds(config))]
+    done: dict[int, tuple[np.ndarray, float]] = {}
+    for k, key in enumerate(keys):
+        hit = None if cache is None else cache.load(key)
+        if hit is not None and hit.get("logits") is not None and hit["logits"].shape == (len(pool.records), _k(pool)):
+            done[k] = (hit["logits"], float(hit.get("seconds", np.zeros(1))[0]))
+
+    def save(k: int, logits: np.ndarray, seconds: float) -> None:
+        if cache is not None:
+            cache.save(keys[k], {"logits": logits, "seconds": np.array([seconds])})
+
+    return train_reference_models(
         pool.records,
         inclusion,
         recipe=recipe,
         seed=config.seed,
         workers=config.resolved_workers(),
+        executor=executor,
+        done=done,
+        on_model=save,
         progress=progress,
     )
-    if cache is not None:
-        cache.save(key, {"logits": trained.signals.logits, "seconds": np.asarray(trained.seconds)})
-    return trained
+
+
+def model_seeds(config: ReferenceConfig) -> list[int]:
+    """Each reference model's seed (:func:`~modelsec.core.seeding.spawned_seeds`: the first ones do not depend on
+    the number of models)."""
+    return spawned_seeds(config.seed, config.models)
+
+
+def model_cache_key(pool: MembershipPool, row: np.ndarray, seed: int, described: dict[str, Any]) -> str:
+    """The cache key of one reference model: the pool's records, which of them it trains on, its seed and its
+    recipe (:meth:`ReferenceRecipe.describe`)."""
+    parts = {"kind": "reference-model-logits", "pool": pool.records.sha256(), "members": _digest(row), "seed": seed}
+    if parts.keys() & described.keys():
+        raise ValueError(f"a recipe's description may not use the keys {sorted(parts)}")
+    return cache_key({**parts, **described})
+
+
+def _k(pool: MembershipPool) -> int:
+    return int(pool.records.num_classes)
 
 
 def _digest(a: np.ndarray) -> str:

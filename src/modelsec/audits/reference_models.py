@@ -16,18 +16,18 @@ How a reference model is trained is a :class:`~modelsec.models.reference_recipe.
 point; its module lists the recipes). :class:`BuiltinRecipe`, here, trains a built-in architecture with a
 :class:`TrainingConfig`: the target's architecture when it is a built-in one (else the built-in architecture for the
 input shape) and the target's recorded training recipe when its file carries one. A model loaded by an adapter may
-bring its own recipe (a scikit-learn estimator: clones of it, refitted). Models train in parallel processes, one
-torch thread each, and only their logits on the pool are kept (:class:`ReferenceSignals`), so attacks never need the
-models again. Every random choice is seeded: the same seed gives the same matrix and the same models.
+bring its own recipe (a scikit-learn estimator: clones of it, refitted). Models train as tasks of an executor
+(:mod:`modelsec.core.executors`: local processes or Ray), one torch thread each, and only their logits on the pool
+are kept (:class:`ReferenceSignals`), so attacks never need the models again. Every random choice is seeded: the
+same seed gives the same matrix and the same models.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import multiprocessing
 import os
 import time
-from concurrent.futures import ProcessPoolExecutor, as_completed
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -36,6 +36,7 @@ import torch
 
 from modelsec.attacks.membership.signals import ReferenceSignals
 from modelsec.core.errors import ConfigError
+from modelsec.core.executors import Executor, ExecutorConfig, LocalExecutor
 from modelsec.core.progress import NullProgress, Progress
 from modelsec.core.seeding import spawned_seeds
 from modelsec.data.dataset import Dataset
@@ -163,7 +164,8 @@ class ReferenceTraining:
     seconds: list[float] = field(default_factory=list)  # per model, in its process
     wall_seconds: float = 0.0
     workers: int = 1
-    cached: bool = False
+    executor: str = "local"
+    cached: bool = False  # every model came from the cache
 
     def compute(self) -> dict[str, Any]:
         """A summary for reports: models, the recipe (:meth:`ReferenceRecipe.summary`; the whole recipe, and
@@ -176,41 +178,31 @@ class ReferenceTraining:
             "training_seconds": round(float(sum(self.seconds)), 2),
             "wall_seconds": round(self.wall_seconds, 2),
             "workers": self.workers,
+            "executor": self.executor,
             "from_cache": self.cached,
         }
 
 
-# -- training, in this process or in worker processes ------------------------------------------------------------
-
-_POOL: dict[str, Any] = {}
+# -- training, on an executor --------------------------------------------------------------------------------------
 
 
-def _init_worker(x: np.ndarray, y: np.ndarray, num_classes: int, bounds: tuple[float, float]) -> None:
-    torch.set_num_threads(1)
-    _POOL.update(x=x, y=y, num_classes=num_classes, bounds=bounds)
-
-
-def _train_one(recipe: ReferenceRecipe, members: np.ndarray, seed: int) -> tuple[np.ndarray, float]:
-    """Train one reference model on the pool rows ``members``; return its logits on the whole pool."""
+def train_one_reference_model(
+    shared: dict[str, Any], recipe: ReferenceRecipe, members: np.ndarray, seed: int
+) -> tuple[np.ndarray, float]:
+    """A task (:mod:`modelsec.core.executors`): train one reference model on the pool rows ``members`` with one
+    torch thread and return its logits on the whole pool and its training seconds. ``shared``: the pool's ``x``,
+    ``y``, ``num_classes`` and ``bounds``."""
     start = time.perf_counter()
-    x, y, k, bounds = _POOL["x"], _POOL["y"], _POOL["num_classes"], _POOL["bounds"]
-    logits = recipe.train_logits(x[members], y[members], x, num_classes=k, bounds=bounds, seed=seed)
+    x, y, k, bounds = shared["x"], shared["y"], shared["num_classes"], shared["bounds"]
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # as in a worker process, so that a model is the same wherever it trains
+    try:
+        logits = recipe.train_logits(x[members], y[members], x, num_classes=k, bounds=bounds, seed=seed)
+    finally:
+        torch.set_num_threads(threads)
     if logits.shape != (len(x), k):
         raise ValueError(f"{type(recipe).__name__} returned logits of shape {logits.shape}, not {(len(x), k)}")
     return np.asarray(logits, dtype=np.float32), time.perf_counter() - start
-
-
-def _preload_training() -> None:
-    """Import here what a torch optimizer imports on its first use (``torch._dynamo``: seconds), so that forked
-    workers inherit it instead of each importing it again."""
-    import torch._dynamo  # noqa: F401
-
-
-def _start_method() -> str:
-    """``fork`` where the platform has it (as PyTorch's DataLoader workers do on Linux: the pool's arrays are
-    shared copy-on-write, and a user's script is not re-imported, so it needs no ``__main__`` guard; each worker
-    sets one torch thread first), else ``spawn``."""
-    return "fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn"
 
 
 def train_reference_models(
@@ -220,12 +212,24 @@ def train_reference_models(
     recipe: ReferenceRecipe,
     seed: int,
     workers: int = 1,
+    executor: Executor | None = None,
+    done: Mapping[int, tuple[np.ndarray, float]] | None = None,
+    on_model: Callable[[int, np.ndarray, float], None] | None = None,
     progress: Progress | None = None,
 ) -> ReferenceTraining:
     """Train one model per row of ``inclusion`` on its IN records of ``pool`` with ``recipe`` and collect every
-    model's logits on the whole pool. ``workers > 1`` trains in that many processes (one torch thread each), on the
-    CPU."""
+    model's logits on the whole pool. Model ``k`` is seeded with ``spawned_seeds(seed, models)[k]``, so it is the
+    same model whichever executor trains it, in whichever process (one torch thread each).
+
+    Args:
+        executor: where the models train (:mod:`modelsec.core.executors`); default: ``workers`` local processes
+            (1: this process).
+        done: models already trained (``k -> (logits, seconds)``, e.g. from the cache): not trained again.
+        on_model: called in this process with ``(k, logits, seconds)`` as each model finishes (e.g. to cache it,
+            so that an interrupted run loses no finished model).
+    """
     progress = progress or NullProgress()
+    executor = executor or LocalExecutor(ExecutorConfig(workers=max(1, workers)))
     inclusion = np.asarray(inclusion, dtype=bool)
     models = inclusion.shape[0]
     if inclusion.shape != (models, len(pool)):
@@ -234,39 +238,33 @@ def train_reference_models(
     if empty:
         raise ConfigError(f"reference model(s) {empty} would train on no record; the pool is too small")
     seeds = spawned_seeds(seed, models)
-    logits: list[np.ndarray | None] = [None] * models
-    seconds = [0.0] * models
+    results: dict[int, tuple[np.ndarray, float]] = dict(done or {})
+    todo = [k for k in range(models) if k not in results]
     start = time.perf_counter()
-    workers = max(1, min(workers, models))
-    with progress.task(f"reference models ({workers} process{'es' if workers > 1 else ''})", total=models) as advance:
-        if workers == 1:
-            threads = torch.get_num_threads()
-            try:
-                _init_worker(pool.x, pool.y, pool.num_classes, pool.bounds)
-                for k in range(models):
-                    logits[k], seconds[k] = _train_one(recipe, np.flatnonzero(inclusion[k]), seeds[k])
-                    advance(1)
-            finally:
-                torch.set_num_threads(threads)
-                _POOL.clear()
-        else:
-            _preload_training()
-            context = multiprocessing.get_context(_start_method())
-            initargs = (pool.x, pool.y, pool.num_classes, pool.bounds)
-            with ProcessPoolExecutor(workers, mp_context=context, initializer=_init_worker, initargs=initargs) as ex:
-                futures = {
-                    ex.submit(_train_one, recipe, np.flatnonzero(inclusion[k]), seeds[k]): k for k in range(models)
-                }
-                for future in as_completed(futures):
-                    k = futures[future]
-                    logits[k], seconds[k] = future.result()
-                    advance(1)
-    stacked = np.stack([lg for lg in logits if lg is not None])
+
+    def finished(i: int, result: tuple[np.ndarray, float]) -> None:
+        results[todo[i]] = result
+        if on_model is not None:
+            on_model(todo[i], *result)
+
+    if todo:
+        executor.map(
+            train_one_reference_model,
+            [(recipe, np.flatnonzero(inclusion[k]), seeds[k]) for k in todo],
+            shared={"x": pool.x, "y": pool.y, "num_classes": pool.num_classes, "bounds": pool.bounds},
+            description=f"reference models ({len(todo)} to train"
+            + (f", {models - len(todo)} cached)" if len(todo) < models else ")"),
+            progress=progress,
+            on_result=finished,
+        )
+    stacked = np.stack([results[k][0] for k in range(models)])
     signals = ReferenceSignals(logits=stacked, inclusion=inclusion, labels=np.asarray(pool.y, dtype=np.int64))
     return ReferenceTraining(
         signals=signals,
         recipe=recipe,
-        seconds=seconds,
+        seconds=[results[k][1] for k in range(models)],
         wall_seconds=time.perf_counter() - start,
-        workers=workers,
+        workers=executor.parallel(len(todo)) if todo else 0,
+        executor=executor.name,
+        cached=not todo,
     )

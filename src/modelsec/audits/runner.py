@@ -36,6 +36,7 @@ from modelsec.audits.robustness import RobustnessRun, attack_labels, evaluate_ro
 from modelsec.audits.sanity import CHECKS, Remedies, apply_remedies, post_checks, pre_checks, resolve
 from modelsec.audits.verdict import RULE, make_verdict
 from modelsec.core.errors import ConfigError
+from modelsec.core.executors import EXECUTORS, ExecutorConfig, make_executor
 from modelsec.core.options import (
     COUNT,
     SEED,
@@ -112,7 +113,15 @@ class AuditConfig:
             weight decay, "cosine" or "constant" learning rate; see ``modelsec train --help``). Default: the
             target's recorded recipe, else modelsec's defaults (8 epochs, lr 0.001, batch size 128, no weight
             decay, cosine), marked as a guess in the report.
-        workers: processes that train reference models (default: one per CPU core, at most one per model).
+        workers: local worker processes that train reference models and attack shards of the records (default for
+            reference models: one per CPU core, at most one per model; for shards: this process).
+        executor: where reference models train and shards of the attacked records are attacked: "local" (this
+            machine) or "ray" (a Ray cluster, or a Ray instance started here; the ``ray`` extra). The numbers do
+            not depend on it (see :mod:`modelsec.core.executors`).
+        ray_address: the Ray cluster for ``executor="ray"``: "auto", "HOST:PORT" or "ray://HOST:PORT"; default:
+            $MODELSEC_RAY_ADDRESS, else a Ray instance started on this machine for the run.
+        cpus_per_task: CPUs each Ray task reserves, and torch threads each task uses.
+        gpus_per_task: GPUs each Ray task reserves (fractions share a GPU; 0: CPU tasks).
         seed: seed of every random choice in the audit (sample selection, random starts, bootstrap).
         split_seed: seed of the member / non-member / population split (defaults to the model's record, or 0).
         checks: the robustness sanity checks and their remedies.
@@ -140,6 +149,10 @@ class AuditConfig:
     reference_weight_decay: float | None = None
     reference_lr_schedule: Annotated[str | None, OneOf("cosine", "constant")] = None
     workers: Annotated[int | None, COUNT] = None
+    executor: Annotated[str, OneOf(*EXECUTORS)] = "local"
+    ray_address: str | None = None
+    cpus_per_task: float = 1.0
+    gpus_per_task: float = 0.0
     seed: Annotated[int, SEED] = 0
     split_seed: Annotated[int | None, SPLIT_SEED] = None
     checks: bool = True
@@ -193,6 +206,7 @@ class AuditConfig:
         if self.reference_arch is not None and not self.reference_arch.strip():
             raise ConfigError("--reference-arch is empty; give a built-in architecture (modelsec list) or a file")
         self.reference_config()  # validates the combination (online needs >= 2 models)
+        self.executor_config()
         check_normalization(self.normalize_mean, self.normalize_std)
 
     def reference_config(self) -> ReferenceConfig | None:
@@ -203,6 +217,16 @@ class AuditConfig:
             online=self.reference_mode == "online",
             workers=self.workers,
             seed=self.seed,
+        )
+
+    def executor_config(self) -> ExecutorConfig:
+        """Where the audit's tasks run (:mod:`modelsec.core.executors`)."""
+        return ExecutorConfig(
+            executor=self.executor,
+            workers=self.workers,
+            ray_address=self.ray_address,
+            cpus_per_task=self.cpus_per_task,
+            gpus_per_task=self.gpus_per_task,
         )
 
     def reference_overrides(self) -> dict[str, Any]:
@@ -792,7 +816,8 @@ def _membership(
         assert target.recipe is not None
         recipe, recipe_notes = target.recipe
         notes.extend(recipe_notes)
-        training = reference_signals(pool, reference, recipe=recipe, cache=cache, progress=progress)
+        executor = make_executor(config.executor_config())
+        training = reference_signals(pool, reference, recipe=recipe, cache=cache, executor=executor, progress=progress)
         compute.update(training.compute())
         compute["reference_mode"] = "online" if reference.online else "offline"
     inputs = MembershipInputs(

@@ -1,0 +1,332 @@
+"""Where independent pieces of an audit run: in this process, in local worker processes, or as tasks on Ray.
+
+An audit's heavy parts split into independent tasks: one reference model each (LiRA, RMIA, the shadow-model
+attack), one shard of the attacked records each (the evasion audit). An :class:`Executor` runs a list of such tasks
+and returns their results in the order given, whatever order they finished in:
+
+- :class:`LocalExecutor` (the default, nothing to install or start): one task after another in this process, or
+  ``workers`` processes forked from it (as PyTorch's DataLoader workers are on Linux: the shared arrays are
+  inherited, not copied, and a user's script needs no ``__main__`` guard);
+- :class:`RayExecutor` (``--executor ray``, the ``ray`` extra): tasks on a Ray cluster (Moritz et al. 2018, "Ray: A
+  Distributed Framework for Emerging AI Applications"), or on a Ray instance started on this machine when no
+  address is given. The shared arrays go into Ray's object store once (``ray.put``) and every task reads them from
+  there; a task whose worker dies is retried by Ray (``max_retries``); Ctrl-C cancels the tasks under way.
+
+A task is a module-level function ``fn(shared, *item)``: it travels by reference (its module name), never as
+pickled code, and what it needs beyond the shared arrays comes in ``item`` (plain values, arrays, modelsec's own
+dataclasses; a model travels as safetensors bytes and its model card, see :mod:`modelsec.models.transport`).
+Results do not depend on the executor: every random choice of a task is a function of the audit's seed and the
+task's index (:func:`modelsec.core.seeding.spawned_seeds`), never of which worker ran it or when.
+"""
+
+from __future__ import annotations
+
+import abc
+import multiprocessing
+import os
+import time
+from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from dataclasses import dataclass
+from typing import Annotated, Any, TypeVar
+
+import torch
+
+from modelsec.core.errors import ConfigError
+from modelsec.core.options import OneOf
+from modelsec.core.progress import NullProgress, Progress
+
+R = TypeVar("R")
+Task = Callable[..., Any]
+
+EXECUTORS = ("local", "ray")
+RAY_ADDRESS_ENV = "MODELSEC_RAY_ADDRESS"
+"""The environment variable that gives the Ray cluster's address when ``--ray-address`` does not."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class ExecutorConfig:
+    """Where an audit's tasks run (none of it changes a result; none of it is part of a checkpoint's identity).
+
+    Args:
+        executor: "local" (this machine: this process, or forked worker processes) or "ray" (a Ray cluster).
+        workers: local worker processes (default: one per CPU core, at most one per task; 1 runs every task in this
+            process). Ray ignores it: the cluster's free CPUs decide how many tasks run at once.
+        ray_address: the Ray cluster to join: "auto" (the one started on this machine with ``ray start``),
+            "HOST:PORT" or "ray://HOST:PORT"; default: $MODELSEC_RAY_ADDRESS, else a Ray instance started on this
+            machine for the run (with one CPU per core).
+        cpus_per_task: CPUs each Ray task reserves, and torch threads each task (local or Ray) uses.
+        gpus_per_task: GPUs each Ray task reserves (fractions share a GPU); 0 runs tasks on CPUs.
+    """
+
+    executor: Annotated[str, OneOf(*EXECUTORS)] = "local"
+    workers: int | None = None
+    ray_address: str | None = None
+    cpus_per_task: float = 1.0
+    gpus_per_task: float = 0.0
+
+    def __post_init__(self) -> None:
+        if self.executor not in EXECUTORS:
+            raise ConfigError(f"--executor must be one of {', '.join(EXECUTORS)}, got {self.executor!r}")
+        if self.workers is not None and self.workers < 1:
+            raise ConfigError(f"--workers must be >= 1, got {self.workers}")
+        if not 0 < self.cpus_per_task < float("inf"):
+            raise ConfigError(f"--cpus-per-task must be a number > 0, got {self.cpus_per_task}")
+        if not 0 <= self.gpus_per_task < float("inf"):
+            raise ConfigError(f"--gpus-per-task must be a number >= 0, got {self.gpus_per_task}")
+        if self.ray_address is not None and self.executor != "ray":
+            raise ConfigError("--ray-address is for --executor ray; add --executor ray or drop --ray-address")
+        if self.gpus_per_task and self.executor != "ray":
+            raise ConfigError("--gpus-per-task is for --executor ray (a local run uses --device)")
+
+    @property
+    def threads_per_task(self) -> int:
+        """torch threads a task runs with: its CPUs, at least one."""
+        return max(1, int(self.cpus_per_task))
+
+
+def make_executor(config: ExecutorConfig | None = None) -> Executor:
+    """The executor ``config`` asks for (the local one by default)."""
+    config = config or ExecutorConfig()
+    if config.executor == "ray":
+        return RayExecutor(config)
+    return LocalExecutor(config)
+
+
+class Executor(abc.ABC):
+    """Runs independent tasks and returns their results in order (see the module's docstring)."""
+
+    name: str
+
+    def __init__(self, config: ExecutorConfig) -> None:
+        self.config = config
+
+    @abc.abstractmethod
+    def parallel(self, tasks: int) -> int:
+        """How many of ``tasks`` tasks can run at once (1: one after another in this process)."""
+
+    @abc.abstractmethod
+    def map(
+        self,
+        fn: Task,
+        items: Sequence[tuple[Any, ...]],
+        *,
+        shared: Mapping[str, Any] | None = None,
+        description: str,
+        progress: Progress | None = None,
+        weights: Sequence[int] | None = None,
+        on_result: Callable[[int, Any], None] | None = None,
+    ) -> list[Any]:
+        """``[fn(shared, *item) for item in items]``, run where this executor runs tasks.
+
+        Args:
+            fn: a module-level function (it travels by name).
+            items: each task's arguments after ``shared``.
+            shared: read-only values every task needs (large arrays): handed to each worker once, not per task.
+            description, progress: one progress bar for all tasks, advanced by ``weights[i]`` (default 1) when
+                task ``i`` finishes, wherever it ran.
+            on_result: called in this process with ``(i, result)`` as each task finishes (e.g. to cache it), in
+                the order they finish.
+        """
+
+    def describe(self, tasks: int | None = None) -> str:
+        """How ``tasks`` tasks run, for progress lines and reports ("2 processes", "Ray")."""
+        return self.name
+
+
+def _advance_by(weights: Sequence[int] | None, count: int) -> list[int]:
+    if weights is None:
+        return [1] * count
+    if len(weights) != count:
+        raise ValueError(f"{len(weights)} weights for {count} tasks")
+    return [int(w) for w in weights]
+
+
+# -- local --------------------------------------------------------------------------------------------------------
+
+_SHARED: dict[str, Any] = {}
+"""The shared values of the local worker process (set by its initializer, inherited from the parent by fork)."""
+
+
+def _init_local_worker(shared: Mapping[str, Any], threads: int) -> None:
+    torch.set_num_threads(threads)
+    _SHARED.clear()
+    _SHARED.update(shared)
+
+
+def _run_local(fn: Task, item: tuple[Any, ...]) -> tuple[Any, float]:
+    start = time.perf_counter()
+    return fn(_SHARED, *item), time.perf_counter() - start
+
+
+def _preload() -> None:
+    """Import here what a torch optimizer imports on its first use (``torch._dynamo``: seconds), so that forked
+    workers inherit it instead of each importing it again."""
+    import torch._dynamo  # noqa: F401
+
+
+def _start_method() -> str:
+    """``fork`` where the platform has it, else ``spawn`` (whose workers import the task's module again)."""
+    return "fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn"
+
+
+class LocalExecutor(Executor):
+    """Tasks on this machine: in this process when one runs at a time, else in forked worker processes (one torch
+    thread each by default: ``cpus_per_task``)."""
+
+    name = "local"
+
+    def parallel(self, tasks: int) -> int:
+        workers = self.config.workers or (os.cpu_count() or 1)
+        return max(1, min(workers, tasks))
+
+    def describe(self, tasks: int | None = None) -> str:
+        n = self.parallel(tasks if tasks is not None else 1 << 30)
+        return "this process" if n == 1 else f"{n} processes"
+
+    def map(
+        self,
+        fn: Task,
+        items: Sequence[tuple[Any, ...]],
+        *,
+        shared: Mapping[str, Any] | None = None,
+        description: str,
+        progress: Progress | None = None,
+        weights: Sequence[int] | None = None,
+        on_result: Callable[[int, Any], None] | None = None,
+    ) -> list[Any]:
+        progress = progress or NullProgress()
+        advance_by = _advance_by(weights, len(items))
+        results: list[Any] = [None] * len(items)
+        shared = dict(shared or {})
+        workers = self.parallel(len(items))
+        with progress.task(f"{description} ({self.describe(len(items))})", total=sum(advance_by)) as advance:
+            if workers == 1:
+                for i, item in enumerate(items):
+                    results[i] = fn(shared, *item)
+                    if on_result is not None:
+                        on_result(i, results[i])
+                    advance(advance_by[i])
+                return results
+            _preload()
+            context = multiprocessing.get_context(_start_method())
+            initargs = (shared, self.config.threads_per_task)
+            pool = ProcessPoolExecutor(workers, mp_context=context, initializer=_init_local_worker, initargs=initargs)
+            try:
+                futures: dict[Future[tuple[Any, float]], int] = {
+                    pool.submit(_run_local, fn, item): i for i, item in enumerate(items)
+                }
+                pending = set(futures)
+                while pending:
+                    done, pending = wait(pending, return_when=FIRST_COMPLETED)
+                    for future in done:
+                        i = futures[future]
+                        results[i], _ = future.result()
+                        if on_result is not None:
+                            on_result(i, results[i])
+                        advance(advance_by[i])
+            except BaseException:
+                pool.shutdown(wait=False, cancel_futures=True)  # Ctrl-C or a failed task: nothing more starts
+                raise
+            pool.shutdown()
+        return results
+
+
+# -- Ray ----------------------------------------------------------------------------------------------------------
+
+
+def _ray() -> Any:
+    try:
+        import ray
+    except ImportError:
+        raise ConfigError(
+            "--executor ray needs Ray: pip install 'modelsec[ray]' (or use the default --executor local)"
+        ) from None
+    return ray
+
+
+def ray_address(config: ExecutorConfig) -> str | None:
+    """The cluster to join: ``--ray-address``, else ``$MODELSEC_RAY_ADDRESS``; ``None``: start one here."""
+    return config.ray_address or os.environ.get(RAY_ADDRESS_ENV) or None
+
+
+def _run_ray(fn: Task, shared: Mapping[str, Any] | None, threads: int, *item: Any) -> Any:
+    """A task on a Ray worker: ``fn(shared, *item)`` with ``threads`` torch threads (the CPUs it reserved)."""
+    torch.set_num_threads(threads)
+    return fn(dict(shared or {}), *item)
+
+
+class RayExecutor(Executor):
+    """Tasks on Ray. Joins the cluster at :func:`ray_address` (or the Ray instance this process already started),
+    else starts a Ray instance on this machine, with one CPU per core, that lives as long as this process."""
+
+    name = "ray"
+    max_retries = 3
+    """How often Ray reruns a task whose worker died (a crashed or killed process, a lost node)."""
+
+    def parallel(self, tasks: int) -> int:
+        ray = self._connect()
+        cpus = float(ray.cluster_resources().get("CPU", 1.0))
+        return max(1, min(tasks, int(cpus // self.config.cpus_per_task) or 1))
+
+    def describe(self, tasks: int | None = None) -> str:
+        return "Ray"
+
+    def _connect(self) -> Any:
+        ray = _ray()
+        if ray.is_initialized():
+            return ray
+        address = ray_address(self.config)
+        try:
+            if address:
+                ray.init(address=address, log_to_driver=False)
+            else:
+                ray.init(num_cpus=os.cpu_count() or 1, include_dashboard=False, log_to_driver=False)
+        except ConnectionError as exc:
+            raise ConfigError(f"cannot reach the Ray cluster at {address!r}: {exc}") from None
+        return ray
+
+    def map(
+        self,
+        fn: Task,
+        items: Sequence[tuple[Any, ...]],
+        *,
+        shared: Mapping[str, Any] | None = None,
+        description: str,
+        progress: Progress | None = None,
+        weights: Sequence[int] | None = None,
+        on_result: Callable[[int, Any], None] | None = None,
+    ) -> list[Any]:
+        progress = progress or NullProgress()
+        ray = self._connect()
+        advance_by = _advance_by(weights, len(items))
+        results: list[Any] = [None] * len(items)
+        shared_ref = ray.put(dict(shared)) if shared else None  # once, into the object store
+        remote = ray.remote(_run_ray).options(
+            num_cpus=self.config.cpus_per_task,
+            num_gpus=self.config.gpus_per_task,
+            max_retries=self.max_retries,
+            retry_exceptions=False,  # a task that raises is a bug or a user error: retrying cannot help
+        )
+        threads = self.config.threads_per_task
+        with progress.task(f"{description} (Ray)", total=sum(advance_by)) as advance:
+            refs = {remote.remote(fn, shared_ref, threads, *item): i for i, item in enumerate(items)}
+            pending = list(refs)
+            try:
+                while pending:
+                    done, pending = ray.wait(pending, num_returns=1)
+                    for ref in done:
+                        i = refs[ref]
+                        try:
+                            results[i] = ray.get(ref)
+                        except ray.exceptions.RayTaskError as exc:
+                            cause = getattr(exc, "cause", None)
+                            raise (cause if isinstance(cause, Exception) else exc) from None
+                        if on_result is not None:
+                            on_result(i, results[i])
+                        advance(advance_by[i])
+            except BaseException:
+                for ref in pending:  # Ctrl-C or a failed task: the cluster stops the rest
+                    ray.cancel(ref, force=True)
+                raise
+        return results
