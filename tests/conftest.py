@@ -93,3 +93,32 @@ def make_blobs(n: int = 600, d: int = 10, classes: int = 3, seed: int = 0) -> tu
     y = rng.integers(0, classes, size=n)
     x = np.clip(centers[y] + rng.normal(0, 0.05, size=(n, d)), 0, 1).astype(np.float32)
     return x, y.astype(np.int64)
+
+
+@pytest.fixture(scope="session")
+def ray_instance(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    """A real local Ray instance with 2 CPUs for the whole session (started once: seconds), its temporary folder
+    and its HOME in the test's temporary folder; its workers import modelsec and the test modules as this process
+    does. Skipped where Ray is not installed. Shut down at the end of the session."""
+    if importlib.util.find_spec("ray") is None:
+        pytest.skip("Ray is not installed")
+    import ray
+
+    root = tmp_path_factory.mktemp("ray")
+    saved = {k: os.environ.get(k) for k in ("HOME", "PYTHONPATH", "RAY_USAGE_STATS_ENABLED")}
+    os.environ["HOME"] = str(root / "home")
+    os.environ["RAY_USAGE_STATS_ENABLED"] = "0"
+    here = str(Path(__file__).resolve().parent)
+    os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (here, str(Path(here).parent), saved["PYTHONPATH"]) if p)
+    try:  # the raylet and its workers inherit this environment
+        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, _temp_dir=str(root / "tmp"))
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+    try:
+        yield ray
+    finally:
+        ray.shutdown()
