@@ -22,17 +22,19 @@ task's index (:func:`modelsec.core.seeding.spawned_seeds`), never of which worke
 from __future__ import annotations
 
 import abc
+import importlib.util
 import multiprocessing
 import os
 import time
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 from typing import Annotated, Any, TypeVar
 
 import torch
 
-from modelsec.core.errors import ConfigError
+from modelsec.core.errors import ConfigError, ModelsecError, printable
 from modelsec.core.options import OneOf
 from modelsec.core.progress import NullProgress, Progress
 
@@ -42,6 +44,13 @@ Task = Callable[..., Any]
 EXECUTORS = ("local", "ray")
 RAY_ADDRESS_ENV = "MODELSEC_RAY_ADDRESS"
 """The environment variable that gives the Ray cluster's address when ``--ray-address`` does not."""
+
+
+class WorkerLostError(ModelsecError):
+    """A task's worker process died (killed, out of memory, its node lost) and the task could not be rerun: a local
+    worker is not rerun; a Ray task is, ``max_retries`` times. Nothing is wrong with the inputs, so the message
+    says what to change (fewer workers, more memory) and that finished work is kept (reference models are cached as
+    each finishes), so a rerun continues."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -78,6 +87,8 @@ class ExecutorConfig:
             raise ConfigError("--ray-address is for --executor ray; add --executor ray or drop --ray-address")
         if self.gpus_per_task and self.executor != "ray":
             raise ConfigError("--gpus-per-task is for --executor ray (a local run uses --device)")
+        if self.executor == "ray" and importlib.util.find_spec("ray") is None:  # before any work, not hours in
+            raise ConfigError(RAY_MISSING)
 
     @property
     def threads_per_task(self) -> int:
@@ -212,6 +223,7 @@ class LocalExecutor(Executor):
             context = multiprocessing.get_context(_start_method())
             initargs = (shared, self.config.threads_per_task)
             pool = ProcessPoolExecutor(workers, mp_context=context, initializer=_init_local_worker, initargs=initargs)
+            finished = 0
             try:
                 futures: dict[Future[tuple[Any, float]], int] = {
                     pool.submit(_run_local, fn, item): i for i, item in enumerate(items)
@@ -222,26 +234,46 @@ class LocalExecutor(Executor):
                     for future in done:
                         i = futures[future]
                         results[i], _ = future.result()
+                        finished += 1
                         if on_result is not None:
                             on_result(i, results[i])
                         advance(advance_by[i])
+            except BrokenProcessPool:  # a worker died: the pool cannot run the rest (a local task is not rerun)
+                _stop(pool)
+                raise WorkerLostError(
+                    f"{description}: a worker process died (killed, or out of memory?) with "
+                    f"{len(items) - finished} of {len(items)} tasks unfinished; use fewer --workers or give it "
+                    "more memory, then rerun (finished work is kept)"
+                ) from None
             except BaseException:
-                pool.shutdown(wait=False, cancel_futures=True)  # Ctrl-C or a failed task: nothing more starts
+                _stop(pool)  # Ctrl-C or a failed task: nothing more starts, nothing keeps running
                 raise
             pool.shutdown()
         return results
 
 
+def _stop(pool: ProcessPoolExecutor) -> None:
+    """Cancel ``pool``'s queued tasks, end its worker processes (tasks under way included: a worker would otherwise
+    run its task to the end, long after the caller gave up on it) and wait until they are gone."""
+    processes = list((getattr(pool, "_processes", None) or {}).values())  # no public way before Python 3.14
+    for process in processes:
+        process.terminate()
+    pool.shutdown(wait=True, cancel_futures=True)
+    for process in processes:
+        process.join()
+
+
 # -- Ray ----------------------------------------------------------------------------------------------------------
+
+
+RAY_MISSING = "--executor ray needs Ray: pip install 'modelsec[ray]' (or use the default --executor local)"
 
 
 def _ray() -> Any:
     try:
         import ray
     except ImportError:
-        raise ConfigError(
-            "--executor ray needs Ray: pip install 'modelsec[ray]' (or use the default --executor local)"
-        ) from None
+        raise ConfigError(RAY_MISSING) from None
     return ray
 
 
@@ -266,8 +298,11 @@ class RayExecutor(Executor):
 
     def parallel(self, tasks: int) -> int:
         ray = self._connect()
-        cpus = float(ray.cluster_resources().get("CPU", 1.0))
-        return max(1, min(tasks, int(cpus // self.config.cpus_per_task) or 1))
+        resources = ray.cluster_resources()
+        fit = int(float(resources.get("CPU", 0.0)) // self.config.cpus_per_task)
+        if self.config.gpus_per_task:
+            fit = min(fit, int(float(resources.get("GPU", 0.0)) // self.config.gpus_per_task))
+        return max(1, min(tasks, fit))  # at least 1: an autoscaling cluster may add the nodes its tasks need
 
     def describe(self, tasks: int | None = None) -> str:
         return "Ray"
@@ -319,9 +354,17 @@ class RayExecutor(Executor):
                         i = refs[ref]
                         try:
                             results[i] = ray.get(ref)
-                        except ray.exceptions.RayTaskError as exc:
+                        except ray.exceptions.RayTaskError as exc:  # the task raised: its own exception
                             cause = getattr(exc, "cause", None)
                             raise (cause if isinstance(cause, Exception) else exc) from None
+                        except ray.exceptions.RayError as exc:  # its worker or node died, retries used up
+                            raise WorkerLostError(
+                                f"{description}: task {i} failed on Ray after {self.max_retries} retries "
+                                f"({type(exc).__name__}: {printable(exc, max_chars=200)}): its worker died each "
+                                "time (killed, out of memory, a node lost); give tasks more memory (fewer at once "
+                                "with a larger --cpus-per-task) or check the cluster's nodes, then rerun "
+                                "(finished work is kept)"
+                            ) from None
                         if on_result is not None:
                             on_result(i, results[i])
                         advance(advance_by[i])
