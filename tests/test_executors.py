@@ -12,7 +12,9 @@ import dataclasses
 import importlib.util
 import multiprocessing
 import os
+import re
 import signal
+import socket
 import sys
 import threading
 import time
@@ -258,20 +260,42 @@ class FakeRay:
         self.inits.append(kwargs)
 
 
+@pytest.fixture
+def listening() -> Iterator[list[str]]:
+    """Two addresses where something listens (as a Ray head node would), on this machine."""
+    servers = [socket.create_server(("127.0.0.1", 0)) for _ in range(2)]
+    try:
+        yield [f"127.0.0.1:{server.getsockname()[1]}" for server in servers]
+    finally:
+        for server in servers:
+            server.close()
+
+
+def free_address() -> str:
+    """An address where nothing listens (a port that was free a moment ago)."""
+    with socket.create_server(("127.0.0.1", 0)) as server:
+        return f"127.0.0.1:{server.getsockname()[1]}"
+
+
 @needs_ray
 @pytest.mark.parametrize(
     ("option", "env", "joined"),
     [
-        ("10.0.0.1:6379", "10.0.0.2:6379", "10.0.0.1:6379"),  # --ray-address first
-        (None, "10.0.0.2:6379", "10.0.0.2:6379"),  # then $MODELSEC_RAY_ADDRESS
-        ("auto", None, "auto"),
+        ("0", "1", "0"),  # --ray-address first
+        (None, "1", "1"),  # then $MODELSEC_RAY_ADDRESS
+        ("ray://0", None, "ray://0"),  # Ray Client
+        ("auto", "1", "auto"),
         (None, "", None),  # an empty variable is no address: a local instance
         (None, None, None),
     ],
 )
 def test_ray_address_comes_from_the_option_then_the_environment_else_a_local_instance(
-    option: str | None, env: str | None, joined: str | None, monkeypatch: pytest.MonkeyPatch
+    option: str | None, env: str | None, joined: str | None, listening: list[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    def address(value: str | None) -> str | None:  # "0", "1": the listening addresses
+        return value and re.sub(r"[01]$", lambda m: listening[int(m[0])], value)
+
+    option, env, joined = address(option), address(env), address(joined)
     if env is None:
         monkeypatch.delenv(RAY_ADDRESS_ENV, raising=False)
     else:
@@ -291,10 +315,35 @@ def test_ray_address_comes_from_the_option_then_the_environment_else_a_local_ins
 
 
 @needs_ray
-def test_an_unreachable_ray_cluster_is_a_user_error(monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.mark.parametrize("bad", ["garbage", "host:", ":6379", "host:0", "host:70000", "http://host:6379", "a b:1", ""])
+def test_a_malformed_ray_address_is_refused_with_the_forms_it_may_take(
+    bad: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with pytest.raises(ConfigError, match="--ray-address must be auto, HOST:PORT or ray://HOST:PORT"):
+        ExecutorConfig(executor="ray", ray_address=bad)
+    monkeypatch.setenv(RAY_ADDRESS_ENV, bad or " ")
+    fake = FakeRay()
+    monkeypatch.setattr(executors, "_ray", lambda: fake)
+    with pytest.raises(ConfigError, match=f"\\${RAY_ADDRESS_ENV} must be auto, HOST:PORT"):
+        RayExecutor(ExecutorConfig(executor="ray"))._connect()
+    assert fake.inits == []
+
+
+@needs_ray
+def test_an_unreachable_ray_cluster_is_a_user_error_at_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Nothing listens at the address: refused before ``ray.init`` (which would wait for minutes, then exit); a
+    cluster that refuses the connection (``ray.init`` raises ConnectionError) is a user error too."""
+    fake = FakeRay()
+    monkeypatch.setattr(executors, "_ray", lambda: fake)
+    nowhere = free_address()
+    with pytest.raises(
+        ConfigError, match=f"cannot reach the Ray cluster at '{re.escape(nowhere)}' \\(--ray-address\\)"
+    ):
+        RayExecutor(ExecutorConfig(executor="ray", ray_address=nowhere))._connect()
+    assert fake.inits == []
     monkeypatch.setattr(executors, "_ray", lambda: FakeRay(refuse=True))
-    with pytest.raises(ConfigError, match=r"cannot reach the Ray cluster at '10\.9\.9\.9:1'"):
-        RayExecutor(ExecutorConfig(executor="ray", ray_address="10.9.9.9:1"))._connect()
+    with pytest.raises(ConfigError, match="cannot reach the Ray cluster at 'auto': no cluster there"):
+        RayExecutor(ExecutorConfig(executor="ray", ray_address="auto"))._connect()
 
 
 class FakeCluster(FakeRay):
@@ -335,6 +384,29 @@ def test_a_local_worker_that_dies_is_a_clear_error_and_leaves_no_process() -> No
     pool = LocalExecutor(ExecutorConfig(workers=2))
     with pytest.raises(WorkerLostError, match=r"a worker process died .* use fewer --workers"):
         pool.map(die, [(i,) for i in range(4)], shared={"victim": 1}, description="deaths")
+    assert multiprocessing.active_children() == []
+
+
+def die_training(shared: dict[str, Any], recipe: Any, members: Any, seed: int) -> Any:
+    """In place of :func:`~modelsec.audits.reference_models.train_one_reference_model`: the OOM killer's victim."""
+    os.kill(os.getpid(), signal.SIGKILL)
+
+
+def test_the_cli_exits_2_with_what_to_do_when_a_worker_dies(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    from modelsec.audits import reference_models
+    from modelsec.cli.main import main
+
+    monkeypatch.setattr(reference_models, "train_one_reference_model", die_training)
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(SystemExit) as exited:
+        main(["audit", "--model", str(GOLDEN), "--data", "digits", "--reference-models", "2", "--workers", "2",
+              "--mia-samples", "20", "--samples", "5", "--attacks", "fgsm", "--eps", "0.1", "--no-checks", "-q",
+              "--out", "out"])  # fmt: skip
+    err = capsys.readouterr().err
+    assert exited.value.code == 2 and "Traceback" not in err
+    assert "a worker process died (killed, or out of memory?)" in err and "use fewer --workers" in err
     assert multiprocessing.active_children() == []
 
 

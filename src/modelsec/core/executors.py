@@ -25,6 +25,8 @@ import abc
 import importlib.util
 import multiprocessing
 import os
+import re
+import socket
 import time
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
@@ -85,6 +87,8 @@ class ExecutorConfig:
             raise ConfigError(f"--gpus-per-task must be a number >= 0, got {self.gpus_per_task}")
         if self.ray_address is not None and self.executor != "ray":
             raise ConfigError("--ray-address is for --executor ray; add --executor ray or drop --ray-address")
+        if self.ray_address is not None:
+            check_ray_address(self.ray_address)
         if self.gpus_per_task and self.executor != "ray":
             raise ConfigError("--gpus-per-task is for --executor ray (a local run uses --device)")
         if self.executor == "ray" and importlib.util.find_spec("ray") is None:  # before any work, not hours in
@@ -282,6 +286,35 @@ def ray_address(config: ExecutorConfig) -> str | None:
     return config.ray_address or os.environ.get(RAY_ADDRESS_ENV) or None
 
 
+_ADDRESS = re.compile(r"(?:ray://)?(?P<host>\[[0-9A-Fa-f:.]+\]|[^\s:/\[\]]+):(?P<port>[0-9]{1,5})")
+
+
+def check_ray_address(address: str, source: str = "--ray-address") -> tuple[str, int] | None:
+    """The host and port of ``address`` ("HOST:PORT" or "ray://HOST:PORT"; ``None`` for "auto"), or a
+    :class:`ConfigError` naming ``source`` (the option or the environment variable it came from)."""
+    if address == "auto":
+        return None
+    match = _ADDRESS.fullmatch(address.strip())
+    if match is None or not 0 < int(match["port"]) < 65536:
+        raise ConfigError(f"{source} must be auto, HOST:PORT or ray://HOST:PORT, got {printable(address)!r}")
+    return match["host"].strip("[]"), int(match["port"])
+
+
+def _reachable(address: str, source: str, timeout: float = 10.0) -> None:
+    """Refuse at once a HOST:PORT where nothing listens (``ray.init`` would wait for minutes, then exit)."""
+    where = check_ray_address(address, source)
+    if where is None:
+        return
+    try:
+        socket.create_connection(where, timeout=timeout).close()
+    except OSError as exc:
+        raise ConfigError(
+            f"cannot reach the Ray cluster at {address!r} ({source}): {printable(exc, max_chars=120)}; check that "
+            "the cluster runs (ray status) and the address: the head node's HOST:PORT (port 6379 by default), or "
+            "ray://HOST:10001 for Ray Client"
+        ) from None
+
+
 def _run_ray(fn: Task, shared: Mapping[str, Any] | None, threads: int, *item: Any) -> Any:
     """A task on a Ray worker: ``fn(shared, *item)`` with ``threads`` torch threads (the CPUs it reserved)."""
     torch.set_num_threads(threads)
@@ -314,11 +347,12 @@ class RayExecutor(Executor):
         address = ray_address(self.config)
         try:
             if address:
+                _reachable(address, "--ray-address" if self.config.ray_address else f"${RAY_ADDRESS_ENV}")
                 ray.init(address=address, log_to_driver=False)
             else:
                 ray.init(num_cpus=os.cpu_count() or 1, include_dashboard=False, log_to_driver=False)
         except ConnectionError as exc:
-            raise ConfigError(f"cannot reach the Ray cluster at {address!r}: {exc}") from None
+            raise ConfigError(f"cannot reach the Ray cluster at {address!r}: {printable(exc, max_chars=200)}") from None
         return ray
 
     def map(
