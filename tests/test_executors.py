@@ -118,6 +118,10 @@ class RecordingProgress(Progress):
 
     def __init__(self) -> None:
         self.tasks: list[tuple[str, int, list[int]]] = []
+        self.notes: list[str] = []
+
+    def note(self, message: str) -> None:
+        self.notes.append(message)
 
     @contextmanager
     def task(self, description: str, total: int) -> Iterator[Advance]:
@@ -302,6 +306,7 @@ def test_ray_address_comes_from_the_option_then_the_environment_else_a_local_ins
         monkeypatch.setenv(RAY_ADDRESS_ENV, env)
     fake = FakeRay()
     monkeypatch.setattr(executors, "_ray", lambda: fake)
+    monkeypatch.setattr(RayExecutor, "started_here", RayExecutor.started_here)  # restored afterwards
     config = ExecutorConfig(executor="ray", ray_address=option)
     assert executors.ray_address(config) == joined
     RayExecutor(config)._connect()
@@ -310,6 +315,7 @@ def test_ray_address_comes_from_the_option_then_the_environment_else_a_local_ins
         assert "address" not in kwargs and kwargs["num_cpus"] == (os.cpu_count() or 1)
     else:
         assert kwargs["address"] == joined
+    assert RayExecutor.started_here is (joined is None)
     RayExecutor(config)._connect()  # an instance already running is reused
     assert len(fake.inits) == 1
 
@@ -375,6 +381,25 @@ def test_ray_parallelism_counts_the_resources_each_task_reserves(
     monkeypatch.setattr(executors, "_ray", lambda: FakeCluster(resources))
     config = ExecutorConfig(executor="ray", cpus_per_task=cpus, gpus_per_task=gpus)
     assert RayExecutor(config).parallel(tasks) == expected
+
+
+def test_tasks_that_no_node_can_hold_are_refused_on_the_instance_started_here(
+    ray_instance: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Ray leaves such tasks pending for ever: on a Ray instance started here (no autoscaler), a user error before
+    any task is submitted; on a cluster, a note that they wait for the autoscaler."""
+    progress = RecordingProgress()
+    RayExecutor(ExecutorConfig(executor="ray", cpus_per_task=2))._check_fits(ray_instance, progress)
+    assert progress.notes == []  # the session's instance has 2 CPUs
+    too_big = [ExecutorConfig(executor="ray", cpus_per_task=3), ExecutorConfig(executor="ray", gpus_per_task=0.5)]
+    for config in too_big:
+        RayExecutor(config)._check_fits(ray_instance, progress)
+    assert len(progress.notes) == 2 and all("wait until the cluster's autoscaler adds one" in n for n in progress.notes)
+    monkeypatch.setattr(RayExecutor, "started_here", True)
+    for config, wanted in zip(too_big, ["3 CPUs", "1 CPUs and 0.5 GPUs"], strict=True):
+        message = f"each task asks for {wanted} and the Ray instance started on this machine has 2 CPUs and 0 GPUs"
+        with pytest.raises(ConfigError, match=re.escape(message)):
+            RayExecutor(config).map(square_after, [(1, 0.0)], shared={"offset": 0}, description="x")
 
 
 # -- workers that die, Ctrl-C --------------------------------------------------------------------------------------

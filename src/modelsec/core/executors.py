@@ -32,7 +32,7 @@ from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
-from typing import Annotated, Any, TypeVar
+from typing import Annotated, Any, ClassVar, TypeVar
 
 import torch
 
@@ -328,6 +328,8 @@ class RayExecutor(Executor):
     name = "ray"
     max_retries = 3
     """How often Ray reruns a task whose worker died (a crashed or killed process, a lost node)."""
+    started_here: ClassVar[bool] = False
+    """This process runs the Ray instance it started (not a cluster's: no autoscaler adds nodes to it)."""
 
     def parallel(self, tasks: int) -> int:
         ray = self._connect()
@@ -349,11 +351,33 @@ class RayExecutor(Executor):
             if address:
                 _reachable(address, "--ray-address" if self.config.ray_address else f"${RAY_ADDRESS_ENV}")
                 ray.init(address=address, log_to_driver=False)
+                RayExecutor.started_here = False
             else:
                 ray.init(num_cpus=os.cpu_count() or 1, include_dashboard=False, log_to_driver=False)
+                RayExecutor.started_here = True
         except ConnectionError as exc:
             raise ConfigError(f"cannot reach the Ray cluster at {address!r}: {printable(exc, max_chars=200)}") from None
         return ray
+
+    def _check_fits(self, ray: Any, progress: Progress) -> None:
+        """A task that no node can hold waits for ever (Ray leaves it pending): on the Ray instance started here,
+        which no autoscaler grows, that is a user error; on a cluster, a note (its autoscaler may add the node)."""
+        cpus, gpus = self.config.cpus_per_task, self.config.gpus_per_task
+        nodes: list[dict[str, float]] = [n.get("Resources", {}) for n in ray.nodes() if n.get("Alive", True)]
+        if any(float(r.get("CPU", 0)) >= cpus and float(r.get("GPU", 0)) >= gpus for r in nodes):
+            return
+        largest: dict[str, float] = max(nodes, key=lambda r: (r.get("GPU", 0), r.get("CPU", 0)), default={})
+        wanted = f"{cpus:g} CPUs" + (f" and {gpus:g} GPUs" if gpus else "")
+        have = f"{float(largest.get('CPU', 0)):g} CPUs and {float(largest.get('GPU', 0)):g} GPUs"
+        if self.started_here:
+            raise ConfigError(
+                f"each task asks for {wanted} and the Ray instance started on this machine has {have}; lower "
+                "--cpus-per-task / --gpus-per-task, or give a cluster that has such nodes (--ray-address)"
+            )
+        progress.note(
+            f"no node of the Ray cluster has {wanted} for a task now (the largest: {have}); the tasks wait until "
+            "the cluster's autoscaler adds one"
+        )
 
     def map(
         self,
@@ -368,6 +392,8 @@ class RayExecutor(Executor):
     ) -> list[Any]:
         progress = progress or NullProgress()
         ray = self._connect()
+        if items:
+            self._check_fits(ray, progress)
         advance_by = _advance_by(weights, len(items))
         results: list[Any] = [None] * len(items)
         shared_ref = ray.put(dict(shared)) if shared else None  # once, into the object store
