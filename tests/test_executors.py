@@ -159,6 +159,43 @@ def interrupt_when(condition: Callable[[], bool]) -> Iterator[None]:
         watcher.join()
 
 
+def record_ray_tasks(ray: Any, monkeypatch: pytest.MonkeyPatch, interrupt_at: int | None = None) -> list[Any]:
+    """The refs of the tasks a :class:`RayExecutor` submits from now on (it sees ``ray`` through a proxy), in
+    order; ``interrupt_at``: Ctrl-C (KeyboardInterrupt) instead of submitting that task."""
+    refs: list[Any] = []
+
+    class Submitter:
+        def __init__(self, remote: Any) -> None:
+            self.remote_fn = remote
+
+        def options(self, **options: Any) -> Submitter:
+            return Submitter(self.remote_fn.options(**options))
+
+        def remote(self, *args: Any) -> Any:
+            if len(refs) == interrupt_at:
+                raise KeyboardInterrupt
+            refs.append(self.remote_fn.remote(*args))
+            return refs[-1]
+
+    class RayProxy:
+        def __getattr__(self, name: str) -> Any:
+            return getattr(ray, name)
+
+        def remote(self, fn: Any) -> Submitter:
+            return Submitter(ray.remote(fn))
+
+    monkeypatch.setattr(executors, "_ray", RayProxy)
+    return refs
+
+
+def assert_cancelled(ray: Any, refs: list[Any]) -> None:
+    """Every task of ``refs`` ends cancelled (within a minute: far less than the tasks would run)."""
+    for ref in refs:
+        with pytest.raises(ray.exceptions.TaskCancelledError):
+            ray.get(ref, timeout=60)
+    assert ray_cpus_free(ray)
+
+
 def ray_cpus_free(ray: Any, within: float = 60.0) -> bool:
     """Whether every CPU of the Ray instance is free again (no task holds one) within ``within`` seconds."""
     deadline = time.monotonic() + within
@@ -452,6 +489,7 @@ def test_ctrl_c_stops_every_task_under_way_and_queued(
     Ray CPU free again)."""
     ray = request.getfixturevalue("ray_instance") if where == "ray" else None
     pool = make_executor(ExecutorConfig(executor="ray") if ray else ExecutorConfig(workers=2))
+    submitted = record_ray_tasks(ray, request.getfixturevalue("monkeypatch")) if ray else []
     start = time.monotonic()
     with pytest.raises(KeyboardInterrupt), interrupt_when(lambda: any(tmp_path.glob("started-*"))):
         pool.map(nap, [(i, LONG) for i in range(5)], shared={"markers": str(tmp_path)}, description="naps")
@@ -459,10 +497,24 @@ def test_ctrl_c_stops_every_task_under_way_and_queued(
     if ray is None:
         assert multiprocessing.active_children() == []
     else:
-        assert ray_cpus_free(ray)
+        assert len(submitted) == 5
+        assert_cancelled(ray, submitted)  # those running and those queued
     assert any(tmp_path.glob("started-*")) and not any(tmp_path.glob("finished-*"))
     # the executor still works afterwards
     assert pool.map(nap, [(i, 0.0) for i in range(3)], shared={"markers": str(tmp_path)}, description="x") == [0, 1, 2]
+
+
+def test_ctrl_c_while_ray_tasks_are_submitted_cancels_those_already_submitted(
+    ray_instance: Any, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """Submitting hundreds of tasks takes a while: Ctrl-C then (here: at the third) stops the ones submitted."""
+    submitted = record_ray_tasks(ray_instance, monkeypatch, interrupt_at=2)
+    with pytest.raises(KeyboardInterrupt):
+        RayExecutor(ExecutorConfig(executor="ray")).map(
+            nap, [(i, LONG) for i in range(5)], shared={"markers": str(tmp_path)}, description="naps"
+        )
+    assert len(submitted) == 2
+    assert_cancelled(ray_instance, submitted)
 
 
 @pytest.mark.parametrize("workers", [1, 2])

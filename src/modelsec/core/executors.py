@@ -405,9 +405,13 @@ class RayExecutor(Executor):
         )
         threads = self.config.threads_per_task
         with progress.task(f"{description} (Ray)", total=sum(advance_by)) as advance:
-            refs = {remote.remote(fn, shared_ref, threads, *item): i for i, item in enumerate(items)}
-            pending = list(refs)
+            refs: dict[Any, int] = {}
+            pending: list[Any] = []
             try:
+                for i, item in enumerate(items):  # in the try: Ctrl-C while submitting cancels those submitted
+                    ref = remote.remote(fn, shared_ref, threads, *item)
+                    refs[ref] = i
+                    pending.append(ref)
                 while pending:
                     done, pending = ray.wait(pending, num_returns=1)
                     for ref in done:
