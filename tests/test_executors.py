@@ -241,6 +241,7 @@ def test_a_task_that_raises_a_user_error_surfaces_as_that_error(executor: Execut
     with pytest.raises(ConfigError, match="bad option in task 2: use another") as raised:
         executor.map(refuse, [(i,) for i in range(4)], shared={"bad": 2}, description="refusals")
     assert type(raised.value) is ConfigError  # not Ray's RayTaskError, nor a wrapper
+    assert multiprocessing.active_children() == []  # the other local workers were ended, not left running
     assert executor.map(refuse, [(i,) for i in range(3)], shared={"bad": -1}, description="fine") == [0, 1, 2]
 
 

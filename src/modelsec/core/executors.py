@@ -17,6 +17,11 @@ pickled code, and what it needs beyond the shared arrays comes in ``item`` (plai
 dataclasses; a model travels as safetensors bytes and its model card, see :mod:`modelsec.models.transport`).
 Results do not depend on the executor: every random choice of a task is a function of the audit's seed and the
 task's index (:func:`modelsec.core.seeding.spawned_seeds`), never of which worker ran it or when.
+
+When a run stops, nothing of it keeps running: a task that raises (its own exception reaches the caller, not a
+wrapper), Ctrl-C, or an exception in ``on_result`` ends the local worker processes and cancels the Ray tasks
+submitted. A worker that dies (killed, out of memory) ends the run with :class:`WorkerLostError` once Ray's
+retries are used up, at once for a local worker (a local task is not rerun).
 """
 
 from __future__ import annotations
@@ -246,8 +251,8 @@ class LocalExecutor(Executor):
                 _stop(pool)
                 raise WorkerLostError(
                     f"{description}: a worker process died (killed, or out of memory?) with "
-                    f"{len(items) - finished} of {len(items)} tasks unfinished; use fewer --workers or give it "
-                    "more memory, then rerun (finished work is kept)"
+                    f"{len(items) - finished} of {len(items)} tasks unfinished; use fewer --workers (or more "
+                    "memory), then rerun (finished work is kept)"
                 ) from None
             except BaseException:
                 _stop(pool)  # Ctrl-C or a failed task: nothing more starts, nothing keeps running
