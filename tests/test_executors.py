@@ -140,12 +140,14 @@ def executor(request: pytest.FixtureRequest) -> Executor:
 
 @contextmanager
 def interrupt_when(condition: Callable[[], bool]) -> Iterator[None]:
-    """Sends this process SIGINT (Ctrl-C) once ``condition()`` holds (polled from a thread)."""
+    """Sends this process SIGINT (Ctrl-C) once ``condition()`` holds (polled from a thread), or after a minute."""
     stop = threading.Event()
+
+    deadline = time.monotonic() + 60  # a test that waits in vain fails (nothing started) instead of hanging
 
     def watch() -> None:
         while not stop.is_set():
-            if condition():
+            if condition() or time.monotonic() > deadline:
                 os.kill(os.getpid(), signal.SIGINT)
                 return
             time.sleep(0.05)
