@@ -17,22 +17,31 @@ pickled code, and what it needs beyond the shared arrays comes in ``item`` (plai
 dataclasses; a model travels as safetensors bytes and its model card, see :mod:`modelsec.models.transport`).
 Results do not depend on the executor: every random choice of a task is a function of the audit's seed and the
 task's index (:func:`modelsec.core.seeding.spawned_seeds`), never of which worker ran it or when.
+
+When a run stops, nothing of it keeps running: a task that raises (its own exception reaches the caller, not a
+wrapper), Ctrl-C, or an exception in ``on_result`` ends the local worker processes and cancels the Ray tasks
+submitted. A worker that dies (killed, out of memory) ends the run with :class:`WorkerLostError` once Ray's
+retries are used up, at once for a local worker (a local task is not rerun).
 """
 
 from __future__ import annotations
 
 import abc
+import importlib.util
 import multiprocessing
 import os
+import re
+import socket
 import time
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
-from typing import Annotated, Any, TypeVar
+from typing import Annotated, Any, ClassVar, TypeVar
 
 import torch
 
-from modelsec.core.errors import ConfigError
+from modelsec.core.errors import ConfigError, ModelsecError, printable
 from modelsec.core.options import OneOf
 from modelsec.core.progress import NullProgress, Progress
 
@@ -42,6 +51,13 @@ Task = Callable[..., Any]
 EXECUTORS = ("local", "ray")
 RAY_ADDRESS_ENV = "MODELSEC_RAY_ADDRESS"
 """The environment variable that gives the Ray cluster's address when ``--ray-address`` does not."""
+
+
+class WorkerLostError(ModelsecError):
+    """A task's worker process died (killed, out of memory, its node lost) and the task could not be rerun: a local
+    worker is not rerun; a Ray task is, ``max_retries`` times. Nothing is wrong with the inputs, so the message
+    says what to change (fewer workers, more memory) and that finished work is kept (reference models are cached as
+    each finishes), so a rerun continues."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -76,8 +92,12 @@ class ExecutorConfig:
             raise ConfigError(f"--gpus-per-task must be a number >= 0, got {self.gpus_per_task}")
         if self.ray_address is not None and self.executor != "ray":
             raise ConfigError("--ray-address is for --executor ray; add --executor ray or drop --ray-address")
+        if self.ray_address is not None:
+            check_ray_address(self.ray_address)
         if self.gpus_per_task and self.executor != "ray":
             raise ConfigError("--gpus-per-task is for --executor ray (a local run uses --device)")
+        if self.executor == "ray" and importlib.util.find_spec("ray") is None:  # before any work, not hours in
+            raise ConfigError(RAY_MISSING)
 
     @property
     def threads_per_task(self) -> int:
@@ -212,6 +232,7 @@ class LocalExecutor(Executor):
             context = multiprocessing.get_context(_start_method())
             initargs = (shared, self.config.threads_per_task)
             pool = ProcessPoolExecutor(workers, mp_context=context, initializer=_init_local_worker, initargs=initargs)
+            finished = 0
             try:
                 futures: dict[Future[tuple[Any, float]], int] = {
                     pool.submit(_run_local, fn, item): i for i, item in enumerate(items)
@@ -222,32 +243,81 @@ class LocalExecutor(Executor):
                     for future in done:
                         i = futures[future]
                         results[i], _ = future.result()
+                        finished += 1
                         if on_result is not None:
                             on_result(i, results[i])
                         advance(advance_by[i])
+            except BrokenProcessPool:  # a worker died: the pool cannot run the rest (a local task is not rerun)
+                _stop(pool)
+                raise WorkerLostError(
+                    f"{description}: a worker process died (killed, or out of memory?) with "
+                    f"{len(items) - finished} of {len(items)} tasks unfinished; use fewer --workers (or more "
+                    "memory), then rerun (finished work is kept)"
+                ) from None
             except BaseException:
-                pool.shutdown(wait=False, cancel_futures=True)  # Ctrl-C or a failed task: nothing more starts
+                _stop(pool)  # Ctrl-C or a failed task: nothing more starts, nothing keeps running
                 raise
             pool.shutdown()
         return results
 
 
+def _stop(pool: ProcessPoolExecutor) -> None:
+    """Cancel ``pool``'s queued tasks, end its worker processes (tasks under way included: a worker would otherwise
+    run its task to the end, long after the caller gave up on it) and wait until they are gone."""
+    processes = list((getattr(pool, "_processes", None) or {}).values())  # no public way before Python 3.14
+    for process in processes:
+        process.terminate()
+    pool.shutdown(wait=True, cancel_futures=True)
+    for process in processes:
+        process.join()
+
+
 # -- Ray ----------------------------------------------------------------------------------------------------------
+
+
+RAY_MISSING = "--executor ray needs Ray: pip install 'modelsec[ray]' (or use the default --executor local)"
 
 
 def _ray() -> Any:
     try:
         import ray
     except ImportError:
-        raise ConfigError(
-            "--executor ray needs Ray: pip install 'modelsec[ray]' (or use the default --executor local)"
-        ) from None
+        raise ConfigError(RAY_MISSING) from None
     return ray
 
 
 def ray_address(config: ExecutorConfig) -> str | None:
     """The cluster to join: ``--ray-address``, else ``$MODELSEC_RAY_ADDRESS``; ``None``: start one here."""
     return config.ray_address or os.environ.get(RAY_ADDRESS_ENV) or None
+
+
+_ADDRESS = re.compile(r"(?:ray://)?(?P<host>\[[0-9A-Fa-f:.]+\]|[^\s:/\[\]]+):(?P<port>[0-9]{1,5})")
+
+
+def check_ray_address(address: str, source: str = "--ray-address") -> tuple[str, int] | None:
+    """The host and port of ``address`` ("HOST:PORT" or "ray://HOST:PORT"; ``None`` for "auto"), or a
+    :class:`ConfigError` naming ``source`` (the option or the environment variable it came from)."""
+    if address == "auto":
+        return None
+    match = _ADDRESS.fullmatch(address.strip())
+    if match is None or not 0 < int(match["port"]) < 65536:
+        raise ConfigError(f"{source} must be auto, HOST:PORT or ray://HOST:PORT, got {printable(address)!r}")
+    return match["host"].strip("[]"), int(match["port"])
+
+
+def _reachable(address: str, source: str, timeout: float = 10.0) -> None:
+    """Refuse at once a HOST:PORT where nothing listens (``ray.init`` would wait for minutes, then exit)."""
+    where = check_ray_address(address, source)
+    if where is None:
+        return
+    try:
+        socket.create_connection(where, timeout=timeout).close()
+    except OSError as exc:
+        raise ConfigError(
+            f"cannot reach the Ray cluster at {address!r} ({source}): {printable(exc, max_chars=120)}; check that "
+            "the cluster runs (ray status) and the address: the head node's HOST:PORT (port 6379 by default), or "
+            "ray://HOST:10001 for Ray Client"
+        ) from None
 
 
 def _run_ray(fn: Task, shared: Mapping[str, Any] | None, threads: int, *item: Any) -> Any:
@@ -263,11 +333,16 @@ class RayExecutor(Executor):
     name = "ray"
     max_retries = 3
     """How often Ray reruns a task whose worker died (a crashed or killed process, a lost node)."""
+    started_here: ClassVar[bool] = False
+    """This process runs the Ray instance it started (not a cluster's: no autoscaler adds nodes to it)."""
 
     def parallel(self, tasks: int) -> int:
         ray = self._connect()
-        cpus = float(ray.cluster_resources().get("CPU", 1.0))
-        return max(1, min(tasks, int(cpus // self.config.cpus_per_task) or 1))
+        resources = ray.cluster_resources()
+        fit = int(float(resources.get("CPU", 0.0)) // self.config.cpus_per_task)
+        if self.config.gpus_per_task:
+            fit = min(fit, int(float(resources.get("GPU", 0.0)) // self.config.gpus_per_task))
+        return max(1, min(tasks, fit))  # at least 1: an autoscaling cluster may add the nodes its tasks need
 
     def describe(self, tasks: int | None = None) -> str:
         return "Ray"
@@ -279,12 +354,35 @@ class RayExecutor(Executor):
         address = ray_address(self.config)
         try:
             if address:
+                _reachable(address, "--ray-address" if self.config.ray_address else f"${RAY_ADDRESS_ENV}")
                 ray.init(address=address, log_to_driver=False)
+                RayExecutor.started_here = False
             else:
                 ray.init(num_cpus=os.cpu_count() or 1, include_dashboard=False, log_to_driver=False)
+                RayExecutor.started_here = True
         except ConnectionError as exc:
-            raise ConfigError(f"cannot reach the Ray cluster at {address!r}: {exc}") from None
+            raise ConfigError(f"cannot reach the Ray cluster at {address!r}: {printable(exc, max_chars=200)}") from None
         return ray
+
+    def _check_fits(self, ray: Any, progress: Progress) -> None:
+        """A task that no node can hold waits for ever (Ray leaves it pending): on the Ray instance started here,
+        which no autoscaler grows, that is a user error; on a cluster, a note (its autoscaler may add the node)."""
+        cpus, gpus = self.config.cpus_per_task, self.config.gpus_per_task
+        nodes: list[dict[str, float]] = [n.get("Resources", {}) for n in ray.nodes() if n.get("Alive", True)]
+        if any(float(r.get("CPU", 0)) >= cpus and float(r.get("GPU", 0)) >= gpus for r in nodes):
+            return
+        largest: dict[str, float] = max(nodes, key=lambda r: (r.get("GPU", 0), r.get("CPU", 0)), default={})
+        wanted = f"{cpus:g} CPUs" + (f" and {gpus:g} GPUs" if gpus else "")
+        have = f"{float(largest.get('CPU', 0)):g} CPUs and {float(largest.get('GPU', 0)):g} GPUs"
+        if self.started_here:
+            raise ConfigError(
+                f"each task asks for {wanted} and the Ray instance started on this machine has {have}; lower "
+                "--cpus-per-task / --gpus-per-task, or give a cluster that has such nodes (--ray-address)"
+            )
+        progress.note(
+            f"no node of the Ray cluster has {wanted} for a task now (the largest: {have}); the tasks wait until "
+            "the cluster's autoscaler adds one"
+        )
 
     def map(
         self,
@@ -299,6 +397,8 @@ class RayExecutor(Executor):
     ) -> list[Any]:
         progress = progress or NullProgress()
         ray = self._connect()
+        if items:
+            self._check_fits(ray, progress)
         advance_by = _advance_by(weights, len(items))
         results: list[Any] = [None] * len(items)
         shared_ref = ray.put(dict(shared)) if shared else None  # once, into the object store
@@ -310,18 +410,30 @@ class RayExecutor(Executor):
         )
         threads = self.config.threads_per_task
         with progress.task(f"{description} (Ray)", total=sum(advance_by)) as advance:
-            refs = {remote.remote(fn, shared_ref, threads, *item): i for i, item in enumerate(items)}
-            pending = list(refs)
+            refs: dict[Any, int] = {}
+            pending: list[Any] = []
             try:
+                for i, item in enumerate(items):  # in the try: Ctrl-C while submitting cancels those submitted
+                    ref = remote.remote(fn, shared_ref, threads, *item)
+                    refs[ref] = i
+                    pending.append(ref)
                 while pending:
                     done, pending = ray.wait(pending, num_returns=1)
                     for ref in done:
                         i = refs[ref]
                         try:
                             results[i] = ray.get(ref)
-                        except ray.exceptions.RayTaskError as exc:
+                        except ray.exceptions.RayTaskError as exc:  # the task raised: its own exception
                             cause = getattr(exc, "cause", None)
                             raise (cause if isinstance(cause, Exception) else exc) from None
+                        except ray.exceptions.RayError as exc:  # its worker or node died, retries used up
+                            raise WorkerLostError(
+                                f"{description}: task {i} failed on Ray after {self.max_retries} retries "
+                                f"({type(exc).__name__}: {printable(exc, max_chars=200)}): its worker died each "
+                                "time (killed, out of memory, a node lost); give tasks more memory (fewer at once "
+                                "with a larger --cpus-per-task) or check the cluster's nodes, then rerun "
+                                "(finished work is kept)"
+                            ) from None
                         if on_result is not None:
                             on_result(i, results[i])
                         advance(advance_by[i])
