@@ -241,7 +241,7 @@ def _run_on_executor(
         attack_block,
         items,
         shared=shared,
-        description=f"robustness: {len(todo)} blocks of records",
+        description=f"robustness: {len(todo)} of {len(blocks)} blocks of records",
         progress=progress,
         weights=[blocks[k][1] - blocks[k][0] for k in todo],
         on_result=finished,
