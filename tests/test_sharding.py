@@ -188,7 +188,7 @@ def test_a_model_that_cannot_travel_runs_its_blocks_here_with_the_same_numbers(s
     progress = Recorder()
     on_ray = run_audit(module, "digits", config=AuditConfig(**base, executor="ray"), progress=progress)  # type: ignore[arg-type]
     note = on_ray.result.model.notes[-1]
-    assert "ran in this process, not on Ray workers" in note and "not a built-in architecture" in note
+    assert "ran in this process, not on Ray workers" in note and "records no built-in architecture" in note
     assert note in progress.lines and local.result.model.notes == []
     assert stable(dataclasses.asdict(on_ray.result.robustness)) == stable(dataclasses.asdict(local.result.robustness))
     assert local.robustness_run is not None and on_ray.robustness_run is not None
@@ -351,7 +351,7 @@ def test_a_model_that_is_not_a_builtin_architecture_with_its_weights_does_not_tr
     mlp = build_architecture("mlp", (64,), 10)
     tanh = nn.Sequential(*(nn.Tanh() if isinstance(m, nn.ReLU) else m for m in mlp))  # the same weights' shapes
     cases = {
-        "none is recorded": (Classifier(mlp, input_shape=(64,), num_classes=10), ModelCard()),
+        "records no built-in architecture": (Classifier(mlp, input_shape=(64,), num_classes=10), ModelCard()),
         "is not the built-in architecture": (
             Classifier(tanh, input_shape=(64,), num_classes=10),
             ModelCard(arch="mlp"),

@@ -71,7 +71,7 @@ class ModelPayload:
         changes). Raises :class:`NotTransportable` when the classifier is not a built-in architecture with its
         weights, or its preprocessing is not a plain normalisation."""
         if not card.arch:
-            raise NotTransportable("it is not a built-in architecture (none is recorded)")
+            raise NotTransportable("it records no built-in architecture")
         module: nn.Module = classifier.module
         output = None
         if isinstance(module, OutputHardening):
