@@ -36,6 +36,8 @@ class RobustnessRun:
     pred_adv: dict[float, torch.Tensor]  # eps -> predictions on the worst-case adversarial inputs
     per_attack_robust: dict[tuple[str, float], torch.Tensor]  # chain: cumulative robust flags after the attack
     per_attack_broken: dict[tuple[str, float], torch.Tensor]  # the samples this attack itself broke
+    # minimum-norm attacks: per-sample verified minimal distance (0 where misclassified, inf where none found)
+    min_distance: dict[str, torch.Tensor] = dataclasses.field(default_factory=dict)
 
     def npz_arrays(self) -> dict[str, np.ndarray]:
         """The arrays of ``adversarial.npz`` (written by :mod:`modelsec.outputs.audit`, no pickle): the clean inputs
@@ -65,6 +67,7 @@ class RobustnessRun:
             "pred_adv": self.pred_adv,
             "per_attack_robust": [[label, e, t] for (label, e), t in self.per_attack_robust.items()],
             "per_attack_broken": [[label, e, t] for (label, e), t in self.per_attack_broken.items()],
+            "min_distance": dict(self.min_distance),
         }
 
     @classmethod
@@ -79,6 +82,7 @@ class RobustnessRun:
             pred_adv=dict(state["pred_adv"]),
             per_attack_robust={(label, e): t for label, e, t in state["per_attack_robust"]},
             per_attack_broken={(label, e): t for label, e, t in state["per_attack_broken"]},
+            min_distance=dict(state.get("min_distance", {})),
         )
 
 
@@ -251,6 +255,63 @@ def evaluate_robustness(
         pred_adv={e: classifier.predict(worst_adv[e]) for e in eps_sorted},
         per_attack_robust=per_attack,
         per_attack_broken=per_attack_broken,
+        min_distance=min_dist,
+    )
+
+
+def concatenate_runs(runs: list[RobustnessRun], norm: str) -> RobustnessRun:
+    """One run of the records of ``runs``, in their order: the per-sample arrays concatenated, and every rate and
+    interval recomputed from the concatenated flags (an attack's ``seconds`` summed). A minimum-norm attack's
+    statistics are kept when every run has its distances (a run without correctly classified samples needs none).
+    Sanity flags are not merged: the checks run on the concatenated run."""
+    if len(runs) == 1:
+        return runs[0]
+    first = runs[0]
+    y = torch.cat([r.y for r in runs])
+    pred_clean = torch.cat([r.pred_clean for r in runs])
+    eps_sorted = sorted(first.x_adv)
+    robust = {e: torch.cat([r.robust[e] for r in runs]) for e in eps_sorted}
+    per_attack = {k: torch.cat([r.per_attack_robust[k] for r in runs]) for k in first.per_attack_robust}
+    per_attack_broken = {k: torch.cat([r.per_attack_broken[k] for r in runs]) for k in first.per_attack_broken}
+    entries = []
+    for i, entry in enumerate(first.result.results):
+        rate, ci = rate_with_ci(per_attack[(entry.attack, entry.eps)].numpy())
+        seconds = sum(r.result.results[i].seconds for r in runs)
+        entries.append(
+            dataclasses.replace(entry, robust_accuracy=rate, ci_low=ci.low, ci_high=ci.high, n=len(y), seconds=seconds)
+        )
+    labels = list(dict.fromkeys(label for r in runs for label in r.min_distance))
+    min_distance = {
+        label: torch.cat([r.min_distance.get(label, torch.zeros(len(r.y))) for r in runs])
+        for label in labels
+        if all(label in r.min_distance or not bool((r.pred_clean == r.y).any()) for r in runs)
+    }
+    correct = pred_clean == y
+    clean_acc, clean_ci = rate_with_ci(correct.numpy())
+    robust_ci = {eps_key(e): rate_with_ci(robust[e].numpy()) for e in eps_sorted}
+    result = dataclasses.replace(
+        first.result,
+        n=len(y),
+        clean_accuracy=clean_acc,
+        clean_ci=clean_ci,
+        results=entries,
+        robust_accuracy={k: rate for k, (rate, _) in robust_ci.items()},
+        robust_ci={k: ci for k, (_, ci) in robust_ci.items()},
+        min_norm=[min_norm_stats(label, norm, d, correct) for label, d in min_distance.items()],
+        flags=[],
+        checks=[],
+    )
+    return RobustnessRun(
+        result=result,
+        x=torch.cat([r.x for r in runs]),
+        y=y,
+        pred_clean=pred_clean,
+        x_adv={e: torch.cat([r.x_adv[e] for r in runs]) for e in eps_sorted},
+        robust=robust,
+        pred_adv={e: torch.cat([r.pred_adv[e] for r in runs]) for e in eps_sorted},
+        per_attack_robust=per_attack,
+        per_attack_broken=per_attack_broken,
+        min_distance=min_distance,
     )
 
 

@@ -32,8 +32,9 @@ from modelsec.audits.membership_pool import build_pool, reference_signals
 from modelsec.audits.presets import PRESETS, AttackSpec, build_attacks, preset_specs
 from modelsec.audits.reference_choice import choose_recipe
 from modelsec.audits.reference_models import ReferenceConfig
-from modelsec.audits.robustness import RobustnessRun, attack_labels, evaluate_robustness
+from modelsec.audits.robustness import RobustnessRun, attack_labels
 from modelsec.audits.sanity import CHECKS, Remedies, apply_remedies, post_checks, pre_checks, resolve
+from modelsec.audits.sharding import PROBE_RECORDS, evaluate_in_blocks, plan_shards
 from modelsec.audits.verdict import RULE, make_verdict
 from modelsec.core.errors import ConfigError
 from modelsec.core.executors import EXECUTORS, ExecutorConfig, make_executor
@@ -647,7 +648,8 @@ def _phases(
 ) -> _Phases:
     """Pre-checks, then the phases robustness, sanity checks and membership inference, each resumable: a
     checkpoint is written before each (the ``"audit"`` frame of :mod:`modelsec.core.resume`), and the robustness phase
-    checkpoints itself inside (:func:`~modelsec.audits.robustness.evaluate_robustness`)."""
+    checkpoints itself inside (:func:`~modelsec.audits.robustness.evaluate_robustness`). The robustness phase runs
+    in blocks of records on the audit's executor (:mod:`modelsec.audits.sharding`)."""
     classifier, x, y = target.classifier, sample.x, sample.y
     with resumable("audit") as frame, contextlib.ExitStack() as stack:
         timings: dict[str, float] = {}
@@ -674,6 +676,11 @@ def _phases(
             raise ConfigError(
                 "no evasion attack can run on this model: " + "; ".join(f"{s.attack} {s.reason}" for s in skipped)
             )
+        shards = plan_shards(
+            classifier, target.card, target.info, config.executor_config(), records=len(x), probe=x[:PROBE_RECORDS]
+        )
+        if shards.note:  # blocks that could not go to Ray run here: the result says so
+            target.info = replace(target.info, notes=[*target.info.notes, shards.note])
         frame.capture(
             lambda: {
                 "pre_flags": [dataclasses.asdict(f) for f in pre_flags],
@@ -688,9 +695,9 @@ def _phases(
             phase = PHASES[p]
             t = time.perf_counter()
             if phase == "robustness":
-                rob_run = evaluate_robustness(
+                rob_run = evaluate_in_blocks(
                     classifier, x, y, attacks=attacks, eps=list(config.eps), norm=config.norm, generator=gen,
-                    progress=progress,
+                    seed=config.seed, plan=shards, progress=progress,
                 )  # fmt: skip
             elif phase == "sanity_checks":
                 assert rob_run is not None
