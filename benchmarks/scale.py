@@ -50,7 +50,7 @@ import statistics
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import replace
 from datetime import datetime, timezone
@@ -231,10 +231,11 @@ def overhead(args: argparse.Namespace) -> dict[str, Any]:
     parallel = ray_ex.parallel(args.overhead_tasks)
     out: dict[str, Any] = {"ray_parallel": parallel, "kinds": {}}
     n = args.overhead_tasks
-    kinds = {"noop": (noop_task, [(i,) for i in range(n)]), f"busy-{args.busy_ms}ms": (busy_task, None)}
+    kinds: dict[str, tuple[Callable[..., int], list[tuple[Any, ...]]]] = {
+        "noop": (noop_task, [(i,) for i in range(n)]),
+        f"busy-{args.busy_ms}ms": (busy_task, [(i, args.busy_ms / 1000) for i in range(n)]),
+    }
     for kind, (fn, items) in kinds.items():
-        if items is None:
-            items = [(i, args.busy_ms / 1000) for i in range(n)]
         walls: dict[str, list[float]] = {"ray-2": [], "local-1": []}
         for _ in range(args.rounds):
             for name, executor in (("ray-2", ray_ex), ("local-1", local)):
