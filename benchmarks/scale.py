@@ -31,7 +31,8 @@ executor trains two small models once, so that no timed run pays for first impor
   The reference-model cache is a fresh temporary folder unless ``--reference-cache`` names one.
 
 Everything goes to ``--out`` (``results/scale.json``; ``--quick``: ``results/scale-quick.json``) with the machine
-(CPU count, torch threads, versions). ``--quick`` is a smoke run of a couple of minutes with tiny settings; its
+(CPU count, torch threads, load average, versions); the parts of an earlier run in that file that were not run now
+are kept, each with its date (``--fresh`` overwrites the file). ``--quick`` is a smoke run of a couple of minutes with tiny settings; its
 numbers say nothing about speed.
 
     .venv/bin/python benchmarks/scale.py            # the measurement: needs an otherwise idle machine
@@ -166,6 +167,7 @@ def speedup(args: argparse.Namespace, splits: Splits) -> dict[str, Any]:
     per_model: dict[str, list[float]] = {name: [] for name in CONFIGS}
     reference: np.ndarray | None = None
     identical: dict[str, bool] = {name: True for name in CONFIGS}
+    difference: dict[str, float] = {name: 0.0 for name in CONFIGS}
     order_log = []
     for r in range(args.rounds):
         order = CONFIGS[r % len(CONFIGS) :] + CONFIGS[: r % len(CONFIGS)]
@@ -180,6 +182,7 @@ def speedup(args: argparse.Namespace, splits: Splits) -> dict[str, Any]:
             if reference is None:
                 reference = logits
             identical[name] &= bool(np.array_equal(logits, reference))
+            difference[name] = max(difference[name], float(np.abs(logits - reference).max()))
             log(
                 f"  round {r + 1}/{args.rounds} {name:<8} {t['seconds']:7.1f} s "
                 f"(per model {statistics.median(trained.seconds):.2f} s median, in its process)"
@@ -201,6 +204,7 @@ def speedup(args: argparse.Namespace, splits: Splits) -> dict[str, Any]:
         "speedup_local2_vs_local1": round(median["local-1"] / median["local-2"], 3),
         "ray2_over_local2": round(vs_local2, 3),
         "logits_identical": identical,
+        "max_abs_logit_difference": difference,
         "targets": {
             f"ray-2 at least {TARGET_VS_ONE}x local-1": vs_one >= TARGET_VS_ONE,
             f"ray-2 within {TARGET_VS_LOCAL2:.0%} of local-2": vs_local2 <= 1 + TARGET_VS_LOCAL2,
@@ -471,6 +475,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--threads", type=int, default=1, help="torch threads of this process")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", type=Path, default=None, help="results/scale.json (--quick: results/scale-quick.json)")
+    p.add_argument("--fresh", action="store_true", help="overwrite --out (default: keep the parts not run now)")
     args = p.parse_args(argv)
     given = {
         a.lstrip("-").split("=")[0].replace("-", "_")
@@ -530,6 +535,11 @@ def main(argv: list[str] | None = None) -> None:
             results["rmia"] = rmia(args, splits)
     results["total_seconds"] = round(total["seconds"], 1)
     results["machine"]["load_average_at_end"] = list(os.getloadavg())
+    if out.exists() and not args.fresh:  # keep the parts of an earlier run that were not run now
+        earlier = json.loads(out.read_text(encoding="utf-8"))
+        for part in {"speedup", "overhead", "rmia"} - set(parts):
+            if part in earlier:
+                results[part] = {**earlier[part], "date": earlier.get("date")}
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
     print("\n" + markdown(results))
