@@ -378,6 +378,8 @@ def combine_runs(results: Sequence[DPAuditResult], *, beta: float = DEFAULT_BETA
             train_seconds=r.train_seconds,
             score_seconds=r.score_seconds,
             bound_seconds=r.bound_seconds,
+            included_scores=list(r.included_scores),
+            excluded_scores=list(r.excluded_scores),
         )
         for i, r in enumerate(results)
     ]

@@ -61,7 +61,8 @@ class DPAuditRun:
     """One run of an audit of several (``runs`` of :class:`DPAuditResult`): its seed (canaries, their inclusion,
     its training), its lower bound at its own level (``level``: the audit's ``1 - beta / run_count``, or further
     corrected for ``tests`` choices of guesses), the guesses at that bound, the claim its training made, whether the
-    bound stays within that claim, its accuracy and its seconds."""
+    bound stays within that claim, its accuracy, its seconds, and its canaries' scores (the evidence its bound
+    is computed from, as the top level's)."""
 
     index: int
     seed: int
@@ -80,6 +81,8 @@ class DPAuditRun:
     train_seconds: float
     score_seconds: float
     bound_seconds: float
+    included_scores: list[float] = field(default_factory=list)
+    excluded_scores: list[float] = field(default_factory=list)
 
 
 @dataclass
