@@ -13,6 +13,7 @@ from typing import Any
 import jsonschema
 import numpy as np
 import pytest
+import torch
 
 from modelsec.audits import dp_audit
 from modelsec.audits.dp_audit import (
@@ -55,7 +56,17 @@ def without_seconds(value: Any) -> Any:
 
 
 def todays_audit(seed: int) -> DPAuditResult:
-    """The reference: the one-run audit as ``run_dp_audit`` ran it before it had runs, step by step."""
+    """The reference: the one-run audit as ``run_dp_audit`` ran it before it had runs, step by step, with one torch
+    thread (a run's threads, ``--cpus-per-task``, by default; the thread count changes float reduction orders)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        return _todays_audit(seed)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _todays_audit(seed: int) -> DPAuditResult:
     splits = load_splits("digits", seed=0)
     train = training_set(splits, None)
     taken = numpy_stream(seed, 0x9001).permutation(len(splits.population))
@@ -207,16 +218,14 @@ def test_cli_runs_on_ray_exit_code_and_json(
     assert 'id="runs"' in html and "combined lower bound" in html and html.count('<tr class="evidence">') == 1
 
     # a training that recites its canaries, under a claim of epsilon 0.5: both runs contradict it
-    class Reciting:
-        def __call__(self, defense: str, config: Any, **kwargs: Any) -> dp_audit.TrainFn:
-            def train(data: Dataset) -> AuditTraining:
-                trained = canary_oracle(data)
-                return AuditTraining(trained.logits, DPClaim(epsilon=0.5, delta=1e-5, accountant="prv"))
+    def reciting(defense: str, config: Any, **kwargs: Any) -> dp_audit.TrainFn:
+        def train(data: Dataset) -> AuditTraining:
+            return AuditTraining(canary_oracle(data).logits, DPClaim(epsilon=0.5, delta=1e-5, accountant="prv"))
 
-            return train
+        return train
 
     with pytest.MonkeyPatch.context() as monkeypatch:
-        monkeypatch.setattr(dp_audit, "defense_trainer", Reciting())  # this process only: hence --workers 1
+        monkeypatch.setattr(dp_audit, "defense_trainer", reciting)  # this process only: hence --workers 1
         out = tmp_path / "violated"
         argv = ["audit-dp", "--data", "digits", "--canaries", "100", "--canary-kind", "out-of-distribution",
                 "--runs", "2", "--workers", "1", "--out", str(out), "-q"]  # fmt: skip
