@@ -101,6 +101,12 @@ def _dp_audit_fields() -> list[FieldOption]:
     return field_options({"": DPAuditOptions})
 
 
+def _executor_fields() -> list[FieldOption]:
+    from modelsec.core.executors import ExecutorConfig
+
+    return field_options({"": ExecutorConfig})
+
+
 def _options(*options: Any) -> Any:
     """One decorator adding ``options`` in this order."""
 
@@ -497,23 +503,29 @@ def harden(defense: str, config_json: str | None, bounds: str | None, split_seed
 @training_data_options
 @config_options(_dp_audit_fields, into="canary_audit")
 @config_options(lambda: _defense_fields(exclude=("seed",)), into="options")  # --seed: the audit's, above
+@config_options(_executor_fields, into="execution")
 @members_option
 @_out_folder("modelsec-dp-audit", "dp_audit.json and dp_audit.html")
 @device_option
 @quiet_option
 def audit_dp(defense: str, config_json: str | None, bounds: str | None, split_seed: int | None,
-             canary_audit: dict[str, Any], options: dict[str, Any], quiet: bool, **passed: Any) -> None:  # fmt: skip
+             canary_audit: dict[str, Any], options: dict[str, Any], execution: dict[str, Any], quiet: bool,
+             **passed: Any) -> None:  # fmt: skip
     """Check a DP claim with one training run (Steinke, Nasr & Jagielski 2023): train with canaries, bound epsilon.
 
-    Exits 3, with a red verdict, when the empirical lower bound exceeds the claimed epsilon (the training does not
-    deliver its claim: a bug, not a result); 0 otherwise, also for a run without a claim (the bound is reported).
+    --runs N audits N independent runs (each a task on --executor) and combines their bounds (Bonferroni over the
+    runs). Exits 3, with a red verdict, when the (combined) empirical lower bound exceeds the claimed epsilon (the
+    training does not deliver its claim: a bug, not a result); 0 otherwise, also for a run without a claim (the
+    bound is reported).
     """
+    from modelsec.core.executors import ExecutorConfig
     from modelsec.outputs.dp_audit import dp_audit_and_write
 
+    executor = ExecutorConfig(**execution)  # checked before the data loads
     config = _defense_config(defense, config_json, {**options, "seed": canary_audit["seed"]})
     result, files = dp_audit_and_write(
         defense, config=config, **canary_audit, split_seed=split_seed or 0, bounds=_parse_bounds(bounds),
-        progress=_progress(quiet), **passed,
+        executor=executor, progress=_progress(quiet), **passed,
     )  # fmt: skip
     if not quiet:
         printing.dp_audit(result)

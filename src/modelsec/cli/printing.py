@@ -83,10 +83,24 @@ def comparison(c: Any) -> None:
 
 
 def dp_audit(result: Any) -> None:
-    """The claim, the accountants and the empirical lower bound of a one-run DP audit."""
+    """The claim, the accountants and the empirical lower bound of a one-run DP audit; for one of several runs,
+    each run's bound and claim, then the combined bound."""
     claimed = "none" if result.claimed_epsilon is None else f"{result.claimed_epsilon:.4f} ({result.accountant})"
     others = ", ".join(f"{k} {v:.4f}" for k, v in sorted(result.epsilons.items()) if v is not None)
     click.echo(f"claimed epsilon: {claimed}" + (f"; accountants: {others}" if others else ""))
+    if result.runs:
+        for run in result.runs:
+            claim = "no claim" if run.claimed_epsilon is None else f"claimed {run.claimed_epsilon:.4f}"
+            click.echo(
+                f"run {run.index} (seed {run.seed}): lower bound {run.lower_bound:.4f} at {run.level:.2%} from "
+                f"{run.v}/{run.r} correct guesses, {run.included} included; {claim}; training {run.train_seconds:.1f} s"
+            )
+        click.echo(
+            f"combined lower bound: {result.lower_bound:.4f} (run {result.evidence_run}'s; the largest of "
+            f"{result.run_count} runs' bounds, {1 - result.beta:.0%} together) on {result.canaries} "
+            f"{result.canary_kind} canaries a run; training {result.train_seconds:.1f} s in all"
+        )
+        return
     click.echo(
         f"empirical lower bound: {result.lower_bound:.4f} from {result.v}/{result.r} correct guesses "
         f"({result.k_plus} in, {result.k_minus} out) on {result.canaries} {result.canary_kind} canaries "

@@ -1,6 +1,7 @@
 """``dp_audit.html``: a small self-contained page for one one-run privacy audit
 (:class:`~modelsec.results.dp_audit.DPAuditResult`): the verdict, the claimed epsilon beside every accountant's value
-and the empirical lower bound, and the canaries' score histograms, included vs excluded.
+and the empirical lower bound, for an audit of several runs a table of the runs, and the canaries' score histograms,
+included vs excluded.
 
 One file: inline CSS, the histogram as a base64 PNG ``data:`` URI, no JavaScript; every string from the result is
 HTML-escaped by the template engine. Never runs a model.

@@ -1,18 +1,31 @@
 """Typed, JSON-serialisable results of the one-run privacy audit (``dp_audit.json``): the claim under test, the
-empirical lower bound and the evidence behind it. Written by :mod:`modelsec.audits.dp_audit`, rendered by
-:mod:`modelsec.report.dp_audit`; no pickle, no model.
+empirical lower bound and the evidence behind it; for an audit of several independent runs (``--runs N``), each
+run's summary and the combined bound. Written by :mod:`modelsec.audits.dp_audit`, rendered by
+:mod:`modelsec.report.dp_audit`; no pickle, no model. ``dp_audit.schema.json`` (:func:`load_dp_audit_schema`)
+is its JSON Schema, ``docs/result-schema.md`` explains every field.
 """
 
 from __future__ import annotations
 
 import json
 from dataclasses import asdict, dataclass, field
+from importlib import resources
 from pathlib import Path
 from typing import Any
 
 from modelsec.core.records import from_dict
 
 DP_AUDIT_SCHEMA = "modelsec.dp-audit/1"
+MULTI_RUN_FIELDS = ("runs", "run_count", "combined_lower_bound", "evidence_run")
+"""The fields of an audit of several runs; absent from ``dp_audit.json`` for one run (the file of a one-run audit
+is exactly as before they existed)."""
+
+
+def load_dp_audit_schema() -> dict[str, Any]:
+    """The JSON Schema of ``dp_audit.json`` (a fresh copy on every call)."""
+    text = resources.files("modelsec.results.schema").joinpath("dp_audit.schema.json").read_text(encoding="utf-8")
+    schema: dict[str, Any] = json.loads(text)
+    return schema
 
 
 @dataclass(frozen=True)
@@ -43,6 +56,35 @@ class DPClaim:
         )
 
 
+@dataclass(frozen=True)
+class DPAuditRun:
+    """One run of an audit of several (``runs`` of :class:`DPAuditResult`): its seed (canaries, their inclusion,
+    its training), its lower bound at its own level (``level``: the audit's ``1 - beta / run_count``, or further
+    corrected for ``tests`` choices of guesses), the guesses at that bound, the claim its training made, whether the
+    bound stays within that claim, its accuracy, its seconds, and its canaries' scores (the evidence its bound
+    is computed from, as the top level's)."""
+
+    index: int
+    seed: int
+    lower_bound: float
+    claimed_epsilon: float | None
+    passed: bool
+    k_plus: int
+    k_minus: int
+    r: int
+    v: int
+    included: int
+    level: float
+    tests: int
+    test_accuracy: float | None
+    train_accuracy: float | None
+    train_seconds: float
+    score_seconds: float
+    bound_seconds: float
+    included_scores: list[float] = field(default_factory=list)
+    excluded_scores: list[float] = field(default_factory=list)
+
+
 @dataclass
 class DPAuditResult:
     """One one-run privacy audit (Steinke, Nasr & Jagielski 2023): the claim, the empirical epsilon lower bound at
@@ -57,6 +99,14 @@ class DPAuditResult:
     ``included_scores`` and ``excluded_scores`` are every canary's membership score (``score``; higher: more likely
     included), split by the truth. Seconds: ``train_seconds`` the one training run (with the canaries),
     ``score_seconds`` scoring the canaries, ``bound_seconds`` the statistics.
+
+    An audit of ``run_count`` > 1 independent runs (:func:`modelsec.audits.dp_audit.combine_runs`) also has
+    ``runs`` (each run's :class:`DPAuditRun`), ``combined_lower_bound`` (the largest of the runs' bounds, each at
+    level ``1 - beta / run_count``: valid at ``1 - beta`` together) and ``evidence_run`` (the run that gave it).
+    Then ``lower_bound`` is the combined bound and ``passed`` compares it with ``claimed_epsilon`` (the largest of
+    the runs' claims), ``beta`` is the whole audit's, ``seed`` the audit's (run 0's), the seconds are the runs'
+    sums, and the evidence (``k_plus`` ... ``v``, ``level``, ``tests``, ``included``, the scores, ``grid``,
+    ``training``) is ``evidence_run``'s. For one run these four fields are ``None`` and absent from the JSON.
     """
 
     claimed_epsilon: float | None
@@ -87,6 +137,10 @@ class DPAuditResult:
     training: dict[str, Any] = field(default_factory=dict)
     grid: list[dict[str, Any]] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    runs: list[DPAuditRun] | None = None
+    run_count: int | None = None
+    combined_lower_bound: float | None = None
+    evidence_run: int | None = None
     schema: str = DP_AUDIT_SCHEMA
 
     @property
@@ -97,6 +151,11 @@ class DPAuditResult:
     def verdict(self) -> str:
         """One line: the bound beside the claim, and what it means."""
         bound = f"empirical epsilon lower bound {self.lower_bound:.3f} (at delta={self.delta:g}, {self.level:.0%})"
+        if self.run_count is not None:
+            bound = (
+                f"combined empirical epsilon lower bound {self.lower_bound:.3f} (at delta={self.delta:g}; the "
+                f"largest of {self.run_count} runs' bounds, each at {self.level:.2%}: {1 - self.beta:.0%} together)"
+            )
         if self.claimed_epsilon is None:
             return f"{bound}; no DP claim to check (a non-private run)"
         if self.passed:
@@ -108,6 +167,9 @@ class DPAuditResult:
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
+        if self.runs is None:  # one run: the file as before audits of several runs existed
+            for key in MULTI_RUN_FIELDS:
+                del d[key]
         d["audit_seconds"] = self.audit_seconds
         return d
 
