@@ -32,8 +32,8 @@ executor trains two small models once, so that no timed run pays for first impor
 
 Everything goes to ``--out`` (``results/scale.json``; ``--quick``: ``results/scale-quick.json``) with the machine
 (CPU count, torch threads, load average, versions); the parts of an earlier run in that file that were not run now
-are kept, each with its date (``--fresh`` overwrites the file). ``--quick`` is a smoke run of a couple of minutes with tiny settings; its
-numbers say nothing about speed.
+are kept, each with its date (``--fresh`` overwrites the file). ``--quick`` is a smoke run of a couple of minutes
+with tiny settings; its numbers say nothing about speed.
 
     .venv/bin/python benchmarks/scale.py            # the measurement: needs an otherwise idle machine
     .venv/bin/python benchmarks/scale.py --quick    # smoke run

@@ -95,6 +95,28 @@ def make_blobs(n: int = 600, d: int = 10, classes: int = 3, seed: int = 0) -> tu
     return x, y.astype(np.int64)
 
 
+_RAY_ROOT: list[Path] = []
+"""The session's Ray folder (its temporary folder and HOME)."""
+
+
+def _start_ray(ray: Any, root: Path) -> None:
+    """``ray.init`` with 2 CPUs, its temporary folder and HOME under ``root``, and the test modules on its workers'
+    path (the raylet and its workers inherit this process's environment at this moment)."""
+    saved = {k: os.environ.get(k) for k in ("HOME", "PYTHONPATH", "RAY_USAGE_STATS_ENABLED")}
+    os.environ["HOME"] = str(root / "home")
+    os.environ["RAY_USAGE_STATS_ENABLED"] = "0"
+    here = str(Path(__file__).resolve().parent)
+    os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (here, str(Path(here).parent), saved["PYTHONPATH"]) if p)
+    try:
+        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, _temp_dir=str(root / "tmp"))
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
 @pytest.fixture(scope="session")
 def ray_instance(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
     """A real local Ray instance with 2 CPUs for the whole session (started once: seconds), its temporary folder
@@ -104,21 +126,21 @@ def ray_instance(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
         pytest.skip("Ray is not installed")
     import ray
 
-    root = tmp_path_factory.mktemp("ray")
-    saved = {k: os.environ.get(k) for k in ("HOME", "PYTHONPATH", "RAY_USAGE_STATS_ENABLED")}
-    os.environ["HOME"] = str(root / "home")
-    os.environ["RAY_USAGE_STATS_ENABLED"] = "0"
-    here = str(Path(__file__).resolve().parent)
-    os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (here, str(Path(here).parent), saved["PYTHONPATH"]) if p)
-    try:  # the raylet and its workers inherit this environment
-        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, _temp_dir=str(root / "tmp"))
-    finally:
-        for k, v in saved.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
+    _RAY_ROOT.append(tmp_path_factory.mktemp("ray"))
+    _start_ray(ray, _RAY_ROOT[0])
     try:
         yield ray
     finally:
         ray.shutdown()
+
+
+@pytest.fixture
+def ray_restarted_after(ray_instance: Any) -> Iterator[Any]:
+    """The session's Ray instance for a test that kills Ray workers or force-cancels tasks; afterwards Ray is
+    restarted fresh, so that no later test runs on an instance whose workers were killed (Ray 2.60 was seen, rarely,
+    to leave a later task unscheduled there)."""
+    try:
+        yield ray_instance
+    finally:
+        ray_instance.shutdown()
+        _start_ray(ray_instance, _RAY_ROOT[0])  # the same folder: Ray keeps one temporary folder per process

@@ -475,7 +475,8 @@ def test_the_cli_exits_2_with_what_to_do_when_a_worker_dies(
     assert multiprocessing.active_children() == []
 
 
-def test_a_ray_task_whose_worker_dies_at_every_retry_is_a_clear_error(ray_instance: Any) -> None:
+def test_a_ray_task_whose_worker_dies_at_every_retry_is_a_clear_error(ray_restarted_after: Any) -> None:
+    ray_instance = ray_restarted_after
     ray_executor = RayExecutor(ExecutorConfig(executor="ray"))
     ray_executor.max_retries = 1  # two attempts, both killed
     with pytest.raises(WorkerLostError, match="task 1 failed on Ray after 1 retries"):
@@ -490,7 +491,7 @@ def test_ctrl_c_stops_every_task_under_way_and_queued(
     """SIGINT while tasks that would sleep for minutes run: the call raises KeyboardInterrupt at once (bound: a
     fraction of the tasks' sleep), no task ran to its end, and nothing keeps running (no local worker process; every
     Ray CPU free again)."""
-    ray = request.getfixturevalue("ray_instance") if where == "ray" else None
+    ray = request.getfixturevalue("ray_restarted_after") if where == "ray" else None
     pool = make_executor(ExecutorConfig(executor="ray") if ray else ExecutorConfig(workers=2))
     submitted = record_ray_tasks(ray, request.getfixturevalue("monkeypatch")) if ray else []
     start = time.monotonic()
@@ -508,9 +509,10 @@ def test_ctrl_c_stops_every_task_under_way_and_queued(
 
 
 def test_ctrl_c_while_ray_tasks_are_submitted_cancels_those_already_submitted(
-    ray_instance: Any, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+    ray_restarted_after: Any, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
     """Submitting hundreds of tasks takes a while: Ctrl-C then (here: at the third) stops the ones submitted."""
+    ray_instance = ray_restarted_after
     submitted = record_ray_tasks(ray_instance, monkeypatch, interrupt_at=2)
     with pytest.raises(KeyboardInterrupt):
         RayExecutor(ExecutorConfig(executor="ray")).map(
@@ -607,7 +609,7 @@ ONE_EPOCH = TrainingConfig(epochs=1, batch_size=32)
 
 
 def test_a_killed_ray_worker_is_retried_and_no_reference_model_is_lost_or_trained_twice(
-    ray_instance: Any, tmp_path: Path
+    ray_restarted_after: Any, tmp_path: Path
 ) -> None:
     pool, config = digits_pool(8)
     seeds = model_seeds(config)

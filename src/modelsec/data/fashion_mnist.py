@@ -183,7 +183,8 @@ def _dataset(name: str, images: np.ndarray, labels: np.ndarray) -> Dataset:
     x /= np.float32(255.0)
     return validated_dataset(
         name,
-        x[:, None, :, :],
+        x.reshape(len(x), 1, *x.shape[1:]),  # standard strides (x[:, None] gives the channel axis a 0 stride,
+        # which torch reads as channels-last in a subset, changing a convolution's float order: see executors)
         labels.astype(np.int64),
         bounds=BOUNDS,
         num_classes=len(CLASS_NAMES),

@@ -27,8 +27,9 @@ def dp_audit_and_write(
     defense: str, *, out_dir: str | Path | None = None, **options: Any
 ) -> tuple[DPAuditResult, dict[str, Path]]:
     """``modelsec audit-dp``: :func:`~modelsec.audits.dp_audit.run_dp_audit` of ``defense`` with ``options``
-    (``data``, ``config``, ``canaries``, ``seed``, ``runs``, ``executor``, ...), then :func:`write_dp_audit` into ``out_dir`` (checked to
-    be writable before any work); returns the result and the files written (none without a folder)."""
+    (``data``, ``config``, ``canaries``, ``seed``, ``runs``, ``executor``, ...), then :func:`write_dp_audit` into
+    ``out_dir`` (checked to be writable before any work); returns the result and the files written (none without a
+    folder)."""
     if out_dir is not None:
         check_writable_folder(out_dir)
     result = run_dp_audit(defense, **options)
