@@ -12,6 +12,7 @@ import dataclasses
 import importlib.util
 import multiprocessing
 import os
+import platform
 import re
 import signal
 import socket
@@ -237,6 +238,20 @@ def test_results_come_in_item_order_with_shared_values_callbacks_and_weighted_pr
         assert pids == {os.getpid()} and [i for i, _ in calls] == list(range(n))
     else:
         assert os.getpid() not in pids
+
+
+def malloc_tuned(shared: dict[str, Any], i: int) -> tuple[bool | None, int]:
+    """Whether this process's malloc keeps freed memory (:func:`keep_freed_memory` ran), and its pid."""
+    return executors._malloc_tuned, os.getpid()
+
+
+@pytest.mark.skipif(
+    platform.system() != "Linux" or platform.libc_ver()[0] != "glibc", reason="malloc is tuned with glibc's mallopt"
+)
+def test_worker_processes_keep_freed_memory_and_this_process_is_left_alone(executor: Executor) -> None:
+    results = executor.map(malloc_tuned, [(i,) for i in range(4)], description="malloc")
+    for tuned, pid in results:
+        assert bool(tuned) is (pid != os.getpid()), "worker processes tune malloc; the user's own process is left alone"
 
 
 def test_a_task_that_raises_a_user_error_surfaces_as_that_error(executor: Executor) -> None:
