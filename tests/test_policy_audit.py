@@ -8,6 +8,7 @@ import io
 import json
 import re
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -167,15 +168,15 @@ def test_episode_gif_is_animated_side_by_side_and_small() -> None:
 
     from modelsec.report.policy_audit import episode_gif
 
-    gif, frames, stride = episode_gif(_frames(500, (200, 30, 30)), _frames(37, (30, 30, 200)))
+    gif, frames, stride = episode_gif(_frames(170, (200, 30, 30)), _frames(37, (30, 30, 200)))
     assert len(gif) < 1_500_000
     image = Image.open(io.BytesIO(gif))
     assert image.format == "GIF" and image.n_frames == frames
-    assert frames <= 81 and stride == 7  # ceil(500 / 80), the last step added
+    assert frames == 58 and stride == 3  # ceil(170 / 80); steps 0, 3, ..., 168 and the last one, 169
     assert image.size[0] == 2 * 240 + 4
     # a tiny byte budget: fewer frames and smaller panels, still a GIF
-    small, few, wider = episode_gif(_frames(500, (200, 30, 30)), _frames(37, (30, 30, 200)), max_bytes=20_000)
-    assert len(small) <= 20_000 and few < frames and wider > stride
+    small, few, wider = episode_gif(_frames(170, (200, 30, 30)), _frames(37, (30, 30, 200)), max_bytes=15_000)
+    assert len(small) <= 15_000 and few < frames and wider > stride
 
 
 def test_report_shows_verdict_threat_model_table_curves_and_animation() -> None:
@@ -227,3 +228,152 @@ def test_written_files_store_row_and_rerendered_report(tmp_path: Path) -> None:
     assert all(store.verify_artifacts(row.id).values())
     again = rerender_policy_report(written.files["result"], tmp_path / "again.html")
     assert "image/gif" in again.read_text(encoding="utf-8")
+
+
+# -- the workflow end to end (needs Gymnasium and the rl modules) ------------------------------------------------------
+
+
+def linear_cartpole_policy() -> Any:
+    """The built-in actor-critic MLP (one hidden unit) set by hand to the linear controller "push right when
+    angle + angular velocity > 0", which balances CartPole-v1 (return = the step limit) clean, and which any
+    perturbation flipping the sign of angle + angular velocity at every step drives over (PGD at eps 5 does)."""
+    import torch
+
+    from modelsec.rl.architectures import ActorCriticMLP
+    from modelsec.rl.policy import ActionSpec, Policy
+
+    action = ActionSpec("discrete", n=2)
+    module = ActorCriticMLP(4, action, hidden=(1,))
+    with torch.no_grad():
+        for p in module.parameters():
+            p.zero_()
+        module.mlp_extractor.policy_net[0].weight[:] = torch.tensor([[0.0, 0.0, 1.0, 1.0]])
+        module.action_net.weight[:] = torch.tensor([[0.0], [1.0]])
+        module.mlp_extractor.value_net[0].weight[:] = torch.tensor([[0.0, 0.0, 1.0, 0.0]])
+        module.value_net.weight[:] = torch.tensor([[-1.0]])
+    return Policy(module, (4,), action, has_critic=True, card={"env_id": "CartPole-v1", "algorithm": "hand-made"})
+
+
+def _needs_rl() -> None:
+    pytest.importorskip("gymnasium")
+    pytest.importorskip("modelsec.rl.rollout")
+    pytest.importorskip("modelsec.stats.bootstrap")
+
+
+STEPS = 60
+
+
+def _config(**changes: Any) -> Any:
+    from modelsec.audits.policy_audit import PolicyAuditConfig
+
+    settings: dict[str, Any] = {
+        "env": "CartPole-v1",
+        "episodes": 3,
+        "eps": (5.0,),
+        "attacks": ("random", "pgd", "timed"),
+        "scale_episodes": 2,
+        "max_steps": STEPS,
+        "render": False,
+    }
+    return PolicyAuditConfig(**{**settings, **changes})
+
+
+def _numbers(result: PolicyAuditResult) -> dict[str, Any]:
+    """What must not change between two runs of one seed: everything but the run's id, time and seconds."""
+    d = result.to_dict()
+    for key in ("run_id", "created_at", "timings"):
+        d.pop(key)
+    for r in d["results"]:
+        r.pop("seconds")
+    return d
+
+
+def test_workflow_end_to_end_on_cartpole() -> None:
+    _needs_rl()
+    from modelsec.rl.environments import episode_seeds
+    from modelsec.rl.rollout import estimate_scale
+
+    from modelsec.audits.policy_audit import audit_policy
+
+    policy = linear_cartpole_policy()
+    outcome = audit_policy(_config(render=True), policy=policy, frames=True)
+    r = outcome.result
+    validate_policy_audit_dict(json.loads(r.to_json()))
+    assert r.seeds == episode_seeds(0, 3) and r.episodes == 3
+    # the scale: recorded from clean rollouts with seeds of their own (a reference computation gives the same)
+    assert not set(r.scale.seeds) & set(r.seeds) and r.scale.episodes == 2 and r.scale.steps == 2 * STEPS
+    reference = estimate_scale(policy, "CartPole-v1", r.scale.seeds, max_steps=STEPS)
+    assert r.scale.std == pytest.approx(reference.tolist())
+    assert r.scale.low[0] == pytest.approx(-4.8) and r.scale.high[2] == pytest.approx(0.418879, abs=1e-5)
+    assert r.clean.returns == [float(STEPS)] * 3 and r.clean.mean_return == STEPS
+    pgd, noise, timed = r.result_for(5.0, "pgd"), r.result_for(5.0, "random"), r.result_for(5.0, "timed")
+    assert pgd is not None and noise is not None and timed is not None
+    assert pgd.ci.high < noise.ci.low  # PGD flips the controller, noise of the same size does not
+    assert pgd.attacked_fraction == 1.0 and 0 < timed.attacked_fraction < 1.0
+    assert all(q > s for q, s in zip(pgd.queries, pgd.steps, strict=True))  # PGD's gradient queries counted
+    # the worst case is per episode, over every attack
+    (worst,) = r.worst_case
+    table = np.array([pgd.returns, noise.returns, timed.returns])
+    assert worst.returns == table.min(axis=0).tolist()
+    assert worst.relative_drop == pytest.approx(1 - worst.mean_return / STEPS)
+    assert r.verdict.level == "fail" and "pgd" in r.verdict.headline
+    assert r.policy.format == "module" and r.policy.sha256 is None and r.policy.has_critic
+    # the animated episode: the one PGD hurt most, rendered again with the same seed
+    frames = outcome.frames
+    assert frames is not None and frames.attack == "pgd" and frames.eps == 5.0
+    index = r.seeds.index(frames.seed)
+    assert frames.attacked_return == pgd.returns[index] and frames.clean_return == STEPS
+    assert len(frames.clean) == STEPS + 1 and len(frames.attacked) == pgd.steps[index] + 1
+    assert frames.clean[0].ndim == 3 and frames.clean[0].dtype == np.uint8
+
+
+def test_same_seed_gives_the_same_numbers_and_another_seed_other_episodes() -> None:
+    _needs_rl()
+    from modelsec.audits.policy_audit import audit_policy
+
+    config = _config(episodes=2, attacks=("random", "pgd"), max_steps=40)
+    first = audit_policy(config, policy=linear_cartpole_policy()).result
+    again = audit_policy(config, policy=linear_cartpole_policy()).result
+    assert _numbers(first) == _numbers(again)
+    other = audit_policy(
+        _config(episodes=2, attacks=("random",), max_steps=40, seed=1), policy=linear_cartpole_policy()
+    )
+    assert other.result.seeds != first.seeds
+
+
+def test_user_errors_of_the_workflow() -> None:
+    _needs_rl()
+    from modelsec.audits.policy_audit import PolicyAuditConfig, audit_policy
+    from modelsec.core.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="eps"):
+        PolicyAuditConfig(env="CartPole-v1", eps=(0.1, -1.0))
+    with pytest.raises(ConfigError, match="eps"):
+        PolicyAuditConfig(env="CartPole-v1", eps=(float("nan"),))
+    with pytest.raises(ConfigError, match="NoSuchEnv-v0"):
+        audit_policy(_config(env="NoSuchEnv-v0"), policy=linear_cartpole_policy())
+    with pytest.raises(ConfigError, match="shape"):  # a CartPole policy on Pendulum's 3 observations
+        audit_policy(_config(env="Pendulum-v1"), policy=linear_cartpole_policy())
+    with pytest.raises(ConfigError, match="no-such-attack"):
+        audit_policy(_config(attacks=("no-such-attack",)), policy=linear_cartpole_policy())
+    with pytest.raises(ConfigError, match="continuous"):  # an attack asked for by name that cannot run: refused
+        audit_policy(_config(attacks=("timed",), env="Pendulum-v1"), policy=_pendulum_policy())
+
+
+def _pendulum_policy() -> Any:
+    from modelsec.rl.architectures import actor_critic_policy
+    from modelsec.rl.policy import ActionSpec
+
+    return actor_critic_policy((3,), ActionSpec("continuous", low=(-2.0,), high=(2.0,)), hidden=(4,), seed=0)
+
+
+def test_preset_skips_attacks_the_policy_cannot_take() -> None:
+    _needs_rl()
+    from modelsec.audits.policy_audit import PRESET_ATTACKS, audit_policy
+
+    policy = linear_cartpole_policy()
+    policy.has_critic = False
+    r = audit_policy(_config(attacks=None, episodes=1, max_steps=10, scale_episodes=1), policy=policy).result
+    assert r.preset == "quick"
+    assert r.attack_names == [a for a in PRESET_ATTACKS["quick"]["discrete"] if a != "critic"]
+    assert [s.attack for s in r.skipped] == ["critic"] and "critic" in r.skipped[0].reason

@@ -14,34 +14,23 @@ writes each policy's audit into ``OUT/<name>/`` as above, then ``OUT/comparison.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-import numpy as np
-
+from modelsec.audits.policy_audit import EpisodeFrames, PolicyAuditConfig, PolicyAuditOutcome, audit_policy
+from modelsec.audits.policy_compare import DEFAULT_MAX_RETURN_DROP, run_policy_compare
+from modelsec.core.options import check_writable_folder
 from modelsec.outputs.files import OutputFolder
 from modelsec.results.policy_audit import EpisodeAnimation, PolicyAuditResult, PolicyComparison
 
 if TYPE_CHECKING:
+    from collections.abc import Sequence
+
+    from modelsec.core.progress import Progress
     from modelsec.store.runs import RunStore
 
 ANIMATION_FILE = "episode.gif"
-
-
-@dataclass(frozen=True)
-class EpisodeFrames:
-    """The frames of one attacked episode and of the clean one of the same seed (``rgb_array`` images
-    ``(H, W, 3)`` uint8), with what the animation's record says about them."""
-
-    seed: int
-    attack: str
-    eps: float
-    clean: Sequence[np.ndarray]
-    attacked: Sequence[np.ndarray]
-    clean_return: float
-    attacked_return: float
 
 
 @dataclass(frozen=True)
@@ -106,3 +95,46 @@ def write_policy_comparison(comparison: PolicyComparison, out_dir: str | Path | 
     folder.write_text("comparison", "comparison.json", comparison.to_json() + "\n")
     folder.write_text("html", "comparison.html", render_policy_comparison_html(comparison))
     return folder.files
+
+
+def policy_audit_and_write(
+    config: PolicyAuditConfig,
+    *,
+    out_dir: str | Path | None = None,
+    store: RunStore | None = None,
+    progress: Progress | None = None,
+) -> PolicyAuditFiles:
+    """``modelsec audit-policy``: :func:`~modelsec.audits.policy_audit.audit_policy` of ``config`` (the animated
+    episode rendered when ``config.render`` and there is a folder), then :func:`write_policy_audit` into ``out_dir``
+    (checked to be writable before any work)."""
+    if out_dir is not None:
+        check_writable_folder(out_dir)
+    outcome = audit_policy(config, progress=progress, frames=config.render and out_dir is not None)
+    return write_policy_audit(outcome.result, out_dir, frames=outcome.frames, store=store)
+
+
+def compare_policies_and_write(
+    policies: Sequence[str | Path],
+    config: PolicyAuditConfig,
+    *,
+    out_dir: str | Path | None = None,
+    store: RunStore | None = None,
+    progress: Progress | None = None,
+    max_return_drop: float = DEFAULT_MAX_RETURN_DROP,
+) -> tuple[PolicyComparison, dict[str, Path]]:
+    """``modelsec compare-policies``: each policy audited as :func:`policy_audit_and_write` does (the first is the
+    baseline, whose observation scale every audit uses), its files in ``out_dir/<name>/`` as soon as it finishes,
+    then ``comparison.json`` and ``comparison.html``; returns the comparison and its files."""
+    out = None if out_dir is None else Path(out_dir)
+    if out is not None:
+        check_writable_folder(out)
+
+    def write(name: str, outcome: PolicyAuditOutcome) -> PolicyAuditResult:
+        folder = None if out is None else out / name
+        return write_policy_audit(outcome.result, folder, frames=outcome.frames, store=store).result
+
+    comparison = run_policy_compare(
+        policies, config, progress=progress, max_return_drop=max_return_drop, on_audit=write,
+        frames=config.render and out is not None,
+    )  # fmt: skip
+    return comparison, write_policy_comparison(comparison, out)
