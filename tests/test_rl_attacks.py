@@ -106,7 +106,7 @@ def test_pgd_flips_exactly_the_closed_form_set_and_saturates_elsewhere(random_st
 
 
 def test_pgd_l2_flips_just_above_the_minimal_eps_and_not_below() -> None:
-    policy, s = linear_policy(W), states(50, seed=2)
+    policy, s = linear_policy(W), states(25, seed=2)
     minimal = margins(s).abs() / float((torch.tensor(SCALE) * DW).norm())  # minimal flipping eps per state
     for factor, should_flip in [(1.02, True), (0.98, False)]:
         for i in range(len(s)):
@@ -264,7 +264,8 @@ class Rogue(PolicyAttack):
 
 @pytest.mark.parametrize("mode", ["outside", "bounds", "nan", "silent", "shape"])
 def test_the_contract_refuses_observations_outside_the_threat_model(mode: str) -> None:
-    policy, threat = linear_policy(TOY_W), threat_for(np.ones(3), "linf", 0.1, bound=0.5)
+    eps = 1.0 if mode == "bounds" else 0.1  # "bounds": inside the ball, outside the observation bounds only
+    policy, threat = linear_policy(TOY_W), threat_for(np.ones(3), "linf", eps, bound=0.5)
     rogue = Rogue(mode=mode)
     rogue.reset(0)
     with pytest.raises(AttackContractError):
@@ -385,3 +386,25 @@ def test_pendulum_episodes_under_continuous_attacks(name: str) -> None:
     )
     assert attacked.total_reward == clean.total_reward  # eps 0: the same episode
     assert attacked.attacked_steps == attacked.steps == 25
+
+
+def test_params_record_the_settings_and_the_inner_attack() -> None:
+    assert POLICY_ATTACKS.get("pgd")(steps=7).params() == {"steps": 7, "step_size": None, "random_start": True}
+    timed = POLICY_ATTACKS.get("timed")(inner=POLICY_ATTACKS.get("critic")(steps=3), budget=0.5)
+    assert timed.params() == {
+        "inner": {"attack": "critic", "steps": 3, "step_size": None, "random_start": False},
+        "threshold": None,
+        "budget": 0.5,
+    }
+
+
+def test_observations_outside_the_bounds_are_left_unattacked() -> None:
+    policy, threat = linear_policy(TOY_W), threat_for(np.ones(3), "linf", 0.2, bound=1.0)
+    obs = torch.tensor([[0.3, 0.1, 0.2], [1.5, 0.0, 0.0], [-0.2, 0.05, 0.4]])  # the second lies outside [-1, 1]
+    fgsm = attack("fgsm")
+    adv, hit = fgsm.perturb(policy, obs, threat)
+    assert hit and torch.equal(adv[1], obs[1])
+    assert bool((adv[[0, 2]] != obs[[0, 2]]).all())
+    alone, hit = fgsm.perturb(policy, obs[1:2], threat)
+    assert not hit and torch.equal(alone, obs[1:2])
+    assert (fgsm.steps_seen, fgsm.attacked_steps) == (2, 1)

@@ -192,3 +192,11 @@ def test_mismatched_policies_and_missing_threats_are_refused() -> None:
         run_episode(linear_policy(torch.ones(2, 3)), "Pendulum-v1", 0)
     with pytest.raises(ConfigError, match="threat"):
         run_episodes(cartpole_controller(), "CartPole-v1", [0], attack=POLICY_ATTACKS.get("random")())
+
+
+def test_module_style_ids_are_refused_cleanly() -> None:
+    pytest.importorskip("gymnasium")
+    from modelsec.rl.environments import make_env
+
+    with pytest.raises(ConfigError, match="cannot make"):
+        make_env("no_such_module_xyz:Thing-v0")

@@ -34,7 +34,7 @@ def make_env(env_id: str, *, render: bool = False) -> Any:
     gymnasium = _gymnasium()
     try:
         env = gymnasium.make(env_id, render_mode="rgb_array" if render else None)
-    except gymnasium.error.Error as e:
+    except (gymnasium.error.Error, ImportError) as e:  # ImportError: an id naming a module (``module:Env-v0``)
         raise ConfigError(
             f"cannot make the Gymnasium environment {printable(env_id)!r}: {printable(e)} "
             "(an id such as CartPole-v1, Acrobot-v1, MountainCar-v0 or Pendulum-v1; MuJoCo and Box2D environments "

@@ -15,7 +15,7 @@ unit of the threat model's eps (:mod:`modelsec.rl.threat`).
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -33,14 +33,14 @@ from modelsec.rl.threat import ObservationThreat
 class Episode:
     """One episode: its ``seed``, the sum of its rewards, its length, the steps the attack perturbed, the
     policy's queries during it (attack included), and, when recorded, its frames (RGB arrays, the first after
-    ``reset``, then one after each recorded step)."""
+    ``reset``, then one after each recorded step; not compared by ``==``)."""
 
     seed: int
     total_reward: float
     steps: int
     attacked_steps: int
     queries: int
-    frames: list[np.ndarray] | None = None
+    frames: list[np.ndarray] | None = field(default=None, compare=False)
 
     def to_dict(self) -> dict[str, Any]:
         """Every field but the frames (for results)."""

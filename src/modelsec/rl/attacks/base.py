@@ -70,7 +70,7 @@ class PolicyAttack(abc.ABC):
         for f in dataclasses.fields(self):
             if f.init:
                 value = getattr(self, f.name)
-                out[f.name] = value.name if isinstance(value, PolicyAttack) else value
+                out[f.name] = {"attack": value.name, **value.params()} if isinstance(value, PolicyAttack) else value
         return out
 
     def unsupported_reason(self, policy: Policy, threat: ObservationThreat) -> str | None:
@@ -132,10 +132,12 @@ class PolicyAttack(abc.ABC):
     @final
     def perturb(self, policy: Policy, obs: torch.Tensor, threat: ObservationThreat) -> tuple[torch.Tensor, bool]:
         """Perturb the observations ``obs`` (``(1, *policy.observation_shape)`` at a step of an episode; attacks
-        other than ``timed`` take any batch) within ``threat``. Returns the perturbed observations (float32,
-        detached, verified to lie in the threat model) and whether this step was attacked.
+        other than ``timed`` take any batch, e.g. one of adversarial training) within ``threat``. Returns the
+        perturbed observations (float32, detached, verified to lie in the threat model) and whether this step was
+        attacked. :meth:`reset` must have started the episode.
 
-        An observation outside the threat model's bounds (some environments emit them) is returned unattacked.
+        An observation outside the threat model's bounds (some environments emit them) is returned unchanged; the
+        others of its batch are attacked.
         """
         if self._generator is None:
             raise RuntimeError(f"{self.name}: call reset(seed) at the start of each episode before perturb()")
@@ -156,12 +158,18 @@ class PolicyAttack(abc.ABC):
             raise DataError("observations contain NaN or Inf")
         low = torch.tensor(threat.low, dtype=clean.dtype).view(1, *clean.shape[1:])
         high = torch.tensor(threat.high, dtype=clean.dtype).view(1, *clean.shape[1:])
-        if not bool(((clean >= low) & (clean <= high)).all()):
+        in_bounds = ((clean >= low) & (clean <= high)).flatten(1).all(dim=1)
+        if not bool(in_bounds.any()):
             self.steps_seen += 1
             return clean.clone(), False
-        perturbed, attacked = self._perturb(policy, clean.clone(), threat)
+        subset = clean if bool(in_bounds.all()) else clean[in_bounds]
+        perturbed, attacked = self._perturb(policy, subset.clone(), threat)
         perturbed = perturbed.detach()
-        self._verify(clean, perturbed, bool(attacked), threat)
+        self._verify(subset, perturbed, bool(attacked), threat)
+        if subset is not clean:
+            merged = clean.clone()
+            merged[in_bounds] = perturbed
+            perturbed = merged
         self.steps_seen += 1
         self.attacked_steps += int(bool(attacked))
         return perturbed, bool(attacked)
