@@ -169,6 +169,8 @@ def load_policy(path: str | Path, *, trust_model: bool = False) -> Policy:
             if not trust_model:
                 raise
             return sb3.load_trusted_sb3(p)
+    if sb3.looks_like_sb3(p):
+        raise PolicyFormatError(f"{where} looks like a Stable-Baselines3 archive but is truncated or corrupt")
     try:
         fmt = detect_format(p)
     except ModelLoadError as e:

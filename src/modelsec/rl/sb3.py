@@ -27,6 +27,9 @@ recorded), and the weights must fit it exactly. Anything else (CNN or multi-inpu
 generalized state-dependent exploration, unknown ``policy_kwargs``, other algorithms) raises
 :class:`~modelsec.rl.files.UnsupportedPolicyError`; with ``trust_model=True`` such a file is handed to SB3's own
 loader instead (:func:`load_trusted_sb3`), which unpickles it.
+
+Not in the archive, so not applied: the observation normalisation of a ``VecNormalize`` wrapper (SB3 saves its
+statistics in a separate pickle); a policy trained behind one expects normalised observations.
 """
 
 from __future__ import annotations
@@ -130,6 +133,20 @@ def is_sb3_archive(path: str | Path) -> bool:
     except (OSError, zipfile.BadZipFile, ValueError, EOFError):
         return False
     return {"data", "policy.pth"} <= names
+
+
+def looks_like_sb3(path: str | Path) -> bool:
+    """Whether the zip archive at ``path`` starts with a member SB3 writes first (``data``), whatever state the
+    rest of it is in: a truncated SB3 file is then called that, not by the name of a zip found inside it."""
+    try:
+        with Path(path).open("rb") as f:
+            head = f.read(64)
+    except OSError:
+        return False
+    if len(head) < 30 or not head.startswith(b"PK\x03\x04"):
+        return False
+    length = int.from_bytes(head[26:28], "little")
+    return head[30 : 30 + length] in (b"data", b"policy.pth")
 
 
 class _Archive:
