@@ -4,6 +4,7 @@ hostile and corrupt files refused without running anything."""
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import json
 import math
@@ -334,6 +335,8 @@ def test_sb3_features_it_does_not_rebuild(sb3_models: dict[str, tuple[Path, Any]
         "sde": (lambda d: d.update(use_sde=True), "use_sde"),
         "cnn-extractor": (lambda d: d.update(policy_kwargs={"features_extractor_class": "<class 'x.NatureCNN'>"}), "features extractor"),  # noqa: E501
         "unknown-kwarg": (lambda d: d.update(policy_kwargs={"dropout": 0.5}), "'dropout'"),
+        "pickled-kwargs": (lambda d: d.update(policy_kwargs={":type:": "<class 'dict'>", ":serialized:": "gAR9lC4="}), "only pickled"),  # noqa: E501
+        "ppo-cnn": (lambda d: d["policy_class"].update({":serialized:": canary_free_class("ActorCriticCnnPolicy")}), "ActorCriticCnnPolicy"),  # noqa: E501
     }  # fmt: skip
     for name, (change, message) in cases.items():
         with pytest.raises(UnsupportedPolicyError, match=message):
@@ -345,6 +348,15 @@ def test_sb3_features_it_does_not_rebuild(sb3_models: dict[str, tuple[Path, Any]
     arch = edited("arch", lambda d: d.update(policy_kwargs={"net_arch": [32, 32]}))
     with pytest.raises(PolicyFormatError, match="net_arch"):  # the weights have 64 units a layer
         load_policy(arch)
+
+
+def canary_free_class(name: str) -> str:
+    """A ``":serialized:"`` policy class as SB3 writes it: a pickle referencing ``stable_baselines3.common.policies.
+    <name>`` (by opcodes only; the class need not exist)."""
+    module = "stable_baselines3.common.policies"
+    raw = b"\x80\x04\x95" + b"\x00" * 8 + bytes([0x8C, len(module)]) + module.encode()
+    raw += bytes([0x94, 0x8C, len(name)]) + name.encode() + b"\x94\x93\x94."
+    return base64.b64encode(raw).decode()
 
 
 # -- hostile and corrupt archives -----------------------------------------------------------------------------------

@@ -53,6 +53,7 @@ from torch import nn
 
 from modelsec.core.errors import UnsafeModelError, printable
 from modelsec.rl.architectures import ActorCriticMLP, QNetworkMLP, SquashedGaussianActorCritic
+from modelsec.rl.files import PolicyFormatError, UnsupportedPolicyError, load_weights
 from modelsec.rl.policy import ActionSpec, Policy, PolicyOutput
 
 MAX_MEMBERS = 64
@@ -101,18 +102,12 @@ _OTHER_CLASSES = {
 }
 
 
-def _errors() -> tuple[type[Exception], type[Exception]]:
-    from modelsec.rl.files import PolicyFormatError, UnsupportedPolicyError
-
-    return PolicyFormatError, UnsupportedPolicyError
+def _format_error(where: str, message: str) -> PolicyFormatError:
+    return PolicyFormatError(f"{where}: {message}")
 
 
-def _format_error(where: str, message: str) -> Exception:
-    return _errors()[0](f"{where}: {message}")
-
-
-def _unsupported(where: str, message: str) -> Exception:
-    return _errors()[1](
+def _unsupported(where: str, message: str) -> UnsupportedPolicyError:
+    return UnsupportedPolicyError(
         f"{where}: {message}; modelsec's safe reader rebuilds the MlpPolicy of PPO, A2C, DQN and SAC. If you trust "
         "the file's author, --trust-model loads it with Stable-Baselines3's own loader (which unpickles it and can "
         "run code)"
@@ -156,11 +151,23 @@ class _Archive:
         self.where = repr(str(path))
         try:
             self.zip = zipfile.ZipFile(path)
-            infos = self.zip.infolist()
         except (OSError, zipfile.BadZipFile, ValueError, EOFError) as e:
             raise _format_error(
                 self.where, f"not a readable zip archive (truncated or corrupt?): {printable(e)}"
             ) from None
+        try:
+            self._check(self.zip.infolist())
+        except BaseException:
+            self.zip.close()
+            raise
+
+    def __enter__(self) -> _Archive:
+        return self
+
+    def __exit__(self, *args: object) -> None:
+        self.zip.close()
+
+    def _check(self, infos: list[zipfile.ZipInfo]) -> None:
         if len(infos) > MAX_MEMBERS:
             raise UnsafeModelError(f"{self.where}: refused: {len(infos)} archive members (SB3 writes at most 8)")
         names = [info.filename for info in infos]
@@ -382,6 +389,8 @@ def _policy_kwargs(data: dict[str, Any], where: str) -> dict[str, Any]:
     kwargs = _readable(entry)
     if entry is not None and not isinstance(entry, dict):
         raise _format_error(where, "its policy_kwargs are not a JSON object")
+    if isinstance(entry, dict) and ":serialized:" in entry and not kwargs:
+        raise _unsupported(where, "its policy_kwargs are recorded only pickled, so its architecture is unknown")
     unknown = sorted(set(kwargs) - _HARMLESS_KWARGS - _CHECKED_KWARGS)
     if unknown:
         raise _unsupported(
@@ -523,10 +532,11 @@ def read_sb3(path: str | Path) -> Policy:
     docstring). Raises :class:`~modelsec.rl.files.UnsupportedPolicyError` for what it cannot rebuild,
     :class:`~modelsec.core.errors.UnsafeModelError` for a hostile archive and
     :class:`~modelsec.rl.files.PolicyFormatError` for a corrupt one."""
-    from modelsec.rl.files import load_weights
+    with _Archive(Path(path)) as archive:
+        return _rebuild(archive)
 
-    p = Path(path)
-    archive = _Archive(p)
+
+def _rebuild(archive: _Archive) -> Policy:
     where = archive.where
     data = archive.data()
     policy_class = _policy_class(data, where)
@@ -595,8 +605,9 @@ def load_trusted_sb3(path: str | Path) -> Policy:
     """The policy of an SB3 ``.zip`` file loaded by SB3's own ``<ALGORITHM>.load`` (only with ``trust_model``: it
     unpickles the file's data, which can run code), wrapped as a :class:`SB3PolicyModule`."""
     p = Path(path)
-    archive = _Archive(p)  # the same archive checks as the safe reader
-    data = archive.data()
+    with _Archive(p) as archive:  # the same archive checks as the safe reader
+        data = archive.data()
+        version = archive.version()
     algorithm = _algorithm(_policy_class(data, archive.where), data, archive.where)
     try:
         import stable_baselines3
@@ -616,7 +627,7 @@ def load_trusted_sb3(path: str | Path) -> Policy:
         "format": "sb3-zip",
         "algorithm": algorithm,
         "policy_class": f"{type(model.policy).__module__}.{type(model.policy).__qualname__}",
-        "sb3_version": archive.version(),
+        "sb3_version": version,
         "loaded_by": "stable-baselines3 (trusted)",
         "training": _training(data),
     }
