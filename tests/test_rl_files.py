@@ -442,3 +442,15 @@ def test_corrupt_archives(sb3_models: dict[str, tuple[Path, Any]], tmp_path: Pat
             load_policy(tmp_path / name)
     with zipfile.ZipFile(path) as z:
         assert {"data", "policy.pth"} <= set(z.namelist())
+
+
+def test_a_stable_baselines3_file_given_as_a_classifier_points_to_audit_policy(tmp_path: Path) -> None:
+    from modelsec.core.errors import ModelLoadError
+    from modelsec.models.formats import detect_format
+
+    path = tmp_path / "agent.zip"
+    with zipfile.ZipFile(path, "w") as z:
+        z.writestr("data", "{}")
+        z.writestr("policy.pth", b"")
+    with pytest.raises(ModelLoadError, match=r"Stable-Baselines3 policy .* modelsec audit-policy"):
+        detect_format(path)
