@@ -117,6 +117,11 @@ def detect_format(path: str | Path) -> ModelFormat:
             return ModelFormat.KERAS
         if "schema.json" in names:
             return ModelFormat.SKOPS
+        if "data" in names and "policy.pth" in names:
+            raise ModelLoadError(
+                f"{str(p)!r} is a Stable-Baselines3 policy (an RL agent), not a classifier: audit it with "
+                "modelsec audit-policy --policy FILE --env ENV_ID"
+            )
         raise ModelLoadError(
             f"{str(p)!r} is a zip archive but none of: a torch.export program, a torch.save file, a Keras 3 "
             ".keras archive, a skops file"

@@ -15,6 +15,7 @@ Attacks work in the scaled coordinates ``z = s / scale`` (:meth:`ObservationThre
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from typing import Any
 
@@ -27,6 +28,15 @@ from modelsec.core.errors import ConfigError
 CONTAINMENT_TOLERANCE = 1e-5
 """Relative slack (of eps) allowed when checking that a perturbation lies inside the threat model (float32
 rounding of the scaled coordinates)."""
+
+
+@functools.lru_cache(maxsize=64)
+def _as_tensor(
+    values: tuple[float, ...], dtype: torch.dtype, device: torch.device, shape: tuple[int, ...]
+) -> torch.Tensor:
+    """``values`` as a ``(1, *shape)`` tensor, built once per threat model, dtype and device (an attack asks for
+    them at every step of every episode)."""
+    return torch.tensor(values, dtype=dtype, device=device).view(1, *shape)
 
 
 @dataclass(frozen=True)
@@ -66,13 +76,13 @@ class ObservationThreat:
         return NORMS.get(self.norm)
 
     def _scale(self, like: torch.Tensor) -> torch.Tensor:
-        return torch.tensor(self.scale, dtype=like.dtype, device=like.device).view(1, *like.shape[1:])
+        return _as_tensor(self.scale, like.dtype, like.device, tuple(like.shape[1:]))
 
     def _bounds(self, like: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        shape = (1, *like.shape[1:])
-        low = torch.tensor(self.low, dtype=like.dtype, device=like.device).view(shape)
-        high = torch.tensor(self.high, dtype=like.dtype, device=like.device).view(shape)
-        return low, high
+        shape = tuple(like.shape[1:])
+        return _as_tensor(self.low, like.dtype, like.device, shape), _as_tensor(
+            self.high, like.dtype, like.device, shape
+        )
 
     def distance(self, clean: torch.Tensor, perturbed: torch.Tensor) -> torch.Tensor:
         """Per-observation distance in units of ``scale`` (a change in a zero-scale dimension is infinite)."""
