@@ -263,7 +263,7 @@ def audit_policy(
     planned: list[tuple[str, Any]] = []
     skipped: list[SkippedPolicyAttack] = []
     for name in names:
-        attack = POLICY_ATTACKS.get(name)()
+        attack = _make_attack(POLICY_ATTACKS.get(name), config)
         reason = attack.unsupported_reason(policy, base_threat)
         if reason is None:
             planned.append((name, attack))
@@ -271,7 +271,7 @@ def audit_policy(
             raise ConfigError(f"--attacks {name}: {reason}")
         else:
             skipped.append(SkippedPolicyAttack(name, reason))
-    settings = [PolicyAttackSetting(n, str(a.needs), _plain(a.params())) for n, a in planned]
+    settings = [PolicyAttackSetting(n, str(a.needs), _plain(_attack_params(a))) for n, a in planned]
 
     results: list[PolicyAttackResult] = []
     tick = time.perf_counter()
@@ -279,6 +279,8 @@ def audit_policy(
         threat = base_threat.with_eps(e)
         for name, attack in planned:
             t0 = time.perf_counter()
+            if hasattr(attack, "prepare"):  # an attack trained against the policy first (the learned adversary)
+                attack.prepare(policy, config.env, threat, progress=progress)
             episodes = run_episodes(
                 policy, config.env, seeds, attack=attack, threat=threat, progress=progress, max_steps=config.max_steps
             )
@@ -509,7 +511,36 @@ def _plain(value: Any) -> Any:
         return int(value)
     if isinstance(value, (float, np.floating)):
         return float(value) if math.isfinite(value) else str(float(value))
+    if callable(getattr(value, "to_dict", None)):
+        return _plain(value.to_dict())
     return str(value)
+
+
+def _make_attack(cls: Any, config: PolicyAuditConfig) -> Any:
+    """An attack with its default settings; one that trains against the policy in the environment (its
+    constructor takes ``env_id``) also gets the environment and a seed derived from the audit's."""
+    import inspect
+
+    parameters = inspect.signature(cls).parameters
+    if "env_id" in parameters:
+        extra: dict[str, Any] = {"env_id": config.env}
+        if "seed" in parameters:
+            extra["seed"] = derived_seed(config.seed, "policy-attack-training", cls.name) % (2**31)
+        return cls(**extra)
+    return cls()
+
+
+def _attack_params(attack: Any) -> dict[str, Any]:
+    """The attack's settings as it reports them; for one that reports none, its plain settings (env_id, steps,
+    seed)."""
+    params = dict(attack.params()) if callable(getattr(attack, "params", None)) else {}
+    if not params:
+        params = {
+            k: getattr(attack, k)
+            for k in ("env_id", "steps", "seed")
+            if isinstance(getattr(attack, k, None), (int, str))
+        }
+    return params
 
 
 def _finite(v: float) -> float | None:
