@@ -290,10 +290,9 @@ def _numbers(result: PolicyAuditResult) -> dict[str, Any]:
 
 def test_workflow_end_to_end_on_cartpole() -> None:
     _needs_rl()
+    from modelsec.audits.policy_audit import audit_policy
     from modelsec.rl.environments import episode_seeds
     from modelsec.rl.rollout import estimate_scale
-
-    from modelsec.audits.policy_audit import audit_policy
 
     policy = linear_cartpole_policy()
     outcome = audit_policy(_config(render=True), policy=policy, frames=True)
@@ -377,3 +376,67 @@ def test_preset_skips_attacks_the_policy_cannot_take() -> None:
     assert r.preset == "quick"
     assert r.attack_names == [a for a in PRESET_ATTACKS["quick"]["discrete"] if a != "critic"]
     assert [s.attack for s in r.skipped] == ["critic"] and "critic" in r.skipped[0].reason
+
+
+# -- the rules: verdict and recommendation (pure) ----------------------------------------------------------------------
+
+
+def _worst(eps: float, mean: float, low: float, high: float, clean: float) -> PolicyWorstCase:
+    return PolicyWorstCase(eps, [mean], ["pgd"], mean, _ci(low, high), relative_drop(clean, mean))
+
+
+@pytest.mark.parametrize(
+    ("worst", "level"),
+    [
+        ([(0.1, 480.0, 470.0, 490.0)], "ok"),  # 4% lost
+        ([(0.1, 400.0, 380.0, 420.0)], "warning"),  # 20% lost, CI below the clean CI
+        ([(0.1, 400.0, 200.0, 499.0)], "ok"),  # 20% lost, but the CIs overlap: within chance
+        ([(0.1, 400.0, 380.0, 420.0), (0.2, 100.0, 80.0, 120.0)], "fail"),  # 80% lost at the larger eps
+        ([(0.1, 240.0, 200.0, 260.0), (0.2, 100.0, 80.0, 120.0)], "fail"),  # headline: the smallest eps failing
+    ],
+)
+def test_verdict_rule(worst: list[tuple[float, float, float, float]], level: str) -> None:
+    from modelsec.audits.policy_audit import policy_verdict
+
+    clean = EpisodeReturns([500.0], [500], 500.0, _ci(495.0, 500.0))
+    cases = [_worst(e, m, lo, hi, 500.0) for e, m, lo, hi in worst]
+    results = [_attack("pgd", w.eps, w.returns) for w in cases]
+    verdict = policy_verdict(clean, cases, results)
+    assert verdict.level == level and len(verdict.details) == len(cases)
+    if level == "fail":
+        first = next(w for w in cases if (w.relative_drop or 0) >= 0.5)
+        assert f"at eps {first.eps:g}" in verdict.headline and "pgd" in verdict.headline
+    if worst[0][1:] == (400.0, 200.0, 499.0):
+        assert "within chance" in verdict.details[0]
+
+
+def test_verdict_reads_negative_returns_as_losses() -> None:
+    from modelsec.audits.policy_audit import policy_verdict
+
+    clean = EpisodeReturns([-150.0], [200], -150.0, _ci(-160.0, -140.0))  # Pendulum: higher is better
+    worst = _worst(0.1, -600.0, -650.0, -550.0, -150.0)
+    verdict = policy_verdict(clean, [worst], [_attack("mad", 0.1, [-600.0])])
+    assert verdict.level == "fail" and "300% lost" in verdict.headline
+
+
+def test_recommendation_rule_and_its_notes() -> None:
+    from modelsec.audits.policy_compare import policy_names, recommend_policy
+    from modelsec.results.policy_audit import PolicySummary
+
+    def summary(name: str, clean: float, worst: float, half_width: float) -> PolicySummary:
+        ci = _ci(worst - half_width, worst + half_width)
+        return PolicySummary(name, None, None, clean, _ci(clean - 1, clean + 1), {"0.1": 400.0, "0.2": worst},
+                             {"0.1": ci, "0.2": ci}, {"0.2": "pgd"})  # fmt: skip
+
+    base, hard, slow = (
+        summary("ppo", 500.0, 20.0, 5.0),
+        summary("sa-ppo", 460.0, 300.0, 50.0),
+        summary("x", 449.0, 900.0, 1.0),
+    )
+    r = recommend_policy([base, hard, slow], baseline="ppo", max_return_drop=10)
+    assert r.eps == "0.2" and r.most_robust == "sa-ppo" and r.eligible == ["ppo", "sa-ppo"]
+    assert "10%" in r.excluded["x"]  # 449 is more than 10% of 500 below it
+    close = summary("sa-ppo-2", 480.0, 280.0, 5.0)
+    noted = recommend_policy([base, hard, close], baseline="ppo")
+    assert noted.most_robust == "sa-ppo" and any("sa-ppo-2" in n and "confidence interval" in n for n in noted.notes)
+    assert policy_names(["a/ppo.safetensors", "b/ppo.safetensors", "c/sa.zip"]) == ["ppo", "ppo-2", "sa"]
