@@ -140,3 +140,34 @@ def test_harden_policy_trains_and_saves_a_policy_the_audit_reads(
     assert not out.with_name(out.name + ".ckpt").exists()
     assert run("harden-policy", "--env", "CartPole-v1", "--steps", "256", "--out", str(out)) == 2  # exists
     assert "--overwrite" in capsys.readouterr().err
+
+
+def test_audit_policy_of_a_stable_baselines3_zip_matches_sb3s_own_play(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A PPO model trained and saved by Stable-Baselines3: the audit reads it without unpickling, and its clean
+    returns are those of SB3's own deterministic play on the same seeded episodes (a reference rollout)."""
+    sb3 = pytest.importorskip("stable_baselines3")
+    import gymnasium
+
+    from modelsec.results.policy_audit import PolicyAuditResult
+
+    model = sb3.PPO("MlpPolicy", "CartPole-v1", seed=0, device="cpu", n_steps=16, batch_size=16, n_epochs=1)
+    model.learn(16)
+    model.save(tmp_path / "ppo.zip")
+    out = tmp_path / "audit"
+    code = run("audit-policy", "--policy", str(tmp_path / "ppo.zip"), "--env", "CartPole-v1", *SMALL, "--no-render",
+               "--no-store", "--quiet", "--out", str(out))  # fmt: skip
+    assert code == 0, capsys.readouterr().err
+    result = PolicyAuditResult.load(out / "result.json")
+    assert result.policy.card["algorithm"] == "PPO" and result.policy.path == str(tmp_path / "ppo.zip")
+    env = gymnasium.make("CartPole-v1")
+    for seed, audited in zip(result.seeds, result.clean.returns, strict=True):
+        obs, _ = env.reset(seed=seed)
+        total, steps, done = 0.0, 0, False
+        while not done and steps < 30:
+            action, _ = model.predict(obs, deterministic=True)
+            obs, reward, terminated, truncated, _ = env.step(int(action))
+            total, steps, done = total + float(reward), steps + 1, terminated or truncated
+        assert audited == total
+    env.close()
