@@ -440,9 +440,10 @@ def policy_verdict(
         return Verdict("ok", headline, details)
     w = headline_case
     at = [r for r in results if eps_key(r.eps) == eps_key(w.eps)]
-    strongest = min(at, key=lambda r: r.mean_return).attack if at else "?"
+    strongest = min(at, key=lambda r: (r.mean_return, r.attack == RANDOM_ATTACK)).attack if at else "?"
     headline = (
-        f"at eps {w.eps:g} the worst attack (mostly {strongest}) cuts the mean return from {clean.mean_return:.1f} "
+        f"at eps {w.eps:g} the worst case over attacks (strongest: {strongest}) cuts the mean return from "
+        f"{clean.mean_return:.1f} "
         f"to {w.mean_return:.1f} ({_lost(w.relative_drop)})"
     )
     return Verdict(level, headline, details)

@@ -239,9 +239,10 @@ class PolicyAuditResult:
         return next((w for w in self.worst_case if eps_key(w.eps) == eps_key(eps)), None)
 
     def strongest_attack(self, eps: float) -> PolicyAttackResult | None:
-        """The single attack with the lowest mean return at ``eps`` (ties: the first run)."""
+        """The single attack with the lowest mean return at ``eps`` (ties: an attack before the random baseline,
+        then the first run)."""
         at = [r for r in self.results if eps_key(r.eps) == eps_key(eps)]
-        return min(at, key=lambda r: r.mean_return) if at else None
+        return min(at, key=lambda r: (r.mean_return, r.attack == RANDOM_ATTACK)) if at else None
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
