@@ -168,15 +168,16 @@ def test_episode_gif_is_animated_side_by_side_and_small() -> None:
 
     from modelsec.report.policy_audit import episode_gif
 
-    gif, frames, stride = episode_gif(_frames(170, (200, 30, 30)), _frames(37, (30, 30, 200)))
+    gif, frames, stride = episode_gif(_frames(100, (200, 30, 30)), _frames(37, (30, 30, 200)), max_frames=40)
     assert len(gif) < 1_500_000
     image = Image.open(io.BytesIO(gif))
     assert image.format == "GIF" and image.n_frames == frames
-    assert frames == 58 and stride == 3  # ceil(170 / 80); steps 0, 3, ..., 168 and the last one, 169
+    assert frames == 34 and stride == 3  # ceil(100 / 40); steps 0, 3, ..., 99 (the last one)
     assert image.size[0] == 2 * 240 + 4
     # a tiny byte budget: fewer frames and smaller panels, still a GIF
-    small, few, wider = episode_gif(_frames(170, (200, 30, 30)), _frames(37, (30, 30, 200)), max_bytes=15_000)
-    assert len(small) <= 15_000 and few < frames and wider > stride
+    small, few, wider = episode_gif(_frames(100, (200, 30, 30)), _frames(37, (30, 30, 200)), max_frames=40,
+                                    max_bytes=12_000)  # fmt: skip
+    assert len(small) <= 12_000 and few < frames and wider > stride
 
 
 def test_report_shows_verdict_threat_model_table_curves_and_animation() -> None:
@@ -199,13 +200,6 @@ def test_report_shows_verdict_threat_model_table_curves_and_animation() -> None:
     assert base64.b64decode(images[2][1]) == gif
     assert "<script>" not in html and "&lt;script&gt;" in html
     assert "/tmp/cartpole.safetensors" in html and "a" * 64 in html
-
-
-def test_report_without_frames_says_so() -> None:
-    from modelsec.report.policy_audit import render_policy_audit_html
-
-    html = render_policy_audit_html(hand_made_result())
-    assert "No frames were rendered" in html and "image/gif" not in html
 
 
 def test_written_files_store_row_and_rerendered_report(tmp_path: Path) -> None:

@@ -132,8 +132,9 @@ def test_harden_policy_trains_and_saves_a_policy_the_audit_reads(
     from modelsec.rl.files import load_policy
 
     out = tmp_path / "ppo.safetensors"
-    code = run("harden-policy", "--env", "CartPole-v1", "--defense", "sa-ppo", "--steps", "256", "--n-envs", "2",
-               "--n-steps", "128", "--epochs", "1", "--attack-steps", "1", "--out", str(out), "--quiet")  # fmt: skip
+    code = run("harden-policy", "--env", "CartPole-v1", "--defense", "sa-ppo", "--steps", "64", "--n-envs", "1",
+               "--n-steps", "64", "--minibatch-size", "64", "--epochs", "1", "--attack-steps", "1", "--out", str(out),
+               "--quiet")  # fmt: skip
     assert code == 0, capsys.readouterr().err
     policy = load_policy(out)
     assert policy.card["defense"] == "sa-ppo" and policy.card["training_seconds"] > 0
