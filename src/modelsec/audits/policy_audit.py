@@ -113,7 +113,7 @@ class PolicyAuditConfig:
     attacks: tuple[str, ...] | None = None
     seed: Annotated[int, SEED] = 0
     scale_episodes: Annotated[int, COUNT] = 10
-    max_steps: int | None = None
+    max_steps: Annotated[int | None, COUNT] = None
     trust_model: bool = False
     render: bool = True
 
