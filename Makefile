@@ -61,11 +61,11 @@ demo: setup
 	# the same way (same episodes, attacks and observation scale)
 	$(BIN)/modelsec harden-policy --env CartPole-v1 --defense standard --overwrite --quiet \
 		--out $(DEMO_POLICIES)/cartpole-ppo.safetensors
-	$(BIN)/modelsec harden-policy --env CartPole-v1 --defense sa-ppo --eps 0.2 --overwrite --quiet \
+	$(BIN)/modelsec harden-policy --env CartPole-v1 --defense sa-ppo --eps 0.5 --overwrite --quiet \
 		--out $(DEMO_POLICIES)/cartpole-sa-ppo.safetensors
 	$(BIN)/modelsec compare-policies --policies \
 		$(DEMO_POLICIES)/cartpole-ppo.safetensors,$(DEMO_POLICIES)/cartpole-sa-ppo.safetensors \
-		--env CartPole-v1 --episodes 20 --eps 0.1,0.2 --out $(DEMO_POLICY_COMPARE)
+		--env CartPole-v1 --episodes 20 --eps 0.25,0.5,1.0 --out $(DEMO_POLICY_COMPARE)
 	@echo "Policy comparison: $(DEMO_POLICY_COMPARE)/comparison.html  (each policy's audit: $(DEMO_POLICY_COMPARE)/<name>/report.html)"
 
 lint: setup
