@@ -337,3 +337,83 @@ def test_fine_tuning_checks_the_policy_fits_the_environment() -> None:
     policy = actor_critic_policy((3,), ActionSpec("discrete", n=2), seed=0)
     with pytest.raises(ConfigError, match="does not fit"):
         train_ppo(Walk, TINY, seed=0, policy=policy)
+
+
+# --- the learned adversary --------------------------------------------------------------------------------------
+
+
+class _Sign(torch.nn.Module):
+    """A fixed victim for the bandit: logits ``[0, 10 x[0]]`` (action 1 where ``x[0] > 0``: always right)."""
+
+    def forward(self, obs: torch.Tensor) -> PolicyOutput:
+        z = 10 * obs[:, 0]
+        return PolicyOutput(logits=torch.stack([torch.zeros_like(z), z], dim=1))
+
+
+def _victim() -> Any:
+    from modelsec.rl.policy import Policy
+
+    return Policy(_Sign(), (2,), ActionSpec("discrete", n=2))
+
+
+def test_adversary_actions_map_into_the_ball() -> None:
+    from modelsec.rl.attacks.learned import perturbation
+
+    obs = torch.tensor([[0.0, 9.9], [1.0, -1.0]])
+    scale = np.array([0.5, 2.0])
+    linf = ObservationThreat.for_space(_box(2), scale, norm="linf", eps=0.2)
+    out = perturbation(obs, torch.tensor([[1.0, -1.0], [3.0, 0.5]]), linf)
+    # eps * scale * a, the action clipped to [-1, 1], the result clipped to the bounds (10)
+    torch.testing.assert_close(out, torch.tensor([[0.1, 9.5], [1.1, -0.8]]))
+    l2 = ObservationThreat.for_space(_box(2), scale, norm="l2", eps=0.2)
+    out = perturbation(obs, torch.tensor([[1.0, 1.0], [0.6, 0.0]]), l2)
+    # (1, 1) has length sqrt(2) > 1: projected to length eps in scaled units; (0.6, 0) is inside
+    # (scaled by 0.5 and 2, the second clipped to the bound 10)
+    s = 0.2 / float(np.sqrt(2))
+    torch.testing.assert_close(out, torch.tensor([[0.5 * s, 10.0], [1.0 + 0.5 * 0.2 * 0.6, -1.0]]))
+    assert bool(l2.contains(obs, out).all()) and bool(
+        linf.contains(obs, perturbation(obs, torch.ones(2, 2), linf)).all()
+    )
+
+
+def test_the_adversary_env_shows_the_victim_the_perturbed_observation_and_negates_its_reward() -> None:
+    from modelsec.rl.attacks.learned import AdversaryEnv
+
+    threat = ObservationThreat.for_space(_box(2, 1.0), np.array([1.0, 1.0]), norm="linf", eps=0.5)
+    env = AdversaryEnv(_victim(), Bandit, threat)
+    obs, _ = env.reset(seed=0)
+    push = -np.sign(obs[0]) * np.ones(2, dtype=np.float32)  # push x[0] by 0.5 towards the other sign
+    _, reward, terminated, _, info = env.step(push)
+    fooled = abs(obs[0]) < 0.5
+    assert terminated and reward == -info["victim_reward"] and info["victim_reward"] == (0.0 if fooled else 1.0)
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_the_learned_adversary_halves_a_victims_reward(seed: int) -> None:
+    """x[0] is uniform in [-1, 1] (std 1/sqrt(3)); at eps 1 the optimal adversary flips the victim wherever
+    |x[0]| < 0.577: the victim's reward falls from 1 to 0.42 (the adversary learns to push x[0] across 0)."""
+    from modelsec.rl.attacks.learned import LearnedAttack
+
+    victim = _victim()
+    threat = ObservationThreat.for_space(_box(2, 1.0), np.full(2, 1 / np.sqrt(3)), norm="linf", eps=1.0)
+    config = PPOConfig(n_envs=8, n_steps=4, epochs=4, minibatch_size=16, learning_rate=1e-2, hidden=(16,))
+    attack = LearnedAttack(steps=1536, seed=seed, ppo=config)
+    attack.prepare(victim, Bandit, threat)
+    env = Bandit()
+    rewards = []
+    for episode in range(200):
+        obs, _ = env.reset(seed=1000 + episode)
+        seen, attacked = attack.perturb(victim, torch.as_tensor(obs)[None], threat)
+        rewards.append(env.step(victim.act(seen[0].numpy()))[1])
+        assert attacked
+    assert np.mean(rewards) < 0.6
+    assert victim.queries == 200  # the adversary's training queries are counted apart
+    assert attack.training_queries == 1536
+
+
+def test_the_learned_attack_needs_an_environment() -> None:
+    from modelsec.rl.attacks.learned import LearnedAttack
+
+    threat = ObservationThreat.for_space(_box(2, 1.0), np.ones(2), norm="linf", eps=0.1)
+    with pytest.raises(ConfigError, match="needs the environment"):
+        LearnedAttack().perturb(_victim(), torch.zeros(1, 2), threat)

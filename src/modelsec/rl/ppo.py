@@ -306,8 +306,10 @@ def orthogonal_init(module: ActorCriticMLP, g: torch.Generator) -> None:
 
 
 def env_label(env: EnvSource) -> str:
-    """How a run names its environment (the id, or the factory's qualified name)."""
-    return env if isinstance(env, str) else str(getattr(env, "__qualname__", type(env).__name__))
+    """How a run names its environment: the id, or the factory's ``label`` (or qualified name)."""
+    if isinstance(env, str):
+        return env
+    return str(getattr(env, "label", None) or getattr(env, "__qualname__", type(env).__name__))
 
 
 def new_env(env: EnvSource) -> Any:
