@@ -182,8 +182,6 @@ def max_kl_observations(
 @dataclass
 class _Threats:
     config: PolicyHardening
-    low: np.ndarray
-    high: np.ndarray
     space: Any
 
     def at(self, context: TrainingContext) -> ObservationThreat | None:
@@ -282,13 +280,12 @@ def harden_policy(
         space = probe.observation_space
         if not hasattr(space, "low") or space.shape is None:
             raise ConfigError("hardening needs a Box observation space")
-        low = np.broadcast_to(np.asarray(space.low, dtype=np.float64), space.shape).reshape(-1)
-        high = np.broadcast_to(np.asarray(space.high, dtype=np.float64), space.shape).reshape(-1)
+        dim = int(np.prod(space.shape))
     finally:
         probe.close()
-    if config.scale is not None and len(config.scale) != low.size:
-        raise ConfigError(f"scale has {len(config.scale)} values for observations of {low.size} dimensions")
-    threats = _Threats(config, low, high, space)
+    if config.scale is not None and len(config.scale) != dim:
+        raise ConfigError(f"scale has {len(config.scale)} values for observations of {dim} dimensions")
+    threats = _Threats(config, space)
     regulariser = SmoothnessRegulariser(threats) if config.method == "sa-ppo" else None
     observe = PGDObservations(threats) if config.method == "pgd-ppo" else None
     settings = config.to_dict()
