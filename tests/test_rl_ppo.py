@@ -339,6 +339,37 @@ def test_fine_tuning_checks_the_policy_fits_the_environment() -> None:
         train_ppo(Walk, TINY, seed=0, policy=policy)
 
 
+def test_pgd_ppo_attacks_the_requested_fraction_of_observations_inside_the_ball() -> None:
+    from modelsec.rl.hardening import PGDObservations, _Threats
+    from modelsec.rl.ppo import TrainingContext
+
+    config = PolicyHardening(method="pgd-ppo", eps=0.4, ramp=0.5, attack_steps=2, attack_fraction=0.25)
+    hook = PGDObservations(_Threats(config, _box(4)))
+    module = actor_critic_policy((4,), ActionSpec("discrete", n=2), hidden=(8,), seed=0).module
+    obs = torch.randn(400, 4, generator=generator(0))
+    scale = np.linspace(0.5, 2.0, 4)
+    # halfway through the ramp: eps 0.2
+    seen = hook(module, obs, TrainingContext(progress=0.25, update=3, scale=scale, generator=generator(1)))
+    changed = (seen != obs).any(dim=1).float().mean().item()
+    assert 0.18 < changed < 0.32
+    threat = ObservationThreat.for_space(_box(4), scale, norm="linf", eps=0.2)
+    assert bool(threat.contains(obs, seen).all()) and not bool(threat.with_eps(0.15).contains(obs, seen).all())
+    # nothing before a scale is known, nor at the start of the ramp
+    for context in (TrainingContext(0.25, 3, None, generator(1)), TrainingContext(0.0, 0, scale, generator(1))):
+        assert torch.equal(hook(module, obs, context), obs)
+
+
+def test_fine_tuning_records_the_hardening_in_the_card() -> None:
+    policy = actor_critic_policy((2,), ActionSpec("discrete", n=2), hidden=(8,), seed=0)
+    before = _parameters(policy)
+    config = PolicyHardening(method="sa-ppo", eps=0.1, attack_steps=1, ppo=TINY)
+    result = harden_policy(Walk, config, seed=0, policy=policy)
+    assert result.policy is policy and not _equal(before, _parameters(policy))
+    card = policy.card
+    assert card["algorithm"] == "sa-ppo" and card["hardening"]["fine_tuned"] is True
+    assert card["hardening"]["eps"] == 0.1 and card["ppo"]["total_steps"] == TINY.total_steps
+
+
 # --- the learned adversary --------------------------------------------------------------------------------------
 
 
