@@ -419,6 +419,37 @@ def test_the_adversary_env_shows_the_victim_the_perturbed_observation_and_negate
     assert terminated and reward == -info["victim_reward"] and info["victim_reward"] == (0.0 if fooled else 1.0)
 
 
+class _SignWithCritic(_Sign):
+    """The same victim with a critic: ``V(s) = 2 + x[1]``."""
+
+    def forward(self, obs: torch.Tensor) -> PolicyOutput:
+        out = super().forward(obs)
+        out.value = 2 + obs[:, 1]
+        return out
+
+
+def test_the_adversary_reward_is_shaped_by_the_victims_critic() -> None:
+    from modelsec.rl.attacks.learned import AdversaryEnv
+    from modelsec.rl.policy import Policy
+
+    victim = Policy(_SignWithCritic(), (2,), ActionSpec("discrete", n=2), has_critic=True)
+    threat = ObservationThreat.for_space(_box(2, 1.0), np.array([1.0, 1.0]), norm="linf", eps=0.0)
+    walk = ObservationThreat.for_space(_box(2), np.array([1.0, 1.0]), norm="linf", eps=0.0)
+    # a terminal step: Phi(after) = 0, so the reward is -r - Phi(s) = -r + V(s)
+    env = AdversaryEnv(victim, Bandit, threat, shaping=0.9)
+    obs, _ = env.reset(seed=0)
+    _, reward, terminated, _, info = env.step(np.zeros(2, dtype=np.float32))
+    assert terminated and reward == pytest.approx(-info["victim_reward"] + 2 + obs[1], abs=1e-6)
+    # a non-terminal step: -r + 0.9 * (-V(s')) + V(s)
+    env = AdversaryEnv(victim, Walk, walk, shaping=0.9)
+    obs, _ = env.reset(seed=1)
+    after, reward, terminated, _, info = env.step(np.zeros(2, dtype=np.float32))
+    assert not terminated
+    assert reward == pytest.approx(-1 - 0.9 * (2 + after[1]) + 2 + obs[1], abs=1e-5)
+    # a victim without a critic: no shaping
+    assert AdversaryEnv(_victim(), Bandit, threat, shaping=0.9).shaping is None
+
+
 @pytest.mark.parametrize("seed", [0, 1])
 def test_the_learned_adversary_halves_a_victims_reward(seed: int) -> None:
     """x[0] is uniform in [-1, 1] (std 1/sqrt(3)); at eps 1 the optimal adversary flips the victim wherever

@@ -93,11 +93,20 @@ class AdversaryEnv:
     """The adversary's MDP for a fixed ``victim`` in the environment ``env``: observations are the victim's clean
     observations, actions in ``[-1, 1]^d`` choose the perturbed observation the victim acts on (deterministically),
     rewards are minus the victim's rewards; episodes end when the victim's do. ``info["victim_reward"]`` is the
-    victim's reward."""
+    victim's reward.
 
-    def __init__(self, victim: Policy, env: EnvSource, threat: ObservationThreat) -> None:
+    With ``shaping`` (the adversary's discount factor) and a victim with a critic, the reward is shaped by the
+    potential ``Phi(s) = -V(s)`` (the victim's own value of the true state, 0 after termination):
+    ``-r + shaping * Phi(s') - Phi(s)``. Potential-based shaping leaves the optimal adversary unchanged (Ng et al.
+    1999, "Policy Invariance under Reward Transformations") and gives a signal at every step where the true reward
+    gives one only when the victim fails (CartPole's +1 a step)."""
+
+    def __init__(
+        self, victim: Policy, env: EnvSource, threat: ObservationThreat, *, shaping: float | None = None
+    ) -> None:
         self.victim = victim
         self.threat = threat
+        self.shaping = shaping if victim.has_critic else None
         self.env = new_env(env)
         self.observation_space = self.env.observation_space
         dim = int(np.prod(self.observation_space.shape))
@@ -105,6 +114,11 @@ class AdversaryEnv:
             raise ConfigError(f"the threat has {len(threat.scale)} dimensions, the observations {dim}")
         self.action_space = _Box(dim)
         self._obs: np.ndarray = np.zeros(self.observation_space.shape, dtype=np.float32)
+
+    def _potential(self, obs: np.ndarray) -> float:
+        with torch.no_grad():
+            value = self.victim.output(torch.as_tensor(obs)[None]).value
+        return 0.0 if value is None else -float(value[0])
 
     def reset(self, seed: int | None = None) -> tuple[np.ndarray, dict[str, Any]]:
         obs, info = self.env.reset(seed=seed)
@@ -115,8 +129,13 @@ class AdversaryEnv:
         clean = torch.as_tensor(self._obs)[None]
         seen = perturbation(clean, torch.as_tensor(np.asarray(action, dtype=np.float32))[None], self.threat)
         obs, reward, terminated, truncated, info = self.env.step(self.victim.act(seen[0].numpy()))
-        self._obs = np.asarray(obs, dtype=np.float32)
-        return self._obs, -float(reward), bool(terminated), bool(truncated), {**info, "victim_reward": float(reward)}
+        new_obs = np.asarray(obs, dtype=np.float32)
+        adversary_reward = -float(reward)
+        if self.shaping is not None:
+            after = 0.0 if terminated else self._potential(new_obs)
+            adversary_reward += self.shaping * after - self._potential(self._obs)
+        self._obs = new_obs
+        return new_obs, adversary_reward, bool(terminated), bool(truncated), {**info, "victim_reward": float(reward)}
 
     def close(self) -> None:
         self.env.close()
@@ -129,13 +148,14 @@ class _Factory:
     victim: Policy
     env: EnvSource
     threat: ObservationThreat
+    shaping: float | None = None
 
     @property
     def label(self) -> str:
         return f"adversary-of-{env_label(self.env)}"
 
     def __call__(self) -> AdversaryEnv:
-        return AdversaryEnv(self.victim, self.env, self.threat)
+        return AdversaryEnv(self.victim, self.env, self.threat, shaping=self.shaping)
 
 
 def train_adversary(
@@ -146,13 +166,21 @@ def train_adversary(
     seed: int,
     steps: int = ADVERSARY_PPO.total_steps,
     config: PPOConfig = ADVERSARY_PPO,
+    shaping: bool = True,
     progress: Progress | None = None,
 ) -> Policy:
     """An adversary policy trained with PPO for ``steps`` environment steps against the fixed ``victim`` (its
-    deterministic action in ``[-1, 1]^d``, mapped by :func:`perturbation`, is the attack)."""
+    deterministic action in ``[-1, 1]^d``, mapped by :func:`perturbation`, is the attack); ``shaping``: the reward
+    shaped by the victim's critic where it has one (see :class:`AdversaryEnv`)."""
     config = replace(config, total_steps=max(int(steps), config.rollout_size))
-    adversary = train_ppo(_Factory(victim, env, threat), config, seed=seed, progress=progress).policy
-    adversary.card = {**adversary.card, "role": "observation adversary", "victim_env": env_label(env)}
+    factory = _Factory(victim, env, threat, config.gamma if shaping else None)
+    adversary = train_ppo(factory, config, seed=seed, progress=progress).policy
+    adversary.card = {
+        **adversary.card,
+        "role": "observation adversary",
+        "victim_env": env_label(env),
+        "shaped": bool(shaping and victim.has_critic),
+    }
     return adversary
 
 
