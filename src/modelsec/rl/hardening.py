@@ -64,7 +64,7 @@ class PolicyHardening:
     """
 
     method: str = "sa-ppo"
-    eps: float = 0.2
+    eps: float = 0.5
     norm: str = "linf"
     kappa: float = 1.0
     ramp: float = 0.5
