@@ -207,6 +207,10 @@ def test_config_is_validated() -> None:
     with pytest.raises(ConfigError, match="unknown PPO settings"):
         PPOConfig.from_dict({"learning_rat": 1e-3})
     assert PolicyHardening.from_dict(PolicyHardening(scale=(1.0, 2.0)).to_dict()) == PolicyHardening(scale=(1.0, 2.0))
+    schedule = PolicyHardening(warmup=0.2, ramp=0.4).schedule
+    assert [schedule(p) for p in (0.0, 0.1, 0.4, 0.6, 0.9)] == pytest.approx([0, 0, 0.5, 1, 1])
+    with pytest.raises(ConfigError, match="sum <= 1"):
+        PolicyHardening(warmup=0.7, ramp=0.5)
 
 
 # --- the SA regulariser -------------------------------------------------------------------------------------------

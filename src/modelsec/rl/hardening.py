@@ -17,11 +17,12 @@ with a hook:
   attack does): the policy learns to act well on what the attacker shows it (adversarial training; the critic sees
   what the actor saw).
 
-``eps`` and ``kappa`` ramp up linearly from 0 over the first ``ramp`` fraction of the updates (the paper's
-schedule: a policy first learns the task, then robustness). The per-dimension ``scale`` is given, or estimated from
-the clean observations of the rollouts of the policy being trained (an exponential moving average over
-rollouts, :attr:`~modelsec.rl.ppo.TrainingContext.scale`). Training starts from scratch, or fine-tunes a given
-actor-critic policy; the policy card records how it was hardened.
+``eps`` and ``kappa`` are 0 during a ``warmup`` fraction of the updates, then ramp up linearly from 0 over a
+``ramp`` fraction (the paper's schedule: a policy first learns the task, then robustness). The per-dimension
+``scale`` is given (best: the audit's, see :class:`PolicyHardening`), or estimated from the clean observations of
+the rollouts of the policy being trained (an exponential moving average over rollouts,
+:attr:`~modelsec.rl.ppo.TrainingContext.scale`). Training starts from scratch, or fine-tunes a given actor-critic
+policy; the policy card records how it was hardened.
 """
 
 from __future__ import annotations
@@ -54,19 +55,25 @@ class PolicyHardening:
             after the ramp).
         norm: ``linf`` or ``l2``.
         kappa: the weight of SA-PPO's regulariser (the largest, reached after the ramp).
-        ramp: the fraction of the updates over which ``eps`` and ``kappa`` grow linearly from 0 (0: from the start).
+        warmup: the fraction of the updates trained without the threat (plain PPO: the policy learns the task).
+        ramp: the fraction of the updates, after the warm-up, over which ``eps`` and ``kappa`` grow linearly from 0
+            (0: at once).
         attack_steps: PGD steps of the inner maximisation (both methods).
         attack_step_size: PGD's step in units of the scale, as a fraction of the current eps.
         attack_fraction: ``pgd-ppo``: the fraction of rollout steps whose observations are attacked.
         scale: the per-dimension standard deviation defining the threat's units; ``None``: estimated from the
-            rollouts' clean observations.
+            rollouts' clean observations. Pass the audit's scale (the standard deviation over clean deterministic
+            episodes of the baseline policy) to harden against the threat the audit measures: on CartPole-v1 the
+            stochastic training rollouts spread differently (the cart's position less, the pole's angle more), and
+            SA-PPO with the audit's scale kept far more return under attack (``benchmarks/rl_train.py``).
         ppo: PPO's settings.
     """
 
     method: str = "sa-ppo"
-    eps: float = 0.5
+    eps: float = 1.0
     norm: str = "linf"
     kappa: float = 1.0
+    warmup: float = 0.0
     ramp: float = 0.5
     attack_steps: int = 5
     attack_step_size: float = 0.5
@@ -82,8 +89,8 @@ class PolicyHardening:
             raise ConfigError(f"eps must be a finite number >= 0, got {self.eps}")
         if not np.isfinite(self.kappa) or self.kappa < 0:
             raise ConfigError(f"kappa must be a finite number >= 0, got {self.kappa}")
-        if not 0 <= self.ramp <= 1:
-            raise ConfigError(f"ramp must be in [0, 1], got {self.ramp}")
+        if not 0 <= self.ramp <= 1 or not 0 <= self.warmup <= 1 or self.warmup + self.ramp > 1:
+            raise ConfigError(f"warmup and ramp must be in [0, 1] with a sum <= 1, got {self.warmup}, {self.ramp}")
         if self.attack_steps < 1:
             raise ConfigError(f"attack_steps must be >= 1, got {self.attack_steps}")
         if not self.attack_step_size > 0:
@@ -94,8 +101,11 @@ class PolicyHardening:
             raise ConfigError("every scale (a standard deviation) must be finite and >= 0")
 
     def schedule(self, progress: float) -> float:
-        """The ramp's factor (0 to 1) at ``progress`` (the fraction of updates done)."""
-        return 1.0 if self.ramp == 0 else min(1.0, progress / self.ramp)
+        """The ramp's factor (0 to 1) at ``progress`` (the fraction of updates done): 0 during the warm-up, then
+        growing linearly over ``ramp``."""
+        if progress < self.warmup:
+            return 0.0
+        return 1.0 if self.ramp == 0 else min(1.0, (progress - self.warmup) / self.ramp)
 
     def to_dict(self) -> dict[str, Any]:
         out = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "ppo"}
