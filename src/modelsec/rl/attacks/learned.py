@@ -7,9 +7,11 @@ deterministically) never learns. For a fixed victim, the attacker's best strateg
 an MDP: its observation is ``s``, its action chooses ``s'``, its reward is minus the victim's reward. So the
 adversary is trained with PPO (:func:`~modelsec.rl.ppo.train_ppo`) on :class:`AdversaryEnv`, a wrapper of the
 victim's environment: the adversary's continuous action ``a`` in ``[-1, 1]^d`` maps to the perturbation ``eps *
-scale * a`` (L-inf), or ``eps * scale * a`` projected onto the ball (L2), clipped to the observation bounds. It
-needs no gradients of the victim, only its actions (black-box), but many episodes: the strongest attack reported
-by the paper, and the slowest (the ``thorough`` preset's); the training budget is the ``steps`` setting.
+scale * a`` (L-inf), or ``eps * scale * a`` projected onto the ball (L2), clipped to the observation bounds. Where
+the victim has a critic, the adversary's reward is shaped by it (a potential-based shaping, which keeps the optimal
+adversary: :class:`AdversaryEnv`). It needs no gradients of the victim, only its actions (and its value estimates
+for the shaping), but many episodes: the strongest attack reported by the paper given enough training, and the
+slowest (the ``thorough`` preset's); the training budget is the ``steps`` setting.
 """
 
 from __future__ import annotations
