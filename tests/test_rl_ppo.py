@@ -469,6 +469,7 @@ def test_the_learned_adversary_halves_a_victims_reward(seed: int) -> None:
     rewards = []
     for episode in range(200):
         obs, _ = env.reset(seed=1000 + episode)
+        attack.reset(1000 + episode)
         seen, attacked = attack.perturb(victim, torch.as_tensor(obs)[None], threat)
         rewards.append(env.step(victim.act(seen[0].numpy()))[1])
         assert attacked
@@ -481,5 +482,7 @@ def test_the_learned_attack_needs_an_environment() -> None:
     from modelsec.rl.attacks.learned import LearnedAttack
 
     threat = ObservationThreat.for_space(_box(2, 1.0), np.ones(2), norm="linf", eps=0.1)
+    attack = LearnedAttack()
+    attack.reset(0)
     with pytest.raises(ConfigError, match="needs the environment"):
-        LearnedAttack().perturb(_victim(), torch.zeros(1, 2), threat)
+        attack.perturb(_victim(), torch.zeros(1, 2), threat)

@@ -28,7 +28,6 @@ during the rollouts (PPO on PGD-perturbed observations).
 from __future__ import annotations
 
 import hashlib
-import importlib
 import math
 import time
 from collections.abc import Callable
@@ -44,6 +43,7 @@ from modelsec.core.errors import ConfigError
 from modelsec.core.progress import NullProgress, Progress
 from modelsec.core.seeding import derived_generator, derived_seed, generator, spawned_seeds
 from modelsec.rl.architectures import ActorCriticMLP, actor_critic_policy
+from modelsec.rl.environments import make_env
 from modelsec.rl.policy import ActionSpec, Policy, PolicyOutput
 from modelsec.store.checkpoint import CheckpointFile
 
@@ -316,20 +316,7 @@ def new_env(env: EnvSource) -> Any:
     """A fresh environment: ``modelsec.rl.environments.make_env(id)`` for an id, ``env()`` for a factory."""
     if not isinstance(env, str):
         return env()
-    try:
-        make_env = importlib.import_module("modelsec.rl.environments").make_env
-    except (ModuleNotFoundError, AttributeError):  # pragma: no cover - until rl.environments is merged
-        make_env = None
-    if make_env is not None:
-        return make_env(env)
-    try:  # pragma: no cover - before modelsec.rl.environments exists
-        import gymnasium
-    except ImportError:  # pragma: no cover
-        raise ConfigError("Gymnasium is not installed: pip install 'modelsec[rl]'") from None
-    try:  # pragma: no cover
-        return gymnasium.make(env)
-    except gymnasium.error.Error as e:  # pragma: no cover
-        raise ConfigError(f"unknown environment {env!r}: {e}") from None
+    return make_env(env)
 
 
 def to_env_action(action: torch.Tensor, spec: ActionSpec) -> Any:

@@ -25,39 +25,10 @@ import torch
 from modelsec.core.errors import ConfigError
 from modelsec.core.progress import Progress
 from modelsec.core.seeding import derived_seed
+from modelsec.rl.attacks.base import POLICY_ATTACKS, PolicyAttack
 from modelsec.rl.policy import Policy
 from modelsec.rl.ppo import EnvSource, PPOConfig, env_label, new_env, train_ppo
 from modelsec.rl.threat import ObservationThreat
-
-try:
-    from modelsec.rl.attacks.base import POLICY_ATTACKS, PolicyAttack
-except ModuleNotFoundError:  # pragma: no cover - until rl-core's contract (rl/attacks/base.py) is merged
-    from modelsec.core.registry import Registry
-
-    class AttackContractError(Exception):
-        """A perturbation outside the threat model (rl-core's contract defines the real one)."""
-
-    class PolicyAttack:  # type: ignore[no-redef, unused-ignore]
-        """A stand-in for rl-core's contract (the preamble's API), enough to use the learned attack before it is
-        merged: ``perturb`` calls ``_perturb`` and verifies the perturbation."""
-
-        name = ""
-        needs = "none"
-        action_kinds: frozenset[str] = frozenset()
-
-        def reset(self, seed: int) -> None:
-            pass
-
-        def perturb(self, policy: Policy, obs: torch.Tensor, threat: ObservationThreat) -> tuple[torch.Tensor, bool]:
-            perturbed, attacked = self._perturb(policy, obs, threat)
-            if not bool(threat.contains(obs, perturbed).all()):
-                raise AttackContractError(f"{self.name} returned a perturbation outside the threat model")
-            return perturbed, attacked
-
-        def _perturb(self, policy: Policy, obs: torch.Tensor, threat: ObservationThreat) -> tuple[torch.Tensor, bool]:
-            raise NotImplementedError
-
-    POLICY_ATTACKS = Registry("policy attack")  # type: ignore[no-redef, unused-ignore]
 
 ADVERSARY_PPO = PPOConfig(
     total_steps=50_000,
