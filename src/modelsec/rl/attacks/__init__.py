@@ -11,14 +11,17 @@
 - ``learned``: a PPO-trained optimal adversary (Zhang et al. 2021, :mod:`~modelsec.rl.attacks.learned`).
 """
 
-import importlib
-import importlib.util
-
-from modelsec.rl.attacks import action, critic, mad, random_noise, timed
+from modelsec.rl.attacks import action, critic, learned, mad, random_noise, timed
 from modelsec.rl.attacks.base import POLICY_ATTACKS, AttackContractError, PolicyAttack
 
-# the learned adversary (its own module, trained with PPO) registers itself when present
-if importlib.util.find_spec(f"{__name__}.learned") is not None:
-    importlib.import_module(f"{__name__}.learned")
-
-__all__ = ["POLICY_ATTACKS", "AttackContractError", "PolicyAttack", "action", "critic", "mad", "random_noise", "timed"]
+__all__ = [
+    "POLICY_ATTACKS",
+    "AttackContractError",
+    "PolicyAttack",
+    "action",
+    "critic",
+    "learned",
+    "mad",
+    "random_noise",
+    "timed",
+]
