@@ -57,15 +57,15 @@ demo: setup
 		--members $(DEMO_KERAS)/members.npz --nonmembers $(DEMO_KERAS)/nonmembers.npz --preset quick --eps 0.1 \
 		--samples 300 --mia-samples 1000 --max-accuracy-drop 15 --out $(DEMO_KERAS_COMPARE)
 	@echo "Keras comparison: $(DEMO_KERAS_COMPARE)/comparison.html  (results: $(DEMO_KERAS_COMPARE)/comparison.json)"
-	# and a reinforcement-learning policy: a CartPole PPO policy (about a minute), its SA-PPO version, both audited
-	# the same way (same episodes, attacks and observation scale)
+	# and a reinforcement-learning policy: a CartPole PPO policy (about a minute), its SA-PPO version hardened in the
+	# baseline's observation scale, both audited the same way (same episodes, attacks and observation scale)
 	$(BIN)/modelsec harden-policy --env CartPole-v1 --defense standard --overwrite --quiet \
 		--out $(DEMO_POLICIES)/cartpole-ppo.safetensors
-	$(BIN)/modelsec harden-policy --env CartPole-v1 --defense sa-ppo --eps 0.5 --overwrite --quiet \
-		--out $(DEMO_POLICIES)/cartpole-sa-ppo.safetensors
+	$(BIN)/modelsec harden-policy --env CartPole-v1 --defense sa-ppo --eps 1.0 --overwrite --quiet \
+		--scale-from $(DEMO_POLICIES)/cartpole-ppo.safetensors --out $(DEMO_POLICIES)/cartpole-sa-ppo.safetensors
 	$(BIN)/modelsec compare-policies --policies \
 		$(DEMO_POLICIES)/cartpole-ppo.safetensors,$(DEMO_POLICIES)/cartpole-sa-ppo.safetensors \
-		--env CartPole-v1 --episodes 20 --eps 0.25,0.5,1.0 --out $(DEMO_POLICY_COMPARE)
+		--env CartPole-v1 --episodes 20 --eps 0.5,1.0 --out $(DEMO_POLICY_COMPARE)
 	@echo "Policy comparison: $(DEMO_POLICY_COMPARE)/comparison.html  (each policy's audit: $(DEMO_POLICY_COMPARE)/<name>/report.html)"
 
 lint: setup

@@ -123,21 +123,28 @@ def test_harden_policy_user_errors_exit_2(tmp_path: Path, capsys: pytest.Capture
     assert run("harden-policy", "--env", "CartPole-v1", "--defense", "standard", "--eps", "0.1", "--out", out) == 2
     assert "--eps" in capsys.readouterr().err
     assert run("harden-policy", "--env", "CartPole-v1", "--defense", "nope", "--out", out) == 2
+    assert run("harden-policy", "--env", "CartPole-v1", "--scale-from", out, "--out", out) == 2
+    assert "--scale-from only apply with --defense" in capsys.readouterr().err
 
 
 def test_harden_policy_trains_and_saves_a_policy_the_audit_reads(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    policy_file: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
+    """SA-PPO against the observation scale an audit of the baseline (--scale-from) estimates: the card records
+    exactly that scale."""
     pytest.importorskip("modelsec.rl.ppo")
+    from modelsec.audits.policy_audit import observation_scale
     from modelsec.rl.files import load_policy
 
     out = tmp_path / "ppo.safetensors"
     code = run("harden-policy", "--env", "CartPole-v1", "--defense", "sa-ppo", "--steps", "64", "--n-envs", "1",
                "--n-steps", "64", "--minibatch-size", "64", "--epochs", "1", "--attack-steps", "1", "--out", str(out),
-               "--quiet")  # fmt: skip
+               "--scale-from", str(policy_file), "--quiet")  # fmt: skip
     assert code == 0, capsys.readouterr().err
     policy = load_policy(out)
     assert policy.card["defense"] == "sa-ppo" and policy.card["training_seconds"] > 0
+    expected = observation_scale(load_policy(policy_file), "CartPole-v1")
+    assert policy.card["hardening"]["scale"] == pytest.approx(expected.tolist())
     assert not out.with_name(out.name + ".ckpt").exists()
     assert run("harden-policy", "--env", "CartPole-v1", "--steps", "256", "--out", str(out)) == 2  # exists
     assert "--overwrite" in capsys.readouterr().err

@@ -219,7 +219,7 @@ def audit_policy(
         env.close()
 
     timings: dict[str, float] = {}
-    scale_seeds = episode_seeds(derived_seed(config.seed, "policy-scale"), config.scale_episodes)
+    scale_seeds = scale_episode_seeds(config.seed, config.scale_episodes)
     tick = time.perf_counter()
     if scale is None:
         scale_values = np.asarray(estimate_scale(policy, config.env, scale_seeds, max_steps=config.max_steps))
@@ -338,6 +338,25 @@ def audit_policy(
     timings["total"] = time.perf_counter() - started
     result = replace(result, timings={k: round(v, 3) for k, v in timings.items()})
     return PolicyAuditOutcome(result=result, frames=recorded, policy=policy)
+
+
+def scale_episode_seeds(seed: int, episodes: int) -> list[int]:
+    """The seeds of the clean episodes an audit of ``seed`` estimates the observation scale from (never the
+    audit's own episodes: a stream of their own)."""
+    from modelsec.rl.environments import episode_seeds
+
+    return episode_seeds(derived_seed(seed, "policy-scale"), episodes)
+
+
+def observation_scale(
+    policy: Policy, env_id: str, *, seed: int = 0, episodes: int = 10, max_steps: int | None = None
+) -> np.ndarray:
+    """The observation scale (each dimension's standard deviation over clean episodes of ``policy``) exactly as an
+    audit with these settings estimates it (the defaults: ``modelsec audit-policy``'s): what ``harden-policy
+    --scale-from`` hardens against, so that training and audit share one threat model."""
+    from modelsec.rl.rollout import estimate_scale
+
+    return np.asarray(estimate_scale(policy, env_id, scale_episode_seeds(seed, episodes), max_steps=max_steps))
 
 
 def episode_frames(policy: Policy, result: PolicyAuditResult, attacks: dict[str, Any], threat: Any) -> EpisodeFrames:

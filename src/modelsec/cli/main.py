@@ -116,7 +116,7 @@ def _policy_audit_fields() -> list[FieldOption]:
 def _policy_hardening_fields() -> list[FieldOption]:
     from modelsec.rl.hardening import PolicyHardening
 
-    return field_options({"": PolicyHardening}, unset=True, exclude={"method", "ppo", "scale"})
+    return field_options({"": PolicyHardening}, unset=True, exclude={"method", "ppo"})
 
 
 def _ppo_fields() -> list[FieldOption]:
@@ -645,19 +645,27 @@ def compare_policies(policies: str, env_id: str, settings: dict[str, Any], max_r
 @click.option("--steps", type=COUNT, default=None, help="Environment steps of training (default: PPO's default).")
 @config_options(_policy_hardening_fields, into="hardening")
 @config_options(_ppo_fields, into="ppo")
+@click.option(
+    "--scale-from",
+    type=click.Path(dir_okay=False),
+    default=None,
+    help="A policy file (the baseline): harden against the observation scale an audit estimates from its clean "
+    "episodes (audit-policy's defaults), so that training and audit share one threat model; instead of --scale.",
+)
 @click.option("--seed", type=click.IntRange(0, 2**63 - 1), default=0, show_default=True, help="Seeds the training.")
 @_out_file("Policy file to write (safetensors with its card); the training checkpoint goes to OUT.ckpt/.")
 @overwrite_option
 @click.option("--resume", is_flag=True, help="Continue from the checkpoint OUT.ckpt/ an interrupted run left.")
 @quiet_option
 def harden_policy(env_id: str, defense: str, steps: int | None, hardening: dict[str, Any], ppo: dict[str, Any],
-                  seed: int, out_path: str, overwrite: bool, resume: bool, quiet: bool) -> None:  # fmt: skip
+                  scale_from: str | None, seed: int, out_path: str, overwrite: bool, resume: bool,
+                  quiet: bool) -> None:  # fmt: skip
     """Train a policy with PPO (standard), or hardened against observation attacks (sa-ppo, pgd-ppo), and save it.
     Resumable: with --resume the same command continues from OUT.ckpt/."""
     import shutil
 
     from modelsec.rl.environments import make_env
-    from modelsec.rl.files import save_policy
+    from modelsec.rl.files import load_policy, save_policy
     from modelsec.rl.hardening import PolicyHardening
     from modelsec.rl.hardening import harden_policy as run_hardening
     from modelsec.rl.ppo import PPOConfig, train_ppo
@@ -665,12 +673,20 @@ def harden_policy(env_id: str, defense: str, steps: int | None, hardening: dict[
     out = Path(out_path)
     if out.exists() and not overwrite and not resume:
         raise ConfigError(f"{out_path} exists; pass --overwrite to replace it")
-    if defense == "standard" and hardening:
-        given = ", ".join("--" + k.replace("_", "-") for k in hardening)
+    if defense == "standard" and (hardening or scale_from):
+        given = ", ".join("--" + k.replace("_", "-") for k in [*hardening, *(["scale_from"] if scale_from else [])])
         raise ConfigError(f"{given} only apply with --defense sa-ppo or pgd-ppo")
+    if scale_from is not None and "scale" in hardening:
+        raise ConfigError("give --scale or --scale-from, not both")
     total: dict[str, Any] = {} if steps is None else {"total_steps": steps}
     ppo_config = PPOConfig(**ppo, **total)
     make_env(env_id).close()  # an unknown id, or a missing extra: before any training
+    if scale_from is not None:
+        from modelsec.audits.policy_audit import observation_scale
+
+        if not Path(scale_from).is_file():
+            raise ConfigError(f"--scale-from: no policy file at {scale_from}")
+        hardening["scale"] = tuple(float(v) for v in observation_scale(load_policy(scale_from), env_id))
     checkpoint = out.with_name(out.name + ".ckpt")
     if checkpoint.exists() and not resume:
         shutil.rmtree(checkpoint)
