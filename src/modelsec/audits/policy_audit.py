@@ -397,11 +397,13 @@ def _mean_ci(values: Sequence[float], seed: int, *labels: object) -> tuple[float
 def worst_case(
     results: Sequence[PolicyAttackResult], eps: float, clean_mean: float, seed: int
 ) -> PolicyWorstCase | None:
-    """Per episode, the lowest return over every attack run at ``eps`` (the first attack run on ties), its mean
+    """Per episode, the lowest return over every attack run at ``eps`` (ties: the first attack run that is not the
+    random noise), its mean
     with a bootstrap CI, and the drop against ``clean_mean``; ``None`` when no attack ran at ``eps``."""
     at = [r for r in results if eps_key(r.eps) == eps_key(eps)]
     if not at:
         return None
+    at.sort(key=lambda r: r.attack == RANDOM_ATTACK)  # ties: a real attack is named before the noise
     table = np.asarray([r.returns for r in at], dtype=np.float64)  # (attacks, episodes)
     which = table.argmin(axis=0)
     returns = [float(v) for v in table.min(axis=0)]
