@@ -8,6 +8,8 @@ DEMO_MODELS ?= runs/demo-models
 DEMO_COMPARE ?= runs/demo-compare
 DEMO_KERAS ?= runs/demo-keras
 DEMO_KERAS_COMPARE ?= runs/demo-keras-compare
+DEMO_POLICIES ?= runs/demo-policies
+DEMO_POLICY_COMPARE ?= runs/demo-policy-compare
 
 .PHONY: demo test test-numerics setup system lint typecheck pytest clean weights
 
@@ -55,6 +57,16 @@ demo: setup
 		--members $(DEMO_KERAS)/members.npz --nonmembers $(DEMO_KERAS)/nonmembers.npz --preset quick --eps 0.1 \
 		--samples 300 --mia-samples 1000 --max-accuracy-drop 15 --out $(DEMO_KERAS_COMPARE)
 	@echo "Keras comparison: $(DEMO_KERAS_COMPARE)/comparison.html  (results: $(DEMO_KERAS_COMPARE)/comparison.json)"
+	# and a reinforcement-learning policy: a CartPole PPO policy (4 min on a shared 2-core box), its SA-PPO version
+	# in the baseline's observation scale, both audited the same way (same episodes, attacks, observation scale)
+	$(BIN)/modelsec harden-policy --env CartPole-v1 --defense standard --overwrite --quiet \
+		--out $(DEMO_POLICIES)/cartpole-ppo.safetensors
+	$(BIN)/modelsec harden-policy --env CartPole-v1 --defense sa-ppo --eps 1.0 --overwrite --quiet \
+		--scale-from $(DEMO_POLICIES)/cartpole-ppo.safetensors --out $(DEMO_POLICIES)/cartpole-sa-ppo.safetensors
+	$(BIN)/modelsec compare-policies --policies \
+		$(DEMO_POLICIES)/cartpole-ppo.safetensors,$(DEMO_POLICIES)/cartpole-sa-ppo.safetensors \
+		--env CartPole-v1 --episodes 20 --eps 0.5,1.0 --out $(DEMO_POLICY_COMPARE)
+	@echo "Policy comparison: $(DEMO_POLICY_COMPARE)/comparison.html  (each policy's audit: $(DEMO_POLICY_COMPARE)/<name>/report.html)"
 
 lint: setup
 	$(BIN)/ruff check src tests scripts

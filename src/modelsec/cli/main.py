@@ -107,6 +107,24 @@ def _executor_fields() -> list[FieldOption]:
     return field_options({"": ExecutorConfig})
 
 
+def _policy_audit_fields() -> list[FieldOption]:
+    from modelsec.audits.policy_audit import PolicyAuditConfig
+
+    return field_options({"": PolicyAuditConfig}, exclude={"policy", "env"})  # --policy, --env: the command's
+
+
+def _policy_hardening_fields() -> list[FieldOption]:
+    from modelsec.rl.hardening import PolicyHardening
+
+    return field_options({"": PolicyHardening}, unset=True, exclude={"method", "ppo"})
+
+
+def _ppo_fields() -> list[FieldOption]:
+    from modelsec.rl.ppo import PPOConfig
+
+    return field_options({"": PPOConfig}, unset=True, exclude={"total_steps", "hidden"})  # --steps: the command's
+
+
 def _options(*options: Any) -> Any:
     """One decorator adding ``options`` in this order."""
 
@@ -536,6 +554,159 @@ def audit_dp(defense: str, config_json: str | None, bounds: str | None, split_se
     click.secho(("ok: " if result.claimed_epsilon is not None else "") + result.verdict(), fg="green")
 
 
+# -- policies of reinforcement-learning agents (issue 15) ----------------------------------------------------------
+
+env_option = click.option(
+    "--env", "env_id", required=True, help="Gymnasium environment id (CartPole-v1, Acrobot-v1, Pendulum-v1, ...)."
+)
+POLICY_DEFENSES = ("standard", "sa-ppo", "pgd-ppo")
+
+
+@cli.command("audit-policy", cls=ConfigCommand)
+@click.option(
+    "--policy",
+    "policy_path",
+    required=True,
+    type=click.Path(dir_okay=False),
+    help="Policy file: safetensors written by modelsec, torch.export .pt2, or a Stable-Baselines3 .zip.",
+)
+@env_option
+@config_options(_policy_audit_fields, into="settings")
+@_out_folder("modelsec-policy-audit", "result.json, report.html and episode.gif")
+@store_option
+@click.option("--no-store", is_flag=True, help="Do not record the run in the run store.")
+@quiet_option
+def audit_policy(policy_path: str, env_id: str, settings: dict[str, Any], out_dir: str, store_path: str | None,
+                 no_store: bool, quiet: bool) -> None:  # fmt: skip
+    """Audit a trained policy in a Gymnasium environment: its mean return over seeded episodes, clean and under
+    attacks on its observations (eps in standard deviations of each observation dimension); writes a report."""
+    from modelsec.audits.policy_audit import PolicyAuditConfig
+    from modelsec.outputs.policy_audit import policy_audit_and_write
+
+    config = PolicyAuditConfig(policy=policy_path, env=env_id, **settings)
+    written = policy_audit_and_write(
+        config, out_dir=out_dir, store=_store(store_path, no_store), progress=_progress(quiet)
+    )
+    if not quiet:
+        printing.policy_audit(written.result)
+        click.echo(f"report: {written.files['report']}\nresult: {written.files['result']}")
+        click.echo(f"run id: {written.result.run_id}")
+
+
+@cli.command("compare-policies", cls=ConfigCommand)
+@click.option(
+    "--policies",
+    required=True,
+    help="Comma-separated policy files; the first is the baseline (its observation scale is every audit's unit).",
+)
+@env_option
+@config_options(_policy_audit_fields, into="settings")
+@click.option(
+    "--max-return-drop",
+    type=float,
+    default=10.0,
+    show_default=True,
+    help="The recommendation rule's N: only policies whose clean mean return is at most N% below the baseline's "
+    "are recommended.",
+)
+@_out_folder("modelsec-policy-compare", "comparison.html/.json and one audit folder per policy")
+@store_option
+@click.option("--no-store", is_flag=True, help="Do not record the audits in the run store.")
+@quiet_option
+def compare_policies(policies: str, env_id: str, settings: dict[str, Any], max_return_drop: float, out_dir: str,
+                     store_path: str | None, no_store: bool, quiet: bool) -> None:  # fmt: skip
+    """Audit several policies the same way (same episodes, attacks, eps and observation scale) and recommend the
+    most robust one that keeps its clean return."""
+    from modelsec.audits.policy_audit import PolicyAuditConfig
+    from modelsec.cli.config_options import parse_names
+    from modelsec.outputs.policy_audit import compare_policies_and_write
+
+    paths = parse_names(policies)
+    config = PolicyAuditConfig(policy=None, env=env_id, **settings)
+    comparison, files = compare_policies_and_write(
+        paths, config, out_dir=out_dir, store=_store(store_path, no_store), progress=_progress(quiet),
+        max_return_drop=max_return_drop,
+    )  # fmt: skip
+    if not quiet:
+        printing.policy_comparison(comparison)
+        click.echo(f"report: {files['html']}\nresult: {files['comparison']}")
+
+
+@cli.command("harden-policy", cls=ConfigCommand)
+@env_option
+@click.option(
+    "--defense",
+    type=click.Choice(POLICY_DEFENSES),
+    default="standard",
+    show_default=True,
+    help="standard: PPO; sa-ppo: PPO with the state-adversarial smoothness regulariser (Zhang et al. 2020); "
+    "pgd-ppo: PPO on PGD-perturbed observations.",
+)
+@click.option("--steps", type=COUNT, default=None, help="Environment steps of training (default: PPO's default).")
+@config_options(_policy_hardening_fields, into="hardening")
+@config_options(_ppo_fields, into="ppo")
+@click.option(
+    "--scale-from",
+    type=click.Path(dir_okay=False),
+    default=None,
+    help="A policy file (the baseline): harden against the observation scale an audit estimates from its clean "
+    "episodes (audit-policy's defaults), so that training and audit share one threat model; instead of --scale.",
+)
+@click.option("--seed", type=click.IntRange(0, 2**63 - 1), default=0, show_default=True, help="Seeds the training.")
+@_out_file("Policy file to write (safetensors with its card); the training checkpoint goes to OUT.ckpt/.")
+@overwrite_option
+@click.option("--resume", is_flag=True, help="Continue from the checkpoint OUT.ckpt/ an interrupted run left.")
+@quiet_option
+def harden_policy(env_id: str, defense: str, steps: int | None, hardening: dict[str, Any], ppo: dict[str, Any],
+                  scale_from: str | None, seed: int, out_path: str, overwrite: bool, resume: bool,
+                  quiet: bool) -> None:  # fmt: skip
+    """Train a policy with PPO (standard), or hardened against observation attacks (sa-ppo, pgd-ppo), and save it.
+    Resumable: with --resume the same command continues from OUT.ckpt/."""
+    import shutil
+
+    from modelsec.rl.environments import make_env
+    from modelsec.rl.files import load_policy, save_policy
+    from modelsec.rl.hardening import PolicyHardening
+    from modelsec.rl.hardening import harden_policy as run_hardening
+    from modelsec.rl.ppo import PPOConfig, train_ppo
+
+    out = Path(out_path)
+    if out.exists() and not overwrite and not resume:
+        raise ConfigError(f"{out_path} exists; pass --overwrite to replace it")
+    if defense == "standard" and (hardening or scale_from):
+        given = ", ".join("--" + k.replace("_", "-") for k in [*hardening, *(["scale_from"] if scale_from else [])])
+        raise ConfigError(f"{given} only apply with --defense sa-ppo or pgd-ppo")
+    if scale_from is not None and "scale" in hardening:
+        raise ConfigError("give --scale or --scale-from, not both")
+    total: dict[str, Any] = {} if steps is None else {"total_steps": steps}
+    ppo_config = PPOConfig(**ppo, **total)
+    make_env(env_id).close()  # an unknown id, or a missing extra: before any training
+    if scale_from is not None:
+        from modelsec.audits.policy_audit import observation_scale
+
+        if not Path(scale_from).is_file():
+            raise ConfigError(f"--scale-from: no policy file at {scale_from}")
+        hardening["scale"] = tuple(float(v) for v in observation_scale(load_policy(scale_from), env_id))
+    checkpoint = out.with_name(out.name + ".ckpt")
+    if checkpoint.exists() and not resume:
+        shutil.rmtree(checkpoint)
+    progress = _progress(quiet)
+    if defense == "standard":
+        result = train_ppo(env_id, ppo_config, seed=seed, progress=progress, checkpoint_dir=checkpoint)
+    else:
+        config = PolicyHardening(method=defense, ppo=ppo_config, **hardening)
+        result = run_hardening(env_id, config, seed=seed, progress=progress, checkpoint_dir=checkpoint)
+    policy = result.policy
+    policy.card = {**policy.card, "training_seconds": round(float(result.seconds), 3), "defense": defense}
+    out.parent.mkdir(parents=True, exist_ok=True)
+    save_policy(policy, out)
+    shutil.rmtree(checkpoint, ignore_errors=True)
+    if not quiet:
+        last = result.history[-1].mean_return if result.history else float("nan")
+        click.echo(f"saved {out_path} ({defense}, {env_id}; last mean training return {last:.1f}; "
+                   f"{result.seconds:.0f} s)")  # fmt: skip
+
+
 @cli.group()
 def runs() -> None:
     """Inspect the run store."""
@@ -557,6 +728,14 @@ def runs_list(limit: int, store_path: str | None) -> None:
 def runs_show(run_id: str, as_json: bool, store_path: str | None) -> None:
     """Show one run (RUN_ID or a unique prefix of it)."""
     run = _store(store_path, False, readonly=True).get(run_id)
+    if run.result is None:  # a policy audit: its result is plain JSON
+        if as_json:
+            click.echo(json.dumps(run.result_dict, indent=2))
+            return
+        click.echo(f"{run.summary.kind} {run.summary.id}: {run.summary.verdict_level}: {run.summary.headline}")
+        for a in run.artifacts:
+            click.echo(f"artifact {a.name}: {a.path} (sha256 {a.sha256[:12]})")
+        return
     if as_json:
         click.echo(json.dumps(run.result.to_dict(), indent=2))
         return
@@ -571,8 +750,15 @@ def runs_show(run_id: str, as_json: bool, store_path: str | None) -> None:
 @click.argument("result_json", type=click.Path(exists=True, dir_okay=False))
 @_out_file("HTML file to write.")
 def report(result_json: str, out_path: str) -> None:
-    """Render report.html again from a result.json."""
+    """Render report.html again from a result.json (of an audit or a policy audit)."""
     from modelsec.results.audit import AuditResult
+
+    if _is_policy_audit(result_json):
+        from modelsec.outputs.policy_audit import rerender_policy_report
+
+        rerender_policy_report(result_json, out_path)
+        click.echo(f"report: {out_path}")
+        return
 
     try:
         result = AuditResult.load(result_json)  # DataError naming the field when it is not a result
@@ -582,6 +768,15 @@ def report(result_json: str, out_path: str) -> None:
 
     write_html(result, out_path)
     click.echo(f"report: {out_path}")
+
+
+def _is_policy_audit(path: str) -> bool:
+    from modelsec.results.policy_audit import POLICY_AUDIT_SCHEMA
+
+    try:
+        return bool(json.loads(Path(path).read_text(encoding="utf-8")).get("schema") == POLICY_AUDIT_SCHEMA)
+    except (OSError, ValueError, AttributeError):
+        return False
 
 
 @cli.command("list")
@@ -597,6 +792,12 @@ def list_plugins(kind: str) -> None:
     if kind in ("attacks", "all"):
         click.echo("evasion attacks:    " + ", ".join(EVASION_ATTACKS.names()))
         click.echo("membership attacks: " + ", ".join(MEMBERSHIP_ATTACKS.names()))
+        try:
+            from modelsec.rl.attacks import POLICY_ATTACKS
+        except ImportError:  # pragma: no cover - a modelsec without the policy attacks
+            pass
+        else:
+            click.echo("policy attacks:     " + ", ".join(POLICY_ATTACKS.names()) + " (modelsec audit-policy)")
     if kind in ("architectures", "all"):
         click.echo("architectures:      " + ", ".join(ARCHITECTURES.names()))
     if kind in ("datasets", "all"):

@@ -126,3 +126,53 @@ def runs(items: Sequence[Any], store_path: Path) -> None:
     from rich.console import Console
 
     Console().print(_table(None, header, rows, overflow="fold"))
+
+
+def policy_audit(r: Any) -> None:
+    """A policy audit's verdict, then per eps each attack's mean return with its CI, steps attacked and queries,
+    and the worst case."""
+    from rich.console import Console
+    from rich.markup import escape
+
+    console = Console(width=None if sys.stdout.isatty() else 120)
+    colour = {"ok": "green", "warning": "yellow", "fail": "red"}[r.verdict.level]
+    console.print(f"[bold {colour}]{r.verdict.level.upper()}[/]: {escape(r.verdict.headline)}")
+    clean = r.clean
+    rows = [("-", "clean", f"{clean.mean_return:.1f}", f"[{clean.ci.low:.1f}, {clean.ci.high:.1f}]", "-", "-")]
+    for e in r.eps:
+        for a in (a for a in r.results if a.eps == e):
+            rows.append((f"{e:g}", a.attack, f"{a.mean_return:.1f}", f"[{a.ci.low:.1f}, {a.ci.high:.1f}]",
+                         f"{a.attacked_fraction:.1%}", f"{a.mean_queries:.0f}"))  # fmt: skip
+        if (w := r.worst_at(e)) is not None:
+            rows.append((f"{e:g}", "[bold]worst case[/]", f"[bold]{w.mean_return:.1f}[/]",
+                         f"[{w.ci.low:.1f}, {w.ci.high:.1f}]", "", ""))  # fmt: skip
+    title = f"{escape(r.env_id)}: mean return over {r.episodes} episodes ({r.norm}, eps in standard deviations)"
+    console.print(_table(title, ("eps", "attack", "mean return", "95% CI", "steps attacked", "queries/ep."), rows))
+    for s in r.skipped:
+        console.print(f"not run: {escape(s.attack)}: {escape(s.reason)}", highlight=False)
+    for note in r.notes:
+        console.print(f"[yellow]note[/]: {escape(note)}", highlight=False)
+
+
+def policy_comparison(c: Any) -> None:
+    """One row per policy (clean return, worst case at each eps, training time) and the recommendation."""
+    from rich.console import Console
+    from rich.markup import escape
+
+    console = Console(width=None if sys.stdout.isatty() else 120)
+    columns = ("policy", "defense", "training", "clean", *(f"attacked {k}" for k in c.eps_keys), "verdict")
+    rows = [
+        (
+            escape(p.name),
+            escape(p.defense or "-"),
+            "-" if p.training_seconds is None else f"{p.training_seconds:.0f} s",
+            f"{p.clean_return:.1f}",
+            *("-" if (w := p.worst_at(k)) is None else f"{w:.1f}" for k in c.eps_keys),
+            p.verdict_level,
+        )
+        for p in c.policies
+    ]
+    console.print(_table(f"{escape(c.env_id)}: policies (baseline {escape(c.baseline)})", columns, rows,
+                         overflow="fold"))  # fmt: skip
+    for line in c.recommendation.outcome():
+        console.print(f"[bold]{escape(line)}[/]")

@@ -29,6 +29,7 @@ from typing import Any
 
 from modelsec.core.errors import ConfigError, ModelsecError, StoreError, printable
 from modelsec.results.audit import AuditResult
+from modelsec.results.policy_audit import PolicyAuditResult
 from modelsec.store.cache import SignalCache
 
 #: Version of the SQLite layout below, kept in ``PRAGMA user_version``. Bump it (with a migration)
@@ -87,7 +88,7 @@ class RunSummary:
 
     id: str
     created_at: str  # ISO 8601, normalised to UTC when the result's timestamp could be parsed
-    kind: str  # "audit"
+    kind: str  # "audit" or "policy-audit"
     status: str  # "complete" or "failed"
     model_path: str | None
     model_sha256: str | None
@@ -111,12 +112,14 @@ class ArtifactRecord:
 
 @dataclass(frozen=True)
 class StoredRun:
-    """A run read back. ``result`` is None only for a run whose status is "failed"."""
+    """A run read back. ``result`` is None for a run whose status is "failed", and for a run of another kind than
+    ``audit`` (a ``policy-audit``), whose result is only in ``result_dict`` (the parsed JSON, for every kind)."""
 
     summary: RunSummary
     result: AuditResult | None
     config: dict[str, Any]
     artifacts: list[ArtifactRecord]
+    result_dict: dict[str, Any] | None = None
 
 
 class RunStore:
@@ -286,6 +289,38 @@ class RunStore:
             json.dumps(result.settings, sort_keys=True, allow_nan=False),
             result.to_json(indent=None),
         )
+        self._insert_run(row, records)
+        return result.run_id
+
+    def record_policy_audit(self, result: PolicyAuditResult, *, out_dir: str | None, artifacts: dict[str, Path]) -> str:
+        """Store a complete policy audit (kind ``policy-audit``: the policy file as the model, the environment id
+        as the data) and its artifacts' hashes, as :meth:`record_audit` does; return the run id."""
+        if self.readonly:
+            raise StoreError(f"the run store {self.path} was opened read-only; cannot record a run")
+        if not result.run_id:
+            raise StoreError("cannot record a run with an empty run id")
+        records = [self._hash_artifact(name, Path(p)) for name, p in sorted(artifacts.items())]
+        row = (
+            result.run_id,
+            _normalise_timestamp(result.created_at),
+            "policy-audit",
+            "complete",
+            result.policy.path,
+            result.policy.sha256,
+            result.policy.card.get("arch"),
+            result.env_id,
+            result.seed,
+            result.verdict.level,
+            result.verdict.headline,
+            None if out_dir is None else str(Path(out_dir).expanduser().resolve()),
+            json.dumps(result.settings, sort_keys=True, allow_nan=False),
+            result.to_json(indent=None),
+        )
+        self._insert_run(row, records)
+        return result.run_id
+
+    def _insert_run(self, row: tuple[Any, ...], records: list[ArtifactRecord]) -> None:
+        run_id = row[0]
         with self._connect() as conn, self._transaction(conn):
             try:
                 conn.execute(
@@ -296,12 +331,11 @@ class RunStore:
                     row,
                 )
             except sqlite3.IntegrityError as exc:
-                raise StoreError(f"run {result.run_id} is already in the run store {self.path}") from exc
+                raise StoreError(f"run {run_id} is already in the run store {self.path}") from exc
             conn.executemany(
                 "INSERT INTO artifacts (run_id, name, path, sha256, size) VALUES (?, ?, ?, ?, ?)",
-                [(result.run_id, a.name, a.path, a.sha256, a.size) for a in records],
+                [(run_id, a.name, a.path, a.sha256, a.size) for a in records],
             )
-        return result.run_id
 
     @staticmethod
     def _hash_artifact(name: str, path: Path) -> ArtifactRecord:
@@ -343,13 +377,14 @@ class RunStore:
         config_json, result_json = row[12], row[13]
         try:
             config = json.loads(config_json) if config_json else {}
-            result = None if result_json is None else AuditResult.from_dict(json.loads(result_json))
+            result_dict = None if result_json is None else json.loads(result_json)
+            result = None if result_dict is None or summary.kind != "audit" else AuditResult.from_dict(result_dict)
         except (ModelsecError, ValueError, KeyError, TypeError) as exc:
             raise StoreError(
                 f"run {run_id} in {self.path} has a result this version of modelsec cannot read "
                 f"({printable(exc)}); upgrade modelsec if a newer one wrote the run"
             ) from exc
-        return StoredRun(summary=summary, result=result, config=config, artifacts=artifacts)
+        return StoredRun(summary=summary, result=result, config=config, artifacts=artifacts, result_dict=result_dict)
 
     def verify_artifacts(self, run_id: str) -> dict[str, bool]:
         """Re-hash each artifact of a run (id or unique prefix).
