@@ -58,7 +58,8 @@ demo: setup
 		--samples 300 --mia-samples 1000 --max-accuracy-drop 15 --out $(DEMO_KERAS_COMPARE)
 	@echo "Keras comparison: $(DEMO_KERAS_COMPARE)/comparison.html  (results: $(DEMO_KERAS_COMPARE)/comparison.json)"
 	# and a reinforcement-learning policy: a CartPole PPO policy (4 min on a shared 2-core box), its SA-PPO version
-	# in the baseline's observation scale, both audited the same way (same episodes, attacks, observation scale)
+	# in the baseline's observation scale (13 min there), both audited the same way (same episodes, attacks and
+	# observation scale; about 10 min there)
 	$(BIN)/modelsec harden-policy --env CartPole-v1 --defense standard --overwrite --quiet \
 		--out $(DEMO_POLICIES)/cartpole-ppo.safetensors
 	$(BIN)/modelsec harden-policy --env CartPole-v1 --defense sa-ppo --eps 1.0 --overwrite --quiet \
