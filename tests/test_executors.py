@@ -141,8 +141,11 @@ def executor(request: pytest.FixtureRequest) -> Executor:
 
 @contextmanager
 def interrupt_when(condition: Callable[[], bool]) -> Iterator[None]:
-    """Sends this process SIGINT (Ctrl-C) once ``condition()`` holds (polled from a thread), or after a minute."""
+    """Sends this process SIGINT (Ctrl-C) once ``condition()`` holds (polled from a thread), or after a minute.
+    Python's own SIGINT handler is installed for the block: a shell that starts pytest in the background without job
+    control makes it ignore SIGINT, and the test would then wait for ever."""
     stop = threading.Event()
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
 
     deadline = time.monotonic() + 60  # a test that waits in vain fails (nothing started) instead of hanging
 
@@ -160,6 +163,7 @@ def interrupt_when(condition: Callable[[], bool]) -> Iterator[None]:
     finally:
         stop.set()
         watcher.join()
+        signal.signal(signal.SIGINT, previous)
 
 
 def record_ray_tasks(ray: Any, monkeypatch: pytest.MonkeyPatch, interrupt_at: int | None = None) -> list[Any]:
