@@ -792,12 +792,9 @@ def list_plugins(kind: str) -> None:
     if kind in ("attacks", "all"):
         click.echo("evasion attacks:    " + ", ".join(EVASION_ATTACKS.names()))
         click.echo("membership attacks: " + ", ".join(MEMBERSHIP_ATTACKS.names()))
-        try:
-            from modelsec.rl.attacks import POLICY_ATTACKS
-        except ImportError:  # pragma: no cover - a modelsec without the policy attacks
-            pass
-        else:
-            click.echo("policy attacks:     " + ", ".join(POLICY_ATTACKS.names()) + " (modelsec audit-policy)")
+        from modelsec.rl.attacks import POLICY_ATTACKS
+
+        click.echo("policy attacks:     " + ", ".join(POLICY_ATTACKS.names()) + " (modelsec audit-policy)")
     if kind in ("architectures", "all"):
         click.echo("architectures:      " + ", ".join(ARCHITECTURES.names()))
     if kind in ("datasets", "all"):

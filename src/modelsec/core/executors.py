@@ -27,6 +27,7 @@ retries are used up, at once for a local worker (a local task is not rerun).
 from __future__ import annotations
 
 import abc
+import contextlib
 import ctypes
 import importlib.util
 import multiprocessing
@@ -188,14 +189,12 @@ def keep_freed_memory() -> bool:
     if _malloc_tuned is None:
         _malloc_tuned = False
         if platform.system() == "Linux" and platform.libc_ver()[0] == "glibc":
-            try:
+            with contextlib.suppress(OSError, AttributeError):  # no mallopt: this libc is left as it is
                 mallopt = ctypes.CDLL(None).mallopt
                 mallopt.argtypes, mallopt.restype = [ctypes.c_int, ctypes.c_int], ctypes.c_int
                 _malloc_tuned = bool(
                     mallopt(_M_TRIM_THRESHOLD, KEEP_FREED_BYTES) and mallopt(_M_MMAP_THRESHOLD, LARGE_ALLOCATION_BYTES)
                 )
-            except (OSError, AttributeError):
-                pass
     return _malloc_tuned
 
 

@@ -261,6 +261,15 @@ class RunStore:
 
     # -- writing ---------------------------------------------------------------------------------
 
+    def _checked_artifacts(self, run_id: str, artifacts: dict[str, Path]) -> list[ArtifactRecord]:
+        """Refuse a write to a read-only store or a run without an id, then hash every artifact (before anything
+        is written)."""
+        if self.readonly:
+            raise StoreError(f"the run store {self.path} was opened read-only; cannot record a run")
+        if not run_id:
+            raise StoreError("cannot record a run with an empty run id")
+        return [self._hash_artifact(name, Path(p)) for name, p in sorted(artifacts.items())]
+
     def record_audit(self, result: AuditResult, *, out_dir: str | None, artifacts: dict[str, Path]) -> str:
         """Store a complete audit and the SHA-256 and size of each artifact file; return the run id.
 
@@ -268,11 +277,7 @@ class RunStore:
         the artifacts) are stored absolute so ``verify_artifacts`` works from any working directory.
         Every artifact must exist: it is hashed now, before anything is written.
         """
-        if self.readonly:
-            raise StoreError(f"the run store {self.path} was opened read-only; cannot record a run")
-        if not result.run_id:
-            raise StoreError("cannot record a run with an empty run id")
-        records = [self._hash_artifact(name, Path(p)) for name, p in sorted(artifacts.items())]
+        records = self._checked_artifacts(result.run_id, artifacts)
         row = (
             result.run_id,
             _normalise_timestamp(result.created_at),
@@ -295,11 +300,7 @@ class RunStore:
     def record_policy_audit(self, result: PolicyAuditResult, *, out_dir: str | None, artifacts: dict[str, Path]) -> str:
         """Store a complete policy audit (kind ``policy-audit``: the policy file as the model, the environment id
         as the data) and its artifacts' hashes, as :meth:`record_audit` does; return the run id."""
-        if self.readonly:
-            raise StoreError(f"the run store {self.path} was opened read-only; cannot record a run")
-        if not result.run_id:
-            raise StoreError("cannot record a run with an empty run id")
-        records = [self._hash_artifact(name, Path(p)) for name, p in sorted(artifacts.items())]
+        records = self._checked_artifacts(result.run_id, artifacts)
         row = (
             result.run_id,
             _normalise_timestamp(result.created_at),
