@@ -533,8 +533,11 @@ def _resumable_phases(
                 "to start over"
             ) from None
         except KeyboardInterrupt:
-            if checkpoint is not None and checkpoint.where is not None:
+            # a Ctrl-C between a checkpoint's write and the bookkeeping of where it stands still leaves the file
+            if checkpoint is not None and (checkpoint.where is not None or checkpoint.path.exists()):
                 where = checkpoint.where or "before the first attack"
+                if checkpoint.where is None:
+                    where = "its last checkpoint"
                 raise KeyboardInterrupt(
                     f"the audit can be resumed from {checkpoint.path} ({where}) by rerunning the same command"
                 ) from None
