@@ -14,8 +14,11 @@
    most 25% of the steps, where the action preference ``c(s) = max pi - min pi`` reaches the episode's running 75th
    percentile) and ``timed-fixed`` (the same, with Lin et al.'s fixed threshold: the 75th percentile of ``c(s)``
    over the policy's clean steps on the scale's seeds), and ``worst``: per episode the lowest return of the
-   attacks (random excluded). The timed attacks' attacked-step fraction. ``--learned STEPS`` adds the learned
-   adversary (ATLA's attacker, Zhang et al. 2021) trained STEPS steps, at ``--learned-eps``.
+   attacks (random excluded). The timed attacks' attacked-step fraction, and for ``pgd`` and the timed attacks
+   the fraction of steps whose action the attack changed. ``--learned STEPS`` adds the learned adversary (ATLA's
+   attacker, Zhang et al. 2021) trained STEPS steps, at ``--learned-eps``.
+   Pendulum-v1 (continuous actions; ``--pendulum-eps``, '' to skip): a PPO policy (:data:`PENDULUM_PPO`) under
+   ``random``, ``fgsm``, ``pgd``, ``mad`` (Zhang et al. 2020) and ``critic``, eps in units of its own scale.
 4. Issue 15's checks, printed met / missed (nothing here is tuned to pass them):
    a. at some eps ``random`` keeps >= 90% of the clean return while the strongest attack (the lowest mean of a
       single attack) removes >= 80% of it (baseline);
@@ -42,7 +45,7 @@ import platform
 import sys
 import time
 from concurrent.futures import ProcessPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -68,6 +71,14 @@ ENV = "CartPole-v1"
 SINGLE = ("random", "fgsm", "pgd", "critic", "timed", "timed-fixed")
 """The attacks run on every (policy, eps); ``worst`` is taken over all but ``random``."""
 TIMED = ("timed", "timed-fixed")
+PENDULUM = "Pendulum-v1"
+PENDULUM_ATTACKS = ("random", "fgsm", "pgd", "mad", "critic")
+PENDULUM_PPO = PPOConfig(
+    total_steps=300_000, n_envs=8, n_steps=256, gamma=0.9, gae_lambda=0.95, epochs=10, minibatch_size=256,
+    learning_rate=1e-3, log_std_init=-0.5,
+)  # fmt: skip
+"""PPO for Pendulum-v1 (the discount and GAE of RL Zoo's Pendulum settings; 48 s on one idle core, mean return
+about -170 over 20 episodes, where a random policy gets about -1200)."""
 
 
 def fmt(x: float) -> str:
@@ -118,8 +129,9 @@ def clean_preferences(policy: Policy, seeds: list[int], max_steps: int | None) -
 class Cell:
     policy: str
     eps: float
-    attack: str  # "clean" or a name of SINGLE, or "learned"
+    attack: str  # "clean" or a name of SINGLE or PENDULUM_ATTACKS, or "learned"
     settings: dict[str, Any]
+    env: str = ENV
 
 
 def build_attack(name: str, settings: dict[str, Any]) -> PolicyAttack | None:
@@ -136,10 +148,10 @@ def run_cell(cell: Cell, policy: Policy, threat: ObservationThreat, seeds: list[
     start = time.perf_counter()
     if cell.attack == "learned":
         assert attack is not None
-        attack.prepare(policy, ENV, threat)  # type: ignore[attr-defined]
+        attack.prepare(policy, cell.env, threat)  # type: ignore[attr-defined]
     train_seconds = time.perf_counter() - start
     episodes = run_episodes(
-        policy, ENV, seeds, attack=attack, threat=None if attack is None else threat, max_steps=max_steps
+        policy, cell.env, seeds, attack=attack, threat=None if attack is None else threat, max_steps=max_steps
     )
     return {
         "policy": cell.policy,
@@ -149,6 +161,7 @@ def run_cell(cell: Cell, policy: Policy, threat: ObservationThreat, seeds: list[
         "returns": [e.total_reward for e in episodes],
         "steps": [e.steps for e in episodes],
         "attacked_steps": [e.attacked_steps for e in episodes],
+        "changed_actions": [e.changed_actions for e in episodes],
         "queries": [e.queries for e in episodes],
         "seconds": time.perf_counter() - start,
         **({"adversary_training_seconds": train_seconds} if cell.attack == "learned" else {}),
@@ -158,14 +171,24 @@ def run_cell(cell: Cell, policy: Policy, threat: ObservationThreat, seeds: list[
 _WORKER: dict[str, Any] = {}
 
 
-def _init_worker(policies: dict[str, Policy], base: ObservationThreat, seeds: list[int], max_steps: int | None) -> None:
+def _init_worker(
+    policies: dict[str, Policy], bases: dict[str, ObservationThreat], seeds: list[int], max_steps: int | None
+) -> None:
     torch.set_num_threads(1)
-    _WORKER.update(policies=policies, base=base, seeds=seeds, max_steps=max_steps)
+    _WORKER.update(policies=policies, bases=bases, seeds=seeds, max_steps=max_steps)
 
 
 def _work(cell: Cell) -> dict:
     w = _WORKER
-    return run_cell(cell, w["policies"][cell.policy], w["base"].with_eps(cell.eps), w["seeds"], w["max_steps"])
+    threat = w["bases"][cell.env].with_eps(cell.eps)
+    return run_cell(cell, w["policies"][cell.policy], threat, w["seeds"], w["max_steps"])
+
+
+def changed_fraction(r: dict[str, Any]) -> float | None:
+    """The steps whose action the attack changed, over all steps (discrete policies; ``None`` otherwise)."""
+    if any(c is None for c in r["changed_actions"]):
+        return None
+    return float(np.sum(r["changed_actions"]) / np.sum(r["steps"]))
 
 
 # -- summaries and checks --------------------------------------------------------------------------------------
@@ -239,18 +262,26 @@ def checks(results: dict[str, Any], eps_list: list[float]) -> dict[str, Any]:
 def markdown(results: dict[str, Any], eps_list: list[float]) -> str:
     lines: list[str] = []
     names = [*results["attacks"], "worst"]
+    changed = ("pgd", *TIMED)
     for key, p in results["policies"].items():
         lines.append(
             f"**{key}** (training {p['training_seconds']:.0f} s): clean return {fmt(p['clean']['mean'])} "
             f"[{fmt(p['clean']['ci'][0])}, {fmt(p['clean']['ci'][1])}], timed-fixed threshold "
             f"{p['timed_threshold']:.4f}\n"
         )
-        lines.append("| eps | " + " | ".join(names) + " | timed attacked | timed-fixed attacked |")
-        lines.append("| --- " * (len(names) + 3) + "|")
+        lines.append(
+            "| eps | "
+            + " | ".join(names)
+            + " | timed attacked | timed-fixed attacked | "
+            + " | ".join(f"{a} changed" for a in changed)
+            + " |"
+        )
+        lines.append("| --- " * (len(names) + 3 + len(changed)) + "|")
         for e in eps_list:
             row = p["eps"][str(e)]
             cells = [f"{fmt(row[a]['mean'])} [{fmt(row[a]['ci'][0])}, {fmt(row[a]['ci'][1])}]" for a in names]
             frac = [f"{100 * row[t]['attacked_fraction']:.1f}%" for t in TIMED]
+            frac += [f"{100 * row[a]['changed_fraction']:.1f}%" for a in changed]
             lines.append(f"| {e:g} | " + " | ".join(cells + frac) + " |")
         lines.append("")
     c = results["checks"]
@@ -279,6 +310,19 @@ def markdown(results: dict[str, Any], eps_list: list[float]) -> str:
         f"timed-fixed {'MET' if c['b_met']['timed-fixed'] else 'MISSED'}; (c) {'MET' if c['c_met'] else 'MISSED'} "
         "(at an eps where (a) holds)"
     )
+    if "pendulum" in results:
+        pd = results["pendulum"]
+        lines.append(
+            f"\n**{PENDULUM}** (PPO, training {pd['training_seconds']:.0f} s): clean return {fmt(pd['clean']['mean'])} "
+            f"[{fmt(pd['clean']['ci'][0])}, {fmt(pd['clean']['ci'][1])}], scale {np.round(pd['scale'], 4).tolist()}\n"
+        )
+        pnames = [*PENDULUM_ATTACKS, "worst"]
+        lines.append("| eps | " + " | ".join(pnames) + " |")
+        lines.append("| --- " * (len(pnames) + 1) + "|")
+        for e in pd["eps_list"]:
+            row = pd["eps"][str(e)]
+            cells = [f"{fmt(row[a]['mean'])} [{fmt(row[a]['ci'][0])}, {fmt(row[a]['ci'][1])}]" for a in pnames]
+            lines.append(f"| {e:g} | " + " | ".join(cells) + " |")
     if "learned" in results:
         lr = results["learned"]
         lines.append("")
@@ -301,20 +345,24 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--learned", type=int, default=0, metavar="STEPS", help="also the learned adversary (0: no)")
     p.add_argument("--learned-eps", type=float, default=1.0)
     p.add_argument("--workers", type=int, default=1, help="processes for the attack cells")
+    p.add_argument("--pendulum-eps", default="0.25,0.5,1.0", help="Pendulum-v1's eps ('' to skip Pendulum)")
     p.add_argument("--retrain", action="store_true")
     p.add_argument("--models-dir", type=Path, default=HERE / "models")
     p.add_argument("--out", type=Path, default=None)
     args = p.parse_args(argv)
     torch.set_num_threads(1)
     eps_list = [float(x) for x in args.eps.split(",")]
+    pendulum_eps = [float(x) for x in args.pendulum_eps.split(",") if x.strip()]
     max_steps: int | None = None
     ppo = PPOConfig()
+    pendulum_ppo = PENDULUM_PPO
     tag = ""
     if args.quick:
         args.episodes = min(args.episodes, 5)
         args.scale_episodes = min(args.scale_episodes, 3)
         max_steps = 100
         ppo = PPOConfig(total_steps=8 * 32 * 20)
+        pendulum_ppo = replace(PENDULUM_PPO, total_steps=8 * 256 * 4)
         tag = "-quick"
     out = args.out or HERE / "results" / f"policies{tag}.json"
     eval_seeds = episode_seeds(derived_seed(args.seed, "policies-eval"), args.episodes)
@@ -336,13 +384,23 @@ def main(argv: list[str] | None = None) -> None:
     )
     print(f"sa-ppo trained in {hard_seconds:.0f} s", flush=True)
     space = make_env(ENV).observation_space
-    base_threat = ObservationThreat.for_space(space, scale, norm="linf", eps=0.0)
+    bases = {ENV: ObservationThreat.for_space(space, scale, norm="linf", eps=0.0)}
     policies = {"baseline": baseline, "sa-ppo": hardened}
     seconds = {"baseline": base_seconds, "sa-ppo": hard_seconds}
     thresholds = {
         k: float(np.quantile(clean_preferences(pol, scale_seeds, max_steps), args.threshold_quantile))
         for k, pol in policies.items()
     }
+    if pendulum_eps:
+        pendulum, pendulum_seconds = cached_policy(
+            args.models_dir / f"policies-pendulum-ppo-seed{args.seed}{tag}.safetensors",
+            lambda: train_ppo(PENDULUM, pendulum_ppo, seed=args.seed).policy,
+            args.retrain,
+        )
+        pendulum_scale = estimate_scale(pendulum, PENDULUM, scale_seeds, max_steps=max_steps)
+        print(f"pendulum PPO trained in {pendulum_seconds:.0f} s; scale {np.round(pendulum_scale, 4).tolist()}")
+        space = make_env(PENDULUM).observation_space
+        bases[PENDULUM] = ObservationThreat.for_space(space, pendulum_scale, norm="linf", eps=0.0)
 
     cells: list[Cell] = []
     for k in policies:
@@ -353,11 +411,16 @@ def main(argv: list[str] | None = None) -> None:
                 cells.append(Cell(k, e, a, settings))
         if args.learned:
             cells.append(Cell(k, args.learned_eps, "learned", {"env_id": ENV, "steps": args.learned, "seed": 0}))
+    all_policies = dict(policies)
+    if pendulum_eps:
+        all_policies["pendulum"] = pendulum
+        cells.append(Cell("pendulum", 0.0, "clean", {}, PENDULUM))
+        cells += [Cell("pendulum", e, a, {}, PENDULUM) for e in pendulum_eps for a in PENDULUM_ATTACKS]
     # the slowest cells first, so that the workers finish together
     cells.sort(key=lambda c: (c.attack != "learned", c.policy != "sa-ppo", -c.eps))
     if args.workers > 1:
         with ProcessPoolExecutor(
-            args.workers, initializer=_init_worker, initargs=(policies, base_threat, eval_seeds, max_steps)
+            args.workers, initializer=_init_worker, initargs=(all_policies, bases, eval_seeds, max_steps)
         ) as pool:
             done = []
             for r in pool.map(_work, cells):
@@ -366,7 +429,7 @@ def main(argv: list[str] | None = None) -> None:
     else:
         done = []
         for c in cells:
-            r = run_cell(c, policies[c.policy], base_threat.with_eps(c.eps), eval_seeds, max_steps)
+            r = run_cell(c, all_policies[c.policy], bases[c.env].with_eps(c.eps), eval_seeds, max_steps)
             done.append(r)
             print(f"  {r['policy']} eps {r['eps']:g} {r['attack']}: {np.mean(r['returns']):.1f}", flush=True)
 
@@ -414,6 +477,8 @@ def main(argv: list[str] | None = None) -> None:
                 row[a] = {
                     **summary(r["returns"], ci_seed(k, e, a)),
                     "attacked_fraction": float(np.sum(r["attacked_steps"]) / np.sum(r["steps"])),
+                    "changed_fraction": changed_fraction(r),
+                    "changed_actions": r["changed_actions"],
                     "seconds": r["seconds"],
                     "settings": r["settings"],
                     "returns": r["returns"],
@@ -434,6 +499,26 @@ def main(argv: list[str] | None = None) -> None:
                 "adversary_training_seconds": r["adversary_training_seconds"],
                 "seconds": r["seconds"],
             }
+    if pendulum_eps:
+        clean = by[("pendulum", 0.0, "clean")]
+        pd: dict[str, Any] = {
+            "ppo": pendulum_ppo.to_dict(),
+            "training_seconds": pendulum_seconds,
+            "scale": pendulum_scale.tolist(),
+            "clean": {**summary(clean["returns"], ci_seed("pendulum", "clean")), "returns": clean["returns"]},
+            "eps_list": pendulum_eps,
+            "eps": {},
+        }
+        for e in pendulum_eps:
+            row = {}
+            for a in PENDULUM_ATTACKS:
+                r = by[("pendulum", e, a)]
+                row[a] = {**summary(r["returns"], ci_seed("pendulum", e, a)), "returns": r["returns"],
+                          "seconds": r["seconds"], "queries": r["queries"]}  # fmt: skip
+            worst = np.min([row[a]["returns"] for a in PENDULUM_ATTACKS if a != "random"], axis=0).tolist()
+            row["worst"] = {**summary(worst, ci_seed("pendulum", e, "worst")), "returns": worst}
+            pd["eps"][str(e)] = row
+        results["pendulum"] = pd
     results["checks"] = checks(results, eps_list)
     results["seconds"] = time.perf_counter() - started
     text = markdown(results, eps_list)

@@ -39,11 +39,13 @@ def _ci(low: float, high: float) -> Interval:
 def _attack(name: str, eps: float, returns: list[float]) -> PolicyAttackResult:
     steps = [int(r) for r in returns]
     attacked = [s if name != "timed" else s // 4 for s in steps]
+    changed = [a // 3 if name != "random" else 0 for a in attacked]
     mean = float(np.mean(returns))
     return PolicyAttackResult(
         attack=name, eps=eps, returns=returns, steps=steps, attacked_steps=attacked, queries=[3 * s for s in steps],
         mean_return=mean, ci=_ci(min(returns), max(returns)), attacked_fraction=sum(attacked) / sum(steps),
         mean_queries=float(np.mean([3 * s for s in steps])), seconds=0.5,
+        changed_actions=changed, changed_fraction=sum(changed) / sum(steps),
     )  # fmt: skip
 
 
@@ -195,6 +197,7 @@ def test_report_shows_verdict_threat_model_table_curves_and_animation() -> None:
     # one row per (eps, attack) and a worst case per eps, with the CI, attacked steps and queries
     assert html.count('class="worst"') == 2
     assert "[40.00, 220.00]" in html and "24.8%" in html and "405.0" in html and "(pgd 3, timed 1)" in html
+    assert "actions changed" in html and "33.2%" in html  # pgd at eps 0.1: 156 of 470 steps
     images = re.findall(r'src="data:image/(png|gif);base64,([A-Za-z0-9+/=]+)"', html)
     assert [kind for kind, _ in images] == ["png", "png", "gif"]
     assert base64.b64decode(images[2][1]) == gif
@@ -303,6 +306,13 @@ def test_workflow_end_to_end_on_cartpole() -> None:
     assert pgd is not None and noise is not None and timed is not None
     assert pgd.ci.high < noise.ci.low  # PGD flips the controller, noise of the same size does not
     assert pgd.attacked_fraction == 1.0 and 0 < timed.attacked_fraction < 1.0
+    # the actions changed: counted per episode, never more than the steps attacked; noise changes none of the
+    # linear controller's confident actions that PGD flips
+    for res in (pgd, noise, timed):
+        assert res.changed_actions is not None and res.changed_fraction is not None
+        assert all(0 <= c <= a for c, a in zip(res.changed_actions, res.attacked_steps, strict=True))
+    assert pgd.changed_fraction is not None and noise.changed_fraction is not None
+    assert pgd.changed_fraction > noise.changed_fraction
     assert all(q > s for q, s in zip(pgd.queries, pgd.steps, strict=True))  # PGD's gradient queries counted
     # the worst case is per episode, over every attack
     (worst,) = r.worst_case

@@ -197,6 +197,9 @@ def test_return_under_attack_on_the_toy_environment_is_computed_by_hand(name: st
     )
     assert episode.total_reward == expected
     assert episode.steps == episode.attacked_steps == len(TOY_OBS)
+    assert episode.changed_actions == len(TOY_OBS) - expected  # every lost step is a changed action, and only those
+    if name == "fgsm":  # the clean logits, one gradient, the action played; counting changes is not a query
+        assert episode.queries == 3 * episode.steps
 
 
 def test_timed_attack_on_the_toy_environment_follows_its_rule() -> None:
@@ -219,6 +222,7 @@ def test_timed_attack_on_the_toy_environment_follows_its_rule() -> None:
     assert 0 < attacked < len(TOY_OBS)
     assert episode.attacked_steps == attacked
     assert episode.total_reward == len(TOY_OBS) - lost
+    assert episode.changed_actions == lost
 
 
 def test_timed_attack_respects_its_budget_at_every_step() -> None:
@@ -386,6 +390,7 @@ def test_pendulum_episodes_under_continuous_attacks(name: str) -> None:
     )
     assert attacked.total_reward == clean.total_reward  # eps 0: the same episode
     assert attacked.attacked_steps == attacked.steps == 25
+    assert attacked.changed_actions is None and clean.changed_actions is None  # counted for discrete actions only
 
 
 def test_params_record_the_settings_and_the_inner_attack() -> None:

@@ -293,12 +293,16 @@ def audit_policy(
             steps = [int(ep.steps) for ep in episodes]
             attacked = [int(ep.attacked_steps) for ep in episodes]
             queries = [int(ep.queries) for ep in episodes]
+            changed = [int(ep.changed_actions) for ep in episodes if ep.changed_actions is not None]
+            counted = len(changed) == len(episodes)
             results.append(
                 PolicyAttackResult(
                     attack=name, eps=float(e), returns=returns, steps=steps, attacked_steps=attacked,
                     queries=queries, mean_return=mean, ci=ci,
                     attacked_fraction=sum(attacked) / max(1, sum(steps)),
                     mean_queries=float(np.mean(queries)), seconds=time.perf_counter() - t0,
+                    changed_actions=changed if counted else None,
+                    changed_fraction=sum(changed) / max(1, sum(steps)) if counted else None,
                 )
             )  # fmt: skip
     timings["attacks"] = time.perf_counter() - tick

@@ -129,8 +129,8 @@ def runs(items: Sequence[Any], store_path: Path) -> None:
 
 
 def policy_audit(r: Any) -> None:
-    """A policy audit's verdict, then per eps each attack's mean return with its CI, steps attacked and queries,
-    and the worst case."""
+    """A policy audit's verdict, then per eps each attack's mean return with its CI, steps attacked, actions
+    changed (discrete policies) and queries, and the worst case."""
     from rich.console import Console
     from rich.markup import escape
 
@@ -138,16 +138,18 @@ def policy_audit(r: Any) -> None:
     colour = {"ok": "green", "warning": "yellow", "fail": "red"}[r.verdict.level]
     console.print(f"[bold {colour}]{r.verdict.level.upper()}[/]: {escape(r.verdict.headline)}")
     clean = r.clean
-    rows = [("-", "clean", f"{clean.mean_return:.1f}", f"[{clean.ci.low:.1f}, {clean.ci.high:.1f}]", "-", "-")]
+    rows = [("-", "clean", f"{clean.mean_return:.1f}", f"[{clean.ci.low:.1f}, {clean.ci.high:.1f}]", "-", "-", "-")]
     for e in r.eps:
         for a in (a for a in r.results if a.eps == e):
+            changed = "-" if a.changed_fraction is None else f"{a.changed_fraction:.1%}"
             rows.append((f"{e:g}", a.attack, f"{a.mean_return:.1f}", f"[{a.ci.low:.1f}, {a.ci.high:.1f}]",
-                         f"{a.attacked_fraction:.1%}", f"{a.mean_queries:.0f}"))  # fmt: skip
+                         f"{a.attacked_fraction:.1%}", changed, f"{a.mean_queries:.0f}"))  # fmt: skip
         if (w := r.worst_at(e)) is not None:
             rows.append((f"{e:g}", "[bold]worst case[/]", f"[bold]{w.mean_return:.1f}[/]",
-                         f"[{w.ci.low:.1f}, {w.ci.high:.1f}]", "", ""))  # fmt: skip
+                         f"[{w.ci.low:.1f}, {w.ci.high:.1f}]", "", "", ""))  # fmt: skip
     title = f"{escape(r.env_id)}: mean return over {r.episodes} episodes ({r.norm}, eps in standard deviations)"
-    console.print(_table(title, ("eps", "attack", "mean return", "95% CI", "steps attacked", "queries/ep."), rows))
+    header = ("eps", "attack", "mean return", "95% CI", "steps attacked", "actions changed", "queries/ep.")
+    console.print(_table(title, header, rows))
     for s in r.skipped:
         console.print(f"not run: {escape(s.attack)}: {escape(s.reason)}", highlight=False)
     for note in r.notes:

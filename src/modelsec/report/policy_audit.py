@@ -242,7 +242,8 @@ def _rows(result: PolicyAuditResult) -> list[dict[str, Any]]:
     for e in result.eps:
         for r in (r for r in result.results if eps_key(r.eps) == eps_key(e)):
             rows.append({"eps": e, "attack": r.attack, "mean": r.mean_return, "ci": r.ci,
-                         "attacked": r.attacked_fraction, "queries": r.mean_queries, "seconds": r.seconds,
+                         "attacked": r.attacked_fraction, "changed": r.changed_fraction,
+                         "queries": r.mean_queries, "seconds": r.seconds,
                          "worst": False, "baseline": r.attack == RANDOM_ATTACK})  # fmt: skip
         w = result.worst_at(e)
         if w is not None:
@@ -251,8 +252,8 @@ def _rows(result: PolicyAuditResult) -> list[dict[str, Any]]:
                 counts[a] = counts.get(a, 0) + 1
             which = ", ".join(f"{a} {n}" for a, n in sorted(counts.items(), key=lambda i: -i[1]))
             rows.append({"eps": e, "attack": "worst case (per episode)", "mean": w.mean_return, "ci": w.ci,
-                         "attacked": None, "queries": None, "seconds": None, "worst": True, "baseline": False,
-                         "drop": w.relative_drop,
+                         "attacked": None, "changed": None, "queries": None, "seconds": None, "worst": True,
+                         "baseline": False, "drop": w.relative_drop,
                          "which": which})  # fmt: skip
     return rows
 
@@ -273,6 +274,7 @@ def render_policy_audit_html(result: PolicyAuditResult, *, animation: bytes | No
             r=result,
             dims=dims,
             rows=_rows(result),
+            show_changed=any(r.changed_fraction is not None for r in result.results),
             curves=figure_to_png_data_uri(return_curves(result)),
             strip=figure_to_png_data_uri(worst_case_strip(result)),
             animation=None if animation is None else gif_data_uri(animation),

@@ -146,7 +146,9 @@ class EpisodeReturns:
 class PolicyAttackResult:
     """One attack at one eps, over the audit's episodes (seed order): each episode's return, length, steps attacked
     and policy queries; the mean return with its bootstrap CI; ``attacked_fraction`` (attacked steps over all steps)
-    and ``mean_queries`` (per episode); ``seconds`` the wall time of its episodes."""
+    and ``mean_queries`` (per episode); ``seconds`` the wall time of its episodes. ``changed_actions`` (discrete
+    policies; ``None`` otherwise): per episode the steps whose action the attack changed, and ``changed_fraction``
+    those steps over all steps."""
 
     attack: str
     eps: float
@@ -159,6 +161,8 @@ class PolicyAttackResult:
     attacked_fraction: float
     mean_queries: float
     seconds: float
+    changed_actions: list[int] | None = None
+    changed_fraction: float | None = None
 
 
 @dataclass(frozen=True)

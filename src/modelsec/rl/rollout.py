@@ -5,7 +5,9 @@ its logits, or its mean action clipped to the bounds) on the observation it sees
 attacker's ``s'`` (:meth:`~modelsec.rl.attacks.base.PolicyAttack.perturb`, verified to lie in the threat model),
 while the environment keeps its true state and steps with the chosen action (the state-adversarial MDP of Zhang et
 al. 2020). An :class:`Episode` records its seed, return, length, attacked steps, and the policy's queries (the
-attacks' forward passes included). Episodes are seeded one by one (``env.reset(seed=...)``, the attack's
+attacks' forward passes included) and, for a discrete policy under attack, the steps whose played action differs
+from the one the clean observation gives (Huang et al.'s success count: an attacked step that leaves the action
+unchanged does nothing this step). Episodes are seeded one by one (``env.reset(seed=...)``, the attack's
 :meth:`~modelsec.rl.attacks.base.PolicyAttack.reset`), so each depends on its seed alone.
 
 :func:`estimate_scale` measures the per-dimension standard deviation of the observations over clean episodes, the
@@ -32,14 +34,17 @@ from modelsec.rl.threat import ObservationThreat
 @dataclass
 class Episode:
     """One episode: its ``seed``, the sum of its rewards, its length, the steps the attack perturbed, the
-    policy's queries during it (attack included), and, when recorded, its frames (RGB arrays, the first after
-    ``reset``, then one after each recorded step; not compared by ``==``)."""
+    policy's queries during it (attack included), ``changed_actions`` (a discrete policy under attack: the steps
+    whose action differs from the clean observation's; ``None`` for a clean episode or continuous actions), and,
+    when recorded, its frames (RGB arrays, the first after ``reset``, then one after each recorded step; not
+    compared by ``==``)."""
 
     seed: int
     total_reward: float
     steps: int
     attacked_steps: int
     queries: int
+    changed_actions: int | None = None
     frames: list[np.ndarray] | None = field(default=None, compare=False)
 
     def to_dict(self) -> dict[str, Any]:
@@ -50,6 +55,7 @@ class Episode:
             "steps": self.steps,
             "attacked_steps": self.attacked_steps,
             "queries": self.queries,
+            "changed_actions": self.changed_actions,
         }
 
 
@@ -96,15 +102,20 @@ def _episode(
         attack.reset(int(seed))
     frames: list[np.ndarray] | None = [np.asarray(env.render())] if record_frames else None
     total, steps, attacked = 0.0, 0, 0
+    count_changes = attack is not None and policy.action.kind == "discrete"
+    changed = 0
     while max_steps is None or steps < max_steps:
         obs = torch.as_tensor(np.asarray(observation, dtype=np.float32)).reshape(1, *policy.observation_shape)
         if not torch.isfinite(obs).all():
             raise DataError(f"the environment returned an observation with NaN or Inf at step {steps} (seed {seed})")
+        clean_obs, hit = obs, False
         if attack is not None:
             assert threat is not None
             obs, hit = attack.perturb(policy, obs, threat)
             attacked += int(hit)
         action = policy.actions(obs)[0]
+        if count_changes and hit:
+            changed += int(_clean_action(policy, clean_obs) != int(action.item()))
         env_action = int(action.item()) if policy.action.kind == "discrete" else action.numpy().astype(np.float32)
         observation, reward, terminated, truncated, _ = env.step(env_action)
         total += float(reward)
@@ -113,7 +124,18 @@ def _episode(
             frames.append(np.asarray(env.render()))
         if terminated or truncated:
             break
-    return Episode(int(seed), total, steps, attacked, policy.queries - queries_before, frames)
+    queries = policy.queries - queries_before
+    return Episode(int(seed), total, steps, attacked, queries, changed if count_changes else None, frames)
+
+
+def _clean_action(policy: Policy, obs: torch.Tensor) -> int:
+    """The discrete action the clean observation gives; the evaluator's look, not the attacker's: not counted as a
+    query."""
+    queries = policy.queries
+    try:
+        return int(policy.actions(obs)[0].item())
+    finally:
+        policy.queries = queries
 
 
 def run_episode(
