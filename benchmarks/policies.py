@@ -15,8 +15,9 @@
    percentile) and ``timed-fixed`` (the same, with Lin et al.'s fixed threshold: the 75th percentile of ``c(s)``
    over the policy's clean steps on the scale's seeds), and ``worst``: per episode the lowest return of the
    attacks (random excluded). The timed attacks' attacked-step fraction, and for ``pgd`` and the timed attacks
-   the fraction of steps whose action the attack changed. ``--learned STEPS`` adds the learned adversary (ATLA's
-   attacker, Zhang et al. 2021) trained STEPS steps, at ``--learned-eps``.
+   the fraction of steps whose action the attack changed. ``learned``: the learned adversary (ATLA, Zhang et al.
+   2021, in its director form for discrete actions, Sun et al. 2022's PA-AD) trained ``--learned`` steps against
+   each policy at each eps (``--learned 0`` leaves it out), included in ``worst``.
    Pendulum-v1 (continuous actions; ``--pendulum-eps``, '' to skip): a PPO policy (:data:`PENDULUM_PPO`) under
    ``random``, ``fgsm``, ``pgd``, ``mad`` (Zhang et al. 2020) and ``critic``, eps in units of its own scale.
 4. Issue 15's checks, printed met / missed (nothing here is tuned to pass them):
@@ -56,6 +57,7 @@ import torch
 from modelsec.core.seeding import derived_seed
 from modelsec.rl.attacks import POLICY_ATTACKS
 from modelsec.rl.attacks.base import PolicyAttack
+from modelsec.rl.attacks.learned import ADVERSARY_PPO
 from modelsec.rl.attacks.timed import TimedAttack, action_preference
 from modelsec.rl.environments import episode_seeds, make_env
 from modelsec.rl.files import load_policy, save_policy
@@ -132,6 +134,11 @@ class Cell:
     attack: str  # "clean" or a name of SINGLE or PENDULUM_ATTACKS, or "learned"
     settings: dict[str, Any]
     env: str = ENV
+
+
+def attack_names(learned: int) -> tuple[str, ...]:
+    """The CartPole attacks: :data:`SINGLE`, and ``learned`` when it has a training budget."""
+    return (*SINGLE, "learned") if learned else SINGLE
 
 
 def build_attack(name: str, settings: dict[str, Any]) -> PolicyAttack | None:
@@ -262,7 +269,7 @@ def checks(results: dict[str, Any], eps_list: list[float]) -> dict[str, Any]:
 def markdown(results: dict[str, Any], eps_list: list[float]) -> str:
     lines: list[str] = []
     names = [*results["attacks"], "worst"]
-    changed = ("pgd", *TIMED)
+    changed = ("pgd", *TIMED, *(("learned",) if "learned" in results["attacks"] else ()))
     for key, p in results["policies"].items():
         lines.append(
             f"**{key}** (training {p['training_seconds']:.0f} s): clean return {fmt(p['clean']['mean'])} "
@@ -323,14 +330,11 @@ def markdown(results: dict[str, Any], eps_list: list[float]) -> str:
             row = pd["eps"][str(e)]
             cells = [f"{fmt(row[a]['mean'])} [{fmt(row[a]['ci'][0])}, {fmt(row[a]['ci'][1])}]" for a in pnames]
             lines.append(f"| {e:g} | " + " | ".join(cells) + " |")
-    if "learned" in results:
-        lr = results["learned"]
-        lines.append("")
-        for key, r in lr["policies"].items():
-            lines.append(
-                f"learned adversary ({lr['steps']} steps) at eps {lr['eps']:g} vs {key}: {fmt(r['mean'])} "
-                f"[{fmt(r['ci'][0])}, {fmt(r['ci'][1])}] (adversary trained in {r['adversary_training_seconds']:.0f} s)"
-            )
+    if "learned" in results["attacks"]:
+        lines.append(f"\nlearned adversary: {results['learned_steps']} steps of PPO against each policy at each eps;")
+        for key, p in results["policies"].items():
+            trained = [f"{p['eps'][str(e)]['learned']['adversary_training_seconds']:.0f}" for e in eps_list]
+            lines.append(f"- {key}: trained in {', '.join(trained)} s (eps {', '.join(f'{e:g}' for e in eps_list)})")
     return "\n".join(lines)
 
 
@@ -342,8 +346,10 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--scale-episodes", type=int, default=20, help="clean episodes for the scale and c(s) quantile")
     p.add_argument("--eps", default="0.25,0.5,1.0,1.5")
     p.add_argument("--threshold-quantile", type=float, default=0.75, help="timed-fixed: quantile of clean c(s)")
-    p.add_argument("--learned", type=int, default=0, metavar="STEPS", help="also the learned adversary (0: no)")
-    p.add_argument("--learned-eps", type=float, default=1.0)
+    p.add_argument(
+        "--learned", type=int, default=ADVERSARY_PPO.total_steps, metavar="STEPS",
+        help="the learned adversary's training steps (0: leave it out)",
+    )  # fmt: skip
     p.add_argument("--workers", type=int, default=1, help="processes for the attack cells")
     p.add_argument("--pendulum-eps", default="0.25,0.5,1.0", help="Pendulum-v1's eps ('' to skip Pendulum)")
     p.add_argument("--retrain", action="store_true")
@@ -363,6 +369,7 @@ def main(argv: list[str] | None = None) -> None:
         max_steps = 100
         ppo = PPOConfig(total_steps=8 * 32 * 20)
         pendulum_ppo = replace(PENDULUM_PPO, total_steps=8 * 256 * 4)
+        args.learned = min(args.learned, 2048)
         tag = "-quick"
     out = args.out or HERE / "results" / f"policies{tag}.json"
     eval_seeds = episode_seeds(derived_seed(args.seed, "policies-eval"), args.episodes)
@@ -406,11 +413,11 @@ def main(argv: list[str] | None = None) -> None:
     for k in policies:
         cells.append(Cell(k, 0.0, "clean", {}))
         for e in eps_list:
-            for a in SINGLE:
+            for a in attack_names(args.learned):
                 settings = {"threshold": thresholds[k]} if a == "timed-fixed" else {}
+                if a == "learned":
+                    settings = {"env_id": ENV, "steps": args.learned, "seed": 0}
                 cells.append(Cell(k, e, a, settings))
-        if args.learned:
-            cells.append(Cell(k, args.learned_eps, "learned", {"env_id": ENV, "steps": args.learned, "seed": 0}))
     all_policies = dict(policies)
     if pendulum_eps:
         all_policies["pendulum"] = pendulum
@@ -457,7 +464,8 @@ def main(argv: list[str] | None = None) -> None:
         "threat": {"norm": "linf", "eps_unit": "the baseline's per-dimension std over clean episodes"},
         "ppo": ppo.to_dict(),
         "hardening": hardening.to_dict(),
-        "attacks": list(SINGLE),
+        "attacks": list(attack_names(args.learned)),
+        "learned_steps": args.learned,
         "threshold_quantile": args.threshold_quantile,
         "policies": {},
     }
@@ -472,9 +480,10 @@ def main(argv: list[str] | None = None) -> None:
         }
         for e in eps_list:
             row: dict[str, Any] = {}
-            for a in SINGLE:
+            for a in attack_names(args.learned):
                 r = by[(k, e, a)]
                 row[a] = {
+                    **({"adversary_training_seconds": r["adversary_training_seconds"]} if a == "learned" else {}),
                     **summary(r["returns"], ci_seed(k, e, a)),
                     "attacked_fraction": float(np.sum(r["attacked_steps"]) / np.sum(r["steps"])),
                     "changed_fraction": changed_fraction(r),
@@ -485,20 +494,10 @@ def main(argv: list[str] | None = None) -> None:
                     "attacked_steps": r["attacked_steps"],
                     "steps": r["steps"],
                 }
-            worst = np.min([row[a]["returns"] for a in SINGLE if a != "random"], axis=0).tolist()
+            worst = np.min([row[a]["returns"] for a in attack_names(args.learned) if a != "random"], axis=0).tolist()
             row["worst"] = {**summary(worst, ci_seed(k, e, "worst")), "returns": worst}
             entry["eps"][str(e)] = row
         results["policies"][k] = entry
-    if args.learned:
-        results["learned"] = {"steps": args.learned, "eps": args.learned_eps, "policies": {}}
-        for k in policies:
-            r = by[(k, args.learned_eps, "learned")]
-            results["learned"]["policies"][k] = {
-                **summary(r["returns"], ci_seed(k, args.learned_eps, "learned")),
-                "returns": r["returns"],
-                "adversary_training_seconds": r["adversary_training_seconds"],
-                "seconds": r["seconds"],
-            }
     if pendulum_eps:
         clean = by[("pendulum", 0.0, "clean")]
         pd: dict[str, Any] = {

@@ -136,6 +136,43 @@ def test_pgd_stops_at_the_first_iterate_that_flips_the_action() -> None:
     assert bool((torch.sign(margins(back.float()))[moved] == torch.sign(m)[moved]).all())
 
 
+def test_targeted_attack_reaches_a_target_exactly_in_its_closed_form_set() -> None:
+    """The director's actor: two actions, the target the other one: it is reached iff the margin is within the
+    L-inf radius (as for the flip); a state already playing its target is not moved (and costs one query)."""
+    from modelsec.rl.attacks.action import targeted_action_attack
+
+    eps, policy, s = 0.2, linear_policy(W), states(200, seed=4)
+    m, scale = margins(s), torch.tensor(SCALE)
+    radius = eps * float((scale * DW.abs()).sum())
+    threat = threat_for(SCALE, "linf", eps)
+    clean = policy.actions(s)
+    target = torch.where(torch.arange(len(s)) % 3 == 0, clean, 1 - clean)  # a third aim for their own action
+    before = policy.queries
+    adv = targeted_action_attack(policy, s, threat, target, steps=20, step_size=2.5 * eps / 20)
+    assert policy.queries - before <= len(s) * 20
+    assert bool(threat.contains(s, adv).all())
+    own = target == clean
+    assert torch.equal(adv[own], s[own])
+    keep = away_from_boundary(m, radius) & ~own
+    reached = policy.actions(adv) == target
+    assert torch.equal(reached[keep], (m.abs() <= radius)[keep])
+
+
+def test_targeted_attack_reaches_the_asked_action_of_three() -> None:
+    """Three actions with logits (0, x0, x1): aiming at action 1 or 2 from a state playing 0 ends at that very
+    action (the margin pushes the target up and the best other down), at a large enough eps."""
+    from modelsec.rl.attacks.action import targeted_action_attack
+
+    policy = linear_policy(torch.tensor([[0.0, 0.0], [1.0, 0.0], [0.0, 1.0]]))
+    s = torch.tensor([[-0.5, -0.4], [-0.3, -0.6]])
+    assert policy.actions(s).tolist() == [0, 0]
+    threat = threat_for(np.ones(2), "linf", 1.0)
+    for goal in (1, 2):
+        target = torch.full((2,), goal)
+        adv = targeted_action_attack(policy, s, threat, target, steps=20, step_size=0.125)
+        assert policy.actions(adv).tolist() == [goal, goal]
+
+
 @pytest.mark.parametrize("norm", ["linf", "l2"])
 @pytest.mark.parametrize("name", ["mad", "pgd"])
 @pytest.mark.parametrize("stochastic", [False, True])

@@ -454,28 +454,63 @@ def test_the_adversary_reward_is_shaped_by_the_victims_critic() -> None:
     assert AdversaryEnv(_victim(), Bandit, threat, shaping=0.9).shaping is None
 
 
+@pytest.mark.parametrize("director", [False, True])
 @pytest.mark.parametrize("seed", [0, 1])
-def test_the_learned_adversary_halves_a_victims_reward(seed: int) -> None:
+def test_the_learned_adversary_halves_a_victims_reward(seed: int, director: bool) -> None:
     """x[0] is uniform in [-1, 1] (std 1/sqrt(3)); at eps 1 the optimal adversary flips the victim wherever
-    |x[0]| < 0.577: the victim's reward falls from 1 to 0.42 (the adversary learns to push x[0] across 0)."""
+    |x[0]| < 0.577: the victim's reward falls from 1 to 0.42. The perturbation adversary learns to push x[0]
+    across 0; the director learns to aim for the wrong action (its actor's PGD then flips what it can)."""
     from modelsec.rl.attacks.learned import LearnedAttack
 
     victim = _victim()
     threat = ObservationThreat.for_space(_box(2, 1.0), np.full(2, 1 / np.sqrt(3)), norm="linf", eps=1.0)
     config = PPOConfig(n_envs=8, n_steps=4, epochs=4, minibatch_size=16, learning_rate=1e-2, hidden=(16,))
-    attack = LearnedAttack(steps=1536, seed=seed, ppo=config)
-    attack.prepare(victim, Bandit, threat)
+    attack = LearnedAttack(steps=1536, seed=seed, ppo=config, director=director)
+    adversary = attack.prepare(victim, Bandit, threat)
+    assert adversary.action.kind == ("discrete" if director else "continuous")
     env = Bandit()
-    rewards = []
+    rewards, attacked_steps = [], 0
     for episode in range(200):
         obs, _ = env.reset(seed=1000 + episode)
         attack.reset(1000 + episode)
         seen, attacked = attack.perturb(victim, torch.as_tensor(obs)[None], threat)
         rewards.append(env.step(victim.act(seen[0].numpy()))[1])
-        assert attacked
+        attacked_steps += int(attacked)
     assert np.mean(rewards) < 0.6
-    assert victim.queries == 200  # the adversary's training queries are counted apart
+    assert victim.queries >= 200  # the adversary's training queries are counted apart
+    if not director:
+        assert victim.queries == 200 and attacked_steps == 200  # one query per step, every step perturbed
+    else:
+        assert attacked_steps > 150  # a director that learned aims for the other action at (nearly) every step
     assert attack.training_queries == 1536
+
+
+def _continuous_victim() -> Any:
+    from modelsec.rl.policy import Policy
+    from tests.rl_fixtures import LinearGaussian
+
+    return Policy(LinearGaussian(torch.ones(1, 2)), (2,), ActionSpec("continuous", low=(-1.0,), high=(1.0,)))
+
+
+def test_the_director_env_realises_its_target_by_pgd() -> None:
+    from modelsec.rl.attacks.learned import AdversaryEnv
+
+    threat = ObservationThreat.for_space(_box(2, 1.0), np.array([1.0, 1.0]), norm="linf", eps=0.5)
+    env = AdversaryEnv(_victim(), Bandit, threat, director=True)
+    assert env.action_space.n == 2  # type: ignore[union-attr]
+    outcomes = set()
+    for seed in range(40):
+        obs, _ = env.reset(seed=seed)
+        right = int(obs[0] > 0)
+        _, reward, terminated, _, info = env.step(np.int64(1 - right))  # aim for the wrong action
+        fooled = abs(obs[0]) < 0.5
+        assert terminated and reward == -info["victim_reward"] and info["victim_reward"] == (0.0 if fooled else 1.0)
+        outcomes.add(fooled)
+        env.reset(seed=seed)
+        assert env.step(np.int64(right))[4]["victim_reward"] == 1.0  # aiming for its own action changes nothing
+    assert outcomes == {True, False}
+    with pytest.raises(ConfigError, match="discrete victim"):
+        AdversaryEnv(_continuous_victim(), Bandit, threat, director=True)
 
 
 def test_the_learned_attack_needs_an_environment() -> None:

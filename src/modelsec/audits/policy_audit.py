@@ -567,7 +567,7 @@ def _attack_params(attack: Any) -> dict[str, Any]:
     if not params:
         params = {
             k: getattr(attack, k)
-            for k in ("env_id", "steps", "seed")
+            for k in ("env_id", "steps", "seed", "director")
             if isinstance(getattr(attack, k, None), (int, str))
         }
     return params

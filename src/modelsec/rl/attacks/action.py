@@ -57,6 +57,36 @@ def action_flip_attack(
     return projected_ascent(policy, obs, threat, objective, steps=steps, step_size=step_size, start=start, stop=flipped)
 
 
+def targeted_action_attack(
+    policy: Policy,
+    obs: torch.Tensor,
+    threat: ObservationThreat,
+    target: torch.Tensor,
+    *,
+    steps: int,
+    step_size: float,
+) -> torch.Tensor:
+    """Make a discrete policy play ``target`` (``(B,)`` action indices): projected ascent, from the clean
+    observation, of the logit margin ``z_target - max_{j != target} z_j`` (Carlini and Wagner 2017's margin,
+    which keeps its gradient where the softmax saturates), each observation stopped at its first iterate whose
+    argmax is the target (an observation already playing it is not moved). Deterministic; ``steps + 1`` queries per
+    observation at most."""
+
+    def margin(out: PolicyOutput) -> torch.Tensor:
+        assert out.logits is not None
+        wanted = target.to(out.logits.device)
+        picked = out.logits.gather(1, wanted[:, None]).squeeze(1)
+        others = out.logits.scatter(1, wanted[:, None], float("-inf")).amax(dim=1)
+        return picked - others
+
+    def reached(out: PolicyOutput) -> torch.Tensor:
+        assert out.logits is not None
+        return out.logits.argmax(dim=1) == target.to(out.logits.device)
+
+    return projected_ascent(policy, obs, threat, margin, steps=steps, step_size=step_size, start=obs.clone(),
+                            stop=reached)  # fmt: skip
+
+
 @POLICY_ATTACKS.register("pgd")
 @dataclass(kw_only=True)
 class PGDAttack(GradientPolicyAttack):
