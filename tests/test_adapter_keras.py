@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import importlib.util
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -20,24 +19,13 @@ from modelsec.core.errors import ModelLoadError, UnsafeModelError
 from modelsec.models.adapters import keras as keras_adapter
 from modelsec.models.layout import from_model_layout, plan_layout, to_model_layout
 from modelsec.models.loading import load_model
+from tests.cli_runner import assert_user_error, modelsec
 from tests.conftest import needs_fashion_mnist
 
 # Keras's torch backend converts tensors with np.array(x) (numpy 2 deprecation, Keras's code, not modelsec's)
 pytestmark = pytest.mark.filterwarnings("ignore:__array__ implementation doesn't accept a copy:DeprecationWarning")
 
 needs_keras = pytest.mark.skipif(importlib.util.find_spec("keras") is None, reason="Keras is not installed")
-
-
-def modelsec(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "modelsec", *args], capture_output=True, text=True, env=os.environ.copy(), timeout=300
-    )
-
-
-def assert_user_error(proc: subprocess.CompletedProcess[str], message: str) -> None:
-    assert proc.returncode == 2, proc.stderr
-    assert message in proc.stderr
-    assert "Traceback" not in proc.stderr
 
 
 # -- layouts (no Keras needed) ----------------------------------------------------------------------------------------

@@ -5,9 +5,6 @@ randomness in the graph seen by the audit's randomness check."""
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 import warnings
 from collections.abc import Callable
 from pathlib import Path
@@ -34,6 +31,7 @@ from modelsec.models.adapters.onnx_torch import OnnxGraphModule
 from modelsec.models.card import ModelCard
 from modelsec.models.loading import load_model
 from modelsec.models.torch import save_safetensors
+from tests.cli_runner import modelsec
 
 # -- helpers ------------------------------------------------------------------------------------------------------
 
@@ -54,12 +52,6 @@ def export(module: nn.Module, shape: tuple[int, ...], path: Path, *, dynamic: bo
             **kw,  # type: ignore[arg-type]
         )
     return path
-
-
-def modelsec(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "modelsec", *args], capture_output=True, text=True, env=os.environ.copy(), timeout=300
-    )
 
 
 def runtime(path: Path, x: np.ndarray) -> np.ndarray:

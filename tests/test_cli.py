@@ -2,33 +2,14 @@
 
 from __future__ import annotations
 
-import os
 import pickle
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 
+from tests.cli_runner import assert_user_error, modelsec, modelsec_process
 from tests.conftest import make_blobs
-
-
-def modelsec(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "modelsec", *args],
-        capture_output=True,
-        text=True,
-        cwd=cwd,
-        env=os.environ.copy(),
-        timeout=300,
-    )
-
-
-def assert_user_error(proc: subprocess.CompletedProcess[str], message: str) -> None:
-    assert proc.returncode == 2, proc.stderr
-    assert message in proc.stderr
-    assert "Traceback" not in proc.stderr
 
 
 class _CreatesFile:
@@ -40,9 +21,10 @@ class _CreatesFile:
 
 
 def test_help_and_version() -> None:
-    proc = modelsec("--help")
+    proc = modelsec_process("--help")
     assert proc.returncode == 0 and "audit" in proc.stdout and "train" in proc.stdout
-    assert modelsec("--version").stdout.strip().startswith("modelsec, version")
+    assert modelsec_process("--version").stdout.strip().startswith("modelsec, version")
+    assert_user_error(modelsec_process("audit", "--no-such-flag"), "No such option")  # the real command's exit code
 
 
 def test_user_errors_exit_2_without_traceback(tmp_path: Path) -> None:
