@@ -66,7 +66,7 @@ demo: setup
 		--scale-from $(DEMO_POLICIES)/cartpole-ppo.safetensors --out $(DEMO_POLICIES)/cartpole-sa-ppo.safetensors
 	$(BIN)/modelsec compare-policies --policies \
 		$(DEMO_POLICIES)/cartpole-ppo.safetensors,$(DEMO_POLICIES)/cartpole-sa-ppo.safetensors \
-		--env CartPole-v1 --episodes 20 --eps 0.5,1.0 --out $(DEMO_POLICY_COMPARE)
+		--env CartPole-v1 --episodes 10 --eps 0.5,1.0 --out $(DEMO_POLICY_COMPARE)
 	@echo "Policy comparison: $(DEMO_POLICY_COMPARE)/comparison.html  (each policy's audit: $(DEMO_POLICY_COMPARE)/<name>/report.html)"
 
 lint: setup
