@@ -28,13 +28,13 @@ import torch
 
 from modelsec.attacks import cost
 from modelsec.attacks.ball import Ball
-from modelsec.attacks.cost import AttackCost
 from modelsec.attacks.losses import unsupported_loss_reason
 from modelsec.attacks.norms import NORMS, Norm, clip_to_bounds
 from modelsec.core.errors import ConfigError, DataError
 from modelsec.core.progress import NullProgress, Progress
 from modelsec.core.resume import resumable
 from modelsec.models.base import Capability, Classifier
+from modelsec.results.audit import AttackCost
 
 # Slack for float32 round-off when checking that an output lies in the eps-ball and the bounds.
 _TOL = 1e-6
@@ -271,7 +271,6 @@ class EvasionAttack(abc.ABC):
             params=self.params(),
             min_distance=min_distance,
             cost=AttackCost(
-                samples=len(x),
                 attacked=len(todo),
                 forward=classifier.queries - queries_before,
                 backward=classifier.gradient_queries - gradients_before,

@@ -27,7 +27,8 @@ refers here):
   same caveat about ``stop_at_eps``).
 
 The floor is a count of what a perfect early stop of *this* algorithm would spend (the same steps, the same random
-draws), not a lower bound for any attack. :class:`AttackCost` puts spent and floor side by side.
+draws), not a lower bound for any attack. :class:`~modelsec.results.audit.AttackCost` puts spent and floor side by
+side.
 """
 
 from __future__ import annotations
@@ -36,6 +37,8 @@ import contextlib
 from collections.abc import Iterator
 from contextvars import ContextVar
 from dataclasses import dataclass
+
+from modelsec.core.resume import replaying
 
 
 @dataclass
@@ -51,9 +54,10 @@ _CURRENT: ContextVar[Floor | None] = ContextVar("modelsec_attack_floor", default
 
 def need(*, forward: int = 0, backward: int = 0) -> None:
     """Add passes to the floor of the attack under way (a no-op outside one): the attacks call it for every
-    evaluation of a sample that was still unbroken."""
+    evaluation of a sample that was still unbroken. Work redone on the way back into a checkpoint's loops is not
+    counted again (the checkpoint holds the floor so far)."""
     floor = _CURRENT.get()
-    if floor is not None:
+    if floor is not None and not replaying():
         floor.forward += int(forward)
         floor.backward += int(backward)
 
@@ -66,17 +70,3 @@ def recording(floor: Floor) -> Iterator[Floor]:
         yield floor
     finally:
         _CURRENT.reset(token)
-
-
-@dataclass(frozen=True)
-class AttackCost:
-    """One attack call's compute: ``samples`` handed to it, ``attacked`` of them (those classified correctly),
-    ``forward`` and ``backward`` passes spent (the contract's own included) and the floor of each (see the module
-    docstring). ``forward / floor_forward`` and ``backward / floor_backward`` are the overheads (1: none)."""
-
-    samples: int
-    attacked: int
-    forward: int
-    backward: int
-    floor_forward: int
-    floor_backward: int

@@ -17,6 +17,7 @@ from collections.abc import Callable
 
 import torch
 
+from modelsec.core.resume import replaying
 from modelsec.models.base import Classifier
 
 LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
@@ -28,7 +29,8 @@ def input_gradient(
     """The gradient of the scalar ``output`` with respect to ``inputs`` (one row per sample, a leaf that requires
     gradients), counting ``len(inputs)`` backward passes on ``classifier``."""
     (grad,) = torch.autograd.grad(output, inputs, retain_graph=retain_graph)
-    classifier.gradient_queries += int(inputs.shape[0])
+    if not replaying():  # redone on the way back into a checkpoint: counted before it
+        classifier.gradient_queries += int(inputs.shape[0])
     return grad
 
 
