@@ -67,8 +67,9 @@ class DeepFool(EvasionAttack):
     Args:
         steps: the most linearisation steps per sample (50 as in the paper's reference code).
         candidates: how many classes to consider, the label included: the ones with the highest clean logits
-            (capped at the number of classes; 10 as in the paper's reference code). Each step costs one forward
-            pass and ``candidates - 1`` backward passes.
+            (capped at the number of classes; 10 as in the paper's reference code). Each step costs, per sample
+            still standing, two forward passes (with gradients, then the check of the new iterate) and
+            ``candidates - 1`` backward passes.
         overshoot: the accumulated step is scaled by ``1 + overshoot`` (0.02 as in the paper); the distance found
             is about ``1 + overshoot`` times the distance to the linearised boundary.
     """
