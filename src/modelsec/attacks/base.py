@@ -10,6 +10,9 @@ example counts as adversarial only after that re-classification; a subclass's ow
 Resumable (:mod:`modelsec.core.resume`): the batch loop is a frame whose save points are the batch boundaries, and each
 attack's own loops (restarts, targets, iterations) are frames inside it, so an audit's checkpoint can be written
 inside a batch that takes hours on a big model and resumed there with the same result.
+
+Cost (:mod:`modelsec.attacks.cost`): every result says what the call spent, forward and backward passes counted on
+the classifier, beside the floor a perfect per-sample early stop would have spent (:class:`AttackCost`).
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ from typing import Any, ClassVar, final
 
 import torch
 
+from modelsec.attacks import cost
 from modelsec.attacks.ball import Ball
 from modelsec.attacks.losses import unsupported_loss_reason
 from modelsec.attacks.norms import NORMS, Norm, clip_to_bounds
@@ -30,6 +34,7 @@ from modelsec.core.errors import ConfigError, DataError
 from modelsec.core.progress import NullProgress, Progress
 from modelsec.core.resume import resumable
 from modelsec.models.base import Capability, Classifier
+from modelsec.results.audit import AttackCost
 
 # Slack for float32 round-off when checking that an output lies in the eps-ball and the bounds.
 _TOL = 1e-6
@@ -68,6 +73,7 @@ class AttackBatch:
     y: torch.Tensor
     threat: ThreatModel
     generator: torch.Generator
+    stop_at_eps: bool = False  # minimum-norm attacks: stop refining a sample once it is adversarial inside the ball
 
     @property
     def ball(self) -> Ball:
@@ -80,7 +86,8 @@ class EvasionResult:
     """Per-sample outcome of one attack at one threat model (all tensors on the CPU, first dim = samples).
 
     ``success`` is True where the re-classified ``x_adv`` is wrong, including samples that were misclassified
-    to begin with (their ``x_adv`` is the clean input). ``robust`` is its complement.
+    to begin with (their ``x_adv`` is the clean input). ``robust`` is its complement. ``cost``: the passes spent
+    against their floor (:mod:`modelsec.attacks.cost`).
     """
 
     attack: str
@@ -95,6 +102,7 @@ class EvasionResult:
     seconds: float
     params: dict[str, Any]
     min_distance: torch.Tensor | None = None  # minimum-norm attacks: verified distance, inf where none found
+    cost: AttackCost | None = None
 
     @property
     def robust(self) -> torch.Tensor:
@@ -185,8 +193,13 @@ class EvasionAttack(abc.ABC):
         *,
         generator: torch.Generator,
         progress: Progress | None = None,
+        stop_at_eps: bool = False,
     ) -> EvasionResult:
-        """Attack ``x`` (labels ``y``) within ``threat``; every returned example is verified by the base class."""
+        """Attack ``x`` (labels ``y``) within ``threat``; every returned example is verified by the base class.
+
+        ``stop_at_eps`` (minimum-norm attacks that refine their distances: C&W, HopSkipJump): stop working on a
+        sample once it has an adversarial point inside the ball, as a fixed-eps evaluation needs; the default
+        refines every sample to the end of the budget, so that ``min_distance`` is the smallest distance found."""
         progress = progress or NullProgress()
         self._check(classifier, x, y, threat)
         x = x.detach().to(torch.float32).cpu()
@@ -194,9 +207,11 @@ class EvasionAttack(abc.ABC):
         start = time.perf_counter()
         bs = classifier.batch_size
         norm, ball = threat.norm_impl, threat.ball(classifier.bounds)
-        with resumable("attack.batches") as frame:  # resumable at every batch (see modelsec.core.resume)
+        floor = cost.Floor()
+        with resumable("attack.batches") as frame, cost.recording(floor):  # resumable at every batch
             if frame.restored is None:
-                queries_before = classifier.queries
+                queries_before, gradients_before = classifier.queries, classifier.gradient_queries
+                cost.need(forward=len(x) * classifier.votes)  # the clean prediction
                 pred_clean = classifier.predict(x)
                 x_adv = x.clone()
                 min_distance = torch.where(pred_clean == y, torch.inf, 0.0) if self.minimum_norm else None
@@ -204,6 +219,9 @@ class EvasionAttack(abc.ABC):
                 saved = frame.restored
                 queries_before, pred_clean = int(saved["queries_before"]), saved["pred_clean"]
                 x_adv, min_distance = saved["x_adv"], saved["min_distance"]
+                # the backward passes are not a tracked value: what was spent before the checkpoint is in it
+                gradients_before = classifier.gradient_queries - int(saved.get("gradients_spent", 0))
+                floor.forward, floor.backward = (int(v) for v in saved.get("floor", (0, 0)))
             todo = (pred_clean == y).nonzero().flatten()
             batches = -(-len(todo) // bs)
             frame.capture(
@@ -212,6 +230,8 @@ class EvasionAttack(abc.ABC):
                     "pred_clean": pred_clean,
                     "x_adv": x_adv,
                     "min_distance": min_distance,
+                    "gradients_spent": classifier.gradient_queries - gradients_before,
+                    "floor": [floor.forward, floor.backward],
                 },
                 where=lambda b: f"batch {b + 1}/{batches}",
             )
@@ -223,16 +243,18 @@ class EvasionAttack(abc.ABC):
                     xb = x[idx].to(classifier.device)
                     yb = y[idx].to(classifier.device)
                     if threat.eps > 0 or self.minimum_norm:
-                        cand = self.run(AttackBatch(classifier, xb, yb, threat, generator)).detach()
+                        cand = self.run(AttackBatch(classifier, xb, yb, threat, generator, stop_at_eps)).detach()
                         cand = torch.where(torch.isfinite(cand), cand, xb)
                         if min_distance is not None:
                             raw = clip_to_bounds(cand, classifier.bounds)
                             fooled = classifier.predict(raw).to(yb.device) != yb
+                            cost.need(forward=len(idx) * classifier.votes)
                             dist = norm.distance(xb, raw).cpu()
                             min_distance[idx] = torch.where(fooled.cpu(), dist, torch.inf)
                         x_adv[idx] = ball.project(xb, cand).cpu()
                     advance(len(idx))
         pred_adv = classifier.predict(x_adv)
+        floor.forward += len(x) * classifier.votes  # the re-classification
         distance = norm.distance(x, x_adv)
         self._verify(x_adv, distance, threat, classifier.bounds)
         return EvasionResult(
@@ -248,6 +270,13 @@ class EvasionAttack(abc.ABC):
             seconds=time.perf_counter() - start,
             params=self.params(),
             min_distance=min_distance,
+            cost=AttackCost(
+                attacked=len(todo),
+                forward=classifier.queries - queries_before,
+                backward=classifier.gradient_queries - gradients_before,
+                floor_forward=floor.forward,
+                floor_backward=floor.backward,
+            ),
         )
 
     def _check(self, classifier: Classifier, x: torch.Tensor, y: torch.Tensor, threat: ThreatModel) -> None:

@@ -5,6 +5,10 @@ EoT (Athalye, Engstrom, Ilyas & Kwok 2018, "Synthesizing Robust Adversarial Exam
 averaging the gradient of ``eot_samples`` forward/backward passes estimates the gradient of the expected loss.
 Every gradient attack computes its gradients here, so EoT (and BPDA, which the Classifier applies to declared
 non-differentiable preprocessing) reach every one of them.
+
+Every input gradient an attack takes goes through :func:`input_gradient`, which counts the backward passes on the
+classifier (``Classifier.gradient_queries``: one per input row, each EoT sample counted), so that an audit can say
+what each attack spent (:mod:`modelsec.attacks.cost`).
 """
 
 from __future__ import annotations
@@ -13,9 +17,21 @@ from collections.abc import Callable
 
 import torch
 
+from modelsec.core.resume import replaying
 from modelsec.models.base import Classifier
 
 LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+
+
+def input_gradient(
+    classifier: Classifier, output: torch.Tensor, inputs: torch.Tensor, *, retain_graph: bool = False
+) -> torch.Tensor:
+    """The gradient of the scalar ``output`` with respect to ``inputs`` (one row per sample, a leaf that requires
+    gradients), counting ``len(inputs)`` backward passes on ``classifier``."""
+    (grad,) = torch.autograd.grad(output, inputs, retain_graph=retain_graph)
+    if not replaying():  # redone on the way back into a checkpoint: counted before it
+        classifier.gradient_queries += int(inputs.shape[0])
+    return grad
 
 
 def loss_and_gradient(
@@ -37,7 +53,7 @@ def loss_and_gradient(
         xg = x.detach().requires_grad_(True)
         logits = classifier.logits(xg)
         loss = loss_fn(logits, y)
-        (grad,) = torch.autograd.grad(loss.sum(), xg)
+        grad = input_gradient(classifier, loss.sum(), xg)
         grad_sum += grad.detach()
         loss_sum += loss.detach()
         logits_sum = logits.detach() if logits_sum is None else logits_sum + logits.detach()

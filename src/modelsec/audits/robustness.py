@@ -3,6 +3,10 @@
 Robust accuracy at an epsilon is the fraction of samples that every attack failed to break (AutoAttack's
 per-sample worst case, Croce & Hein 2020). Epsilons are run in increasing order and an example that broke a
 sample at a smaller epsilon also lies inside every larger ball, so that sample is not attacked again.
+
+Each entry records the seconds and passes its attack spent against their floor (``AttackRobustness.cost``,
+:mod:`modelsec.attacks.cost`); a minimum-norm attack whose distances this run does not need (a later attack of a
+chain, a later epsilon) stops refining a sample once it is adversarial inside the ball (``stop_at_eps``).
 """
 
 from __future__ import annotations
@@ -17,9 +21,10 @@ import torch
 
 from modelsec.attacks.base import EvasionAttack, ThreatModel
 from modelsec.core.progress import NullProgress, Progress
+from modelsec.core.records import from_dict
 from modelsec.core.resume import resumable
 from modelsec.models.base import Capability, Classifier
-from modelsec.results.audit import AttackRobustness, MinNormStats, RobustnessResult, eps_key
+from modelsec.results.audit import AttackCost, AttackRobustness, MinNormStats, RobustnessResult, eps_key
 from modelsec.stats.metrics import rate_with_ci
 
 
@@ -126,17 +131,22 @@ def evaluate_robustness(
             carried_adv: dict[str, torch.Tensor] = {label: x.clone() for label in labels}
             carried_robust: dict[str, torch.Tensor] = {label: pred_clean == y for label in labels}
             min_dist: dict[str, torch.Tensor] = {}
+            min_cost: dict[str, tuple[float, AttackCost | None]] = {}  # the minimum-norm passes' seconds and cost
             robust_all, adv_all = pred_clean == y, x.clone()
             elapsed = 0.0
         else:
             saved = frame.restored
             pred_clean = saved["pred_clean"]
-            entries = [AttackRobustness(**d) for d in saved["entries"]]
+            entries = [from_dict(AttackRobustness, d) for d in saved["entries"]]
             per_attack = {(label, e): t for label, e, t in saved["per_attack"]}
             per_attack_broken = {(label, e): t for label, e, t in saved["per_attack_broken"]}
             worst_robust, worst_adv = dict(saved["worst_robust"]), dict(saved["worst_adv"])
             carried_adv, carried_robust = dict(saved["carried_adv"]), dict(saved["carried_robust"])
             min_dist = dict(saved["min_dist"])
+            min_cost = {
+                label: (float(sec), None if c is None else AttackCost(**c))
+                for label, (sec, c) in saved.get("min_cost", {}).items()
+            }
             robust_all, adv_all = saved["robust_all"], saved["adv_all"]
             elapsed = float(saved["elapsed"])  # of the step under way: its entry's seconds include them
         correct_t = pred_clean == y
@@ -153,6 +163,7 @@ def evaluate_robustness(
                 "carried_adv": carried_adv,
                 "carried_robust": carried_robust,
                 "min_dist": min_dist,
+                "min_cost": {k: (sec, c and dataclasses.asdict(c)) for k, (sec, c) in min_cost.items()},
                 "robust_all": robust_all,
                 "adv_all": adv_all,
             },
@@ -171,6 +182,7 @@ def evaluate_robustness(
                     d[~correct_t] = 0.0
                     d[todo] = res.min_distance
                     min_dist[label] = d
+                    min_cost[label] = (time.perf_counter() - start, res.cost)
                 start = time.perf_counter()
                 continue
             e = e_or_none
@@ -188,12 +200,24 @@ def evaluate_robustness(
                 robust, adv = carried_robust[label].clone(), carried_adv[label].clone()
             todo = robust.nonzero().flatten()
             broken = torch.zeros(n, dtype=torch.bool)
+            cost: AttackCost | None = AttackCost(0, 0, 0, 0, 0)
+            # a minimum-norm attack refines its distances only where they become the minimum-norm statistics
+            distances = attack.minimum_norm and label not in min_dist and todo.numel() == int(correct_t.sum())
             if todo.numel():
-                res = attack(classifier, x[todo], y[todo], threat, generator=generator, progress=progress)
+                res = attack(
+                    classifier,
+                    x[todo],
+                    y[todo],
+                    threat,
+                    generator=generator,
+                    progress=progress,
+                    stop_at_eps=not distances,
+                )
+                cost = res.cost
                 adv[todo] = res.x_adv
                 robust[todo] = res.robust
                 broken[todo] = res.success
-                if res.min_distance is not None and label not in min_dist and todo.numel() == int(correct_t.sum()):
+                if res.min_distance is not None and distances:
                     # this run attacked every correctly classified sample: its distances are complete
                     d = torch.full((n,), torch.inf)
                     d[~correct_t] = 0.0
@@ -218,6 +242,7 @@ def evaluate_robustness(
                     n=n,
                     seconds=time.perf_counter() - start,
                     params=attack.params(),
+                    cost=cost,
                 )
             )
             if i == len(attacks) - 1:  # the last attack at this eps
@@ -233,7 +258,10 @@ def evaluate_robustness(
         robust_accuracy[eps_key(e)] = rate
         robust_ci[eps_key(e)] = ci
     result = RobustnessResult(
-        min_norm=[min_norm_stats(label, norm, d, correct_t) for label, d in min_dist.items()],
+        min_norm=[
+            min_norm_stats(label, norm, d, correct_t, *min_cost.get(label, (None, None)))
+            for label, d in min_dist.items()
+        ],
         n=n,
         clean_accuracy=clean_acc,
         clean_ci=clean_ci,
@@ -277,8 +305,11 @@ def concatenate_runs(runs: list[RobustnessRun], norm: str) -> RobustnessRun:
     for i, entry in enumerate(first.result.results):
         rate, ci = rate_with_ci(per_attack[(entry.attack, entry.eps)].numpy())
         seconds = sum(r.result.results[i].seconds for r in runs)
+        cost = _summed([r.result.results[i].cost for r in runs])
         entries.append(
-            dataclasses.replace(entry, robust_accuracy=rate, ci_low=ci.low, ci_high=ci.high, n=len(y), seconds=seconds)
+            dataclasses.replace(
+                entry, robust_accuracy=rate, ci_low=ci.low, ci_high=ci.high, n=len(y), seconds=seconds, cost=cost
+            )
         )
     labels = list(dict.fromkeys(label for r in runs for label in r.min_distance))
     min_distance = {
@@ -289,6 +320,12 @@ def concatenate_runs(runs: list[RobustnessRun], norm: str) -> RobustnessRun:
     correct = pred_clean == y
     clean_acc, clean_ci = rate_with_ci(correct.numpy())
     robust_ci = {eps_key(e): rate_with_ci(robust[e].numpy()) for e in eps_sorted}
+    passes = {label: [s for r in runs for s in r.result.min_norm if s.attack == label] for label in min_distance}
+    min_cost = {
+        label: (sum(s.seconds for s in stats if s.seconds is not None), _summed([s.cost for s in stats]))
+        for label, stats in passes.items()
+        if stats and all(s.seconds is not None for s in stats)
+    }
     result = dataclasses.replace(
         first.result,
         n=len(y),
@@ -297,7 +334,10 @@ def concatenate_runs(runs: list[RobustnessRun], norm: str) -> RobustnessRun:
         results=entries,
         robust_accuracy={k: rate for k, (rate, _) in robust_ci.items()},
         robust_ci={k: ci for k, (_, ci) in robust_ci.items()},
-        min_norm=[min_norm_stats(label, norm, d, correct) for label, d in min_distance.items()],
+        min_norm=[
+            min_norm_stats(label, norm, d, correct, *min_cost.get(label, (None, None)))
+            for label, d in min_distance.items()
+        ],
         flags=[],
         checks=[],
     )
@@ -334,8 +374,27 @@ def attack_labels(attacks: list[EvasionAttack]) -> list[str]:
     return labels
 
 
-def min_norm_stats(label: str, norm: str, distance: torch.Tensor, correct: torch.Tensor) -> MinNormStats:
-    """Summary of the verified minimal distances over the correctly classified samples."""
+def _summed(costs: list[AttackCost | None]) -> AttackCost | None:
+    """The sum of the costs of the same attack on several blocks of records (``None`` if one is unknown)."""
+    known = [c for c in costs if c is not None]
+    if len(known) < len(costs) or not known:
+        return None
+    total = known[0]
+    for c in known[1:]:
+        total = total + c
+    return total
+
+
+def min_norm_stats(
+    label: str,
+    norm: str,
+    distance: torch.Tensor,
+    correct: torch.Tensor,
+    seconds: float | None = None,
+    cost: AttackCost | None = None,
+) -> MinNormStats:
+    """Summary of the verified minimal distances over the correctly classified samples (with the seconds and cost
+    of the minimum-norm pass that found them, when the audit ran one)."""
     d = distance[correct].double().numpy()
     found = d[np.isfinite(d)]
     qs = (0.1, 0.25, 0.5, 0.75, 0.9)
@@ -348,4 +407,6 @@ def min_norm_stats(label: str, norm: str, distance: torch.Tensor, correct: torch
         median=float(np.median(found)) if found.size else None,
         mean=float(found.mean()) if found.size else None,
         quantiles=quantiles,
+        seconds=seconds,
+        cost=cost,
     )

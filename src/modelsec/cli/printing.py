@@ -38,6 +38,7 @@ def audit_summary(r: Any) -> None:
         console.print(_table(title, ("attack", "norm", "eps", "robust acc.", "95% CI"), rows))
         for f in rob.flags:
             console.print(f"[yellow]check {f.check}[/]: {f.message}")
+        time_breakdown(rob, r.timings, console)
     if r.privacy is not None:
         columns = ("attack", "AUC", "TPR@0.1%FPR", "TPR@1%FPR", "advantage")
         rows = [(a.attack, f"{a.auc:.3f} [{a.auc_ci.low:.3f}, {a.auc_ci.high:.3f}]", f"{a.tpr_at_fpr['0.001']:.2%}",
@@ -54,6 +55,33 @@ def audit_summary(r: Any) -> None:
             for guess in notice.guesses:
                 console.print(f"  guessed: {guess}", markup=False, highlight=False)
             console.print(f"  how to set it: {notice.how_to_set}", markup=False, highlight=False)
+
+
+# Lines of the time breakdown after an audit (the slowest attack runs; the report has them all).
+TIME_LINES = 5
+
+
+def time_breakdown(rob: Any, timings: dict[str, float], console: Any) -> None:
+    """Where the time went: the slowest attack runs, each with its share of the attacks' time, the samples it
+    attacked and its passes against their floor (what a perfect per-sample early stop would spend)."""
+    from modelsec.report.tables import cost_rows, duration
+
+    rows = sorted(cost_rows(rob), key=lambda c: -c.raw_seconds)
+    if not rows:
+        return
+    spent = sum(c.raw_seconds for c in rows)
+    total = f" of {duration(timings['total'])} in all" if "total" in timings else ""
+    console.print(f"Where the time went (attacks {duration(spent)}{total}):", highlight=False)
+    for c in rows[:TIME_LINES]:
+        eps = "minimum-norm pass" if c.eps == "min-norm" else f"eps {c.eps}"
+        console.print(
+            f"  {c.attack} {eps}: {c.seconds} ({c.share}), {c.samples} samples, {c.forward} forward / {c.backward} "
+            f"backward passes, {c.overhead} the floor",
+            markup=False,
+            highlight=False,
+        )
+    if len(rows) > TIME_LINES:
+        console.print(f"  ... {len(rows) - TIME_LINES} more in the report's run section", highlight=False)
 
 
 def comparison(c: Any) -> None:

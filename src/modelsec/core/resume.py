@@ -246,6 +246,13 @@ def resumable(name: str) -> Iterator[Frame]:
         yield frame
 
 
+def replaying() -> bool:
+    """True while the active resumer is on its way back into the saved loops: work done now was done, and counted,
+    before the checkpoint (the attacks' pass counts skip it, as the tracked query count is restored over it)."""
+    resumer = _ACTIVE.get()
+    return resumer is not None and resumer.resuming
+
+
 @contextlib.contextmanager
 def unsaved() -> Iterator[None]:
     """A block that is redone from its start on resume (see :meth:`Resumer.paused`); a no-op without a resumer."""

@@ -122,7 +122,8 @@ class Classifier:
         self.name = name
         self.preprocess = preprocess
         self.preprocess_differentiable = preprocess_differentiable
-        self.queries = 0  # number of inputs sent through the model
+        self.queries = 0  # number of inputs sent through the model (forward passes)
+        self.gradient_queries = 0  # inputs whose input gradient was computed (backward passes; EoT counts each)
 
     @property
     def uses_bpda(self) -> bool:
@@ -228,6 +229,7 @@ class Classifier:
         xg = x.detach().clone().to(self.device).requires_grad_(True)
         loss = nn.functional.cross_entropy(self.logits(xg), y.to(self.device), reduction="sum")
         (grad,) = torch.autograd.grad(loss, xg)
+        self.gradient_queries += int(xg.shape[0])
         return grad.detach()
 
     def num_parameters(self) -> int:

@@ -85,6 +85,7 @@ def _context(
         "fpr_labels": [tables.fpr_label(f) for f in tables.LOW_FPRS],
         "modelsec_version": result.versions.get("modelsec", ""),
         "examples": None,
+        "cost_rows": [],
     }
     if rob is not None:
         ctx["rob_table"] = tables.robustness_table(rob)
@@ -104,6 +105,7 @@ def _context(
             }
         ctx["rob_ci_note"] = tables.ci_note(tables.robustness_intervals(rob))
         ctx["rob_plot"] = figure_to_png_data_uri(robustness_curve(rob))
+        ctx["cost_rows"] = tables.cost_rows(rob)
         ctx["attack_params"] = [
             (
                 a.attack,

@@ -240,4 +240,14 @@ def render_markdown(result: AuditResult) -> str:
         f"**Versions:** {versions or tables.DASH}",
         "",
     ]
+    if result.robustness is not None and (costs := tables.cost_rows(result.robustness)):
+        header = ["Attack", "ε", "Samples", "Forward", "Backward", "Floor (fwd / bwd)", "Spent / floor", "Time"]
+        header.append("Share")
+        rows = [
+            (md_text(c.attack), c.eps, c.samples, c.forward, c.backward, c.floor, c.overhead, c.seconds, c.share)
+            for c in costs
+        ]
+        out += ["**Where the attack time went** (floor: what a perfect per-sample early stop would spend)", ""]
+        out += _table(header, rows, [False, *([True] * 8)])
+        out += [""]
     return "\n".join(out)

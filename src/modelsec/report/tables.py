@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from modelsec.results.audit import (
+    AttackCost,
     AuditResult,
     EpsilonEvidence,
     ExposedRecord,
@@ -295,6 +296,56 @@ def _min_norm_row(m: MinNormStats) -> MinNormRow:
 def min_norm_rows(rob: RobustnessResult) -> list[MinNormRow]:
     """One row per minimum-norm attack; sizes are a dash when the attack broke no sample."""
     return [_min_norm_row(m) for m in rob.min_norm]
+
+
+@dataclass(frozen=True)
+class CostRow:
+    """Where an audit's attack time went: one attack run (at one eps, or the minimum-norm pass), its samples,
+    passes and their floor (what a perfect per-sample early stop would spend), seconds and share of the attacks'
+    time. Passes are dashes for results written before they were recorded."""
+
+    attack: str
+    eps: str  # "0.03", or "min-norm" for the minimum-norm pass
+    samples: str
+    forward: str
+    backward: str
+    floor: str  # "6,281 / 3,608" (forward / backward)
+    overhead: str  # "1.23x" spent per pass of the floor, on the dominant pass
+    seconds: str
+    share: str
+    raw_seconds: float
+
+
+def _passes(n: int | None) -> str:
+    return DASH if n is None else f"{n:,}"
+
+
+def cost_rows(rob: RobustnessResult) -> list[CostRow]:
+    """One row per attack run, in the order they ran (the minimum-norm passes last), with its share of the time of
+    all of them."""
+    runs: list[tuple[str, str, float, AttackCost | None]] = [
+        (a.attack, eps_label(a.eps), a.seconds, a.cost) for a in rob.results
+    ]
+    runs += [(m.attack, "min-norm", m.seconds, m.cost) for m in rob.min_norm if m.seconds is not None]
+    total = sum(sec for _, _, sec, _ in runs)
+    rows = []
+    for attack, eps, seconds, c in runs:
+        overhead = None if c is None else c.overhead
+        rows.append(
+            CostRow(
+                attack=attack,
+                eps=eps,
+                samples=DASH if c is None else f"{c.attacked:,}",
+                forward=DASH if c is None else _passes(c.forward),
+                backward=DASH if c is None else _passes(c.backward),
+                floor=DASH if c is None else f"{c.floor_forward:,} / {c.floor_backward:,}",
+                overhead=DASH if overhead is None else f"{overhead:.2f}x",
+                seconds=duration(seconds),
+                share=pct(seconds / total) if total > 0 else DASH,
+                raw_seconds=seconds,
+            )
+        )
+    return rows
 
 
 def robustness_intervals(rob: RobustnessResult) -> list[Interval]:

@@ -28,8 +28,34 @@ def eps_key(eps: float) -> str:
 
 
 @dataclass(frozen=True)
+class AttackCost:
+    """What one attack run spent: the ``attacked`` samples (correctly classified ones it was handed; in a chain,
+    those every earlier attack left standing), the ``forward`` passes (inputs sent through the model, the attack
+    contract's own checks included) and ``backward`` passes (input gradients, each EoT sample counted), and the
+    floor of each: what a perfect per-sample early stop would have spent (defined per attack family in
+    :mod:`modelsec.attacks.cost`)."""
+
+    attacked: int
+    forward: int
+    backward: int
+    floor_forward: int
+    floor_backward: int
+
+    @property
+    def overhead(self) -> float | None:
+        """Passes spent per pass of the floor (1: none wasted) on the attack's dominant pass: backward passes for
+        an attack that took gradients, forward passes for one that did not; ``None`` when the floor is 0."""
+        spent, floor = (self.backward, self.floor_backward) if self.backward else (self.forward, self.floor_forward)
+        return spent / floor if floor else None
+
+    def __add__(self, other: AttackCost) -> AttackCost:
+        return AttackCost(*(a + b for a, b in zip(dataclasses.astuple(self), dataclasses.astuple(other), strict=True)))
+
+
+@dataclass(frozen=True)
 class AttackRobustness:
-    """Robust accuracy of one attack at one epsilon: the fraction of samples still classified correctly."""
+    """Robust accuracy of one attack at one epsilon: the fraction of samples still classified correctly, the
+    seconds it took and the passes it spent (``cost``; ``None`` in results written before it was recorded)."""
 
     attack: str
     norm: str
@@ -40,6 +66,7 @@ class AttackRobustness:
     n: int
     seconds: float
     params: dict[str, Any] = field(default_factory=dict)
+    cost: AttackCost | None = None
 
 
 # What an unresolved sanity flag means for the robustness numbers (Carlini et al. 2019): most checks see symptoms
@@ -88,7 +115,9 @@ class SkippedAttack:
 @dataclass(frozen=True)
 class MinNormStats:
     """Distribution of the smallest adversarial perturbation a minimum-norm attack found, over the samples it
-    broke (``found`` of ``n`` correctly classified samples attacked). ``quantiles``: "0.1" ... "0.9"."""
+    broke (``found`` of ``n`` correctly classified samples attacked). ``quantiles``: "0.1" ... "0.9".
+    ``seconds`` and ``cost``: those of the audit's own minimum-norm pass, when it ran one (``None`` when the
+    distances came from the attack's run at the first epsilon, whose entry in ``results`` holds them)."""
 
     attack: str
     norm: str
@@ -97,6 +126,8 @@ class MinNormStats:
     median: float | None  # None when no adversarial example was found
     mean: float | None
     quantiles: dict[str, float]
+    seconds: float | None = None
+    cost: AttackCost | None = None
 
 
 @dataclass(frozen=True)

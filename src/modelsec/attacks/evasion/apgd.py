@@ -24,6 +24,10 @@ other than the closest one leads, it can stop at that class's vertex of the ball
 closest class's direction has zero gradient, and miss a point well inside the ball (tests/test_apgd.py shows it
 and checks that every such miss is of this kind). Restarts make it rarer; APGD-T, which tries every likely target
 in turn, is exact on linear models, which is why the standard preset runs it after APGD-CE and APGD-DLR.
+
+Cost (:mod:`modelsec.attacks.cost`, the gradient-step floor): a run of ``steps`` steps on a sample never broken costs
+``steps + 1`` forward and backward passes (times ``eot_samples``: the start and every step); the evaluation that
+first sees a sample misclassified spends one backward pass over the floor. APGD-T's targets cost one forward pass.
 """
 
 from __future__ import annotations
@@ -38,6 +42,7 @@ from typing import Any, ClassVar
 import torch
 from torch.nn import functional
 
+from modelsec.attacks import cost
 from modelsec.attacks.ball import Ball
 from modelsec.attacks.base import AttackBatch, EvasionAttack
 from modelsec.attacks.evasion.registry import EVASION_ATTACKS
@@ -149,8 +154,10 @@ def apgd_run(
     def evaluate(
         row: torch.Tensor, labels: torch.Tensor, aux_: torch.Tensor, point: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        fresh = ~fooled_any[row]  # not seen misclassified before: the floor counts its evaluation
         loss, logits, grad = loss_and_gradient(classifier, point, aux_, loss_fn, eot_samples=eot_samples)
         wrong = logits.argmax(dim=1) != labels
+        cost.need(forward=int(fresh.sum()) * eot_samples, backward=int((fresh & ~wrong).sum()) * eot_samples)
         found[row[wrong]] = point[wrong]
         fooled_any[row[wrong]] = True
         return loss, grad, wrong
@@ -373,6 +380,7 @@ class APGDTargeted(_AutoPGD):
         n_targets = min(self.n_targets, classifier.num_classes - 1)
         with torch.no_grad():
             clean = classifier.logits(x)
+        cost.need(forward=x.shape[0])
         others = clean.masked_fill(functional.one_hot(y, classifier.num_classes).bool(), float("-inf"))
         targets = others.topk(n_targets, dim=1).indices.to(y.device)
         with resumable("apgd-t.targets") as frame:

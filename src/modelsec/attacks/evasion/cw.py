@@ -27,6 +27,12 @@ boundary then ends the search for ``c`` with that crude point). It pins distance
 (on the 200 points of the test suite's linear model, 150 steps x 6 constants come within 0.5% of the closed-form
 distance everywhere; the defaults are more than 1% off on a third of them, up to 93%), but it moves less far in
 the same number of steps, so with 100 steps it breaks fewer samples of an image model than the constant rate.
+
+Cost (:mod:`modelsec.attacks.cost`): each Adam step costs one forward and one backward pass per sample it runs on.
+By default every sample runs every step of every constant (the smallest distance is the answer). At a fixed eps
+(``AttackBatch.stop_at_eps``, which the audit's chain sets when it does not need this run's distances) a sample
+stops as soon as it has an adversarial point inside the ball, and later constants skip it: which samples break is
+the same, since an adversarial point inside the ball stays the answer or gives way to a closer one.
 """
 
 from __future__ import annotations
@@ -38,8 +44,10 @@ from typing import Any, ClassVar
 import torch
 from torch.nn import functional
 
+from modelsec.attacks import cost
 from modelsec.attacks.base import AttackBatch, EvasionAttack
 from modelsec.attacks.evasion.registry import EVASION_ATTACKS
+from modelsec.attacks.gradients import input_gradient
 from modelsec.core.resume import resumable
 from modelsec.models.base import Classifier
 
@@ -93,6 +101,8 @@ class CarliniWagnerL2(EvasionAttack):
         n = x.shape[0]
         w0 = torch.atanh(((x - mid) / half).clamp(-_ATANH_LIMIT, _ATANH_LIMIT))
         is_label = functional.one_hot(y, classifier.num_classes).bool()
+        # at a fixed eps, a sample with an adversarial point inside the ball is done (squared distance, with slack)
+        done_d2 = (batch.threat.eps * (1 + 1e-6)) ** 2 if batch.stop_at_eps else -math.inf
         with resumable("cw.constants") as frame:  # deterministic: no random draws, only the search to keep
             if frame.restored is None:
                 const = torch.full((n,), self.initial_const, dtype=x.dtype, device=x.device)
@@ -115,8 +125,10 @@ class CarliniWagnerL2(EvasionAttack):
                 where=lambda b: f"constant {b + 1}/{self.binary_search_steps}",
             )
             for _b in frame.steps(0, self.binary_search_steps):
+                if not bool((best_d2 > done_d2).any()):
+                    break
                 # the run keeps ``best`` and ``best_d2`` up to date in place (the frame above saves their values)
-                enough = self._minimise(classifier, x, y, w0, mid, half, is_label, const, best, best_d2)
+                enough = self._minimise(classifier, x, y, w0, mid, half, is_label, const, best, best_d2, done_d2)
                 upper = torch.where(enough, torch.minimum(upper, const), upper)
                 lower = torch.where(enough, lower, torch.maximum(lower, const))
                 const = torch.where(torch.isfinite(upper), (lower + upper) / 2, const * _GROWTH)
@@ -134,42 +146,66 @@ class CarliniWagnerL2(EvasionAttack):
         const: torch.Tensor,
         best: torch.Tensor,
         best_d2: torch.Tensor,
+        done_d2: float = -math.inf,
     ) -> torch.Tensor:
         """Adam on the objective for one constant per sample, from ``x``; updates ``best`` and ``best_d2`` in place
-        and returns whether ``c`` was large enough (any adversarial iterate, or the final one when annealed)."""
+        and returns whether ``c`` was large enough (any adversarial iterate, or the final one when annealed). A
+        sample whose ``best_d2`` is at most ``done_d2`` is done: it is not run (or no longer)."""
         with resumable("cw.steps") as frame:
             if frame.restored is None:
                 w = w0.clone()
                 m, v = torch.zeros_like(w0), torch.zeros_like(w0)  # Adam's moment estimates, reset for every c
                 found = torch.zeros(x.shape[0], dtype=torch.bool, device=x.device)
+                last = torch.zeros_like(found)  # the last iterate scored was adversarial
+                live = (best_d2 > done_d2).nonzero().flatten()  # the samples still run
             else:
                 saved = frame.restored_on(x.device)
                 w, m, v, found = saved["w"], saved["m"], saved["v"], saved["found"]
+                last = saved.get("last", torch.zeros_like(found))
+                live = saved.get("live", torch.arange(x.shape[0], device=x.device))
                 best.copy_(saved["best"])
                 best_d2.copy_(saved["best_d2"])
             frame.capture(
-                lambda: {"w": w, "m": m, "v": v, "found": found, "best": best, "best_d2": best_d2},
+                lambda: {
+                    "w": w,
+                    "m": m,
+                    "v": v,
+                    "found": found,
+                    "last": last,
+                    "live": live,
+                    "best": best,
+                    "best_d2": best_d2,
+                },
                 where=lambda step: f"step {step + 1}/{self.steps}",
             )
             for step in frame.steps(0, self.steps + 1):  # the last pass only scores the final iterate
-                w.requires_grad_(step < self.steps)
-                xa = mid + half * torch.tanh(w)
+                if live.numel() == 0:
+                    break
+                wl = w[live].detach().requires_grad_(step < self.steps)
+                xa = mid + half * torch.tanh(wl)
                 z = classifier.logits(xa)
-                margin = z.gather(1, y[:, None]).squeeze(1) - z.masked_fill(is_label, -math.inf).amax(dim=1)
-                d2 = (xa - x).flatten(1).pow(2).sum(dim=1)
+                yl = y[live]
+                margin = z.gather(1, yl[:, None]).squeeze(1) - z.masked_fill(is_label[live], -math.inf).amax(dim=1)
+                d2 = (xa - x[live]).flatten(1).pow(2).sum(dim=1)
                 with torch.no_grad():
                     adv = margin < -self.confidence
-                    better = adv & (d2 < best_d2)
-                    best[better] = xa[better]
-                    best_d2.copy_(torch.where(better, d2, best_d2))
-                    found |= adv
+                    better = adv & (d2 < best_d2[live])
+                    best[live[better]] = xa[better]
+                    best_d2[live] = torch.where(better, d2, best_d2[live])
+                    found[live[adv]] = True
+                    last[live] = adv
+                    running = best_d2[live] > done_d2  # not done by this step
+                cost.need(forward=live.numel(), backward=int(running.sum()) if step < self.steps else 0)
                 if step == self.steps:
                     break
-                loss = d2 + const * margin.clamp_min(-self.confidence)
-                (grad,) = torch.autograd.grad(loss.sum(), w)
-                w = w.detach() - self._adam_step(grad, m, v, step)
+                loss = d2 + const[live] * margin.clamp_min(-self.confidence)
+                grad = input_gradient(classifier, loss.sum(), wl)
+                ml, vl = m[live], v[live]
+                w[live] = wl.detach() - self._adam_step(grad, ml, vl, step)
+                m[live], v[live] = ml, vl
+                live = live[running]
         # was c large enough? any adversarial iterate says so (the paper); an annealed run, the final one
-        return adv if self.lr_schedule == "cosine" else found
+        return last if self.lr_schedule == "cosine" else found
 
     def _adam_step(self, grad: torch.Tensor, m: torch.Tensor, v: torch.Tensor, step: int) -> torch.Tensor:
         """Adam's update (Kingma & Ba 2015, "Adam: A Method for Stochastic Optimization") for ``grad``, with

@@ -17,6 +17,12 @@ The steps add up to ``r_tot`` and the iterate is ``x + (1 + overshoot) r_tot``, 
 (the overshoot pushes it across the boundary rather than onto it). On an affine classifier one step reaches the
 exact minimal distance, times ``1 + overshoot``.
 
+Cost (:mod:`modelsec.attacks.cost`): a sample stops as soon as an iterate is misclassified. Each step first checks
+the new iterates without gradients and then takes the ``candidates - 1`` gradients of the samples still standing
+only, so a broken sample costs no backward pass at all: one forward pass per sample and step more than the floor,
+where taking the gradients on the checking pass itself would cost ``candidates - 1`` backward passes (each about two
+forward passes) per broken sample.
+
 Example: on the binary linear model ``z = w.x + b`` the L2 distance is ``|w.x + b| / ||w||_2``:
 
 >>> import torch
@@ -42,8 +48,10 @@ from typing import Any, ClassVar
 import torch
 from torch.nn import functional
 
+from modelsec.attacks import cost
 from modelsec.attacks.base import AttackBatch, EvasionAttack
 from modelsec.attacks.evasion.registry import EVASION_ATTACKS
+from modelsec.attacks.gradients import input_gradient
 from modelsec.attacks.norms import clip_to_bounds
 from modelsec.core.resume import resumable
 
@@ -59,8 +67,9 @@ class DeepFool(EvasionAttack):
     Args:
         steps: the most linearisation steps per sample (50 as in the paper's reference code).
         candidates: how many classes to consider, the label included: the ones with the highest clean logits
-            (capped at the number of classes; 10 as in the paper's reference code). Each step costs one forward
-            pass and ``candidates - 1`` backward passes.
+            (capped at the number of classes; 10 as in the paper's reference code). Each step costs, per sample
+            still standing, two forward passes (with gradients, then the check of the new iterate) and
+            ``candidates - 1`` backward passes.
         overshoot: the accumulated step is scaled by ``1 + overshoot`` (0.02 as in the paper); the distance found
             is about ``1 + overshoot`` times the distance to the linearised boundary.
     """
@@ -86,13 +95,14 @@ class DeepFool(EvasionAttack):
         k = min(self.candidates, classifier.num_classes)
         with torch.no_grad():
             clean = classifier.logits(x)
+        cost.need(forward=n)
         is_label = functional.one_hot(y, classifier.num_classes).bool()
         others = clean.masked_fill(is_label, float("-inf")).topk(k - 1, dim=1).indices  # (n, k - 1)
         with resumable("deepfool.steps") as frame:  # deterministic: no random draws, only the iterates to keep
             if frame.restored is None:
                 r_tot = torch.zeros_like(x)
                 x_adv = x.clone()
-                active = torch.arange(n, device=x.device)
+                active = (clean.argmax(dim=1) == y).nonzero().flatten()  # the samples still classified correctly
             else:
                 saved = frame.restored_on(x.device)
                 r_tot, x_adv, active = saved["r_tot"], saved["x_adv"], saved["active"]
@@ -100,22 +110,21 @@ class DeepFool(EvasionAttack):
                 lambda: {"r_tot": r_tot, "x_adv": x_adv, "active": active},
                 where=lambda step: f"step {step + 1}/{self.steps}",
             )
-            for _step in frame.steps(0, self.steps):
+            for step in frame.steps(0, self.steps):
+                if active.numel() == 0:
+                    break
                 xa = x_adv[active].detach().requires_grad_(True)
                 ya = y[active]
                 z = classifier.logits(xa)
-                keep = z.detach().argmax(dim=1) == ya
-                if not keep.any():
-                    break
+                cost.need(backward=(k - 1) * active.numel())
                 f_all = z.gather(1, others[active]) - z.gather(1, ya[:, None])  # (m, k - 1), negative while correct
-                f_abs = f_all.detach()[keep].abs()
+                f_abs = f_all.detach().abs()
                 # the nearest linearised boundary, one candidate class at a time (never the whole Jacobian at once)
                 best_dist = torch.full_like(f_abs[:, 0], math.inf)
                 best_f, best_norm = torch.zeros_like(best_dist), torch.ones_like(best_dist)
                 best_w = torch.zeros((f_abs.shape[0], x[0].numel()), dtype=x.dtype, device=x.device)
                 for j in range(k - 1):
-                    (g,) = torch.autograd.grad(f_all[:, j].sum(), xa, retain_graph=j < k - 2)
-                    g = g[keep].flatten(1)
+                    g = input_gradient(classifier, f_all[:, j].sum(), xa, retain_graph=j < k - 2).flatten(1)
                     g_norm = g.abs().sum(dim=1) if linf else g.norm(dim=1)
                     dist = f_abs[:, j] / g_norm.clamp_min(1e-12)
                     closer = dist < best_dist
@@ -128,7 +137,12 @@ class DeepFool(EvasionAttack):
                     r = (fl / best_norm.clamp_min(1e-12))[:, None] * best_w.sign()
                 else:
                     r = (fl / best_norm.pow(2).clamp_min(1e-24))[:, None] * best_w
-                active = active[keep]
                 r_tot[active] += r.view(-1, *x.shape[1:])
                 x_adv[active] = clip_to_bounds(x[active] + (1 + self.overshoot) * r_tot[active], classifier.bounds)
+                if step == self.steps - 1:
+                    break
+                with torch.no_grad():  # which of the new iterates still stand: only those get gradients next step
+                    still = classifier.logits(x_adv[active]).argmax(dim=1) == ya
+                cost.need(forward=active.numel())
+                active = active[still]
         return x_adv

@@ -4,6 +4,11 @@ Madry et al. 2018, "Towards Deep Learning Models Resistant to Adversarial Attack
 the loss inside the eps-ball, from a random start, with restarts. Per-sample early stopping: a sample whose
 current iterate is already misclassified is frozen there and costs no further forward or backward passes, and a
 restart runs only on the samples that every earlier restart failed to break.
+
+Cost (:mod:`modelsec.attacks.cost`, the gradient-step floor): a step evaluates the loss and its gradient together,
+so the step that first sees a sample misclassified spends one backward pass the floor does not count; with
+``steps`` steps and no sample broken, each sample costs ``steps + 1`` forward passes (the last scores the final
+iterate) and ``steps`` backward passes (times ``eot_samples``), exactly the floor.
 """
 
 from __future__ import annotations
@@ -13,6 +18,7 @@ from functools import partial
 
 import torch
 
+from modelsec.attacks import cost
 from modelsec.attacks.base import AttackBatch, EvasionAttack
 from modelsec.attacks.gradients import loss_and_gradient
 from modelsec.attacks.losses import LOSSES, attack_loss
@@ -82,20 +88,28 @@ class GradientAttack(EvasionAttack):
                 xa = ball.random_start(xs, batch.generator) if self.random_start else xs.clone()
                 active = torch.arange(xs.shape[0], device=xs.device)
                 broken = torch.zeros(xs.shape[0], dtype=torch.bool, device=xs.device)
+                seen = broken.clone()  # misclassified at some iterate so far (for the floor; ``broken`` early-stops)
             else:
                 saved = frame.restored_on(xs.device)
                 xa, active, broken = saved["xa"], saved["active"], saved["broken"]
+                seen = saved.get("seen", broken.clone())
             frame.capture(
-                lambda: {"xa": xa, "active": active, "broken": broken}, where=lambda k: f"step {k + 1}/{self.steps}"
+                lambda: {"xa": xa, "active": active, "broken": broken, "seen": seen},
+                where=lambda k: f"step {k + 1}/{self.steps}",
             )
             for _k in frame.steps(0, self.steps):
                 _, logits, grad = loss_and_gradient(
                     classifier, xa[active], ys[active], loss_fn, eot_samples=self.eot_samples
                 )
+                wrong = logits.argmax(dim=1) != ys[active]
+                fresh = ~seen[active]
+                cost.need(
+                    forward=int(fresh.sum()) * self.eot_samples, backward=int((fresh & ~wrong).sum()) * self.eot_samples
+                )
+                seen[active[wrong]] = True
                 if self.early_stop:
-                    fooled = logits.argmax(dim=1) != ys[active]
-                    broken[active[fooled]] = True
-                    keep = ~fooled
+                    broken[active[wrong]] = True
+                    keep = ~wrong
                 else:
                     keep = torch.ones(active.shape[0], dtype=torch.bool, device=xs.device)
                 active, grad = active[keep], grad[keep]
@@ -103,6 +117,7 @@ class GradientAttack(EvasionAttack):
                     break
                 xa[active] = ball.ascent_step(xs[active], xa[active], grad, step)
         if active.numel():
+            cost.need(forward=int((~seen[active]).sum()))
             with torch.no_grad():
                 broken[active] |= classifier.logits(xa[active]).argmax(dim=1) != ys[active]
         return xa, broken

@@ -20,6 +20,13 @@ Then, for ``t = 1 .. iterations``:
 ``delta`` is a tenth of the input range in the first iteration and ``sqrt(d) * theta * dist`` (L2), ``d * theta *
 dist`` (L-inf) afterwards. All samples of a batch advance together; every query goes only to the samples that need
 it (a converged binary search or a successful step stops querying its sample).
+
+Cost (:mod:`modelsec.attacks.cost`): every label query counts as a forward pass. By default every sample runs every
+iteration (the smallest distance is the answer). At a fixed eps (``AttackBatch.stop_at_eps``, which the audit's
+chain sets when it does not need this run's distances) a sample whose best point lies inside the ball is done and
+is not queried again; its random directions are still drawn, so the other samples see the same random numbers and
+follow the same path as without the stop (the generator's state after the attack differs only when every sample
+is done before the last iteration).
 """
 
 from __future__ import annotations
@@ -30,6 +37,7 @@ from typing import Any, ClassVar
 
 import torch
 
+from modelsec.attacks import cost
 from modelsec.attacks.base import AttackBatch, EvasionAttack
 from modelsec.attacks.evasion.registry import EVASION_ATTACKS
 from modelsec.attacks.norms import clip_to_bounds, per_sample
@@ -109,6 +117,7 @@ class HopSkipJump(EvasionAttack):
         probe_scale = d * theta if linf else math.sqrt(d) * theta  # probing radius per unit of distance
 
         out = x.clone()
+        done_dist = threat.eps if batch.stop_at_eps else -math.inf  # a best point this close: the sample is done
         with resumable("hopskipjump.iterations") as frame:
             if frame.restored is None:
                 start, found = self._random_start(classifier, x, y, generator)
@@ -132,15 +141,20 @@ class HopSkipJump(EvasionAttack):
                 where=lambda t: f"iteration {t}/{self.iterations}",
             )
             for t in frame.steps(1, self.iterations + 1):
+                live = (best_dist > done_dist).nonzero().flatten()
+                if live.numel() == 0:
+                    break
                 delta = probe_scale * dist if t > 1 else torch.full_like(dist, 0.1 * (hi - lo))
-                grad = self._estimate_gradient(classifier, xa, ys, delta, self.num_evals(t), linf, generator)
-                update = norm.ascent_direction(grad)  # sign (L-inf) or unit L2 direction
-                moved = self._step(classifier, xa, ys, update, dist / math.sqrt(t))
-                xa = self._boundary(classifier, xs, ys, moved, theta, linf)
-                dist = norm.distance(xs, xa)
-                better = dist < best_dist
-                best = torch.where(per_sample(better, best), xa, best)
-                best_dist = torch.where(better, dist, best_dist)
+                grad = self._estimate_gradient(classifier, xa, ys, delta, self.num_evals(t), linf, generator, live)
+                xl, yl, xsl = xa.index_select(0, live), ys.index_select(0, live), xs.index_select(0, live)
+                update = norm.ascent_direction(grad.index_select(0, live))  # sign (L-inf) or unit L2 direction
+                moved = self._step(classifier, xl, yl, update, dist.index_select(0, live) / math.sqrt(t))
+                xl = self._boundary(classifier, xsl, yl, moved, theta, linf)
+                dl = norm.distance(xsl, xl)
+                better = dl < best_dist.index_select(0, live)
+                xa, dist = xa.index_copy(0, live, xl), dist.index_copy(0, live, dl)
+                best = best.index_copy(0, live, torch.where(per_sample(better, xl), xl, best.index_select(0, live)))
+                best_dist = best_dist.index_copy(0, live, torch.where(better, dl, best_dist.index_select(0, live)))
         return out.index_copy_(0, idx, best)
 
     @staticmethod
@@ -148,6 +162,7 @@ class HopSkipJump(EvasionAttack):
         """The label oracle: True where ``x`` is misclassified (one query per row)."""
         if x.shape[0] == 0:
             return torch.zeros(0, dtype=torch.bool, device=y.device)
+        cost.need(forward=x.shape[0] * classifier.votes)  # every query is for a sample not yet done
         return classifier.predict(x).to(y.device) != y
 
     def _random_start(
@@ -221,12 +236,17 @@ class HopSkipJump(EvasionAttack):
         num_evals: int,
         linf: bool,
         generator: torch.Generator,
+        rows: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        """Monte Carlo estimate of the direction towards the adversarial side at boundary points ``x_b``."""
+        """Monte Carlo estimate of the direction towards the adversarial side at boundary points ``x_b``, for the
+        ``rows`` given (default: all; the others' directions are drawn but not queried, and their estimate is 0)."""
         lo, hi = classifier.bounds
         m, shape, d = x_b.shape[0], x_b.shape[1:], x_b[0].numel()
         chunk = max(1, _CHUNK_ELEMENTS // (num_evals * d))
-        out = torch.empty_like(x_b)
+        out = torch.zeros_like(x_b)
+        probed = torch.ones(m, dtype=torch.bool, device=x_b.device)
+        if rows is not None:
+            probed = torch.zeros_like(probed).index_fill_(0, rows, True)
         for i in range(0, m, chunk):
             xb = x_b[i : i + chunk]
             k = xb.shape[0]
@@ -234,17 +254,23 @@ class HopSkipJump(EvasionAttack):
                 rv = torch.rand((k, num_evals, d), generator=generator, dtype=x_b.dtype) * 2 - 1
             else:
                 rv = torch.randn((k, num_evals, d), generator=generator, dtype=x_b.dtype)
+            sel = probed[i : i + k].nonzero().flatten()  # the rows of this chunk to probe
+            if sel.numel() == 0:
+                continue
+            rv, xb = rv.to(x_b.device).index_select(0, sel), xb.index_select(0, sel)
+            k = sel.numel()
             rv = rv / rv.norm(dim=2, keepdim=True).clamp_min(1e-12)
-            rv = rv.to(x_b.device).view(k, num_evals, *shape)
-            dl = delta[i : i + k].clamp_min(1e-12).view(k, 1, *([1] * len(shape)))
+            rv = rv.view(k, num_evals, *shape)
+            dl = delta[i : i + chunk].index_select(0, sel)
+            dl = dl.clamp_min(1e-12).view(k, 1, *([1] * len(shape)))
             probes = clip_to_bounds(xb[:, None] + dl * rv, (lo, hi))
             rv = (probes - xb[:, None]) / dl  # the directions actually probed, after clipping
-            labels = y[i : i + k].repeat_interleave(num_evals)
+            labels = y[i : i + chunk].index_select(0, sel).repeat_interleave(num_evals)
             adv = self._adversarial(classifier, probes.reshape(k * num_evals, *shape), labels).view(k, num_evals)
             f = adv.to(x_b.dtype) * 2 - 1
             mean = f.mean(dim=1, keepdim=True)
             f = torch.where(mean.abs() == 1, f, f - mean)  # baseline unless every probe agreed
-            out[i : i + k] = (f.view(k, num_evals, *([1] * len(shape))) * rv).mean(dim=1)
+            out[i + sel] = (f.view(k, num_evals, *([1] * len(shape))) * rv).mean(dim=1)
         return out
 
     def _step(

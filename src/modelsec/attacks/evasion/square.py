@@ -14,7 +14,8 @@ is halved along the paper's piecewise schedule, stated for 10,000 queries and re
 
 Images are ``(C, H, W)``; any other input shape is seen as a ``(1, 1, d)`` strip whose "squares" are contiguous
 windows of features (``(H, W)`` inputs as one channel). A sample is frozen as soon as it is misclassified and is not
-queried again; each restart spends at most ``max_queries`` queries on each sample it runs on.
+queried again; each restart spends at most ``max_queries`` queries on each sample it runs on. Every query is
+thus for a sample not yet broken: the attack spends exactly its floor (:mod:`modelsec.attacks.cost`).
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from typing import Any, ClassVar
 
 import torch
 
+from modelsec.attacks import cost
 from modelsec.attacks.base import AttackBatch, EvasionAttack
 from modelsec.attacks.evasion.registry import EVASION_ATTACKS
 from modelsec.attacks.losses import attack_loss
@@ -205,6 +207,7 @@ class Square(EvasionAttack):
         tie broken against ``y`` counts as broken too) and whether the prediction is wrong. One query each."""
         with torch.no_grad():
             logits = classifier.logits(x.reshape(x.shape[0], *classifier.input_shape))
+        cost.need(forward=x.shape[0])  # only ever asked about samples not broken yet
         margin = -attack_loss(logits, y, "margin").float()
         fooled = logits.argmax(dim=1) != y
         return torch.where(fooled, -torch.inf, margin), fooled
