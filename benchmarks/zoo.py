@@ -27,7 +27,8 @@ The kinds, on both data sets unless said otherwise:
 Threat model of the zoo's benchmarks: white-box, untargeted, L-inf, inputs in [0, 1]; eps 0.1 on Fashion-MNIST (the
 project's benchmarks' eps) and on digits (8x8 pixels in steps of 1/16, so eps 0.1 is 1.6 grey levels; there the
 undefended digits models keep 50-60% robust accuracy under PGD-20 and the adversarially trained ones 72-78%, a middle
-range where a weaker attack shows; at 0.2 nearly every undefended sample falls). Adversarial training uses that eps.
+range where a weaker attack shows; at 0.2 ``quick`` leaves 0.2% of the MLP's and 4.7% of the CNN's test images, at
+0.05 about 83%). Adversarial training uses that eps.
 
 Sizes: digits models train on all 898 members (2-30 s each on one core). The Fashion-MNIST ones are as small as still
 meaningful on the shared 2-core machine: the first 10,000 members, 4 epochs for the standard ones (small-cnn: about
