@@ -72,6 +72,9 @@ MATERIALISE_MAX_ELEMENTS = 1 << 26
 """Per-example gradients of one layer are formed (``B x p x d`` floats) up to this many elements (256 MiB in
 float32); above it the layer's norms come from the ghost norm instead."""
 
+CHUNK_BYTES = 2 << 20
+"""Per-example gradients are formed this many bytes' worth of examples at a time (:class:`Workspace`)."""
+
 CLIP_EPSILON = 1e-6
 """Added to the norm in the clipping factor ``min(1, C / (norm + 1e-6))``, as Opacus's optimizers do."""
 
@@ -85,7 +88,43 @@ class UnsupportedModelError(RuntimeError):
 # per-example norms (shape ``(B,)``) and a function that, given the clipping factors ``c`` (``(B,)``), writes the
 # clipped sums into the layer's trainable parameters' ``.grad``.
 Finish = Callable[[torch.Tensor], None]
-Rule = Callable[[nn.Module, torch.Tensor, torch.Tensor, int], tuple[torch.Tensor, Finish]]
+
+
+class Workspace:
+    """What the rules share across steps: the size limit on formed per-example gradients (``limit`` elements a
+    layer), and one buffer a layer for them, grown to the largest batch seen and reused.
+
+    Forming them a chunk of examples at a time (:data:`CHUNK_BYTES`) into a buffer that outlives the step avoids a
+    fresh multi-megabyte allocation every step: glibc serves those with new pages from the system, and the page
+    faults cost more than the arithmetic (measured on dp-cnn's second convolution, batch 256, one thread: 22 ms at
+    once with about 7,000 faults, 6 ms in chunks of 32 without any).
+    """
+
+    def __init__(self, limit: int) -> None:
+        self.limit = int(limit)
+        self._buffers: dict[object, torch.Tensor] = {}
+
+    def rows(self, key: object, b: int, n: int, like: torch.Tensor) -> torch.Tensor:
+        """A ``(b, n)`` buffer for ``key`` (the contents are stale)."""
+        buffer = self._buffers.get(key)
+        if buffer is None or buffer.shape[0] < b or buffer.shape[1] != n or buffer.dtype != like.dtype:
+            buffer = like.new_empty((b + b // 4, n))  # room for the next Poisson batches, a little larger
+            self._buffers[key] = buffer
+        return buffer[:b]
+
+    def per_example(
+        self, key: object, b: int, n: int, like: torch.Tensor, chunk: Callable[[int, int], torch.Tensor]
+    ) -> torch.Tensor:
+        """The ``(b, n)`` per-example gradients, ``chunk(i, j)`` giving examples ``i`` to ``j - 1``."""
+        out = self.rows(key, b, n, like)
+        step = max(1, CHUNK_BYTES // max(1, n * like.element_size()))
+        for i in range(0, b, step):
+            j = min(b, i + step)
+            out[i:j] = chunk(i, j).reshape(j - i, n)
+        return out
+
+
+Rule = Callable[[nn.Module, torch.Tensor, torch.Tensor, Workspace], tuple[torch.Tensor, Finish]]
 
 
 def _trainable(p: torch.Tensor | None) -> bool:
@@ -111,7 +150,7 @@ def _bias_rule(bias: torch.Tensor | None, g: torch.Tensor) -> tuple[torch.Tensor
     return sample, _sq_norms(sample)
 
 
-def _linear(module: nn.Module, a: torch.Tensor, g: torch.Tensor, limit: int) -> tuple[torch.Tensor, Finish]:
+def _linear(module: nn.Module, a: torch.Tensor, g: torch.Tensor, space: Workspace) -> tuple[torch.Tensor, Finish]:
     """``s = a W^T + b`` over the last dimension, shared over any dimensions between the batch and it."""
     assert isinstance(module, nn.Linear)
     b = a.shape[0]
@@ -128,8 +167,10 @@ def _linear(module: nn.Module, a: torch.Tensor, g: torch.Tensor, limit: int) -> 
             def weight_grad(c: torch.Tensor) -> torch.Tensor:
                 return (g2 * c[:, None]).T @ a2
 
-        elif b * p * d <= limit:  # form the per-example gradients
-            per_example = torch.bmm(g3.transpose(1, 2), a3).reshape(b, -1)  # (B, p d)
+        elif b * p * d <= space.limit:  # form the per-example gradients (B, p d)
+            per_example = space.per_example(
+                module, b, p * d, g, lambda i, j: torch.bmm(g3[i:j].transpose(1, 2), a3[i:j])
+            )
             sq = sq + _sq_norms(per_example)
 
             def weight_grad(c: torch.Tensor) -> torch.Tensor:
@@ -183,7 +224,7 @@ def _patches(x: torch.Tensor, module: nn.Conv1d | nn.Conv2d, padding: tuple[int,
     return x.permute(order).reshape(b, c * math.prod(module.kernel_size), -1)
 
 
-def _conv(module: nn.Module, a: torch.Tensor, g: torch.Tensor, limit: int) -> tuple[torch.Tensor, Finish]:
+def _conv(module: nn.Module, a: torch.Tensor, g: torch.Tensor, space: Workspace) -> tuple[torch.Tensor, Finish]:
     """A convolution (``Conv1d``, ``Conv2d``): the weight is shared over the output positions. Per-example gradients
     come from the weight-gradient kernel of a convolution whose groups are the examples (each example's input
     channels convolved with its own output gradient); the ghost norm from the input patches."""
@@ -197,14 +238,19 @@ def _conv(module: nn.Module, a: torch.Tensor, g: torch.Tensor, limit: int) -> tu
     sq = torch.zeros(b, dtype=g.dtype, device=g.device)
     weight_grad: Callable[[torch.Tensor], torch.Tensor] | None = None
     if _trainable(weight):
-        if b * c_out * d <= limit:  # form the per-example gradients
-            per_example = weight_kernel(
-                x.reshape(1, b * c_in, *x.shape[2:]),
-                (b * c_out, *weight.shape[1:]),
-                g.reshape(1, b * c_out, *g.shape[2:]),
-                groups=b * groups,
-                **conv,
-            ).reshape(b, -1)
+        if b * c_out * d <= space.limit:  # form the per-example gradients
+
+            def chunk(i: int, j: int) -> torch.Tensor:
+                n = j - i
+                return weight_kernel(
+                    x[i:j].reshape(1, n * c_in, *x.shape[2:]),
+                    (n * c_out, *weight.shape[1:]),
+                    g[i:j].reshape(1, n * c_out, *g.shape[2:]),
+                    groups=n * groups,
+                    **conv,
+                )
+
+            per_example = space.per_example(module, b, c_out * d, g, chunk)
             sq = sq + _sq_norms(per_example)
 
             def weight_grad(c: torch.Tensor) -> torch.Tensor:
@@ -233,7 +279,9 @@ def _conv(module: nn.Module, a: torch.Tensor, g: torch.Tensor, limit: int) -> tu
     return sq, finish
 
 
-def _normalisation(module: nn.Module, a: torch.Tensor, g: torch.Tensor, limit: int) -> tuple[torch.Tensor, Finish]:
+def _normalisation(
+    module: nn.Module, a: torch.Tensor, g: torch.Tensor, space: Workspace
+) -> tuple[torch.Tensor, Finish]:
     """GroupNorm and LayerNorm: ``y = xhat * weight + bias``, so example i's gradients are ``sum(xhat_i * g_i)`` and
     ``sum(g_i)`` over the positions the affine parameters are shared across; formed (``B x channels``)."""
     b = a.shape[0]
@@ -336,6 +384,7 @@ class BookKeepingClipper:
         self.module = module
         self.max_grad_norm = float(max_grad_norm)
         self.materialise_max_elements = int(materialise_max_elements)
+        self._space = Workspace(self.materialise_max_elements)
         self._layers = _trainable_layers(module)
         self._records: list[_Record] = []
         self._recording = False
@@ -391,7 +440,7 @@ class BookKeepingClipper:
             if g is None:  # the output did not reach the loss: zero gradient
                 continue
             _, rule = RULES[type(r.module)]
-            layer_sq, finish = rule(r.module, r.inputs, g.detach(), self.materialise_max_elements)
+            layer_sq, finish = rule(r.module, r.inputs, g.detach(), self._space)
             sq = sq + layer_sq
             finishes.append(finish)
         norms = sq.clamp(min=0).sqrt()
@@ -407,8 +456,9 @@ class BookKeepingClipper:
         return norms
 
     def close(self) -> None:
-        """Remove the forward hooks and drop any record."""
+        """Remove the forward hooks and drop any record and buffer."""
         for h in self._handles:
             h.remove()
+        self._space = Workspace(self.materialise_max_elements)
         self._handles = []
         self._records = []
