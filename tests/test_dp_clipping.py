@@ -37,7 +37,7 @@ def every_layer_kind() -> tuple[nn.Module, tuple[int, ...]]:
     """Grouped, strided, dilated and "same"-padded convolutions with reflect padding, GroupNorm, LayerNorm, a frozen
     layer and a layer without bias."""
     model = nn.Sequential(
-        nn.Conv2d(2, 6, 3, stride=2, padding=1, groups=2),
+        nn.Conv2d(2, 6, 3, stride=2, padding=(1, 2), dilation=(1, 2), groups=2),
         nn.Tanh(),
         nn.Conv2d(6, 4, (3, 2), dilation=(2, 1), padding="same", padding_mode="reflect", bias=False),
         nn.GroupNorm(2, 4),

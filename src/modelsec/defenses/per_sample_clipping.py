@@ -72,7 +72,7 @@ MATERIALISE_MAX_ELEMENTS = 1 << 26
 """Per-example gradients of one layer are formed (``B x p x d`` floats) up to this many elements (256 MiB in
 float32); above it the layer's norms come from the ghost norm instead."""
 
-CHUNK_BYTES = 2 << 20
+CHUNK_BYTES = 1 << 20
 """Per-example gradients are formed this many bytes' worth of examples at a time (:class:`Workspace`)."""
 
 CLIP_EPSILON = 1e-6
