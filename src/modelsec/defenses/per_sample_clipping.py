@@ -10,22 +10,25 @@ features, the output pixels of a convolution). So:
 
 1. one forward pass records every trainable layer's input ``a`` (forward hooks);
 2. one backward pass of the summed loss computes only the gradients with respect to the layers' outputs ``g``
-   (``torch.autograd.grad`` asked for those outputs, so autograd skips every weight gradient; no gradient is
-   examples-mixed because nothing in a DP model mixes examples);
+   (``torch.autograd.grad`` asked for those outputs, so autograd skips every weight gradient); since nothing in a
+   DP model mixes the examples of a batch, the gradient of the summed loss at example i's output is ``g_i``;
 3. from ``(a_i, g_i)`` each layer gives its share of ``||G_i||^2``: the ghost norm (Goodfellow 2015; Li et al. 2022,
    "Large Language Models Can Be Strong Differentially Private Learners") ``sum_{t,t'} (a_i a_i^T) * (g_i g_i^T)``
    without forming ``G_i``, or ``G_i`` itself when that is cheaper, per layer, as BK's hybrid does: for T = 1 the
    ghost norm is ``||a_i||^2 ||g_i||^2`` (free); for T > 1, forming ``G_i`` (T d p multiply-adds) never costs more
    arithmetic than the ghost norm (T^2 (d + p)) plus the weight gradient it then still needs, so per-example
    gradients are formed unless they would exceed :data:`MATERIALISE_MAX_ELEMENTS` floats (memory), where the ghost
-   norm takes over;
+   norm takes over. A convolution's are formed by torch's weight-gradient kernel run with one group per example,
+   a chunk of examples at a time into a buffer kept across steps (:class:`Workspace`);
 4. the clipping factors ``c_i`` from the total norms, then each parameter's clipped sum directly: ``(c * g)^T a``
    (or ``sum_i c_i G_i`` where ``G_i`` were formed), written to ``.grad``.
 
 Ghost clipping (Opacus ``grad_sample_mode="ghost"``, Li et al. 2022) gets the same norms but then runs a second
 backward pass of the loss reweighted by ``c_i``; BK replaces that pass by step 4. The result is exactly the clipped
 sum that the slow per-example reference computes, up to float rounding: the noise, the sampling and the accounting
-stay with the caller (:mod:`modelsec.defenses.dp_sgd` adds Opacus's Gaussian noise to this sum).
+stay with the caller (:mod:`modelsec.defenses.dp_sgd` adds Opacus's Gaussian noise to this sum). Threat model: that
+of DP-SGD (an attacker who sees the trained weights); this module changes how the clipped sum is computed, not what
+is released, so the privacy guarantee is the same as with any exact per-example clipping.
 
 Layers with rules (:data:`RULES`): ``Linear`` (any leading dimensions), ``Conv1d`` and ``Conv2d`` (any stride,
 padding, padding mode, dilation and groups), ``GroupNorm`` and ``LayerNorm`` (their per-example gradients are
