@@ -159,7 +159,7 @@ def inputs_for(make: Any, n: int, seed: int) -> tuple[torch.Tensor, torch.Tensor
     return batch_of(blobs(n, seed), n)
 
 
-@pytest.mark.parametrize("mode", ["ghost", "hooks"])
+@pytest.mark.parametrize("mode", ["bk", "ghost", "hooks"])
 @pytest.mark.parametrize("make", [mlp, small_cnn])
 def test_no_noise_huge_clip_equals_plain_sgd_step(mode: str, make: Any) -> None:
     x, y = inputs_for(make, 8, 3)
@@ -181,7 +181,7 @@ def test_no_noise_huge_clip_equals_plain_sgd_step(mode: str, make: Any) -> None:
         torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
 
 
-@pytest.mark.parametrize("mode", ["ghost", "hooks"])
+@pytest.mark.parametrize("mode", ["bk", "ghost", "hooks"])
 @pytest.mark.parametrize("make", [mlp, small_cnn, dp_cnn])  # ghost norms for Linear, per-example for Conv2d
 def test_clipped_update_matches_per_example_reference(mode: str, make: Any) -> None:
     x, y = inputs_for(make, 16, 4)
@@ -279,7 +279,7 @@ def test_ghost_falls_back_to_hooks_on_tied_parameters(cheap_accounting: None) ->
 def test_tiny_dp_run_learns_and_reports_its_claim(tiny_run: tuple[nn.Module, DPTrainingReport]) -> None:
     module, report = tiny_run
     assert report.history[-1].test_accuracy is not None and report.history[-1].test_accuracy > 0.6  # chance: 0.25
-    assert report.grad_sample_mode == "ghost" and report.grad_sample_fallback is None
+    assert report.grad_sample_mode == "bk" and report.grad_sample_fallback is None  # the default
     # the steps actually taken and the sample rate actually used
     assert report.steps == report.epochs * (512 // 64) == 32
     assert report.sample_rate == 64 / 512 and report.sampling == "poisson"
@@ -316,19 +316,18 @@ def test_report_round_trips_through_json(tiny_run: tuple[nn.Module, DPTrainingRe
     assert DPTrainingReport.from_dict(json.loads(text)) == report
 
 
-def test_same_seed_same_result_and_ghost_equals_hooks(cheap_accounting: None) -> None:
+def test_same_seed_same_result_and_bk_equals_ghost_and_hooks(cheap_accounting: None) -> None:
     data = blobs(128, 7)
     runs = []
-    for mode, seed in (("ghost", 0), ("ghost", 0), ("hooks", 0), ("ghost", 1)):
+    for mode, seed in (("bk", 0), ("bk", 0), ("hooks", 0), ("bk", 1), ("ghost", 0)):
         model = mlp()
         config = DPSGDConfig(noise_multiplier=1.0, batch_size=32, epochs=1, grad_sample_mode=mode, seed=seed)
         report = train_dp_sgd(model, data, config)
         runs.append((params(model), report.history[0].train_loss))
-    (a, loss_a), (b, loss_b), (h, _), (c, _) = runs
+    (a, loss_a), (b, loss_b), (h, _), (c, _), (g, _) = runs
     assert all(torch.equal(x, y) for x, y in zip(a, b, strict=True)) and loss_a == loss_b
-    assert all(
-        torch.allclose(x, y, atol=1e-5) for x, y in zip(a, h, strict=True)
-    )  # same batches, same noise, same clipping
+    for other in (h, g):  # same batches, same noise, same clipping
+        assert all(torch.allclose(x, y, atol=1e-5) for x, y in zip(a, other, strict=True))
     assert not all(torch.equal(x, y) for x, y in zip(a, c, strict=True))
 
 
@@ -360,7 +359,7 @@ def asdict_epoch(e: Any) -> tuple[Any, ...]:
     return (e.epoch, e.steps, e.mean_batch_size, e.train_loss, e.train_accuracy, e.test_accuracy, e.epsilon)
 
 
-@pytest.mark.parametrize("mode", ["ghost", "hooks"])
+@pytest.mark.parametrize("mode", ["bk", "ghost", "hooks"])
 def test_zero_gradient_update_has_the_noise_variance_the_multiplier_implies(mode: str) -> None:
     """Zero inputs to a bias-free linear layer give every example a zero gradient, so after k SGD steps (lr 1) each
     parameter has moved by the sum of k noise draws divided by the expected batch size B: mean 0, variance

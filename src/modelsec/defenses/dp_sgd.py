@@ -30,13 +30,19 @@ Settings are named as TensorFlow Privacy's DP optimizers name them:
   understate epsilon; and a Poisson batch has no fixed size to split.
 - ``batch_size``: the *expected* batch size under Poisson sampling; ``epochs``: passes of ``n // batch_size`` steps.
 
-Per-example gradients come from Opacus's ghost clipping (``grad_sample_mode="ghost"``: per-example gradient norms
-without materialising per-example gradients for linear layers, then a second backward pass of the loss reweighted by
-the clipping coefficients; the loss MUST go through the criterion wrapper Opacus returns, or no clipping happens).
-A model that ghost clipping cannot handle (parameter tying, for one) falls back to per-example gradients from hooks;
-the report records the mode used and why. BatchNorm mixes examples within a batch, so the per-example sensitivity is
-unbounded: such layers are replaced in place by GroupNorm (Opacus's ``ModuleValidator`` fixer, with a warning in the
-report) or refused (``batchnorm="refuse"``).
+Per-example clipping comes, by default, from book-keeping clipping (``grad_sample_mode="bk"``, Bu et al. 2023,
+"Differentially Private Optimization on Large Model at Small Cost"; :mod:`modelsec.defenses.per_sample_clipping`):
+one forward and one backward pass give every layer's inputs and output gradients, hence the per-example gradient
+norms (ghost norms, or per-example gradients where they are cheaper) and then the clipped sum directly, without the
+second backward pass of Opacus's ghost clipping. Opacus's DP optimizer then adds the same Gaussian noise as after
+ghost clipping, from the same generator: the mechanism, and so the accounting, are unchanged. A model with a layer it
+has no rule for (only Linear, Conv1d, Conv2d, GroupNorm and LayerNorm have one) falls back to Opacus's ghost clipping
+(``"ghost"``: norms without materialising per-example gradients for linear layers, then a second backward pass of
+the loss reweighted by the clipping coefficients; the loss MUST go through the criterion wrapper Opacus returns, or
+no clipping happens), and a model ghost clipping cannot handle (parameter tying, for one) to per-example gradients
+from hooks; the report records the mode used and why. BatchNorm mixes examples within a batch, so the per-example
+sensitivity is unbounded: such layers are replaced in place by GroupNorm (Opacus's ``ModuleValidator`` fixer, with
+a warning in the report) or refused (``batchnorm="refuse"``).
 
 Randomness is explicit: the Poisson sampler, the noise (Opacus ``secure_mode=False`` with a seeded
 ``noise_generator``) and any dropout draw from generators derived from ``seed``, so the same seed gives the same CPU
@@ -56,7 +62,7 @@ Example (a tiny run on random data; Opacus and dp-accounting are the ``dp`` extr
 >>> config = DPSGDConfig(noise_multiplier=2.0, batch_size=16, epochs=1)
 >>> report = train_dp_sgd(torch.nn.Linear(4, 2), data, config)
 >>> report.steps, report.sample_rate, report.grad_sample_mode
-(16, 0.0625, 'ghost')
+(16, 0.0625, 'bk')
 >>> sorted(report.epsilons) == ["pld", "prv", "rdp"] and report.epsilon == report.epsilons["prv"]
 True
 """
@@ -83,6 +89,7 @@ from modelsec.core.records import from_dict
 from modelsec.core.seeding import generator, seeded
 from modelsec.data.dataset import Dataset
 from modelsec.defenses.base import DEFENSES, Defense, DefenseConfig, Guarantees
+from modelsec.defenses.per_sample_clipping import BookKeepingClipper, unsupported_reason
 from modelsec.defenses.training import TrainingHistory, TrainingState
 from modelsec.stats.accountants import (
     ACCOUNTANTS,
@@ -93,9 +100,12 @@ from modelsec.stats.accountants import (
     noise_multiplier_for_epsilon,
 )
 
-GRAD_SAMPLE_MODES = ("ghost", "hooks")
+GRAD_SAMPLE_MODES = ("bk", "ghost", "hooks")
 OPTIMIZERS = ("sgd", "adam")
 BATCHNORM_POLICIES = ("replace", "refuse")
+_FALLBACK = {"bk": "ghost", "ghost": "hooks"}
+"""Where a mode falls back to when its probe pass fails on the model."""
+_MODE_NAMES = {"bk": "book-keeping clipping", "ghost": "ghost clipping"}
 DEFAULT_NOISE_MULTIPLIER = 1.1
 
 
@@ -125,8 +135,9 @@ class DPSGDConfig:
         lr: the constant learning rate (default 0.1).
         optimizer: "sgd" (default, with ``momentum``) or "adam" (default betas; ``momentum`` unused).
         momentum: SGD's momentum (default 0.9).
-        grad_sample_mode: "ghost" (ghost clipping, falling back to hooks where the model does not allow it;
-            default) or "hooks".
+        grad_sample_mode: "bk" (book-keeping clipping, one backward pass, :mod:`.per_sample_clipping`; default),
+            "ghost" (Opacus's ghost clipping, two backward passes) or "hooks" (Opacus's per-example gradients).
+            Each falls back to the next where the model does not allow it (the report says why).
         batchnorm: "replace" (GroupNorm, with a warning; default) or "refuse".
         seed: seeds the initialisation, the Poisson sampler, the noise and dropout.
     """
@@ -141,7 +152,7 @@ class DPSGDConfig:
     lr: float = 0.1
     optimizer: str = "sgd"
     momentum: float = 0.9
-    grad_sample_mode: str = "ghost"
+    grad_sample_mode: str = "bk"
     batchnorm: str = "replace"
     seed: Annotated[int, SEED] = 0
 
@@ -283,13 +294,18 @@ class DPTrainingReport:
 
 
 class DPSGDStep:
-    """One DP-SGD update at a time: wraps ``module`` for per-example gradients (Opacus ghost clipping or hooks) and
-    ``optimizer`` in Opacus's DP optimizer (clip, add noise, divide by ``expected_batch_size``, step).
+    """One DP-SGD update at a time: clipped per-example gradients of ``module`` (book-keeping clipping, Opacus's
+    ghost clipping or Opacus's hooks), then ``optimizer`` wrapped in Opacus's DP optimizer (add noise, divide by
+    ``expected_batch_size``, step; for hooks it clips too).
 
-    ``grad_sample_mode="ghost"`` first tries a forward and backward pass on ``probe`` (a batch of inputs and labels
-    with no private data, e.g. zeros); if ghost clipping fails on the model it falls back to hooks and records why
-    in ``fallback_reason``. ``steps`` counts the noisy steps, from the optimizer's own step hook. Call
-    :meth:`close` (or use it as a context manager) to remove Opacus's hooks and attributes from ``module``.
+    ``grad_sample_mode="bk"`` (:class:`~modelsec.defenses.per_sample_clipping.BookKeepingClipper`, Bu et al. 2023)
+    writes the clipped sum of the per-example gradients into ``.grad`` after one forward and one backward pass, and
+    Opacus's ``DPOptimizerFastGradientClipping`` adds the noise exactly as it does after ghost clipping: the same
+    mechanism, the same noise draws. A model it has no rule for falls back to ghost clipping; ghost clipping falls
+    back to hooks. Both try a forward and backward pass on ``probe`` (a batch of inputs and labels with no private
+    data, e.g. zeros) first, and ``fallback_reason`` says why a mode was left. ``steps`` counts the noisy steps, from
+    the optimizer's own step hook. Call :meth:`close` (or use it as a context manager) to remove the hooks and
+    attributes from ``module``.
     """
 
     def __init__(
@@ -300,7 +316,7 @@ class DPSGDStep:
         l2_norm_clip: float,
         noise_multiplier: float,
         expected_batch_size: int,
-        grad_sample_mode: str = "ghost",
+        grad_sample_mode: str = "bk",
         noise_generator: torch.Generator | None = None,
         probe: tuple[torch.Tensor, torch.Tensor] | None = None,
     ) -> None:
@@ -312,23 +328,36 @@ class DPSGDStep:
         self.expected_batch_size = int(expected_batch_size)
         self.fallback_reason: str | None = None
         self.steps = 0
+        self.mode: str = grad_sample_mode
+        self.dp_optimizer: Any
+        self.grad_sample_module: Any = None
+        self.clipper: BookKeepingClipper | None = None
         self._base_optimizer = optimizer
         self._noise_generator = noise_generator
         if _is_keras(module):
             self._wrap_keras()
             return
         _check_per_example_gradients(module)
-        self._wrap(grad_sample_mode)
-        if grad_sample_mode == "ghost" and probe is not None:
+        reasons: list[str] = []
+        mode = grad_sample_mode
+        if mode == "bk" and (why := unsupported_reason(module)) is not None:
+            reasons.append(f"book-keeping clipping has no rule for this model ({why}); used ghost clipping")
+            mode = "ghost"
+        self._wrap(mode)
+        while probe is not None and self.mode in _FALLBACK:
             try:
                 with _quiet_opacus():
                     self._forward_backward(*probe)
+                break
             except (NotImplementedError, RuntimeError, ValueError, TypeError, AttributeError) as e:
-                self.fallback_reason = f"ghost clipping failed on this model ({type(e).__name__}: {e}); used hooks"
+                failed, self.mode = self.mode, _FALLBACK[self.mode]
+                why = f"{type(e).__name__}: {e}"
+                reasons.append(f"{_MODE_NAMES[failed]} failed on this model ({why}); used {self.mode}")
                 self._unwrap()
-                self._wrap("hooks")
+                self._wrap(self.mode)
             finally:
                 self.dp_optimizer.zero_grad(set_to_none=True)
+        self.fallback_reason = "; ".join(reasons) or None
 
     def _wrap(self, mode: str) -> None:
         from opacus.grad_sample import GradSampleModule, GradSampleModuleFastGradientClipping
@@ -345,7 +374,15 @@ class DPSGDStep:
             "secure_mode": False,
         }
         self.criterion: Any
-        self.grad_sample_module: Any
+        self.grad_sample_module = None
+        self.clipper = None
+        if mode == "bk":
+            self.clipper = BookKeepingClipper(self.module, max_grad_norm=self.l2_norm_clip)
+            # the clipped sum is in .grad already: this optimizer only adds the noise and scales, as after ghost
+            # clipping
+            self.dp_optimizer = DPOptimizerFastGradientClipping(self._base_optimizer, **kwargs)
+            self.dp_optimizer.attach_step_hook(self._count_step)
+            return
         if mode == "ghost":
             self.grad_sample_module = GradSampleModuleFastGradientClipping(
                 self.module,
@@ -354,7 +391,7 @@ class DPSGDStep:
                 max_grad_norm=self.l2_norm_clip,
                 use_ghost_clipping=True,
             )
-            self.dp_optimizer: Any = DPOptimizerFastGradientClipping(self._base_optimizer, **kwargs)
+            self.dp_optimizer = DPOptimizerFastGradientClipping(self._base_optimizer, **kwargs)
             # the wrapper runs the two backward passes of ghost clipping; a plain loss would skip the clipping
             self.criterion = DPLossFastGradientClipping(
                 self.grad_sample_module, self.dp_optimizer, nn.CrossEntropyLoss(), "mean"
@@ -382,6 +419,7 @@ class DPSGDStep:
             "the whole model)"
         )
         self.grad_sample_module = None
+        self.clipper = None
         self.criterion = nn.CrossEntropyLoss()
         self.dp_optimizer = DPOptimizer(
             self._base_optimizer,
@@ -399,6 +437,11 @@ class DPSGDStep:
 
     def _forward_backward(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         self.dp_optimizer.zero_grad(set_to_none=True)
+        if self.clipper is not None:  # book-keeping: the clipped sum of the per-example gradients into .grad
+            with self.clipper.recording():
+                logits = self.module(x)
+            self.clipper.clip_and_sum(functional.cross_entropy(logits, y, reduction="none"))
+            return logits
         if self.grad_sample_module is None:  # a Keras model (_wrap_keras)
             from modelsec.models.adapters.keras import KerasModule, per_example_gradients
 
@@ -426,6 +469,9 @@ class DPSGDStep:
         return loss_sum, correct
 
     def _unwrap(self) -> None:
+        if self.clipper is not None:
+            self.clipper.close()
+            self.clipper = None
         if self.grad_sample_module is not None:
             self.grad_sample_module.cleanup()
         for p in self.module.parameters():
@@ -759,7 +805,9 @@ class DPSGDDefenseConfig(DefenseConfig):
         weight_decay: 0 (the default, and the only value DP-SGD takes).
         optimizer: "sgd" (default, with ``momentum``) or "adam".
         momentum: SGD's momentum (default 0.9; unused by "adam").
-        grad_sample_mode: "ghost" (default; falls back to "hooks" where the model does not allow it) or "hooks".
+        grad_sample_mode: "bk" (book-keeping clipping, one backward pass; default), "ghost" (Opacus's ghost
+            clipping) or "hooks" (Opacus's per-example gradients); each falls back to the next where the model does
+            not allow it. All three clip exactly the same per-example gradients.
         batchnorm: "replace" (GroupNorm, with a warning; default) or "refuse".
         seed: seeds the initialisation, the Poisson sampler, the noise and dropout.
     """
