@@ -137,12 +137,17 @@ def test_distilled_model_is_flagged_and_broken(
 def test_quantised_model_zero_gradients_broken_by_black_box(
     undefended: nn.Module, undefended_robust_accuracy: float, digits: Splits
 ) -> None:
-    rob, _ = audit(Quantised(undefended), digits)
+    rob, result = audit(Quantised(undefended), digits)
     flag = next(f for f in rob.flags if f.check == "zero-gradients")
-    assert flag.remedy and "black-box" in flag.remedy
+    assert flag.remedy and "black-box" in flag.remedy and "first in the chain" in flag.remedy
+    # every gradient is zero: the black-box attacks run first (tests/test_evidence_order.py checks the counts)
+    assert [r.attack for r in rob.results][:2] == ["square", "hopskipjump"]
+    assert any("black-box attacks first" in note for note in result.settings["remedies"])
     by_attack = {r.attack: r.robust_accuracy for r in rob.results}  # cumulative along the chain
-    assert "hopskipjump" in by_attack and "square" in by_attack
-    assert by_attack["square"] < by_attack["apgd-t"] - 0.3  # the black-box attack breaks what gradients cannot
+    assert by_attack["square"] < rob.clean_accuracy - 0.3  # the black-box attack breaks what gradients cannot
+    # and the white-box attacks, re-run on a probe of what it broke, miss them
+    probe = next(f for f in rob.flags if f.check == "black-box-beats-white-box")
+    assert "probe" in probe.message
     assert rob.robust_accuracy[repr(EPS)] <= undefended_robust_accuracy + 0.05
 
 

@@ -17,6 +17,10 @@
 - ``thorough``: more restarts and iterations, APGD with the DLR loss, Carlini-Wagner (L2), both black-box attacks
   (Square with 10,000 queries and HopSkipJump).
 
+The sanity checks' remedies may add attacks and reorder the chain: when most samples have no input gradient at all,
+the black-box attacks run first and the gradient attacks only on what they leave (order by evidence,
+:mod:`modelsec.audits.sanity`).
+
 Attacks that need more access than the model offers (gradients, scores) are skipped and the report says why. A
 model that returns labels only also gets HopSkipJump; one that returns scores only (an output-hardened model, a
 scikit-learn estimator) gets Square when nothing in the plan can run on it, with the preset's budget
