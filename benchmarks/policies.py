@@ -33,7 +33,7 @@ Each episode is deterministic (the policy's argmax action) and seeded, attacks a
 thread per process; ``--workers N`` runs the (policy, eps, attack) cells in N processes (the results do not depend
 on N). Prints Markdown; writes ``results/policies.json`` (``--quick``: ``results/policies-quick.json``).
 
-    PYTHONPATH=src .venv/bin/python benchmarks/policies.py                 # the measurement (37 min on 2 shared cores)
+    PYTHONPATH=src .venv/bin/python benchmarks/policies.py                 # the measurement (98 min, 2 busy cores)
     PYTHONPATH=src .venv/bin/python benchmarks/policies.py --quick         # smoke run (a couple of minutes)
 """
 
