@@ -153,6 +153,29 @@ def _bias_rule(bias: torch.Tensor | None, g: torch.Tensor) -> tuple[torch.Tensor
     return sample, _sq_norms(sample)
 
 
+def _with_bias(
+    sq: torch.Tensor,
+    weight: torch.Tensor | None,
+    weight_grad: Callable[[torch.Tensor], torch.Tensor] | None,
+    bias: torch.Tensor | None,
+    g: torch.Tensor,
+) -> tuple[torch.Tensor, Finish]:
+    """The end of a layer rule whose bias is added at every position (``g``: ``(B, positions, p)``): the squared
+    norms ``sq`` of the weight's per-example gradients plus the bias's, and the step that sets the clipped sums
+    (``weight_grad(c)`` for the weight, ``c @`` the bias's per-example gradients)."""
+    bias_sample, bias_sq = _bias_rule(bias, g)
+    if bias_sq is not None:
+        sq = sq + bias_sq
+
+    def finish(c: torch.Tensor) -> None:
+        if weight_grad is not None:
+            _set_grad(weight, weight_grad(c))
+        if bias_sample is not None:
+            _set_grad(bias, c @ bias_sample)
+
+    return sq, finish
+
+
 def _linear(module: nn.Module, a: torch.Tensor, g: torch.Tensor, space: Workspace) -> tuple[torch.Tensor, Finish]:
     """``s = a W^T + b`` over the last dimension, shared over any dimensions between the batch and it."""
     assert isinstance(module, nn.Linear)
@@ -185,17 +208,7 @@ def _linear(module: nn.Module, a: torch.Tensor, g: torch.Tensor, space: Workspac
             def weight_grad(c: torch.Tensor) -> torch.Tensor:
                 return (g3 * c[:, None, None]).reshape(-1, p).T @ a3.reshape(-1, d)
 
-    bias_sample, bias_sq = _bias_rule(bias, g3)
-    if bias_sq is not None:
-        sq = sq + bias_sq
-
-    def finish(c: torch.Tensor) -> None:
-        if weight_grad is not None:
-            _set_grad(weight, weight_grad(c))
-        if bias_sample is not None:
-            _set_grad(bias, c @ bias_sample)
-
-    return sq, finish
+    return _with_bias(sq, weight, weight_grad, bias, g3)
 
 
 def _conv_padding(module: nn.Conv1d | nn.Conv2d, x: torch.Tensor) -> tuple[torch.Tensor, tuple[int, ...]]:
@@ -269,17 +282,7 @@ def _conv(module: nn.Module, a: torch.Tensor, g: torch.Tensor, space: Workspace)
                 scaled = g * c.reshape(-1, *([1] * (g.dim() - 1)))
                 return weight_kernel(x, weight.shape, scaled, groups=groups, **conv)
 
-    bias_sample, bias_sq = _bias_rule(bias, g.reshape(b, c_out, -1).transpose(1, 2))
-    if bias_sq is not None:
-        sq = sq + bias_sq
-
-    def finish(c: torch.Tensor) -> None:
-        if weight_grad is not None:
-            _set_grad(weight, weight_grad(c))
-        if bias_sample is not None:
-            _set_grad(bias, c @ bias_sample)
-
-    return sq, finish
+    return _with_bias(sq, weight, weight_grad, bias, g.reshape(b, c_out, -1).transpose(1, 2))
 
 
 def _normalisation(
