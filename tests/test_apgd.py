@@ -3,6 +3,8 @@ reproducibility and configuration errors."""
 
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 
@@ -120,7 +122,7 @@ def test_apgd_run_converges_to_an_interior_maximum_and_returns_its_best_point(no
     aux = torch.stack([y, rows], dim=1)
     norm_impl = NORMS.get(norm)
     x_init = norm_impl.random_start(x, 0.3, generator(0))
-    x_out, fooled = apgd_run(
+    x_out, fooled, _ = apgd_run(
         clf, x, y, aux, loss_fn, x_init, norm=norm_impl, eps=0.3, steps=100, rho=0.75, eot_samples=1, early_stop=True
     )
     assert not fooled.any()
@@ -346,28 +348,97 @@ def test_early_stop_saves_queries_and_eot_multiplies_them() -> None:
     assert eot.queries == 50 + 2 * 50 * 21 + 50
 
 
-def test_restart_budget_runs_exactly_the_restarts_it_pays_for(
+def test_restart_budget_pays_for_exactly_its_sample_restarts_closest_first(
     linear_problem: tuple[LinearBinary, torch.Tensor, torch.Tensor],
 ) -> None:
-    """On a linear model the survivors of every run are exactly the samples whose margin is at least eps, so each
-    restart costs the same fraction s / n of a run and the budget decides how many run."""
+    """On a linear model the survivors of every run are exactly the samples whose margin is at least eps and none
+    ever breaks, so every sample-restart costs ``steps + 1`` forward passes: a budget ``b`` pays for exactly
+    ``floor(b * attacked)`` of them, and the first go to the survivors closest to the boundary."""
     model, x, y = linear_problem
     clf = Classifier(model, input_shape=(8,), num_classes=2, bounds=(-10.0, 10.0), batch_size=256)
     threat = ThreatModel("linf", 0.1)
+    steps = 5
 
     def run(**kw: object) -> tuple[int, torch.Tensor]:
-        res = APGD(steps=5, **kw)(clf, x, y, threat, generator=generator(0))  # type: ignore[arg-type]
+        res = APGD(steps=steps, **kw)(clf, x, y, threat, generator=generator(0))  # type: ignore[arg-type]
         return res.queries, res.success
 
     one, success = run(restarts=1)
     correct = clf.predict(x) == y
-    share = int((correct & ~success).sum()) / int(correct.sum())  # a restart's cost, as a fraction of a run
+    attacked, survivors = int(correct.sum()), int((correct & ~success).sum())
+    share = survivors / attacked  # a whole restart's cost, as a fraction of a run
     assert 0.3 < share < 0.9
-    queries, success_budget_0 = run(restarts=5, restart_budget=0.0)
-    assert queries == one and torch.equal(success_budget_0, success)
-    assert run(restarts=5, restart_budget=0.99 * share)[0] == one
-    assert run(restarts=5, restart_budget=2.5 * share)[0] == run(restarts=3)[0] > one
-    assert run(restarts=5, restart_budget=100.0)[0] == run(restarts=5)[0]
+    for budget, sample_runs in [
+        (0.0, 0),
+        (0.99 * share, math.floor(0.99 * share * attacked)),  # all but the farthest survivors, once
+        (2.5 * share, math.floor(2.5 * share * attacked)),
+        (100.0, 4 * survivors),  # every restart on every survivor
+    ]:
+        queries, hit = run(restarts=5, restart_budget=budget)
+        assert queries == one + (steps + 1) * sample_runs
+        assert torch.equal(hit, success)
+
+    # a budget for one sample-restart: it goes to the survivor with the smallest margin |w.x + b|
+    seen: list[torch.Tensor] = []
+    hook = model.register_forward_hook(lambda _m, inputs, _out: seen.append(inputs[0].detach().clone()))
+    try:
+        APGD(steps=steps, restarts=2, restart_budget=1.5 / attacked)(clf, x, y, threat, generator=generator(0))
+    finally:
+        hook.remove()
+    restarted = [batch for batch in seen if len(batch) == 1]
+    assert len(restarted) == steps + 1
+    with torch.no_grad():
+        margins = (x @ model.w + model.b).abs()
+    standing = (correct & ~success).nonzero().flatten()
+    closest = standing[margins[standing].argmin()]
+    assert float((restarted[0][0] - x[closest]).abs().max()) <= 0.1 + 1e-6  # inside its eps-ball
+
+
+def test_restart_loss_is_used_from_the_second_run_on(monkeypatch: pytest.MonkeyPatch) -> None:
+    import modelsec.attacks.evasion.apgd as apgd_module
+
+    kinds: list[str] = []
+
+    def recording(logits: torch.Tensor, y: torch.Tensor, kind: str) -> torch.Tensor:
+        kinds.append(kind)
+        return attack_loss(logits, y, kind)
+
+    monkeypatch.setattr(apgd_module, "attack_loss", recording)
+    clf, x, y = mlp_problem(classes=10, n=50)
+    threat = ThreatModel("linf", 0.01)  # small: samples survive the first run
+    APGD(steps=4, loss="margin", restart_loss="ce", restarts=3)(clf, x, y, threat, generator=generator(0))
+    runs = [kinds[i : i + 5] for i in range(0, len(kinds), 5)]  # the start and 4 steps per run
+    assert len(runs) >= 2 and runs[0] == ["margin"] * 5
+    assert all(r == ["ce"] * len(r) for r in runs[1:])
+    assert APGD(loss="margin", restart_loss="ce").params()["restart_loss"] == "ce"
+
+
+class _Rounded(torch.nn.Module):
+    """A network behind an input layer that rounds to 4 levels: its input gradient is zero everywhere."""
+
+    def __init__(self, net: torch.nn.Module) -> None:
+        super().__init__()
+        self.net = net
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(torch.round(x * 3) / 3)
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_zero_gradient_samples_stop_at_their_fixed_point_with_the_same_output(seed: int) -> None:
+    clf, x, y = mlp_problem(classes=10, n=40, seed=seed)
+    rounded = Classifier(_Rounded(clf.module), input_shape=(20,), num_classes=10, batch_size=40)
+    with torch.no_grad():
+        y = rounded.predict(x)
+    threat = ThreatModel("linf", 0.1)
+    eager = APGD(steps=10, restarts=2)(rounded, x, y, threat, generator=generator(seed))
+    rounded.gradient_queries = 0
+    full = APGD(steps=10, restarts=2, early_stop=False)(rounded, x, y, threat, generator=generator(seed))
+    assert torch.equal(eager.x_adv, full.x_adv) and torch.equal(eager.success, full.success)
+    # each run: one gradient at its start, then nothing; without early stop, a gradient at 10 of its 11 points
+    assert eager.cost is not None and full.cost is not None
+    assert eager.cost.backward <= 2 * 40
+    assert full.cost.backward >= 40 * 10
 
 
 def test_registered_and_params() -> None:
@@ -382,6 +453,7 @@ def test_registered_and_params() -> None:
         "random_start": True,
         "early_stop": True,
         "loss": "ce",
+        "restart_loss": None,
     }
     assert APGDTargeted().params()["n_targets"] == 9
 
@@ -395,6 +467,7 @@ def test_registered_and_params() -> None:
         (APGD, {"steps": 0}),
         (APGD, {"restarts": 0}),
         (APGD, {"restart_budget": -0.1}),
+        (APGD, {"restart_loss": "hinge"}),
         (APGD, {"rho": 0.0}),
         (APGD, {"rho": 1.5}),
         (APGD, {"eot_samples": 0}),

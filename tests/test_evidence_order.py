@@ -189,9 +189,10 @@ def test_a_saturated_softmax_is_not_masked(mlp: nn.Module, digits: Splits) -> No
 
 
 # the robust accuracy of each attack along the chain (cumulative) on the ordinary MLP, computed by the code before
-# the reordering (quick and standard presets, first 40 digits test records, eps 0.1, seed 0)
+# the reordering (quick and standard presets, first 40 digits test records, eps 0.1, seed 0); quick's since its
+# restarts ascend cross-entropy on the samples closest to breaking (0.45 before: one sample more survived)
 PINNED = {
-    "quick": [("apgd-margin", 0.45), ("fgsm", 0.45)],
+    "quick": [("apgd-margin", 0.425), ("fgsm", 0.425)],
     "standard": [("apgd", 0.425), ("apgd-dlr", 0.425), ("apgd-t", 0.425), ("deepfool", 0.425), ("square", 0.425),
                  ("fgsm", 0.425)],
 }  # fmt: skip

@@ -148,8 +148,12 @@ class EvasionAttack(abc.ABC):
             return f"does not support the {threat.norm} norm"
         if classifier.capability < self.requires:
             return f"needs {self.requires.name.lower()}; the model offers only {classifier.capability.name.lower()}"
-        loss = getattr(self, "loss", None)
-        return unsupported_loss_reason(loss, classifier.num_classes) if isinstance(loss, str) else None
+        for field_name in ("loss", "restart_loss"):
+            loss = getattr(self, field_name, None)
+            reason = unsupported_loss_reason(loss, classifier.num_classes) if isinstance(loss, str) else None
+            if reason is not None:
+                return reason
+        return None
 
     # -- validation of the hyper-parameters, for the subclasses' ``__post_init__`` ---------------------------------
 
@@ -194,12 +198,17 @@ class EvasionAttack(abc.ABC):
         generator: torch.Generator,
         progress: Progress | None = None,
         stop_at_eps: bool = False,
+        pred_clean: torch.Tensor | None = None,
     ) -> EvasionResult:
         """Attack ``x`` (labels ``y``) within ``threat``; every returned example is verified by the base class.
 
         ``stop_at_eps`` (minimum-norm attacks that refine their distances: C&W, HopSkipJump): stop working on a
         sample once it has an adversarial point inside the ball, as a fixed-eps evaluation needs; the default
-        refines every sample to the end of the budget, so that ``min_distance`` is the smallest distance found."""
+        refines every sample to the end of the budget, so that ``min_distance`` is the smallest distance found.
+
+        ``pred_clean``: the classifier's clean predictions of ``x`` when the caller already has them (the audit's
+        chain attacks only samples it has seen correctly classified), saving a forward pass over ``x``; by default
+        the attack predicts them itself. Every adversarial example is re-classified either way."""
         progress = progress or NullProgress()
         self._check(classifier, x, y, threat)
         x = x.detach().to(torch.float32).cpu()
@@ -211,8 +220,12 @@ class EvasionAttack(abc.ABC):
         with resumable("attack.batches") as frame, cost.recording(floor):  # resumable at every batch
             if frame.restored is None:
                 queries_before, gradients_before = classifier.queries, classifier.gradient_queries
-                cost.need(forward=len(x) * classifier.votes)  # the clean prediction
-                pred_clean = classifier.predict(x)
+                if pred_clean is None:
+                    cost.need(forward=len(x) * classifier.votes)  # the clean prediction
+                    pred_clean = classifier.predict(x)
+                elif pred_clean.shape != y.shape:
+                    raise ValueError(f"pred_clean has shape {tuple(pred_clean.shape)}, expected {tuple(y.shape)}")
+                pred_clean = pred_clean.detach().to(torch.int64).cpu()
                 x_adv = x.clone()
                 min_distance = torch.where(pred_clean == y, torch.inf, 0.0) if self.minimum_norm else None
             else:

@@ -59,3 +59,26 @@ def loss_and_gradient(
         logits_sum = logits.detach() if logits_sum is None else logits_sum + logits.detach()
     assert logits_sum is not None
     return loss_sum / eot_samples, logits_sum / eot_samples, grad_sum / eot_samples
+
+
+def loss_only(
+    classifier: Classifier,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    loss_fn: LossFn,
+    *,
+    eot_samples: int = 1,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-sample loss ``(n,)`` and logits ``(n, k)`` as :func:`loss_and_gradient` computes them (the same
+    average over ``eot_samples`` passes), without a backward pass: for an iterate whose gradient is never used."""
+    if eot_samples < 1:
+        raise ValueError(f"eot_samples must be >= 1, got {eot_samples}")
+    loss_sum = torch.zeros(x.shape[0], dtype=x.dtype, device=x.device)
+    logits_sum: torch.Tensor | None = None
+    with torch.no_grad():
+        for _ in range(eot_samples):
+            logits = classifier.logits(x)
+            loss_sum += loss_fn(logits, y)
+            logits_sum = logits if logits_sum is None else logits_sum + logits
+    assert logits_sum is not None
+    return loss_sum / eot_samples, logits_sum / eot_samples

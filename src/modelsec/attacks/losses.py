@@ -75,12 +75,21 @@ def unsupported_loss_reason(kind: str, num_classes: int) -> str | None:
     return None
 
 
+def logit_margin(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """``max_{j != y} z_j - z_y``, shape ``(n,)``: positive exactly where the sample is misclassified (ties aside).
+
+    >>> logit_margin(torch.tensor([[3.0, 1.0, 0.0], [0.0, 2.0, 1.0]]), torch.tensor([0, 0])).tolist()
+    [-2.0, 2.0]
+    """
+    return _best_other_logit(logits, y) - _true_logit(logits, y)
+
+
 def attack_loss(logits: torch.Tensor, y: torch.Tensor, kind: str) -> torch.Tensor:
     """Per-sample loss to maximise, shape ``(n,)``."""
     if kind == "ce":
         return functional.cross_entropy(logits, y, reduction="none")
     if kind == "margin":
-        return _best_other_logit(logits, y) - _true_logit(logits, y)
+        return logit_margin(logits, y)
     if kind == "dlr":
         return dlr_loss(logits, y)
     raise ValueError(f"unknown loss {kind!r}")

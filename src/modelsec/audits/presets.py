@@ -49,7 +49,9 @@ class AttackSpec:
 
 PRESETS: dict[str, tuple[AttackSpec, ...]] = {
     "quick": (
-        AttackSpec("apgd", {"steps": 12, "loss": "margin", "restarts": 10, "restart_budget": 0.25}),
+        AttackSpec(
+            "apgd", {"steps": 12, "loss": "margin", "restart_loss": "ce", "restarts": 10, "restart_budget": 0.25}
+        ),
         AttackSpec("fgsm"),
     ),
     "standard": (

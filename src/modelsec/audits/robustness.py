@@ -176,7 +176,7 @@ def evaluate_robustness(
                 todo = correct_t.nonzero().flatten()
                 if todo.numel() and label not in min_dist:
                     threat = ThreatModel(norm, eps_sorted[0])
-                    res = attack(classifier, x[todo], y[todo], threat, generator=generator)
+                    res = attack(classifier, x[todo], y[todo], threat, generator=generator, pred_clean=pred_clean[todo])
                     assert res.min_distance is not None
                     d = torch.full((n,), torch.inf)
                     d[~correct_t] = 0.0
@@ -212,6 +212,7 @@ def evaluate_robustness(
                     generator=generator,
                     progress=progress,
                     stop_at_eps=not distances,
+                    pred_clean=pred_clean[todo],  # every sample still standing was classified correctly
                 )
                 cost = res.cost
                 adv[todo] = res.x_adv

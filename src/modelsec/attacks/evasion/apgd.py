@@ -26,8 +26,16 @@ and checks that every such miss is of this kind). Restarts make it rarer; APGD-T
 in turn, is exact on linear models, which is why the standard preset runs it after APGD-CE and APGD-DLR.
 
 Cost (:mod:`modelsec.attacks.cost`, the gradient-step floor): a run of ``steps`` steps on a sample never broken costs
-``steps + 1`` forward and backward passes (times ``eot_samples``: the start and every step); the evaluation that
-first sees a sample misclassified spends one backward pass over the floor. APGD-T's targets cost one forward pass.
+``steps + 1`` forward and ``steps`` backward passes (times ``eot_samples``: the start and every step; the last
+iterate's gradient would never be used, so it is not taken); the evaluation that first sees a sample misclassified
+spends one backward pass over the floor. APGD-T's targets cost one forward pass. On a deterministic model a sample
+whose gradient is zero where it stands, with no momentum and no better point to go back to, is at a fixed point of
+the iteration (``sign(0) = 0``): it stops there, which changes no output and spares every later pass (an
+input-quantised model's samples cost one pass a run instead of ``steps + 1``).
+
+``restart_loss`` (APGD): the loss of the restarts after the first run. The ``quick`` preset ascends the margin loss
+first (stronger on adversarially trained and distilled models) and cross-entropy in its restarts (stronger on
+undefended ones, where the restarts run: zoo measurements in :mod:`modelsec.audits.presets`).
 """
 
 from __future__ import annotations
@@ -46,8 +54,8 @@ from modelsec.attacks import cost
 from modelsec.attacks.ball import Ball
 from modelsec.attacks.base import AttackBatch, EvasionAttack
 from modelsec.attacks.evasion.registry import EVASION_ATTACKS
-from modelsec.attacks.gradients import loss_and_gradient
-from modelsec.attacks.losses import LOSSES, attack_loss, targeted_dlr_loss
+from modelsec.attacks.gradients import loss_and_gradient, loss_only
+from modelsec.attacks.losses import LOSSES, attack_loss, logit_margin, targeted_dlr_loss
 from modelsec.attacks.norms import Norm, per_sample
 from modelsec.core.resume import resumable
 from modelsec.models.base import Classifier
@@ -124,6 +132,24 @@ class _Iterates:
         return _Iterates(**{f.name: getattr(self, f.name)[keep] for f in dataclasses.fields(self)})
 
 
+def _drop_fixed_points(s: _Iterates, found: torch.Tensor) -> _Iterates:
+    """Drop the samples at a fixed point of the APGD iteration: a zero gradient (no step: ``sign(0) = 0``), no
+    momentum (``x == x_prev``) and nothing better to go back to (``x == x_best``). On a deterministic model every
+    later step evaluates the same point again, so stopping them changes no output and saves every later pass:
+    what an input-quantised or otherwise gradient-masked model gets (Athalye, Carlini & Wagner 2018). Their best
+    point goes to ``found``."""
+    flat = s.x.flatten(1)
+    fixed = (
+        (s.grad.flatten(1) == 0).all(dim=1)
+        & (flat == s.x_prev.flatten(1)).all(dim=1)
+        & (flat == s.x_best.flatten(1)).all(dim=1)
+    )
+    if not bool(fixed.any()):
+        return s
+    found[s.row[fixed]] = s.x_best[fixed]
+    return s.select(~fixed)
+
+
 def apgd_run(
     classifier: Classifier,
     x: torch.Tensor,
@@ -138,26 +164,37 @@ def apgd_run(
     rho: float,
     eot_samples: int,
     early_stop: bool,
-) -> tuple[torch.Tensor, torch.Tensor]:
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """One APGD run (Algorithm 1 of Croce & Hein 2020) from ``x_init`` on a batch ``x`` with true labels ``y``.
 
-    Ascends ``loss_fn(logits, aux)``. Returns ``(x_out, fooled)``: for each sample the last misclassified iterate
-    seen (``fooled`` True) or else its highest-loss iterate, and whether one was misclassified.
+    Ascends ``loss_fn(logits, aux)``. Returns ``(x_out, fooled, closest)``: for each sample the last misclassified
+    iterate seen (``fooled`` True) or else its highest-loss iterate, whether one was misclassified, and the highest
+    logit margin ``max_{j != y} z_j - z_y`` of any iterate evaluated (how close the run came to breaking it,
+    whatever loss it ascended).
     """
     ball = Ball(norm, eps, classifier.bounds)
     n = x.shape[0]
+    # a deterministic model's zero gradient is the same at the same point: such a sample can never move again
+    stationary_stop = early_stop and eot_samples == 1 and classifier.votes == 1
     found = x_init.clone()
     fooled_any = torch.zeros(n, dtype=torch.bool, device=x.device)
+    closest = torch.full((n,), -torch.inf, dtype=x.dtype, device=x.device)  # best logit margin seen, per row
     if n == 0:
-        return found, fooled_any
+        return found, fooled_any, closest
 
     def evaluate(
-        row: torch.Tensor, labels: torch.Tensor, aux_: torch.Tensor, point: torch.Tensor
+        row: torch.Tensor, labels: torch.Tensor, aux_: torch.Tensor, point: torch.Tensor, with_gradient: bool = True
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         fresh = ~fooled_any[row]  # not seen misclassified before: the floor counts its evaluation
-        loss, logits, grad = loss_and_gradient(classifier, point, aux_, loss_fn, eot_samples=eot_samples)
+        if with_gradient:
+            loss, logits, grad = loss_and_gradient(classifier, point, aux_, loss_fn, eot_samples=eot_samples)
+        else:  # the last iterate: its gradient would never be used
+            loss, logits = loss_only(classifier, point, aux_, loss_fn, eot_samples=eot_samples)
+            grad = torch.zeros_like(point)
         wrong = logits.argmax(dim=1) != labels
-        cost.need(forward=int(fresh.sum()) * eot_samples, backward=int((fresh & ~wrong).sum()) * eot_samples)
+        closest[row] = torch.maximum(closest[row], logit_margin(logits, labels))
+        backward = int((fresh & ~wrong).sum()) * eot_samples if with_gradient else 0
+        cost.need(forward=int(fresh.sum()) * eot_samples, backward=backward)
         found[row[wrong]] = point[wrong]
         fooled_any[row[wrong]] = True
         return loss, grad, wrong
@@ -201,12 +238,14 @@ def apgd_run(
         )
         checks = checkpoints(steps)
         for k in frame.steps(0, steps):
+            if stationary_stop:
+                s = _drop_fixed_points(s, found)
             if s.row.numel() == 0:
                 break
             z = ball.ascent_step(s.center, s.x, s.grad, s.step)
             a = 1.0 if k == 0 else MOMENTUM  # the first step has no previous move
             nxt = ball.project(s.center, s.x + a * (z - s.x) + (1 - a) * (s.x - s.x_prev))
-            loss, grad, wrong = evaluate(s.row, s.y, s.aux, nxt)
+            loss, grad, wrong = evaluate(s.row, s.y, s.aux, nxt, with_gradient=k + 1 < steps)
             s.increases += (loss > s.loss).long()
             s.x_prev, s.x, s.loss, s.grad = s.x, nxt, loss, grad
             better = loss > s.loss_best
@@ -228,9 +267,9 @@ def apgd_run(
                 s.increases = torch.zeros_like(s.increases)
             if early_stop:
                 s = s.select(~wrong)
-    out = found.clone()  # rows never fooled are all still in s
+    out = found.clone()  # rows never fooled are still in s, or hold their fixed point (_drop_fixed_points)
     out[s.row] = s.x_best
-    return torch.where(per_sample(fooled_any, out), found, out), fooled_any
+    return torch.where(per_sample(fooled_any, out), found, out), fooled_any, closest
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -240,11 +279,12 @@ class _AutoPGD(EvasionAttack):
     Args:
         steps: iterations per run (100 in the paper).
         restarts: runs from fresh random starts; each runs only on the samples no earlier run broke.
-        restart_budget: when set, restarts after the first run only while their cost stays within this fraction of
-            the first run's: a restart on the ``s`` of the batch's ``n`` samples still standing costs ``s / n``
-            of a run, and a restart that would take the summed cost past the budget is not run. Restarts then
-            go where they are cheap and pay off (a few hard samples of an undefended model), and a robust
-            model, on which most samples survive, gets one run (the ``quick`` preset uses 0.25).
+        restart_budget: when set, the restarts after the first run together attack at most this fraction of
+            the first run's samples: with ``n`` samples attacked first, the budget pays for ``floor(budget * n)``
+            sample-restarts, and each restart goes to the samples still standing that came closest to breaking
+            (the highest logit margin ``max_{j != y} z_j - z_y`` any earlier run reached), as many as the budget
+            still pays for. Restarts then go where they pay off: every hard sample of an undefended model, the
+            near misses of a robust one (the ``quick`` preset uses 0.25).
         rho: condition 1 halves the step when fewer than this fraction of the steps since the last checkpoint
             increased the loss (0.75).
         eot_samples: gradients averaged over this many passes (EoT, for randomised models).
@@ -270,7 +310,13 @@ class _AutoPGD(EvasionAttack):
             raise self.invalid(f"rho must lie in (0, 1], got {self.rho}")
 
     def _restarts(
-        self, batch: AttackBatch, aux: torch.Tensor, loss_fn: AuxLoss, out: torch.Tensor, remaining: torch.Tensor
+        self,
+        batch: AttackBatch,
+        aux: torch.Tensor,
+        loss_fn: AuxLoss,
+        out: torch.Tensor,
+        remaining: torch.Tensor,
+        restart_loss_fn: AuxLoss | None = None,
     ) -> torch.Tensor:
         """Run ``restarts`` APGD runs on the rows ``remaining`` of the batch (auxiliary labels ``aux`` for the
         loss), writing their outputs into ``out``; return the rows that are still not broken."""
@@ -278,28 +324,35 @@ class _AutoPGD(EvasionAttack):
         with resumable("apgd.restarts") as frame:
             if frame.restored is None:
                 attacked, spent = max(remaining.numel(), 1), 0.0
+                closest = torch.full((x.shape[0],), -torch.inf, dtype=x.dtype, device=x.device)
             else:
                 saved = frame.restored_on(x.device)
                 attacked, spent, remaining = int(saved["attacked"]), float(saved["spent"]), saved["remaining"]
                 out.copy_(saved["out"])
+                closest = saved.get("closest", torch.full((x.shape[0],), -torch.inf, dtype=x.dtype, device=x.device))
             frame.capture(
-                lambda: {"attacked": attacked, "spent": spent, "remaining": remaining, "out": out},
+                lambda: {"attacked": attacked, "spent": spent, "remaining": remaining, "out": out, "closest": closest},
                 where=lambda r: f"restart {r + 1}/{self.restarts}",
             )
             for r in frame.steps(0, self.restarts):
                 if remaining.numel() == 0:
                     break
-                cost = remaining.numel() / attacked if r > 0 else 0.0  # this restart's, in first runs
-                if self.restart_budget is not None and spent + cost > self.restart_budget:
-                    break
-                xs = x[remaining]
+                chosen = remaining
+                if r > 0 and self.restart_budget is not None:  # the closest samples the budget pays for
+                    affordable = math.floor((self.restart_budget - spent) * attacked + 1e-9)
+                    if affordable <= 0:
+                        break
+                    if affordable < remaining.numel():
+                        order = torch.argsort(closest[remaining], descending=True, stable=True)
+                        chosen = remaining[order[:affordable]].sort().values
+                xs = x[chosen]
                 x_init = norm.random_start(xs, threat.eps, batch.generator) if self.random_start else xs
-                x_out, fooled = apgd_run(
+                x_out, fooled, near = apgd_run(
                     batch.classifier,
                     xs,
-                    batch.y[remaining],
-                    aux[remaining],
-                    loss_fn,
+                    batch.y[chosen],
+                    aux[chosen],
+                    restart_loss_fn if r > 0 and restart_loss_fn is not None else loss_fn,
                     x_init,
                     norm=norm,
                     eps=threat.eps,
@@ -308,9 +361,12 @@ class _AutoPGD(EvasionAttack):
                     eot_samples=self.eot_samples,
                     early_stop=self.early_stop,
                 )
-                out[remaining] = x_out
-                remaining = remaining[~fooled]
-                spent += cost
+                out[chosen] = x_out
+                closest[chosen] = near
+                spent += chosen.numel() / attacked if r > 0 else 0.0  # in first runs (after the run: checkpoints)
+                broken = torch.zeros(x.shape[0], dtype=torch.bool, device=x.device)
+                broken[chosen[fooled]] = True
+                remaining = remaining[~broken[remaining]]
         return remaining
 
 
@@ -323,21 +379,26 @@ class APGD(_AutoPGD):
 
     Args:
         loss: "ce" (cross-entropy), "dlr" (difference of logits ratio; needs >= 3 classes) or "margin".
-        steps, restarts, rho, eot_samples, random_start, early_stop: as in :class:`_AutoPGD`.
+        restart_loss: the loss of every run after the first (None: ``loss``).
+        steps, restarts, restart_budget, rho, eot_samples, random_start, early_stop: as in :class:`_AutoPGD`.
     """
 
     name = "apgd"
     loss: str = "ce"
+    restart_loss: str | None = None
 
     def __post_init__(self) -> None:
         super().__post_init__()
         self.check_choice("loss", LOSSES)
+        if self.restart_loss is not None:
+            self.check_choice("restart_loss", LOSSES)
 
     def run(self, batch: AttackBatch) -> torch.Tensor:
         out = batch.x.clone()
         loss_fn = partial(attack_loss, kind=self.loss)
+        restart_fn = None if self.restart_loss is None else partial(attack_loss, kind=self.restart_loss)
         all_rows = torch.arange(batch.x.shape[0], device=batch.x.device)
-        self._restarts(batch, batch.y, loss_fn, out, all_rows)
+        self._restarts(batch, batch.y, loss_fn, out, all_rows, restart_fn)
         return out
 
 
