@@ -49,6 +49,7 @@ from modelsec.attacks.evasion.registry import EVASION_ATTACKS
 from modelsec.attacks.gradients import loss_and_gradient
 from modelsec.attacks.losses import LOSSES, attack_loss, targeted_dlr_loss
 from modelsec.attacks.norms import Norm, per_sample
+from modelsec.core import progress
 from modelsec.core.resume import resumable
 from modelsec.models.base import Classifier
 
@@ -164,6 +165,7 @@ def apgd_run(
 
     with resumable("apgd.steps") as frame:
         if frame.restored is None:
+            progress.standing(n, (steps + 1) * 2 * eot_samples)  # the time left: samples standing x passes left
             rows = torch.arange(n, device=x.device)
             x0 = ball.project(x, x_init)
             loss, grad, wrong = evaluate(rows, y, aux, x0)
@@ -201,6 +203,7 @@ def apgd_run(
         )
         checks = checkpoints(steps)
         for k in frame.steps(0, steps):
+            progress.standing(s.row.numel(), (steps - k) * 2 * eot_samples)  # none left once all broke
             if s.row.numel() == 0:
                 break
             z = ball.ascent_step(s.center, s.x, s.grad, s.step)
@@ -275,7 +278,7 @@ class _AutoPGD(EvasionAttack):
         """Run ``restarts`` APGD runs on the rows ``remaining`` of the batch (auxiliary labels ``aux`` for the
         loss), writing their outputs into ``out``; return the rows that are still not broken."""
         x, threat, norm = batch.x, batch.threat, batch.threat.norm_impl
-        with resumable("apgd.restarts") as frame:
+        with progress.stage() as later, resumable("apgd.restarts") as frame:
             if frame.restored is None:
                 attacked, spent = max(remaining.numel(), 1), 0.0
             else:
@@ -292,6 +295,7 @@ class _AutoPGD(EvasionAttack):
                 cost = remaining.numel() / attacked if r > 0 else 0.0  # this restart's, in first runs
                 if self.restart_budget is not None and spent + cost > self.restart_budget:
                     break
+                later.after = partial(self._later_runs, self.restarts - r - 1, spent + cost, attacked)
                 xs = x[remaining]
                 x_init = norm.random_start(xs, threat.eps, batch.generator) if self.random_start else xs
                 x_out, fooled = apgd_run(
@@ -312,6 +316,14 @@ class _AutoPGD(EvasionAttack):
                 remaining = remaining[~fooled]
                 spent += cost
         return remaining
+
+    def _later_runs(self, runs: int, spent: float | None, attacked: int, standing: int) -> float:
+        """Progress estimate: the passes that up to ``runs`` more runs would spend on the ``standing`` samples
+        (of the ``attacked``) that the current run leaves; restarts within ``restart_budget`` when ``spent`` (the
+        part of it used) is given."""
+        if self.restart_budget is not None and spent is not None and standing:
+            runs = min(runs, math.floor((self.restart_budget - spent) * attacked / standing + 1e-9))
+        return max(runs, 0) * standing * (self.steps + 1) * 2 * self.eot_samples
 
 
 @EVASION_ATTACKS.register("apgd")
@@ -383,7 +395,9 @@ class APGDTargeted(_AutoPGD):
         cost.need(forward=x.shape[0])
         others = clean.masked_fill(functional.one_hot(y, classifier.num_classes).bool(), float("-inf"))
         targets = others.topk(n_targets, dim=1).indices.to(y.device)
-        with resumable("apgd-t.targets") as frame:
+        # progress estimate: a later target runs its first restart and those within the budget on what is left
+        runs = self.restarts if self.restart_budget is None else 1 + min(self.restarts - 1, int(self.restart_budget))
+        with progress.stage() as later, resumable("apgd-t.targets") as frame:
             if frame.restored is None:
                 remaining = torch.arange(x.shape[0], device=x.device)
             else:
@@ -394,6 +408,7 @@ class APGDTargeted(_AutoPGD):
             for t in frame.steps(0, n_targets):
                 if remaining.numel() == 0:
                     break
+                later.after = partial(self._later_runs, (n_targets - t - 1) * runs, None, 1)
                 labels = torch.stack([y, targets[:, t]], dim=1)
                 remaining = self._restarts(batch, labels, _targeted_loss, out, remaining)
         return out
