@@ -125,6 +125,7 @@ def test_work_left_is_the_survivors_times_their_cost_and_the_time_left_is_that_o
         progress.standing(1, 5)  # one broke: what is left to pay for is the survivor's
         assert w.remaining() == (1 * 5 + 2 * 10, False) and w.standing == 3
         assert w.seconds_left() == (25 * 1.0 / 10, False)
+        assert w.fraction() == 10 / (10 + 25)  # the bar: the part of the work done
         c.passes, c.seconds = 15, 2.0
     # the group cost 15 passes for 2 items: the 2 items left are priced at the measured 7.5 each
     assert w.finished == 2 and w.remaining() == (15.0, False) and w.standing == 3
@@ -145,7 +146,7 @@ def test_a_plan_adds_its_later_parts_priced_on_the_survivors_of_the_part_under_w
     with rec.work("plan", 3, lambda: c.passes) as plan:
         plan.later = lambda standing: (7.0 * standing, False)
         with rec.work("part", 5, lambda: c.passes) as part, part.group(5):
-            assert part.parent is plan and plan.child is part
+            assert part.parent is plan and plan.child is part and plan.innermost() is part
             progress.standing(5, 2)
             assert plan.remaining() == (5 * 2 + 7.0 * 5, False)
             progress.standing(1, 1)
@@ -153,7 +154,7 @@ def test_a_plan_adds_its_later_parts_priced_on_the_survivors_of_the_part_under_w
             plan.later = lambda standing: (7.0 * standing, True)  # a later part of unknown cost: a lower bound
             assert plan.remaining() == (8.0, True)
         assert plan.child is None
-        assert plan.remaining()[1]  # between parts: the next part's cost is not in the estimate yet
+        assert plan.remaining() == (None, True)  # between parts: the next part's cost is not known yet
 
 
 def test_estimates_outside_a_listening_work_are_ignored_and_a_dead_work_keeps_none() -> None:

@@ -178,6 +178,9 @@ def evaluate_robustness(
             where=lambda k: _where(plan, k, labels),
         )
         plan_work.advance(int(frame.restored["position"]) if frame.restored is not None else 0)
+        for entry in entries:  # resumed: the attacks' costs so far
+            if entry.cost is not None and entry.cost.attacked:
+                per_sample[entry.attack] = (entry.cost.forward + entry.cost.backward) / entry.cost.attacked
         for k in frame.steps(0, len(plan), force=True):
             e_or_none, i = plan[k]
             label, attack = labels[i], attacks[i]

@@ -172,13 +172,29 @@ class Work:
         if self.later is None:
             return self.left, self.lower_bound
         child = self.child
-        if child is None:  # between parts: the next one has not opened yet
-            return self.later(self.standing or 0)[0], True
+        if child is None:  # between parts, or in one that reports nothing: unknown
+            return None, True
         left, lower = child.remaining()
         after, after_lower = self.later(child.standing if child.standing is not None else child.total)
         if left is None:
             return after, True
         return left + after, lower or after_lower
+
+    def fraction(self) -> float | None:
+        """The part of the work done, spent over spent plus left (``None``: unknown); an upper bound while the
+        work left is a lower bound."""
+        left = self.remaining()[0]
+        done = self.spent()
+        if self._spent is None or left is None or done + left <= 0:
+            return None
+        return done / (done + left)
+
+    def innermost(self) -> Work:
+        """The innermost Work open inside this one (itself when none): whose samples are standing now."""
+        work = self
+        while work.child is not None:
+            work = work.child
+        return work
 
     def seconds_left(self) -> tuple[float | None, bool]:
         """The estimated seconds left (``None``: unknown yet) and whether it is a lower bound: the work left over
@@ -286,7 +302,6 @@ class RichProgress(Progress):
         self.quiet = quiet
         self.interactive = bool(getattr(self.stream, "isatty", lambda: False)())
         self._bar: Any = None  # the live rich display, while a task is open
-        self._works: dict[int, Work] = {}  # the rich task of each open work
 
     def listens(self) -> bool:
         return self.interactive and not self.quiet
@@ -326,12 +341,12 @@ class RichProgress(Progress):
             yield self._bar
             return
         from rich.console import Console
-        from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeElapsedColumn
+        from rich.progress import MofNCompleteColumn, TextColumn, TimeElapsedColumn
         from rich.progress import Progress as _RichProgress
 
         columns = (
             TextColumn("{task.description}"),
-            BarColumn(),
+            _bar_column(),
             MofNCompleteColumn(),
             _standing_column(),
             TimeElapsedColumn(),
@@ -406,6 +421,32 @@ def _time_left_column() -> Any:
     return TimeLeft()
 
 
+def _bar_column() -> Any:
+    from rich.progress import BarColumn
+    from rich.progress_bar import ProgressBar
+
+    class WorkBar(BarColumn):
+        """The part of a task's work done (:meth:`Work.fraction`), else of its items."""
+
+        def render(self, task: Any) -> ProgressBar:
+            work = task.fields.get("work")
+            fraction = work.fraction() if isinstance(work, Work) and not task.finished else None
+            if fraction is None:
+                return super().render(task)
+            return ProgressBar(
+                total=1000,
+                completed=round(1000 * fraction),
+                width=None if self.bar_width is None else max(1, self.bar_width),
+                animation_time=task.get_time(),
+                style=self.style,
+                complete_style=self.complete_style,
+                finished_style=self.finished_style,
+                pulse_style=self.pulse_style,
+            )
+
+    return WorkBar()
+
+
 def _standing_column() -> Any:
     from rich.progress import ProgressColumn
     from rich.text import Text
@@ -415,7 +456,7 @@ def _standing_column() -> Any:
 
         def render(self, task: Any) -> Text:
             work = task.fields.get("work")
-            standing = work.standing if isinstance(work, Work) else None
+            standing = work.innermost().standing if isinstance(work, Work) else None
             return Text("" if standing is None else f"{standing} standing", style="progress.data.speed")
 
     return Standing()
