@@ -16,7 +16,7 @@ import pytest
 import torch
 
 from modelsec.attacks.base import EvasionAttack, ThreatModel
-from modelsec.attacks.evasion import APGD, FGSM, PGD, APGDTargeted, DeepFool, Square
+from modelsec.attacks.evasion import APGD, FGSM, PGD, APGDTargeted, CarliniWagnerL2, DeepFool, Square
 from modelsec.audits.robustness import evaluate_robustness
 from modelsec.core import progress
 from modelsec.core.progress import Advance, NullProgress, Progress, RichProgress, Work, format_left
@@ -205,13 +205,15 @@ def test_an_apgd_run_where_every_sample_breaks_in_the_first_step_has_nothing_lef
         PGD(steps=6, restarts=2),
         DeepFool(steps=6),
         Square(max_queries=40, restarts=2),
+        CarliniWagnerL2(steps=30, binary_search_steps=3),
     ],
-    ids=["apgd", "apgd-budget", "apgd-t", "pgd", "deepfool", "square"],
+    ids=["apgd", "apgd-budget", "apgd-t", "pgd", "deepfool", "square", "cw"],
 )
 def test_inside_one_batch_the_work_left_only_falls_as_samples_break(seed: int, attack: Any) -> None:
     clf, x, y = blobs(seed)
     rec = Recording()
-    res = attack(clf, x, y, ThreatModel("linf", 0.15), generator=gen(seed), progress=rec)
+    threat = ThreatModel("l2", 0.4) if attack.name == "cw-l2" else ThreatModel("linf", 0.15)
+    res = attack(clf, x, y, threat, generator=gen(seed), progress=rec, stop_at_eps=True)
     lefts = [left for _, _, left, _, _ in rec.log if left is not None]
     standing = [s for _, s, _, _, _ in rec.log[:-1]]
     assert len(lefts) >= 3  # the first report, the batch done, the verified end
