@@ -13,6 +13,12 @@ inside a batch that takes hours on a big model and resumed there with the same r
 
 Cost (:mod:`modelsec.attacks.cost`): every result says what the call spent, forward and backward passes counted on
 the classifier, beside the floor a perfect per-sample early stop would have spent (:class:`AttackCost`).
+
+Progress (:mod:`modelsec.core.progress`): the call is one :meth:`~modelsec.core.progress.Progress.work` task over the
+attacked samples, each batch a group; an attack's loops report the samples still standing and the passes each has
+left (``progress.standing``, ``progress.stage``), so the time left on a terminal follows the survivors, and the task's
+line ends with the samples still standing after the re-classification. Nothing is computed for it: the counts are
+the loops' own, and with no display listening a report is one context-variable lookup.
 """
 
 from __future__ import annotations

@@ -7,6 +7,10 @@ sample at a smaller epsilon also lies inside every larger ball, so that sample i
 Each entry records the seconds and passes its attack spent against their floor (``AttackRobustness.cost``,
 :mod:`modelsec.attacks.cost`); a minimum-norm attack whose distances this run does not need (a later attack of a
 chain, a later epsilon) stops refining a sample once it is adversarial inside the ball (``stop_at_eps``).
+
+Progress: the plan (every attack at every epsilon) is one task whose work left is the attack under way's plus each
+later attack on the samples standing, at the passes per attacked sample it spent when it last ran (a lower bound
+until every attack has run once; :mod:`modelsec.core.progress`).
 """
 
 from __future__ import annotations

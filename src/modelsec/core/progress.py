@@ -293,9 +293,9 @@ class RichProgress(Progress):
     """Rich progress bars on a terminal; a plain line per finished task when the stream is not a TTY.
 
     On a terminal, the tasks open at once share one live display (an audit's plan above the attack under way); a
-    task opened with :meth:`work` shows the samples still standing and the survivor-based time left (``~1:05``, or
-    ``>1:05`` while a later part's cost is still unknown); a finished task leaves one line. Off a terminal, a line
-    per finished task: its seconds, and for :meth:`work` the samples still standing."""
+    task opened with :meth:`work` shows the part of its work done, the samples still standing and the survivor-based
+    time left (``~0:01:05``, or ``>0:01:05`` while a later part's cost is still unknown); a finished task leaves one
+    line. Off a terminal, a line per finished task: its seconds, and for :meth:`work` the samples still standing."""
 
     def __init__(self, stream: IO[str] | None = None, quiet: bool = False) -> None:
         self.stream = stream or sys.stderr
