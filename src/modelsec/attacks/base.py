@@ -13,11 +13,18 @@ inside a batch that takes hours on a big model and resumed there with the same r
 
 Cost (:mod:`modelsec.attacks.cost`): every result says what the call spent, forward and backward passes counted on
 the classifier, beside the floor a perfect per-sample early stop would have spent (:class:`AttackCost`).
+
+Progress (:mod:`modelsec.core.progress`): the call is one :meth:`~modelsec.core.progress.Progress.work` task over the
+attacked samples, each batch a group; an attack's loops report the samples still standing and the passes each has
+left (``progress.standing``, ``progress.stage``), so the time left on a terminal follows the survivors, and the task's
+line ends with the samples still standing after the re-classification. Nothing is computed for it: the counts are
+the loops' own, and with no display listening a report is one context-variable lookup.
 """
 
 from __future__ import annotations
 
 import abc
+import contextlib
 import dataclasses
 import math
 import time
@@ -217,7 +224,8 @@ class EvasionAttack(abc.ABC):
         bs = classifier.batch_size
         norm, ball = threat.norm_impl, threat.ball(classifier.bounds)
         floor = cost.Floor()
-        with resumable("attack.batches") as frame, cost.recording(floor):  # resumable at every batch
+        shown = contextlib.ExitStack()  # the progress task, open until the outputs are re-classified
+        with shown, resumable("attack.batches") as frame, cost.recording(floor):  # resumable at every batch
             if frame.restored is None:
                 queries_before, gradients_before = classifier.queries, classifier.gradient_queries
                 if pred_clean is None:
@@ -248,11 +256,19 @@ class EvasionAttack(abc.ABC):
                 },
                 where=lambda b: f"batch {b + 1}/{batches}",
             )
-            with progress.task(f"{self.name} {threat.norm} eps={threat.eps:g}", total=len(todo)) as advance:
-                if frame.restored is not None:  # the batches done before the checkpoint
-                    advance(min(len(todo), bs * int(frame.restored["position"])))
-                for b in frame.steps(0, batches):
-                    idx = todo[b * bs : (b + 1) * bs]
+            # the time left: the passes still to spend on the samples standing, at the rate observed so far
+            work = shown.enter_context(
+                progress.work(
+                    f"{self.name} {threat.norm} eps={threat.eps:g}",
+                    total=len(todo),
+                    spent=lambda: classifier.queries + classifier.gradient_queries,
+                )
+            )
+            if frame.restored is not None:  # the batches done before the checkpoint
+                work.advance(min(len(todo), bs * int(frame.restored["position"])))
+            for b in frame.steps(0, batches):
+                idx = todo[b * bs : (b + 1) * bs]
+                with work.group(len(idx)):  # the attack reports its samples standing (progress.standing)
                     xb = x[idx].to(classifier.device)
                     yb = y[idx].to(classifier.device)
                     if threat.eps > 0 or self.minimum_norm:
@@ -265,8 +281,8 @@ class EvasionAttack(abc.ABC):
                             dist = norm.distance(xb, raw).cpu()
                             min_distance[idx] = torch.where(fooled.cpu(), dist, torch.inf)
                         x_adv[idx] = ball.project(xb, cand).cpu()
-                    advance(len(idx))
-        pred_adv = classifier.predict(x_adv)
+            pred_adv = classifier.predict(x_adv)
+            work.finish(int((pred_adv[todo] == y[todo]).sum()))
         floor.forward += len(x) * classifier.votes  # the re-classification
         distance = norm.distance(x, x_adv)
         self._verify(x_adv, distance, threat, classifier.bounds)

@@ -7,6 +7,10 @@ sample at a smaller epsilon also lies inside every larger ball, so that sample i
 Each entry records the seconds and passes its attack spent against their floor (``AttackRobustness.cost``,
 :mod:`modelsec.attacks.cost`); a minimum-norm attack whose distances this run does not need (a later attack of a
 chain, a later epsilon) stops refining a sample once it is adversarial inside the ball (``stop_at_eps``).
+
+Progress: the plan (every attack at every epsilon) is one task whose work left is the attack under way's plus each
+later attack on the samples standing, at the passes per attacked sample it spent when it last ran (a lower bound
+until every attack has run once; :mod:`modelsec.core.progress`).
 """
 
 from __future__ import annotations
@@ -14,6 +18,7 @@ from __future__ import annotations
 import dataclasses
 import time
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 import numpy as np
@@ -120,7 +125,14 @@ def evaluate_robustness(
     if chain:  # minimal-perturbation statistics need every correct sample: run gradient min-norm attacks once
         plan += [(None, i) for i, a in enumerate(attacks) if a.minimum_norm and a.requires == Capability.GRADIENTS]
 
-    with resumable("robustness") as frame:
+    # the time left (issue 16): each later attack on the samples standing, at its cost per sample measured so far
+    overall = progress.work(
+        f"evasion {norm} eps {','.join(f'{e:g}' for e in eps_sorted)}",
+        total=len(plan),
+        spent=lambda: classifier.queries + classifier.gradient_queries,
+    )
+    per_sample: dict[str, float] = {}  # passes per attacked sample of each attack run so far (progress estimate)
+    with resumable("robustness") as frame, overall as plan_work:
         if frame.restored is None:
             pred_clean = classifier.predict(x)
             entries: list[AttackRobustness] = []
@@ -169,9 +181,15 @@ def evaluate_robustness(
             },
             where=lambda k: _where(plan, k, labels),
         )
+        plan_work.advance(int(frame.restored["position"]) if frame.restored is not None else 0)
+        for entry in entries:  # resumed: the attacks' costs so far
+            if entry.cost is not None and entry.cost.attacked:
+                per_sample[entry.attack] = (entry.cost.forward + entry.cost.backward) / entry.cost.attacked
         for k in frame.steps(0, len(plan), force=True):
             e_or_none, i = plan[k]
             label, attack = labels[i], attacks[i]
+            counts = None if chain else {j: int(carried_robust[a].sum()) for j, a in enumerate(labels)}
+            plan_work.later = partial(_later_passes, plan[k + 1 :], labels, per_sample, counts, int(correct_t.sum()))
             if e_or_none is None:  # the minimum-norm pass, on every correctly classified sample
                 todo = correct_t.nonzero().flatten()
                 if todo.numel() and label not in min_dist:
@@ -184,6 +202,7 @@ def evaluate_robustness(
                     min_dist[label] = d
                     min_cost[label] = (time.perf_counter() - start, res.cost)
                 start = time.perf_counter()
+                plan_work.advance(1)
                 continue
             e = e_or_none
             threat = ThreatModel(norm=norm, eps=e)
@@ -203,6 +222,7 @@ def evaluate_robustness(
             cost: AttackCost | None = AttackCost(0, 0, 0, 0, 0)
             # a minimum-norm attack refines its distances only where they become the minimum-norm statistics
             distances = attack.minimum_norm and label not in min_dist and todo.numel() == int(correct_t.sum())
+            plan_work.standing = todo.numel()
             if todo.numel():
                 res = attack(
                     classifier,
@@ -215,6 +235,8 @@ def evaluate_robustness(
                     pred_clean=pred_clean[todo],  # every sample still standing was classified correctly
                 )
                 cost = res.cost
+                if cost is not None and cost.attacked:
+                    per_sample[label] = (cost.forward + cost.backward) / cost.attacked
                 adv[todo] = res.x_adv
                 robust[todo] = res.robust
                 broken[todo] = res.success
@@ -250,6 +272,9 @@ def evaluate_robustness(
                 worst_robust[e] = robust_all
                 worst_adv[e] = adv_all
             start = time.perf_counter()  # the next step starts here (its save point is the first thing it does)
+            plan_work.advance(1)
+        if eps_sorted:
+            plan_work.finish(int(worst_robust[eps_sorted[-1]].sum()), of=n)
 
     clean_acc, clean_ci = rate_with_ci(correct_t.numpy())
     robust_accuracy: dict[str, float] = {}
@@ -363,6 +388,28 @@ def _where(plan: list[tuple[float | None, int]], step: int, labels: list[str]) -
     e, i = plan[step]
     parts.append(f"{labels[i]} at eps {e:g}" if e is not None else f"{labels[i]} minimum-norm pass")
     return "; ".join(parts)
+
+
+def _later_passes(
+    rest: list[tuple[float | None, int]],
+    labels: list[str],
+    per_sample: dict[str, float],
+    counts: dict[int, int] | None,
+    correct: int,
+    standing: int,
+) -> tuple[float, bool]:
+    """Progress estimate: the passes of the plan's steps ``rest`` (after the one under way), each attack on the
+    samples standing (chained: the ``standing`` the current attack leaves, an upper bound at a larger eps;
+    unchained: each attack's own survivors, ``counts``; the minimum-norm pass: every ``correct`` sample) at its
+    passes per attacked sample measured so far. A lower bound (True) while an attack of ``rest`` has not run yet."""
+    passes, unknown = 0.0, False
+    for e, i in rest:
+        each = per_sample.get(labels[i])
+        if each is None:
+            unknown = True
+            continue
+        passes += each * (correct if e is None else standing if counts is None else counts[i])
+    return passes, unknown
 
 
 def attack_labels(attacks: list[EvasionAttack]) -> list[str]:

@@ -57,6 +57,7 @@ from modelsec.attacks.evasion.registry import EVASION_ATTACKS
 from modelsec.attacks.gradients import loss_and_gradient, loss_only
 from modelsec.attacks.losses import LOSSES, attack_loss, logit_margin, targeted_dlr_loss
 from modelsec.attacks.norms import Norm, per_sample
+from modelsec.core import progress
 from modelsec.core.resume import resumable
 from modelsec.models.base import Classifier
 
@@ -201,6 +202,7 @@ def apgd_run(
 
     with resumable("apgd.steps") as frame:
         if frame.restored is None:
+            progress.standing(n, (steps + 1) * 2 * eot_samples)  # the time left: samples standing x passes left
             rows = torch.arange(n, device=x.device)
             x0 = ball.project(x, x_init)
             loss, grad, wrong = evaluate(rows, y, aux, x0)
@@ -240,6 +242,7 @@ def apgd_run(
         for k in frame.steps(0, steps):
             if stationary_stop:
                 s = _drop_fixed_points(s, found)
+            progress.standing(s.row.numel(), (steps - k) * 2 * eot_samples)  # none left once all broke
             if s.row.numel() == 0:
                 break
             z = ball.ascent_step(s.center, s.x, s.grad, s.step)
@@ -321,7 +324,7 @@ class _AutoPGD(EvasionAttack):
         """Run ``restarts`` APGD runs on the rows ``remaining`` of the batch (auxiliary labels ``aux`` for the
         loss), writing their outputs into ``out``; return the rows that are still not broken."""
         x, threat, norm = batch.x, batch.threat, batch.threat.norm_impl
-        with resumable("apgd.restarts") as frame:
+        with progress.stage() as later, resumable("apgd.restarts") as frame:
             if frame.restored is None:
                 attacked, spent = max(remaining.numel(), 1), 0.0
                 closest = torch.full((x.shape[0],), -torch.inf, dtype=x.dtype, device=x.device)
@@ -345,6 +348,8 @@ class _AutoPGD(EvasionAttack):
                     if affordable < remaining.numel():
                         order = torch.argsort(closest[remaining], descending=True, stable=True)
                         chosen = remaining[order[:affordable]].sort().values
+                share = chosen.numel() / attacked if r > 0 else 0.0  # this restart's cost, in first runs
+                later.after = partial(self._later_runs, self.restarts - r - 1, spent + share, attacked)
                 xs = x[chosen]
                 x_init = norm.random_start(xs, threat.eps, batch.generator) if self.random_start else xs
                 x_out, fooled, near = apgd_run(
@@ -363,11 +368,20 @@ class _AutoPGD(EvasionAttack):
                 )
                 out[chosen] = x_out
                 closest[chosen] = near
-                spent += chosen.numel() / attacked if r > 0 else 0.0  # in first runs (after the run: checkpoints)
+                spent += share  # after the run: a checkpoint inside it saves what was spent before it
                 broken = torch.zeros(x.shape[0], dtype=torch.bool, device=x.device)
                 broken[chosen[fooled]] = True
                 remaining = remaining[~broken[remaining]]
         return remaining
+
+    def _later_runs(self, runs: int, spent: float | None, attacked: int, standing: int) -> float:
+        """Progress estimate: the passes that up to ``runs`` more runs would spend on the ``standing`` samples
+        (of the ``attacked``) that the current run leaves; within ``restart_budget`` (the sample-restarts it still
+        pays for) when ``spent`` (the part of it used) is given."""
+        sample_runs = max(runs, 0) * standing
+        if self.restart_budget is not None and spent is not None:
+            sample_runs = min(sample_runs, max(math.floor((self.restart_budget - spent) * attacked + 1e-9), 0))
+        return sample_runs * (self.steps + 1) * 2 * self.eot_samples
 
 
 @EVASION_ATTACKS.register("apgd")
@@ -444,7 +458,9 @@ class APGDTargeted(_AutoPGD):
         cost.need(forward=x.shape[0])
         others = clean.masked_fill(functional.one_hot(y, classifier.num_classes).bool(), float("-inf"))
         targets = others.topk(n_targets, dim=1).indices.to(y.device)
-        with resumable("apgd-t.targets") as frame:
+        # progress estimate: a later target runs its first restart and those within the budget on what is left
+        runs = self.restarts if self.restart_budget is None else 1 + min(self.restarts - 1, int(self.restart_budget))
+        with progress.stage() as later, resumable("apgd-t.targets") as frame:
             if frame.restored is None:
                 remaining = torch.arange(x.shape[0], device=x.device)
             else:
@@ -455,6 +471,7 @@ class APGDTargeted(_AutoPGD):
             for t in frame.steps(0, n_targets):
                 if remaining.numel() == 0:
                     break
+                later.after = partial(self._later_runs, (n_targets - t - 1) * runs, None, 1)
                 labels = torch.stack([y, targets[:, t]], dim=1)
                 remaining = self._restarts(batch, labels, _targeted_loss, out, remaining)
         return out

@@ -39,6 +39,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from functools import partial
 from typing import Any, ClassVar
 
 import torch
@@ -48,6 +49,7 @@ from modelsec.attacks import cost
 from modelsec.attacks.base import AttackBatch, EvasionAttack
 from modelsec.attacks.evasion.registry import EVASION_ATTACKS
 from modelsec.attacks.gradients import input_gradient
+from modelsec.core import progress
 from modelsec.core.resume import resumable
 from modelsec.models.base import Classifier
 
@@ -103,7 +105,8 @@ class CarliniWagnerL2(EvasionAttack):
         is_label = functional.one_hot(y, classifier.num_classes).bool()
         # at a fixed eps, a sample with an adversarial point inside the ball is done (squared distance, with slack)
         done_d2 = (batch.threat.eps * (1 + 1e-6)) ** 2 if batch.stop_at_eps else -math.inf
-        with resumable("cw.constants") as frame:  # deterministic: no random draws, only the search to keep
+        # deterministic: no random draws, only the search to keep
+        with progress.stage() as later, resumable("cw.constants") as frame:
             if frame.restored is None:
                 const = torch.full((n,), self.initial_const, dtype=x.dtype, device=x.device)
                 lower = torch.zeros_like(const)
@@ -124,9 +127,10 @@ class CarliniWagnerL2(EvasionAttack):
                 },
                 where=lambda b: f"constant {b + 1}/{self.binary_search_steps}",
             )
-            for _b in frame.steps(0, self.binary_search_steps):
+            for b in frame.steps(0, self.binary_search_steps):
                 if not bool((best_d2 > done_d2).any()):
                     break
+                later.after = partial(_later, (self.binary_search_steps - b - 1) * (2 * self.steps + 1))
                 # the run keeps ``best`` and ``best_d2`` up to date in place (the frame above saves their values)
                 enough = self._minimise(classifier, x, y, w0, mid, half, is_label, const, best, best_d2, done_d2)
                 upper = torch.where(enough, torch.minimum(upper, const), upper)
@@ -179,6 +183,7 @@ class CarliniWagnerL2(EvasionAttack):
                 where=lambda step: f"step {step + 1}/{self.steps}",
             )
             for step in frame.steps(0, self.steps + 1):  # the last pass only scores the final iterate
+                progress.standing(live.numel(), 2 * (self.steps - step) + 1)  # the time left: passes per step
                 if live.numel() == 0:
                     break
                 wl = w[live].detach().requires_grad_(step < self.steps)
@@ -219,3 +224,8 @@ class CarliniWagnerL2(EvasionAttack):
         m_hat = m / (1 - beta1 ** (step + 1))
         v_hat = v / (1 - beta2 ** (step + 1))
         return lr * m_hat / (v_hat.sqrt() + _ADAM_EPS)
+
+
+def _later(passes: int, standing: int) -> float:
+    """Progress estimate: the later constants' ``passes`` per sample on the ``standing`` samples."""
+    return float(passes * standing)

@@ -53,6 +53,7 @@ from modelsec.attacks.base import AttackBatch, EvasionAttack
 from modelsec.attacks.evasion.registry import EVASION_ATTACKS
 from modelsec.attacks.gradients import input_gradient
 from modelsec.attacks.norms import clip_to_bounds
+from modelsec.core import progress
 from modelsec.core.resume import resumable
 
 # Added to |f| in each step so that a zero overshoot still crosses the boundary rather than landing on it.
@@ -111,6 +112,7 @@ class DeepFool(EvasionAttack):
                 where=lambda step: f"step {step + 1}/{self.steps}",
             )
             for step in frame.steps(0, self.steps):
+                progress.standing(active.numel(), (self.steps - step) * (k + 1))  # the time left: passes per step
                 if active.numel() == 0:
                     break
                 xa = x_adv[active].detach().requires_grad_(True)

@@ -22,6 +22,7 @@ from modelsec.attacks import cost
 from modelsec.attacks.base import AttackBatch, EvasionAttack
 from modelsec.attacks.gradients import loss_and_gradient
 from modelsec.attacks.losses import LOSSES, attack_loss
+from modelsec.core import progress
 from modelsec.core.resume import resumable
 
 
@@ -59,7 +60,7 @@ class GradientAttack(EvasionAttack):
         eps = batch.threat.eps
         rel = self.rel_step_size if self.rel_step_size is not None else 2.5 / self.steps
         step = self.step_size if self.step_size is not None else rel * eps
-        with resumable("gradient.restarts") as frame:
+        with progress.stage() as later, resumable("gradient.restarts") as frame:
             if frame.restored is None:
                 best = x.clone()
                 remaining = torch.arange(x.shape[0], device=x.device)  # samples no restart has broken yet
@@ -69,9 +70,10 @@ class GradientAttack(EvasionAttack):
             frame.capture(
                 lambda: {"best": best, "remaining": remaining}, where=lambda r: f"restart {r + 1}/{self.restarts}"
             )
-            for _r in frame.steps(0, self.restarts):
+            for r in frame.steps(0, self.restarts):
                 if remaining.numel() == 0:
                     break
+                later.after = partial(_passes, self.restarts - r - 1, 2 * self.steps * self.eot_samples + 1)
                 xa, broken = self._steps(batch, remaining, step)
                 best[remaining] = xa
                 remaining = remaining[~broken]
@@ -97,7 +99,8 @@ class GradientAttack(EvasionAttack):
                 lambda: {"xa": xa, "active": active, "broken": broken, "seen": seen},
                 where=lambda k: f"step {k + 1}/{self.steps}",
             )
-            for _k in frame.steps(0, self.steps):
+            for k in frame.steps(0, self.steps):
+                progress.standing(active.numel(), 2 * (self.steps - k) * self.eot_samples)  # the time left
                 _, logits, grad = loss_and_gradient(
                     classifier, xa[active], ys[active], loss_fn, eot_samples=self.eot_samples
                 )
@@ -121,3 +124,8 @@ class GradientAttack(EvasionAttack):
             with torch.no_grad():
                 broken[active] |= classifier.logits(xa[active]).argmax(dim=1) != ys[active]
         return xa, broken
+
+
+def _passes(runs: int, each: int, standing: int) -> float:
+    """Progress estimate: ``runs`` more runs of ``each`` passes on the ``standing`` samples."""
+    return float(runs * each * standing)

@@ -23,6 +23,7 @@ from __future__ import annotations
 import dataclasses
 import math
 from dataclasses import dataclass
+from functools import partial
 from typing import Any, ClassVar
 
 import torch
@@ -32,6 +33,7 @@ from modelsec.attacks.base import AttackBatch, EvasionAttack
 from modelsec.attacks.evasion.registry import EVASION_ATTACKS
 from modelsec.attacks.losses import attack_loss
 from modelsec.attacks.norms import clip_to_bounds, per_sample
+from modelsec.core import progress
 from modelsec.core.resume import resumable
 from modelsec.models.base import Capability, Classifier
 
@@ -178,7 +180,7 @@ class Square(EvasionAttack):
         classifier, x, y = batch.classifier, batch.x, batch.y
         shape = image_shape(classifier.input_shape)
         xi = x.reshape(x.shape[0], *shape)
-        with resumable("square.restarts") as frame:
+        with progress.stage() as later, resumable("square.restarts") as frame:
             if frame.restored is None:
                 best = xi.clone()
                 best_margin = torch.full((x.shape[0],), torch.inf, device=x.device)
@@ -190,9 +192,10 @@ class Square(EvasionAttack):
                 lambda: {"best": best, "best_margin": best_margin, "remaining": remaining},
                 where=lambda r: f"restart {r + 1}/{self.restarts}",
             )
-            for _r in frame.steps(0, self.restarts):
+            for r in frame.steps(0, self.restarts):
                 if remaining.numel() == 0:
                     break
+                later.after = partial(_later, (self.restarts - r - 1) * self.max_queries)  # the time left
                 xs, ys = xi.index_select(0, remaining), y.index_select(0, remaining)
                 xa, margin = self._attack(dataclasses.replace(batch, x=xs, y=ys))
                 old = best_margin.index_select(0, remaining)
@@ -233,6 +236,7 @@ class Square(EvasionAttack):
                 where=lambda it: f"query {it + 1}/{self.max_queries}",
             )
             for it in frame.steps(1, self.max_queries):
+                progress.standing(active.numel(), self.max_queries - it)  # the time left: one pass per query
                 if active.numel() == 0:
                     break
                 rows, cols = window_size(square_fraction(self.p_init, it, self.max_queries), h, w)
@@ -335,3 +339,8 @@ class Square(EvasionAttack):
         delta = torch.where(mask1, new, torch.where(union, 0.0, delta))
         norms = delta.flatten(1).norm(dim=1).clamp_min(1e-12)
         return clip_to_bounds(x + delta * (eps / norms).view(n, 1, 1, 1), bounds)
+
+
+def _later(passes: int, standing: int) -> float:
+    """Progress estimate: the later restarts' ``passes`` per sample on the ``standing`` samples."""
+    return float(passes * standing)
