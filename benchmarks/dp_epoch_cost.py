@@ -16,7 +16,8 @@ the same seeded initialisation:
   steps only (``history[0].seconds``); the run's total with the accountants (PRV per epoch, then PLD and RDP) is
   reported beside it;
 - where a step's time goes (``--breakdown`` alternating repeats, 0 for none): the CPU milliseconds of each phase of
-  one plain step and one book-keeping step on the same fixed batch of ``--batch-size`` records.
+  one plain step and one book-keeping step on the same fixed batch of ``--batch-size`` records; and each
+  convolution's norms and clipped sum by each way of forming them (``--kernels`` alternating repeats).
 
 The runs alternate (plain, then each DP mode) ``--repeats`` times and the median of each is compared; each run's
 test accuracy on the first ``--eval`` non-members is a sanity check that the epoch trained. The machine's load
@@ -163,6 +164,42 @@ def step_breakdown(
     return {name: 1000 * statistics.median(v[1:] if len(v) > 1 else v) for name, v in times.items()}
 
 
+def conv_paths(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, repeats: int) -> dict[str, dict[str, float]]:
+    """Median CPU milliseconds of each convolution's norm rule and clipped sum on the batch ``(x, y)``, by way of
+    forming its per-example gradients: patches and a batched product (``bmm``), torch's weight-gradient kernel with
+    one group per example (``weight kernel``), or the ghost norm and a scaled batched weight gradient (``ghost``);
+    the three alternate ``repeats`` times on the same recorded pass."""
+    import modelsec.defenses.per_sample_clipping as psc
+
+    ways = {"bmm": (0, "auto"), "weight kernel": (1 << 30, "auto"), "ghost": (psc.BMM_MIN_PATCH, "ghost")}
+    clippers = {way: psc.BookKeepingClipper(model, max_grad_norm=1.0, norm_method=m) for way, (_, m) in ways.items()}
+    times: dict[str, dict[str, list[float]]] = {}
+    default = psc.BMM_MIN_PATCH
+    try:
+        for _ in range(repeats):
+            for way, (threshold, _) in ways.items():
+                psc.BMM_MIN_PATCH = threshold
+                clipper = clippers[way]
+                with clipper.recording():
+                    loss = functional.cross_entropy(model(x), y, reduction="none")
+                records, clipper._records = clipper._records, []
+                grads = torch.autograd.grad(loss.sum(), [r.output for r in records])
+                for r, g in zip(records, grads, strict=True):
+                    if not isinstance(r.module, nn.Conv1d | nn.Conv2d):
+                        continue
+                    start = time.process_time()
+                    _, finish = psc.RULES[type(r.module)][1](r.module, r.inputs, g, clipper._space)
+                    finish(torch.full((len(y),), 0.5))
+                    times.setdefault(f"{r.name} ({r.module})", {}).setdefault(way, []).append(
+                        time.process_time() - start
+                    )
+    finally:
+        psc.BMM_MIN_PATCH = default
+        for clipper in clippers.values():
+            clipper.close()
+    return {layer: {way: 1000 * statistics.median(v) for way, v in by.items()} for layer, by in times.items()}
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--arch", default="small-cnn", help="built-in architecture (small-cnn, dp-cnn)")
@@ -184,6 +221,12 @@ def main() -> None:
         type=int,
         default=20,
         help="alternating repeats of the per-phase timing of one plain and one bk step on a fixed batch (0: none)",
+    )
+    p.add_argument(
+        "--kernels",
+        type=int,
+        default=10,
+        help="alternating repeats of each convolution's per-example norms by each way (bmm, weight kernel, ghost)",
     )
     args = p.parse_args()
     modes = [m.strip() for m in args.modes.split(",") if m.strip()]
@@ -290,6 +333,21 @@ def main() -> None:
             print(f"  {name}: {ms:.2f}")
         print(f"  plain step {plain_ms:.2f}, DP step {dp_ms:.2f}: {dp_ms / plain_ms:.2f}x")
 
+    kernels: dict[str, dict[str, float]] = {}
+    if args.kernels:
+        idx = torch.arange(min(args.batch_size, len(train)))
+        kernels = conv_paths(
+            build(args.arch, shape, classes, args.seed),
+            torch.from_numpy(train.x)[idx],
+            torch.from_numpy(train.y)[idx],
+            repeats=args.kernels,
+        )
+        print(
+            f"\neach convolution's norms and clipped sum, batch {len(idx)}, median CPU ms over {args.kernels} repeats:"
+        )
+        for layer, by in kernels.items():
+            print(f"  {layer}: " + ", ".join(f"{way} {ms:.2f}" for way, ms in by.items()))
+
     import opacus
 
     results = {
@@ -312,6 +370,7 @@ def main() -> None:
         "target_ratio": TARGET_RATIO,
         "reports": reports,
         "step_breakdown_cpu_ms": breakdown,
+        "conv_norms_cpu_ms": kernels,
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")

@@ -84,9 +84,10 @@ CHUNK_BYTES = 1 << 20
 BMM_MIN_PATCH = 32
 """A convolution's per-example gradients come from its unfolded input patches and one batched matrix product when a
 patch (``d = in_channels / groups x kernel size``) has at least this many numbers, from torch's weight-gradient
-kernel with one group per example below it (one thread, batch 256: dp-cnn's 8x8 convolution on 1 channel, d = 64,
-and 4x4 on 16, d = 256: about 3.7 against 5.2 and 4.3 ms; small-cnn's 3x3 on 1 channel, d = 9: 17 against 7 ms; its
-3x3 on 32, d = 288: 29 ms either way)."""
+kernel with one group per example below it. Measured with ``benchmarks/dp_epoch_cost.py --kernels`` (one thread,
+batch 256, norms and clipped sum, CPU ms): dp-cnn's 8x8 convolution on 1 channel (d = 64) 7.2 against 10.9, its 4x4
+on 16 (d = 256) 6.9 against 8.9; small-cnn's 3x3 on 1 channel (d = 9) 22.6 against 11.5, its 3x3 on 32 (d = 288)
+38 against 45."""
 
 CLIP_EPSILON = 1e-6
 """Added to the norm in the clipping factor ``min(1, C / (norm + 1e-6))``, as Opacus's optimizers do."""
