@@ -14,7 +14,10 @@ the same seeded initialisation:
   book-keeping clipping, one backward pass, the default path; ``ghost``: Opacus's ghost clipping, two backward
   passes; ``hooks``: Opacus's per-example gradients from hooks). Its epoch time is the training
   steps only (``history[0].seconds``); the run's total with the accountants (PRV per epoch, then PLD and RDP) is
-  reported beside it.
+  reported beside it;
+- where a step's time goes (``--breakdown`` alternating repeats, 0 for none): the CPU milliseconds of each phase of
+  one plain step and one book-keeping step on the same fixed batch of ``--batch-size`` records; and each
+  convolution's norms and clipped sum by each way of forming them (``--kernels`` alternating repeats).
 
 The runs alternate (plain, then each DP mode) ``--repeats`` times and the median of each is compared; each run's
 test accuracy on the first ``--eval`` non-members is a sanity check that the epoch trained. The machine's load
@@ -92,6 +95,111 @@ def plain_epoch(module: nn.Module, train: Dataset, *, batch_size: int, lr: float
     return time.perf_counter() - start, time.process_time() - cpu
 
 
+def step_breakdown(
+    model: nn.Module,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    *,
+    clip: float,
+    noise_multiplier: float,
+    lr: float,
+    repeats: int,
+) -> dict[str, float]:
+    """Median CPU milliseconds of each phase of one non-private step and one book-keeping DP-SGD step on the same
+    batch ``(x, y)`` (fixed size, same model), alternating ``repeats`` times: the forward pass, the backward pass
+    (plain) or the gradients at the layers' outputs (DP), each layer's norm rule, the clipped sums, Opacus's noisy
+    optimizer step. The phases are those of :class:`~modelsec.defenses.dp_sgd.DPSGDStep` with ``grad_sample_mode="bk"``
+    run by hand through the clipper's records."""
+    from modelsec.defenses.dp_sgd import DPSGDStep
+    from modelsec.defenses.per_sample_clipping import CLIP_EPSILON, RULES
+
+    plain_opt = torch.optim.SGD(model.parameters(), lr=lr, momentum=0.9)
+    step = DPSGDStep(
+        model,
+        torch.optim.SGD(model.parameters(), lr=lr, momentum=0.9),
+        l2_norm_clip=clip,
+        noise_multiplier=noise_multiplier,
+        expected_batch_size=len(y),
+        noise_generator=generator(0),
+    )
+    clipper = step.clipper
+    assert clipper is not None
+    times: dict[str, list[float]] = {}
+    last = [0.0]
+
+    def lap(name: str) -> None:
+        now = time.process_time()
+        times.setdefault(name, []).append(now - last[0])
+        last[0] = now
+
+    for _ in range(repeats):
+        last[0] = time.process_time()
+        loss = functional.cross_entropy(model(x), y)
+        lap("plain: forward")
+        plain_opt.zero_grad(set_to_none=True)
+        loss.backward()
+        lap("plain: backward")
+        plain_opt.step()
+        lap("plain: SGD step")
+        step.dp_optimizer.zero_grad(set_to_none=True)
+        with clipper.recording():
+            per_example = functional.cross_entropy(model(x), y, reduction="none")
+        lap("DP: forward (hooks record inputs)")
+        records, clipper._records = clipper._records, []
+        grads = torch.autograd.grad(per_example.sum(), [r.output for r in records])
+        lap("DP: gradients at the layers' outputs")
+        sq, finishes = torch.zeros(len(y)), []
+        for r, g in zip(records, grads, strict=True):
+            layer_sq, finish = RULES[type(r.module)][1](r.module, r.inputs, g, clipper._space)
+            sq = sq + layer_sq
+            finishes.append(finish)
+            lap(f"DP: norms of {r.name} ({type(r.module).__name__})")
+        factors = (clip / (sq.sqrt() + CLIP_EPSILON)).clamp(max=1.0)
+        for finish in finishes:
+            finish(factors)
+        lap("DP: clipped sums")
+        step.dp_optimizer.step()
+        lap("DP: Opacus noise and SGD step")
+    step.close()
+    return {name: 1000 * statistics.median(v[1:] if len(v) > 1 else v) for name, v in times.items()}
+
+
+def conv_paths(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, repeats: int) -> dict[str, dict[str, float]]:
+    """Median CPU milliseconds of each convolution's norm rule and clipped sum on the batch ``(x, y)``, by way of
+    forming its per-example gradients: patches and a batched product (``bmm``), torch's weight-gradient kernel with
+    one group per example (``weight kernel``), or the ghost norm and a scaled batched weight gradient (``ghost``);
+    the three alternate ``repeats`` times on the same recorded pass."""
+    import modelsec.defenses.per_sample_clipping as psc
+
+    ways = {"bmm": (0, "auto"), "weight kernel": (1 << 30, "auto"), "ghost": (psc.BMM_MIN_PATCH, "ghost")}
+    clippers = {way: psc.BookKeepingClipper(model, max_grad_norm=1.0, norm_method=m) for way, (_, m) in ways.items()}
+    times: dict[str, dict[str, list[float]]] = {}
+    default = psc.BMM_MIN_PATCH
+    try:
+        for _ in range(repeats):
+            for way, (threshold, _) in ways.items():
+                psc.BMM_MIN_PATCH = threshold
+                clipper = clippers[way]
+                with clipper.recording():
+                    loss = functional.cross_entropy(model(x), y, reduction="none")
+                records, clipper._records = clipper._records, []
+                grads = torch.autograd.grad(loss.sum(), [r.output for r in records])
+                for r, g in zip(records, grads, strict=True):
+                    if not isinstance(r.module, nn.Conv1d | nn.Conv2d):
+                        continue
+                    start = time.process_time()
+                    _, finish = psc.RULES[type(r.module)][1](r.module, r.inputs, g, clipper._space)
+                    finish(torch.full((len(y),), 0.5))
+                    times.setdefault(f"{r.name} ({r.module})", {}).setdefault(way, []).append(
+                        time.process_time() - start
+                    )
+    finally:
+        psc.BMM_MIN_PATCH = default
+        for clipper in clippers.values():
+            clipper.close()
+    return {layer: {way: 1000 * statistics.median(v) for way, v in by.items()} for layer, by in times.items()}
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--arch", default="small-cnn", help="built-in architecture (small-cnn, dp-cnn)")
@@ -108,6 +216,18 @@ def main() -> None:
     p.add_argument("--threads", type=int, default=1, help="torch threads")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", type=Path, default=HERE / "results" / "dp_epoch_cost.json")
+    p.add_argument(
+        "--breakdown",
+        type=int,
+        default=20,
+        help="alternating repeats of the per-phase timing of one plain and one bk step on a fixed batch (0: none)",
+    )
+    p.add_argument(
+        "--kernels",
+        type=int,
+        default=10,
+        help="alternating repeats of each convolution's per-example norms by each way (bmm, weight kernel, ghost)",
+    )
     args = p.parse_args()
     modes = [m.strip() for m in args.modes.split(",") if m.strip()]
 
@@ -193,6 +313,41 @@ def main() -> None:
             f"{accuracies[key]:.3f} | {'met' if met else '**missed**'} |"
         )
 
+    breakdown: dict[str, float] = {}
+    if args.breakdown:
+        idx = torch.arange(min(args.batch_size, len(train)))
+        x_batch, y_batch = torch.from_numpy(train.x)[idx], torch.from_numpy(train.y)[idx]
+        breakdown = step_breakdown(
+            build(args.arch, shape, classes, args.seed),
+            x_batch,
+            y_batch,
+            clip=args.clip,
+            noise_multiplier=args.noise_multiplier,
+            lr=args.lr,
+            repeats=args.breakdown,
+        )
+        plain_ms = sum(v for k, v in breakdown.items() if k.startswith("plain"))
+        dp_ms = sum(v for k, v in breakdown.items() if k.startswith("DP"))
+        print(f"\none step, batch {len(idx)}, median CPU ms over {args.breakdown} alternating repeats:")
+        for name, ms in breakdown.items():
+            print(f"  {name}: {ms:.2f}")
+        print(f"  plain step {plain_ms:.2f}, DP step {dp_ms:.2f}: {dp_ms / plain_ms:.2f}x")
+
+    kernels: dict[str, dict[str, float]] = {}
+    if args.kernels:
+        idx = torch.arange(min(args.batch_size, len(train)))
+        kernels = conv_paths(
+            build(args.arch, shape, classes, args.seed),
+            torch.from_numpy(train.x)[idx],
+            torch.from_numpy(train.y)[idx],
+            repeats=args.kernels,
+        )
+        print(
+            f"\neach convolution's norms and clipped sum, batch {len(idx)}, median CPU ms over {args.kernels} repeats:"
+        )
+        for layer, by in kernels.items():
+            print(f"  {layer}: " + ", ".join(f"{way} {ms:.2f}" for way, ms in by.items()))
+
     import opacus
 
     results = {
@@ -214,6 +369,8 @@ def main() -> None:
         "dp": rows,
         "target_ratio": TARGET_RATIO,
         "reports": reports,
+        "step_breakdown_cpu_ms": breakdown,
+        "conv_norms_cpu_ms": kernels,
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")

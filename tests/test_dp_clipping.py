@@ -6,6 +6,7 @@ generator; and the fallbacks for models it cannot follow."""
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 import pytest
 import torch
@@ -15,6 +16,7 @@ from torch.nn import functional
 pytest.importorskip("opacus")
 
 import modelsec.defenses.per_sample_clipping as psc
+from modelsec.core.errors import ConfigError
 from modelsec.core.seeding import generator, seeded
 from modelsec.defenses.dp_sgd import DPSGDStep
 from modelsec.defenses.per_sample_clipping import BookKeepingClipper, UnsupportedModelError, unsupported_reason
@@ -95,7 +97,7 @@ def clipped_sum(grads: list[list[torch.Tensor]], norms: torch.Tensor, clip: floa
 
 
 def book_keeping(
-    model: nn.Module, x: torch.Tensor, y: torch.Tensor, clip: float, **kwargs: int
+    model: nn.Module, x: torch.Tensor, y: torch.Tensor, clip: float, **kwargs: Any
 ) -> tuple[list[torch.Tensor], torch.Tensor]:
     clipper = BookKeepingClipper(model, max_grad_norm=clip, **kwargs)
     with clipper.recording():
@@ -110,21 +112,54 @@ def batch(shape: tuple[int, ...], n: int, seed: int) -> tuple[torch.Tensor, torc
     return torch.rand((n, *shape), generator=generator(seed)), torch.arange(n) % CLASSES
 
 
-@pytest.mark.parametrize("materialise", [psc.MATERIALISE_MAX_ELEMENTS, 0], ids=["per-example", "ghost-norm"])
+PATHS = {  # plan()'s three ways, forced on every layer shared over several positions
+    "kept": {"materialise_max_elements": psc.MATERIALISE_MAX_ELEMENTS, "norm_method": "per-example"},
+    "norms-only": {"materialise_max_elements": 0, "norm_method": "per-example"},
+    "ghost": {"materialise_max_elements": psc.MATERIALISE_MAX_ELEMENTS, "norm_method": "ghost"},
+    "auto": {},
+}
+
+
+@pytest.mark.parametrize("kernel", ["bmm", "weight-kernel"])
+@pytest.mark.parametrize("path", list(PATHS))
 @pytest.mark.parametrize("make", MODELS)
-def test_clipped_sum_matches_the_per_example_reference(make: Callable, materialise: int) -> None:
+def test_clipped_sum_matches_the_per_example_reference(
+    make: Callable, path: str, kernel: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Every way of getting the norms (kept per-example gradients, per-example gradients for their norms only, the
+    ghost norm), with every convolution's per-example gradients from the unfolded patches and a batched product or
+    from the weight-gradient kernel with one group per example, gives the reference's norms and clipped sum."""
+    monkeypatch.setattr(psc, "BMM_MIN_PATCH", 0 if kernel == "bmm" else 1 << 30)
+    monkeypatch.setattr(psc, "CHUNK_BYTES", 1 << 12)  # several chunks a layer
     model, shape = build(make)
     x, y = batch(shape, 12, 1)
     grads, norms = reference(model, x, y)
     clip = float(norms.median())  # clips about half the examples, leaves the others as they are
     assert (norms > clip * 1.01).any() and (norms < clip * 0.99).any()
-    got, got_norms = book_keeping(model, x, y, clip, materialise_max_elements=materialise)
+    got, got_norms = book_keeping(model, x, y, clip, **PATHS[path])
     torch.testing.assert_close(got_norms.double(), norms, rtol=1e-4, atol=1e-7)
     expected = clipped_sum(grads, norms, clip)
     assert len(got) == len(expected)
     for g, e in zip(got, expected, strict=True):
         torch.testing.assert_close(g, e, rtol=1e-4, atol=1e-6)
     assert all(p.grad is None for p in model.parameters() if not p.requires_grad)  # frozen stays untouched
+
+
+def test_plan_takes_the_fewest_multiply_adds_and_respects_the_memory_limit() -> None:
+    """Forming (t d p, plus d p kept or t d p recomputed) against the ghost norm (t^2 (d + p) + t d p)."""
+    big = 1 << 40
+    assert psc.plan(256, 169, 64, 16, limit=big) == "store"  # dp-cnn's first convolution
+    assert psc.plan(256, 169, 64, 16, limit=0) == "norms"  # 169 (64 + 16) > 64 x 16: forming beats the ghost norm
+    assert psc.plan(256, 4, 4608, 512, limit=0) == "ghost"  # 4 (4608 + 512) < 4608 x 512
+    assert psc.plan(256, 4, 4608, 512, limit=big) == "ghost"  # even when they fit: d p > t^2 (d + p)
+    assert psc.plan(256, 25, 256, 32, limit=big) == "store"  # dp-cnn's second: d p < t^2 (d + p)
+    assert psc.plan(256, 2, 1, 1, limit=big) == "store"  # t d p + d p = 4 against t^2 (d + p) + t d p = 10
+    assert psc.plan(8, 169, 64, 16, limit=big, method="ghost") == "ghost"
+    assert psc.plan(8, 2, 4608, 512, limit=0, method="per-example") == "norms"
+    with pytest.raises(ValueError, match="method"):
+        psc.plan(8, 2, 3, 4, limit=0, method="fast")
+    with pytest.raises(ConfigError, match="norm_method"):
+        BookKeepingClipper(nn.Linear(2, 2), max_grad_norm=1.0, norm_method="fast")
 
 
 def test_chunks_and_reused_buffers_across_batch_sizes(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -12,16 +12,17 @@ features, the output pixels of a convolution). So:
 2. one backward pass of the summed loss computes only the gradients with respect to the layers' outputs ``g``
    (``torch.autograd.grad`` asked for those outputs, so autograd skips every weight gradient); since nothing in a
    DP model mixes the examples of a batch, the gradient of the summed loss at example i's output is ``g_i``;
-3. from ``(a_i, g_i)`` each layer gives its share of ``||G_i||^2``: the ghost norm (Goodfellow 2015; Li et al. 2022,
-   "Large Language Models Can Be Strong Differentially Private Learners") ``sum_{t,t'} (a_i a_i^T) * (g_i g_i^T)``
-   without forming ``G_i``, or ``G_i`` itself when that is cheaper, per layer, as BK's hybrid does: for T = 1 the
-   ghost norm is ``||a_i||^2 ||g_i||^2`` (free); for T > 1, forming ``G_i`` (T d p multiply-adds) never costs more
-   arithmetic than the ghost norm (T^2 (d + p)) plus the weight gradient it then still needs, so per-example
-   gradients are formed unless they would exceed :data:`MATERIALISE_MAX_ELEMENTS` floats (memory), where the ghost
-   norm takes over. A convolution's are formed by torch's weight-gradient kernel run with one group per example,
-   a chunk of examples at a time into a buffer kept across steps (:class:`Workspace`);
-4. the clipping factors ``c_i`` from the total norms, then each parameter's clipped sum directly: ``(c * g)^T a``
-   (or ``sum_i c_i G_i`` where ``G_i`` were formed), written to ``.grad``.
+3. from ``(a_i, g_i)`` each layer gives its share of ``||G_i||^2``, by :func:`plan`'s choice for its shapes (BK's
+   hybrid, counted in multiply-adds): for T = 1 the ghost norm ``||a_i||^2 ||g_i||^2`` (free); for T > 1 either
+   ``G_i`` itself (T d p multiply-adds), kept for step 4 when it fits in :data:`MATERIALISE_MAX_ELEMENTS` floats, or
+   the ghost norm (Goodfellow 2015; Li et al. 2022, "Large Language Models Can Be Strong Differentially Private
+   Learners") ``sum_{t,t'} (a_i a_i^T) * (g_i g_i^T)`` (T^2 (d + p)) without forming ``G_i``, which pays when T is
+   small against d p. A convolution's ``G_i`` come from its input patches, copied a chunk of examples at a time
+   from a channels-last copy of its input into a buffer kept across steps (:class:`Workspace`), and one batched
+   matrix product per chunk (or, for short patches, from torch's weight-gradient kernel with one group per example);
+4. the clipping factors ``c_i`` from the total norms, then each parameter's clipped sum directly: ``sum_i c_i G_i``
+   where the ``G_i`` were kept, else one weight gradient of the output gradients scaled by ``c`` (``(c * g)^T a``),
+   written to ``.grad``.
 
 Ghost clipping (Opacus ``grad_sample_mode="ghost"``, Li et al. 2022) gets the same norms but then runs a second
 backward pass of the loss reweighted by ``c_i``; BK replaces that pass by step 4. The result is exactly the clipped
@@ -71,20 +72,63 @@ from torch import nn
 from torch.nn import functional
 from torch.nn.grad import conv1d_weight, conv2d_weight
 
+from modelsec.core.errors import ConfigError
+
 MATERIALISE_MAX_ELEMENTS = 1 << 26
-"""Per-example gradients of one layer are formed (``B x p x d`` floats) up to this many elements (256 MiB in
-float32); above it the layer's norms come from the ghost norm instead."""
+"""Per-example gradients of one layer are kept for the clipped sum (``B x p x d`` floats) up to this many elements
+(256 MiB in float32); above it they are formed a chunk at a time for their norms only, or the ghost norm is used."""
 
 CHUNK_BYTES = 1 << 20
-"""Per-example gradients are formed this many bytes' worth of examples at a time (:class:`Workspace`)."""
+"""Per-example gradients and input patches are formed this many bytes' worth of examples at a time."""
+
+BMM_MIN_PATCH = 32
+"""A convolution's per-example gradients come from its unfolded input patches and one batched matrix product when a
+patch (``d = in_channels / groups x kernel size``) has at least this many numbers, from torch's weight-gradient
+kernel with one group per example below it. Measured with ``benchmarks/dp_epoch_cost.py --kernels`` (one thread,
+batch 256, norms and clipped sum, CPU ms): dp-cnn's 8x8 convolution on 1 channel (d = 64) 7.2 against 10.9, its 4x4
+on 16 (d = 256) 6.9 against 8.9; small-cnn's 3x3 on 1 channel (d = 9) 22.6 against 11.5, its 3x3 on 32 (d = 288)
+38 against 45."""
 
 CLIP_EPSILON = 1e-6
 """Added to the norm in the clipping factor ``min(1, C / (norm + 1e-6))``, as Opacus's optimizers do."""
+
+NORM_METHODS = ("auto", "per-example", "ghost")
+"""How a layer whose weight is shared over T > 1 positions gets its per-example norms: ``"auto"`` takes the cheapest
+of :func:`plan`'s three in multiply-adds, ``"per-example"`` always forms the per-example gradients, ``"ghost"``
+always takes the ghost norm."""
 
 
 class UnsupportedModelError(RuntimeError):
     """The model has a layer that book-keeping clipping has no rule for, or uses a layer in a way it cannot follow
     (twice in one forward pass, output modified in place); the caller falls back to another exact path."""
+
+
+def plan(b: int, t: int, d: int, p: int, *, limit: int, method: str = "auto") -> str:
+    """How one layer ``s = a W^T`` shared over ``t`` positions (input width ``d``, output width ``p``, batch ``b``)
+    gets its per-example norms and clipped sum, by its shapes (Bu et al. 2023's hybrid, counted in multiply-adds a
+    example):
+
+    - ``"store"``: form the per-example gradients ``G_i`` (``t d p``), keep them, clipped sum ``c @ G`` (``d p``);
+      only when ``b d p <= limit`` elements;
+    - ``"norms"``: form them a chunk at a time for their norms only (``t d p``), then the clipped sum as one
+      weight gradient of the output gradients scaled by ``c`` (``t d p``, batched);
+    - ``"ghost"``: the ghost norm (``t^2 (d + p)``), then the same scaled weight gradient (``t d p``).
+
+    ``method`` (:data:`NORM_METHODS`) ``"ghost"`` forces the ghost norm, ``"per-example"`` the first of the other two
+    that applies. Ties go to the per-example gradients.
+
+    >>> plan(256, 25, 256, 32, limit=1 << 26)  # dp-cnn's second convolution: forming is cheaper
+    'store'
+    >>> plan(256, 4, 4608, 512, limit=1 << 26)  # a late ResNet convolution: 600M floats to keep, few positions
+    'ghost'
+    """
+    if method not in NORM_METHODS:
+        raise ValueError(f"method must be one of {', '.join(NORM_METHODS)}")
+    formed = "store" if b * d * p <= limit else "norms"
+    if method != "auto":
+        return "ghost" if method == "ghost" else formed
+    costs = {formed: t * d * p + (d * p if formed == "store" else t * d * p), "ghost": t * t * (d + p) + t * d * p}
+    return min(costs, key=lambda k: (costs[k], k == "ghost"))
 
 
 # A rule turns one layer's recorded input ``a`` and output gradient ``g`` (batch first) into its share of the squared
@@ -94,17 +138,19 @@ Finish = Callable[[torch.Tensor], None]
 
 
 class Workspace:
-    """What the rules share across steps: the size limit on formed per-example gradients (``limit`` elements a
-    layer), and one buffer a layer for them, grown to the largest batch seen and reused.
+    """What the rules share across steps: the size limit on kept per-example gradients (``limit`` elements a layer),
+    the norm method (:data:`NORM_METHODS`), and buffers (kept per-example gradients, chunks of input patches and of
+    per-example gradients) grown to the largest batch seen and reused.
 
-    Forming them a chunk of examples at a time (:data:`CHUNK_BYTES`) into a buffer that outlives the step avoids a
-    fresh multi-megabyte allocation every step: glibc serves those with new pages from the system, and the page
-    faults cost more than the arithmetic (measured on dp-cnn's second convolution, batch 256, one thread: 22 ms at
-    once with about 7,000 faults, 6 ms in chunks of 32 without any).
+    Forming per-example gradients a chunk of examples at a time (:data:`CHUNK_BYTES`) into buffers that outlive the
+    step avoids a fresh multi-megabyte allocation every step: glibc serves those with new pages from the system, and
+    the page faults cost more than the arithmetic (measured on dp-cnn's second convolution, batch 256, one thread:
+    22 ms at once with about 7,000 faults, 6 ms in chunks of 32 without any).
     """
 
-    def __init__(self, limit: int) -> None:
+    def __init__(self, limit: int, method: str = "auto") -> None:
         self.limit = int(limit)
+        self.method = method
         self._buffers: dict[object, torch.Tensor] = {}
 
     def rows(self, key: object, b: int, n: int, like: torch.Tensor) -> torch.Tensor:
@@ -115,16 +161,18 @@ class Workspace:
             self._buffers[key] = buffer
         return buffer[:b]
 
-    def per_example(
-        self, key: object, b: int, n: int, like: torch.Tensor, chunk: Callable[[int, int], torch.Tensor]
-    ) -> torch.Tensor:
-        """The ``(b, n)`` per-example gradients, ``chunk(i, j)`` giving examples ``i`` to ``j - 1``."""
-        out = self.rows(key, b, n, like)
-        step = max(1, CHUNK_BYTES // max(1, n * like.element_size()))
-        for i in range(0, b, step):
-            j = min(b, i + step)
-            out[i:j] = chunk(i, j).reshape(j - i, n)
-        return out
+    def scratch(self, key: object, n: int, like: torch.Tensor) -> torch.Tensor:
+        """A flat buffer of ``n`` elements for ``key`` (the contents are stale)."""
+        buffer = self._buffers.get(key)
+        if buffer is None or buffer.numel() < n or buffer.dtype != like.dtype:
+            buffer = like.new_empty(n + n // 4)
+            self._buffers[key] = buffer
+        return buffer[:n]
+
+    @staticmethod
+    def chunk(per_example: int, like: torch.Tensor) -> int:
+        """Examples a chunk when each needs ``per_example`` elements."""
+        return max(1, CHUNK_BYTES // max(1, per_example * like.element_size()))
 
 
 Rule = Callable[[nn.Module, torch.Tensor, torch.Tensor, Workspace], tuple[torch.Tensor, Finish]]
@@ -144,36 +192,86 @@ def _set_grad(p: torch.Tensor | None, value: torch.Tensor) -> None:
         p.grad = value.reshape(p.shape).to(p.dtype)
 
 
-def _bias_rule(bias: torch.Tensor | None, g: torch.Tensor) -> tuple[torch.Tensor | None, torch.Tensor | None]:
-    """A bias added at every position: ``g`` is ``(B, positions, p)``; returns its per-example gradients
-    ``(B, p)`` and their squared norms (both None when the bias is absent or frozen)."""
-    if not _trainable(bias):
-        return None, None
-    sample = g.sum(1)
-    return sample, _sq_norms(sample)
-
-
 def _with_bias(
     sq: torch.Tensor,
     weight: torch.Tensor | None,
     weight_grad: Callable[[torch.Tensor], torch.Tensor] | None,
     bias: torch.Tensor | None,
-    g: torch.Tensor,
+    bias_samples: Callable[[], torch.Tensor],
 ) -> tuple[torch.Tensor, Finish]:
-    """The end of a layer rule whose bias is added at every position (``g``: ``(B, positions, p)``): the squared
-    norms ``sq`` of the weight's per-example gradients plus the bias's, and the step that sets the clipped sums
+    """The end of a layer rule whose bias is added at every position: the squared norms ``sq`` of the weight's
+    per-example gradients plus the bias's (``bias_samples()``, ``(B, p)``: the output gradients summed over the
+    positions; not computed when the bias is absent or frozen), and the step that sets the clipped sums
     (``weight_grad(c)`` for the weight, ``c @`` the bias's per-example gradients)."""
-    bias_sample, bias_sq = _bias_rule(bias, g)
-    if bias_sq is not None:
-        sq = sq + bias_sq
+    samples = bias_samples() if _trainable(bias) else None
+    if samples is not None:
+        sq = sq + _sq_norms(samples)
 
     def finish(c: torch.Tensor) -> None:
         if weight_grad is not None:
             _set_grad(weight, weight_grad(c))
-        if bias_sample is not None:
-            _set_grad(bias, c @ bias_sample)
+        if samples is not None:
+            _set_grad(bias, c @ samples)
 
     return sq, finish
+
+
+@dataclass
+class _Shared:
+    """A weight shared over ``t`` positions, in ``groups`` independent groups of input width ``d`` and output width
+    ``p`` each, seen by the three ways of :func:`plan`:
+
+    - ``form(i, j, out)`` writes the per-example gradients of examples ``i`` to ``j - 1`` into ``out``
+      (``((j - i) groups, p, d)``, in the layout ``reorder`` undoes);
+    - ``patches(i, j)`` gives their inputs ``((j - i) groups, t, d)`` and ``out_grad`` is the output gradients
+      ``(B groups, p, t)`` (the ghost norm);
+    - ``scaled(c)`` is the weight gradient of the output gradients scaled by ``c``, the clipped sum;
+    - ``reorder(v)`` turns a sum of per-example gradients (``groups p d``) into the weight's shape.
+    """
+
+    key: object
+    groups: int
+    t: int
+    d: int
+    p: int
+    form: Callable[[int, int, torch.Tensor], None]
+    patches: Callable[[int, int], torch.Tensor]
+    out_grad: torch.Tensor
+    scaled: Callable[[torch.Tensor], torch.Tensor]
+    reorder: Callable[[torch.Tensor], torch.Tensor]
+
+
+def _shared_rule(
+    layer: _Shared, b: int, like: torch.Tensor, space: Workspace
+) -> tuple[torch.Tensor, Callable[[torch.Tensor], torch.Tensor]]:
+    """The squared per-example norms of a shared weight (``(B,)``) and the function from the clipping factors to its
+    clipped sum, by :func:`plan`'s choice for its shapes."""
+    gr, t, d, p = layer.groups, layer.t, layer.d, layer.p
+    how = plan(b * gr, t, d, p, limit=space.limit, method=space.method)
+    sq = like.new_empty(b)
+    if how == "ghost":  # sum_{t,t'} (a a^T) * (g g^T), never forming the p x d gradients
+        step = space.chunk(gr * (t * d + 2 * t * t), like)
+        for i in range(0, b, step):
+            j = min(b, i + step)
+            a, g = layer.patches(i, j), layer.out_grad[i * gr : j * gr]
+            gram = torch.bmm(a, a.transpose(1, 2)) * torch.bmm(g.transpose(1, 2), g)
+            sq[i:j] = gram.reshape(j - i, -1).sum(1)
+        return sq, layer.scaled
+    step = space.chunk(gr * d * max(p, t), like)
+    if how == "store":  # the per-example gradients, kept for the clipped sum c @ G
+        kept = space.rows(layer.key, b, gr * p * d, like)
+        for i in range(0, b, step):
+            j = min(b, i + step)
+            layer.form(i, j, kept[i:j].view((j - i) * gr, p, d))
+            sq[i:j] = _sq_norms(kept[i:j])  # while the chunk is in cache
+        return sq, lambda c: layer.reorder(c @ kept)
+    buffer = space.scratch((layer.key, "norms"), step * gr * p * d, like)  # "norms": formed for their norms only
+    for i in range(0, b, step):
+        j = min(b, i + step)
+        out = buffer[: (j - i) * gr * p * d]
+        layer.form(i, j, out.view((j - i) * gr, p, d))
+        sq[i:j] = _sq_norms(out.view(j - i, -1))
+    return sq, layer.scaled
 
 
 def _linear(module: nn.Module, a: torch.Tensor, g: torch.Tensor, space: Workspace) -> tuple[torch.Tensor, Finish]:
@@ -188,27 +286,24 @@ def _linear(module: nn.Module, a: torch.Tensor, g: torch.Tensor, space: Workspac
     if _trainable(weight):
         if t == 1:  # the ghost norm of an unshared weight: ||a_i||^2 ||g_i||^2
             a2, g2 = a3[:, 0], g3[:, 0]
-            sq = sq + _sq_norms(a2) * _sq_norms(g2)
+            sq = _sq_norms(a2) * _sq_norms(g2)
 
             def weight_grad(c: torch.Tensor) -> torch.Tensor:
                 return (g2 * c[:, None]).T @ a2
 
-        elif b * p * d <= space.limit:  # form the per-example gradients (B, p d)
-            per_example = space.per_example(
-                module, b, p * d, g, lambda i, j: torch.bmm(g3[i:j].transpose(1, 2), a3[i:j])
-            )
-            sq = sq + _sq_norms(per_example)
+        else:
+            out_grad = g3.transpose(1, 2)  # (B, p, T)
 
-            def weight_grad(c: torch.Tensor) -> torch.Tensor:
-                return c @ per_example
+            def form(i: int, j: int, out: torch.Tensor) -> None:
+                torch.bmm(out_grad[i:j], a3[i:j], out=out)
 
-        else:  # the ghost norm: sum_{t,t'} (a a^T) * (g g^T), never forming the p x d gradients
-            sq = sq + (torch.bmm(a3, a3.transpose(1, 2)) * torch.bmm(g3, g3.transpose(1, 2))).sum((1, 2))
-
-            def weight_grad(c: torch.Tensor) -> torch.Tensor:
+            def scaled(c: torch.Tensor) -> torch.Tensor:
                 return (g3 * c[:, None, None]).reshape(-1, p).T @ a3.reshape(-1, d)
 
-    return _with_bias(sq, weight, weight_grad, bias, g3)
+            layer = _Shared(module, 1, t, d, p, form, lambda i, j: a3[i:j], out_grad, scaled, lambda v: v.reshape(p, d))
+            sq, weight_grad = _shared_rule(layer, b, g, space)
+
+    return _with_bias(sq, weight, weight_grad, bias, lambda: g3.sum(1))
 
 
 def _conv_padding(module: nn.Conv1d | nn.Conv2d, x: torch.Tensor) -> tuple[torch.Tensor, tuple[int, ...]]:
@@ -225,64 +320,88 @@ def _conv_padding(module: nn.Conv1d | nn.Conv2d, x: torch.Tensor) -> tuple[torch
     return x, tuple(int(v) for v in module.padding)
 
 
-def _patches(x: torch.Tensor, module: nn.Conv1d | nn.Conv2d, padding: tuple[int, ...]) -> torch.Tensor:
-    """The convolution's input patches ``(B, C k, T)`` in its weight's order (what ``F.unfold`` gives, from strided
-    views: ``F.unfold``'s CPU kernel is many times slower)."""
-    pairs = [v for pad in reversed(padding) for v in (pad, pad)]
-    x = functional.pad(x, pairs)
-    dims = len(module.kernel_size)
-    for i, (k, s, dil) in enumerate(zip(module.kernel_size, module.stride, module.dilation, strict=True)):
-        x = x.unfold(2 + i, dil * (k - 1) + 1, s)  # a window of the dilated extent on each spatial dimension
-    every: tuple[Any, ...] = (..., *(slice(None, None, dil) for dil in module.dilation))
-    x = x[every]  # (B, C, *out, *kernel)
+def _patches(
+    x: torch.Tensor, module: nn.Conv1d | nn.Conv2d, padding: tuple[int, ...], space: Workspace
+) -> torch.Tensor:
+    """The convolution's input patches of the examples ``x`` (``(B, C, *spatial)``) as a view ``(B, groups, *out,
+    *kernel, C / groups)`` of a zero-padded channels-last copy of ``x`` (a buffer of ``space``): copying a chunk of it
+    moves runs of ``kernel width x channels`` contiguous numbers (``F.unfold``'s CPU kernel, and patches in the
+    weight's order, copy one number at a time)."""
+    dims, groups = len(module.kernel_size), module.groups
     b, c = x.shape[:2]
-    order = (0, 1, *range(2 + dims, 2 + 2 * dims), *range(2, 2 + dims))
-    return x.permute(order).reshape(b, c * math.prod(module.kernel_size), -1)
+    padded = [n + 2 * pad for n, pad in zip(x.shape[2:], padding, strict=True)]
+    last = space.scratch((module, "channels-last"), b * c * math.prod(padded), x).view(b, *padded, c)
+    if any(padding):
+        last.zero_()
+    last[(slice(None), *(slice(pad, pad + n) for pad, n in zip(padding, x.shape[2:], strict=True)))] = x.movedim(1, -1)
+    view = last
+    for i, (k, s, dil) in enumerate(zip(module.kernel_size, module.stride, module.dilation, strict=True)):
+        view = view.unfold(1 + i, dil * (k - 1) + 1, s)  # a window of the dilated extent on each spatial dimension
+    every: tuple[Any, ...] = (..., *(slice(None, None, dil) for dil in module.dilation))
+    view = view[every].movedim(1 + dims, -1)  # (B, *out, *kernel, C)
+    return view.unflatten(-1, (groups, -1)).movedim(-2, 1)  # (B, groups, *out, *kernel, C / groups)
 
 
 def _conv(module: nn.Module, a: torch.Tensor, g: torch.Tensor, space: Workspace) -> tuple[torch.Tensor, Finish]:
-    """A convolution (``Conv1d``, ``Conv2d``): the weight is shared over the output positions. Per-example gradients
-    come from the weight-gradient kernel of a convolution whose groups are the examples (each example's input
-    channels convolved with its own output gradient); the ghost norm from the input patches."""
+    """A convolution (``Conv1d``, ``Conv2d``): the weight is shared over the T output positions, per group.
+    Per-example gradients come from the unfolded input patches (:func:`_patches`) and one batched matrix product,
+    or, for patches shorter than :data:`BMM_MIN_PATCH`, from torch's weight-gradient kernel run with one group per
+    example (each example's input channels convolved with its own output gradient); the ghost norm from the
+    patches."""
     assert isinstance(module, (nn.Conv1d, nn.Conv2d))
     weight_kernel = conv1d_weight if isinstance(module, nn.Conv1d) else conv2d_weight
     x, pad = _conv_padding(module, a)
     b, c_in, c_out, groups = x.shape[0], x.shape[1], g.shape[1], module.groups
-    d = c_in // groups * math.prod(module.kernel_size)
+    kernel = tuple(module.kernel_size)
+    d, p, t = c_in // groups * math.prod(kernel), c_out // groups, math.prod(g.shape[2:])
     conv = {"stride": module.stride, "padding": pad, "dilation": module.dilation}
     weight, bias = module.weight, module.bias
     sq = torch.zeros(b, dtype=g.dtype, device=g.device)
     weight_grad: Callable[[torch.Tensor], torch.Tensor] | None = None
     if _trainable(weight):
-        if b * c_out * d <= space.limit:  # form the per-example gradients
+        out_grad = g.reshape(b * groups, p, t)
+        windows: list[torch.Tensor] = []  # the patches view, made at the first chunk that needs it
 
-            def chunk(i: int, j: int) -> torch.Tensor:
+        def patches(i: int, j: int) -> torch.Tensor:
+            if not windows:
+                windows.append(_patches(x, module, pad, space))
+            chunk = windows[0][i:j]
+            buffer = space.scratch((module, "patches"), chunk.numel(), g)
+            buffer.view(chunk.shape).copy_(chunk)
+            return buffer.view((j - i) * groups, t, d)
+
+        if d >= BMM_MIN_PATCH:
+
+            def form(i: int, j: int, out: torch.Tensor) -> None:
+                torch.bmm(out_grad[i * groups : j * groups], patches(i, j), out=out)
+
+            def reorder(v: torch.Tensor) -> torch.Tensor:  # (groups p, *kernel, C / groups) -> the weight's order
+                return v.reshape(c_out, *kernel, -1).movedim(-1, 1)
+
+        else:
+
+            def form(i: int, j: int, out: torch.Tensor) -> None:
                 n = j - i
-                return weight_kernel(
-                    x[i:j].reshape(1, n * c_in, *x.shape[2:]),
-                    (n * c_out, *weight.shape[1:]),
-                    g[i:j].reshape(1, n * c_out, *g.shape[2:]),
-                    groups=n * groups,
-                    **conv,
+                out.view(-1).copy_(
+                    weight_kernel(
+                        x[i:j].reshape(1, n * c_in, *x.shape[2:]),
+                        (n * c_out, *weight.shape[1:]),
+                        g[i:j].reshape(1, n * c_out, *g.shape[2:]),
+                        groups=n * groups,
+                        **conv,
+                    ).view(-1)
                 )
 
-            per_example = space.per_example(module, b, c_out * d, g, chunk)
-            sq = sq + _sq_norms(per_example)
+            def reorder(v: torch.Tensor) -> torch.Tensor:
+                return v.reshape(weight.shape)
 
-            def weight_grad(c: torch.Tensor) -> torch.Tensor:
-                return c @ per_example
+        def scaled(c: torch.Tensor) -> torch.Tensor:
+            return weight_kernel(x, weight.shape, g * c.reshape(-1, *([1] * (g.dim() - 1))), groups=groups, **conv)
 
-        else:  # the ghost norm over the T output positions, per group
-            patches = _patches(x, module, pad).reshape(b * groups, d, -1)  # (B G, d, T)
-            out = g.reshape(b * groups, c_out // groups, -1)  # (B G, p, T)
-            gram = torch.bmm(patches.transpose(1, 2), patches) * torch.bmm(out.transpose(1, 2), out)
-            sq = sq + gram.reshape(b, -1).sum(1)
+        layer = _Shared(module, groups, t, d, p, form, patches, out_grad, scaled, reorder)
+        sq, weight_grad = _shared_rule(layer, b, g, space)
 
-            def weight_grad(c: torch.Tensor) -> torch.Tensor:
-                scaled = g * c.reshape(-1, *([1] * (g.dim() - 1)))
-                return weight_kernel(x, weight.shape, scaled, groups=groups, **conv)
-
-    return _with_bias(sq, weight, weight_grad, bias, g.reshape(b, c_out, -1).transpose(1, 2))
+    return _with_bias(sq, weight, weight_grad, bias, lambda: g.reshape(b, c_out, -1).sum(2))
 
 
 def _normalisation(
@@ -373,8 +492,10 @@ class BookKeepingClipper:
 
     Raises :class:`UnsupportedModelError` at construction when :func:`unsupported_reason` refuses the model, and at
     :meth:`clip_and_sum` when a layer ran twice or its output was modified in place. ``materialise_max_elements``
-    bounds the per-example gradients formed for one layer (:data:`MATERIALISE_MAX_ELEMENTS`; 0 always takes the
-    ghost norm). Call :meth:`close` to remove the hooks.
+    bounds the per-example gradients kept for one layer (:data:`MATERIALISE_MAX_ELEMENTS`; 0 never keeps them);
+    ``norm_method`` (:data:`NORM_METHODS`: ``"auto"``, the default, ``"per-example"`` or ``"ghost"``) says how a
+    layer shared over several positions gets its norms (:func:`plan`). Every choice gives the same clipped sum up to
+    float rounding. Call :meth:`close` to remove the hooks.
     """
 
     def __init__(
@@ -383,14 +504,18 @@ class BookKeepingClipper:
         *,
         max_grad_norm: float,
         materialise_max_elements: int = MATERIALISE_MAX_ELEMENTS,
+        norm_method: str = "auto",
     ) -> None:
+        if norm_method not in NORM_METHODS:
+            raise ConfigError(f"norm_method must be one of {', '.join(NORM_METHODS)}, got {norm_method!r}")
         reason = unsupported_reason(module)
         if reason is not None:
             raise UnsupportedModelError(reason)
         self.module = module
         self.max_grad_norm = float(max_grad_norm)
         self.materialise_max_elements = int(materialise_max_elements)
-        self._space = Workspace(self.materialise_max_elements)
+        self.norm_method = norm_method
+        self._space = Workspace(self.materialise_max_elements, norm_method)
         self._layers = _trainable_layers(module)
         self._records: list[_Record] = []
         self._recording = False
@@ -465,6 +590,6 @@ class BookKeepingClipper:
         """Remove the forward hooks and drop any record and buffer."""
         for h in self._handles:
             h.remove()
-        self._space = Workspace(self.materialise_max_elements)
+        self._space = Workspace(self.materialise_max_elements, self.norm_method)
         self._handles = []
         self._records = []
