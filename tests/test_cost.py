@@ -237,6 +237,7 @@ def test_cli_prints_where_the_time_went_unless_quiet(tmp_path: Path) -> None:
     proc = modelsec(*args, "--out", str(tmp_path / "a"))
     assert proc.returncode == 0, proc.stderr
     assert "Where the time went" in proc.stdout and "pgd eps 0.1" in proc.stdout
+    assert "Stages (" in proc.stdout and "robustness" in proc.stdout.split("Stages (")[1].splitlines()[0]
     quiet = modelsec(*args, "--out", str(tmp_path / "b"), "--quiet")
     assert quiet.returncode == 0 and "Where the time went" not in quiet.stdout
     saved = json.loads((tmp_path / "b" / "result.json").read_text())

@@ -62,10 +62,16 @@ TIME_LINES = 5
 
 
 def time_breakdown(rob: Any, timings: dict[str, float], console: Any) -> None:
-    """Where the time went: the slowest attack runs, each with its share of the attacks' time, the samples it
+    """Where the time went: each stage of the audit (data, model, robustness, sanity checks, membership with its
+    reference models), then the slowest attack runs, each with its share of the attacks' time, the samples it
     attacked and its passes against their floor (what a perfect per-sample early stop would spend)."""
     from modelsec.report.tables import cost_rows, duration
 
+    stages = [(k, v) for k, v in timings.items() if k != "total" and v >= 0.05]
+    if stages:
+        total = f" ({duration(timings['total'])} in all)" if "total" in timings else ""
+        parts = ", ".join(f"{k.replace('_', ' ')} {duration(v)}" for k, v in stages)
+        console.print(f"Stages{total}: {parts}", markup=False, highlight=False)
     rows = sorted(cost_rows(rob), key=lambda c: -c.raw_seconds)
     if not rows:
         return
