@@ -136,33 +136,60 @@ def totals(rows: list[dict[str, Any]]) -> dict[str, Any]:
     return t
 
 
+def preset_entry(run: dict[str, Any], source: str, samples: int) -> dict[str, Any]:
+    rows = cost_rows(run)
+    return {
+        "source": source,
+        "samples": samples,
+        "seconds": run["seconds"],
+        "robust_accuracy": run["robust_accuracy"],
+        "ci95": run["ci95"],
+        "remedies": run.get("remedies", []),
+        "attacks": rows,
+        "total": totals(rows),
+    }
+
+
+def reused_standard(args: argparse.Namespace, name: str, samples: int) -> dict[str, Any] | None:
+    """``standard``'s round on the same images with seed 0 from ``zoo_standard_vs_art.py``'s results, if any (the
+    same plan, images and seed spend the same passes; its seconds are that run's, under that run's load)."""
+    if args.standard_from is None or not args.standard_from.exists():
+        return None
+    m = json.loads(args.standard_from.read_text(encoding="utf-8")).get("models", {}).get(name)
+    if m is None or m["samples"] != samples or len(m["modelsec"].get("seconds_all", [])) != 1:
+        return None  # other images, or several rounds (the median round may not be seed 0's)
+    run: dict[str, Any] = m["modelsec"]
+    return run
+
+
 def bench(name: str, args: argparse.Namespace) -> dict[str, Any]:
     model = zoo.build(name, models_dir=args.models_dir)
     x, y = zs.pick_images(model, args.samples)
     print(f"\n== {name} ({model.entry.kind}, eps {model.eps}) on {len(y)} images", flush=True)
     zs.warm_up([model.module], x, y)
-    out: dict[str, Any] = {"data": model.entry.data, "kind": model.entry.kind, "eps": model.eps, "samples": len(y)}
+    out: dict[str, Any] = {"data": model.entry.data, "kind": model.entry.kind, "eps": model.eps}
     for preset in PRESETS:
-        LOG.reset()
-        run, _ = zs.run_preset(model, x, y, preset=preset, seed=0, swap={APGDTargeted: RankedAPGDT})
-        rows = cost_rows(run)
-        out[preset] = {
-            "seconds": run["seconds"],
-            "robust_accuracy": run["robust_accuracy"],
-            "ci95": run["ci95"],
-            "remedies": run["remedies"],
-            "attacks": rows,
-            "total": totals(rows),
-        }
-        if LOG.attacked:
-            out[preset]["apgd_t_ranks"] = LOG.to_dict()
+        if preset not in args.parts:
+            continue
+        reused = reused_standard(args, name, len(y)) if preset == "standard" else None
+        if reused is not None:
+            out[preset] = preset_entry(reused, f"zoo_standard_vs_art.py ({args.standard_from.name}), seed 0", len(y))
+        else:
+            out[preset] = preset_entry(zs.run_preset(model, x, y, preset=preset, seed=0)[0], "this run, seed 0", len(y))
         t = out[preset]["total"]
         print(
-            f"  {preset}: {run['seconds']:.1f} s, robust {run['robust_accuracy']:.3f}; forward {t['forward']} "
-            f"(floor {t['floor_forward']}), backward {t['backward']} (floor {t['floor_backward']})"
-            + (f"; APGD-T breaks by rank {LOG.broken}" if LOG.attacked else ""),
+            f"  {preset}: {out[preset]['seconds']:.1f} s, robust {out[preset]['robust_accuracy']:.3f}; forward "
+            f"{t['forward']} (floor {t['floor_forward']}), backward {t['backward']} (floor {t['floor_backward']})",
             flush=True,
         )
+    if "ranks" in args.parts:
+        xr, yr = zs.pick_images(model, args.rank_samples)
+        LOG.reset()
+        run, _ = zs.run_preset(
+            model, xr, yr, preset="standard", seed=0, swap={APGDTargeted: RankedAPGDT}, cut_after="apgd-t"
+        )
+        out["apgd_t_ranks"] = {"samples": len(yr), "seconds": run["seconds"], **LOG.to_dict()}
+        print(f"  APGD-T on {len(yr)} images: breaks by rank {LOG.broken} of {LOG.attacked[:1]} reaching it")
     return out
 
 
@@ -174,10 +201,10 @@ def rank_summary(models: dict[str, Any]) -> dict[str, Any]:
     zoo_passes: list[int] = []
     images = 0
     for name, m in models.items():
-        ranks = m.get("standard", {}).get("apgd_t_ranks")
-        images += m["samples"]
+        ranks = m.get("apgd_t_ranks")
         if not ranks:
             continue
+        images += ranks["samples"]
         broken = ranks["broken"]
         passes = [f + b for f, b in zip(ranks["forward"], ranks["backward"], strict=True)]
         total = sum(broken)
@@ -233,6 +260,8 @@ def cost_table(results: dict[str, Any]) -> str:
     ]
     for name, m in results["models"].items():
         for preset in PRESETS:
+            if preset not in m:
+                continue
             p = m[preset]
             t = p["total"]
             worst = max(
@@ -245,7 +274,7 @@ def cost_table(results: dict[str, Any]) -> str:
                 r = worst["backward_ratio"] if worst["backward"] else worst["forward_ratio"]
                 w = f"{worst['attack']}{' (min-norm)' if worst['part'] != 'chain' else ''} {fmt_ratio(r)}"
             lines.append(
-                f"| {name} | {preset} | {m['samples']} | {p['seconds']:.1f} | {100 * p['robust_accuracy']:.1f}% "
+                f"| {name} | {preset} | {p['samples']} | {p['seconds']:.1f} | {100 * p['robust_accuracy']:.1f}% "
                 f"| {t['forward']} ({t['floor_forward']}) | {t['backward']} ({t['floor_backward']}) "
                 f"| {fmt_ratio(t['forward_ratio'])} | {fmt_ratio(t['backward_ratio'])} | {w} |"
             )
@@ -275,11 +304,24 @@ def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--models", default="all", help="zoo names, or 'all', 'digits', 'fmnist' (comma-separated)")
     p.add_argument("--samples", type=int, default=100, help="test images per model (digits has 449)")
+    p.add_argument(
+        "--parts", default="quick,standard,ranks", help="comma-separated: quick, standard (the passes), ranks (APGD-T)"
+    )
+    p.add_argument("--rank-samples", type=int, default=None, help="images for the ranks part (default --samples)")
+    p.add_argument(
+        "--standard-from",
+        type=Path,
+        default=None,
+        help="take standard's passes from this zoo_standard_vs_art.py result where it ran one round (seed 0) on the "
+        "same images, instead of running standard again",
+    )
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--models-dir", type=Path, default=zoo.MODELS_DIR)
     p.add_argument("--out", type=Path, default=HERE / "results" / "zoo_cost.json")
     p.add_argument(
-        "--fresh", action="store_true", help="overwrite --out (by default the models not run now keep their entries)"
+        "--fresh",
+        action="store_true",
+        help="overwrite --out (by default the models and parts not run now keep their entries)",
     )
     p.add_argument("--quick", action="store_true", help=f"smoke run: {QUICK_MODELS}, 20 images, /tmp output")
     args = p.parse_args(argv)
@@ -287,6 +329,9 @@ def main(argv: list[str] | None = None) -> None:
         args.models, args.samples = QUICK_MODELS, 20
         if args.out == p.get_default("out"):
             args.out = Path("/tmp/zoo_cost-smoke.json")
+    args.parts = [part.strip() for part in args.parts.split(",") if part.strip()]
+    if args.rank_samples is None:
+        args.rank_samples = args.samples
     names = zoo.select(args.models)
     missing = [n for n in names if zoo.cached_card(zoo.ZOO[n], args.models_dir) is None]
     if missing:
@@ -302,15 +347,18 @@ def main(argv: list[str] | None = None) -> None:
             "eps": zoo.EPS,
             "images": "first N of np.random.default_rng(0).permutation of the model's test split (each entry's N)",
             "seed": 0,
+            "apgd_t_ranks": "the standard plan up to and including APGD-T (what reaches it is the full chain's)",
             "torch_threads": torch.get_num_threads(),
         },
         "versions": {"modelsec": modelsec.__version__, "torch": torch.__version__, "python": platform.python_version()},
         "machine": {"platform": platform.platform(), "cpus": os.cpu_count()},
         "models": {},
     }
+    previous_models: dict[str, Any] = {}
     if args.out.exists() and not args.fresh:
         previous = json.loads(args.out.read_text(encoding="utf-8"))
-        results["models"] = {k: v for k, v in previous.get("models", {}).items() if k not in names}
+        previous_models = previous.get("models", {})
+        results["models"] = {k: v for k, v in previous_models.items() if k not in names}
         results["runs"] = previous.get("runs", [])
     results.setdefault("runs", []).append(
         {"date": results["date"], "models": names, "samples": args.samples, "load_average_start": os.getloadavg()}
@@ -318,7 +366,7 @@ def main(argv: list[str] | None = None) -> None:
     for name in names:
         entry = bench(name, args)
         entry["date"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
-        results["models"][name] = entry
+        results["models"][name] = {**previous_models.get(name, {}), **entry}  # the parts not run now are kept
         results["models"] = {k: results["models"][k] for k in zoo.ZOO if k in results["models"]}
         results["runs"][-1]["load_average_end"] = os.getloadavg()
         results["apgd_t_ranks"] = rank_summary(results["models"])

@@ -94,15 +94,21 @@ def run_preset(
     preset: str,
     seed: int,
     swap: dict[type, type[EvasionAttack]] | None = None,
+    cut_after: str | None = None,
 ) -> tuple[dict[str, Any], RobustnessRun]:
     """The audit's robustness step for ``preset``, timed end to end: the pre-attack checks and the plan they
     order, then the chain at the model's eps. ``swap`` replaces the attacks of a class by a subclass built from
-    the same parameters (``zoo_cost.py`` records APGD-T's targets that way); the timed benchmark swaps nothing."""
+    the same parameters, and ``cut_after`` ends the plan after the first attack of that name (``zoo_cost.py``
+    records APGD-T's targets that way: the attacks before it, hence what reaches it, are the full chain's); the
+    timed benchmark uses neither."""
     clf = model.classifier()
     with stopwatch() as t:
         with stopwatch() as t_pre:
             flags, remedies = pre_checks(clf, x, y)
             specs = apply_remedies(list(preset_specs(preset)), remedies)
+        if cut_after is not None:
+            names = [spec.attack for spec in specs]
+            specs = specs[: names.index(cut_after) + 1] if cut_after in names else specs
         attacks, skipped = build_attacks(specs, clf, "linf", preset=preset)
         if swap:
             attacks = [swap[type(a)](**a.params()) if type(a) in swap else a for a in attacks]
