@@ -256,6 +256,14 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--models-dir", type=Path, default=zoo.MODELS_DIR)
     p.add_argument("--out", type=Path, default=HERE / "results" / "zoo_standard.json")
     p.add_argument(
+        "--merge",
+        type=Path,
+        action="append",
+        default=[],
+        help="fold the model entries of this result file (another process's --out) into --out; repeatable; "
+        "with --models '' nothing is run",
+    )
+    p.add_argument(
         "--fresh", action="store_true", help="overwrite --out (by default the models not run now keep their entries)"
     )
     p.add_argument("--quick", action="store_true", help=f"smoke run: {QUICK_MODELS}, 20 images, /tmp output")
@@ -301,9 +309,16 @@ def main(argv: list[str] | None = None) -> None:
         previous = json.loads(args.out.read_text(encoding="utf-8"))
         results["models"] = {k: v for k, v in previous.get("models", {}).items() if k not in names}
         results["runs"] = previous.get("runs", [])
-    results.setdefault("runs", []).append(
-        {"date": results["date"], "models": names, "samples": args.samples, "load_average_start": os.getloadavg()}
-    )
+    for other in args.merge:
+        merged = json.loads(other.read_text(encoding="utf-8"))
+        results["models"].update({k: v for k, v in merged.get("models", {}).items() if k not in names})
+        results.setdefault("runs", []).extend(merged.get("runs", []))
+    results["models"] = {k: results["models"][k] for k in zoo.ZOO if k in results["models"]}  # the zoo's order
+    results["summary"] = zq.summary(results)
+    if names:
+        results.setdefault("runs", []).append(
+            {"date": results["date"], "models": names, "samples": args.samples, "load_average_start": os.getloadavg()}
+        )
     for name in names:
         results["models"][name] = bench(name, art, args)
         results["runs"][-1]["load_average_end"] = os.getloadavg()
@@ -311,6 +326,9 @@ def main(argv: list[str] | None = None) -> None:
         results["summary"] = zq.summary(results)
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")  # partial results survive
+    if not names:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
     print("\n" + markdown_table(results))
     s = results.get("summary", {})
     if s:
@@ -325,7 +343,8 @@ def main(argv: list[str] | None = None) -> None:
             f"{s['robust_accuracy_no_higher_on_every_model']}"
             + (f" (higher on {', '.join(s['robust_accuracy_higher_on'])})" if s["robust_accuracy_higher_on"] else "")
         )
-    print(f"load average at start {results['runs'][-1]['load_average_start']}, end {os.getloadavg()}")
+    for r in results.get("runs", []):
+        print(f"run {r['date']}: load average at start {r['load_average_start']}, end {r.get('load_average_end')}")
     print(f"wrote {args.out}", file=sys.stderr)
 
 
