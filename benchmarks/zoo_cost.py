@@ -4,25 +4,31 @@ each attack spent against its floor, and at which target rank APGD-T breaks what
 Threat model: white-box, untargeted, L-inf, eps 0.1 (``zoo.EPS``), inputs in [0, 1]; per model, the first N test
 images of the seed-0 permutation that ``zoo_quick_vs_art.py`` and ``zoo_standard_vs_art.py`` use, seed 0.
 
-**Passes against the floor.** Each preset runs as an audit runs it (``zoo_standard_vs_art.run_preset``: the
-pre-attack checks, their remedies, the chain through ``evaluate_robustness``, the minimum-norm pass included).
-Every attack's :class:`~modelsec.results.audit.AttackCost` gives the samples it attacked (what the earlier attacks
-left), the forward and backward passes it spent and its floor: what a perfect per-sample early stop of the same
-algorithm would spend, one evaluation for each step a sample was still unbroken (``modelsec.attacks.cost``).
-The tables give spent / floor per attack and the totals per preset and model.
+**Passes against the floor** (parts ``quick`` and ``standard``). Each preset runs as an audit runs it
+(``zoo_standard_vs_art.run_preset``: the pre-attack checks, their remedies, the chain through
+``evaluate_robustness``, the minimum-norm pass included). Every attack's :class:`~modelsec.results.audit.AttackCost`
+gives the samples it attacked (what the earlier attacks left), the forward and backward passes it spent and its
+floor: what a perfect per-sample early stop of the same algorithm would spend, one evaluation for each step a
+sample was still unbroken (``modelsec.attacks.cost``). The tables give spent / floor per attack and the totals per
+preset and model. ``--standard-from`` takes ``standard``'s entries from ``zoo_standard_vs_art.py``'s results where
+that run measured the same images in one round (seed 0): the same plan, images and seed spend the same passes.
 
-**APGD-T's targets.** APGD-T (Croce & Hein 2020) aims in turn at the ``n_targets`` classes with the highest clean
-logits other than the true one (``standard``: 9, i.e. every wrong class of a 10-class model, 2 random starts per
-target), each target only on what the earlier targets left. :class:`RankedAPGDT` is that attack unchanged (same
-parameters, same random draws) that records, per target rank r (1 = the highest wrong logit), the samples it
-attacked, how many of them it broke and the passes it spent. So for every k, a ``standard`` with ``n_targets=k``
-would have run the first k ranks exactly as here and lost the breaks of ranks k+1..9 (to DeepFool and Square, which
-run after it, unless they break them) while saving those ranks' passes. The summary gives, per model and over the
-zoo, the cumulative share of APGD-T's breaks by rank, the breaks lost and the passes saved for each k, and two
-choices of k: the smallest that loses no break over the zoo, and the smallest whose lost breaks, as a share of all
-the images attacked, have a 95% Clopper-Pearson upper bound under 0.5% (one image in 200).
+**APGD-T's targets** (part ``ranks``). APGD-T (Croce & Hein 2020) aims in turn at the ``n_targets`` classes with
+the highest clean logits other than the true one (``standard``: 9, every wrong class of a 10-class model, 2 random
+starts per target), each target only on what the earlier targets left. :class:`RankedAPGDT` is that attack
+unchanged (same parameters, same random draws) that records, per target rank r (1 = the highest wrong logit), the
+samples it attacked, how many of them it broke and the passes it spent. The part runs the ``standard`` plan cut
+after APGD-T (``--rank-samples`` images): the attacks before it are the full chain's, so what reaches APGD-T and
+what it does are too. For every k, a ``standard`` with ``n_targets=k`` would run the first k ranks exactly as
+here and lose the breaks of ranks k+1..9 (to DeepFool and Square, which run after it, unless they break them),
+saving those ranks' passes. The summary gives, per model and over the zoo, the cumulative share of APGD-T's breaks
+by rank, the breaks lost and the passes saved for each k, and two choices of k: the smallest that loses no break
+over the zoo, and the smallest whose lost breaks, as a share of all the images attacked, have a 95%
+Clopper-Pearson upper bound under 0.5% (one image in 200).
 
-    PYTHONPATH=src .venv/bin/python benchmarks/zoo_cost.py --models digits --samples 100
+    PYTHONPATH=src .venv/bin/python benchmarks/zoo_cost.py --models digits --samples 60 --rank-samples 200
+    PYTHONPATH=src .venv/bin/python benchmarks/zoo_cost.py --models all --parts standard \
+        --standard-from benchmarks/results/zoo_standard.json
     PYTHONPATH=src .venv/bin/python benchmarks/zoo_cost.py --quick   # smoke: 2 digits models, 20 images
 """
 
