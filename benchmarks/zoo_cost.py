@@ -215,7 +215,7 @@ def rank_summary(models: dict[str, Any]) -> dict[str, Any]:
         passes = [f + b for f, b in zip(ranks["forward"], ranks["backward"], strict=True)]
         total = sum(broken)
         per_model[name] = {
-            "reached_apgd_t": ranks["attacked"][0],
+            "reached_apgd_t": ranks["attacked"][0] if ranks["attacked"] else 0,  # 0: nothing reached APGD-T
             "broken": broken,
             "cumulative_share": [sum(broken[: k + 1]) / total if total else None for k in range(len(broken))],
             "passes_by_rank": passes,
