@@ -312,7 +312,8 @@ def main(argv: list[str] | None = None) -> None:
     for other in args.merge:
         merged = json.loads(other.read_text(encoding="utf-8"))
         results["models"].update({k: v for k, v in merged.get("models", {}).items() if k not in names})
-        results.setdefault("runs", []).extend(merged.get("runs", []))
+        known = {r["date"] for r in results.get("runs", [])}
+        results.setdefault("runs", []).extend(r for r in merged.get("runs", []) if r["date"] not in known)
     results["models"] = {k: results["models"][k] for k in zoo.ZOO if k in results["models"]}  # the zoo's order
     results["summary"] = zq.summary(results)
     if names:
