@@ -289,8 +289,11 @@ def cost_table(results: dict[str, Any]) -> str:
 
 def rank_table(summary: dict[str, Any]) -> str:
     n = len(summary["breaks_by_rank"])
-    head = " | ".join(str(r) for r in range(1, n + 1))
-    lines = [f"| model | reached APGD-T | breaks | cumulative share by rank {head} |", "| --- | ---: | ---: | --- |"]
+    head = " / ".join(str(r) for r in range(1, n + 1))
+    lines = [
+        f"| model | reached APGD-T | breaks | cumulative share (%) by rank {head} |",
+        "| --- | ---: | ---: | --- |",
+    ]
     for name, m in summary["per_model"].items():
         shares = " / ".join("-" if s is None else f"{100 * s:.0f}" for s in m["cumulative_share"])
         lines.append(f"| {name} | {m['reached_apgd_t']} | {sum(m['broken'])} | {shares} |")
