@@ -212,3 +212,13 @@ def test_an_ordinary_model_keeps_its_plan_and_numbers(mlp: nn.Module, digits: Sp
     res = run(clf, specs, remedies, 0, digits)
     got = [(e.attack, round(e.robust_accuracy, 4)) for e in res.result.results]
     assert got == PINNED[preset]
+
+
+def test_an_added_black_box_attack_takes_the_presets_budget() -> None:
+    masked = Remedies(add_black_box=True, black_box_first=True)
+    quick = apply_remedies(list(PRESETS["quick"]), masked, "quick")
+    assert quick[0] == AttackSpec("square", {"max_queries": 1000})
+    assert [s.attack for s in quick][:2] == ["square", "hopskipjump"]
+    standard = apply_remedies(list(PRESETS["standard"]), masked, "standard")
+    assert next(s for s in standard if s.attack == "square").params == {"max_queries": 5000}  # the plan's own
+    assert apply_remedies(list(PRESETS["quick"]), masked)[0] == AttackSpec("square", {})  # no preset: defaults

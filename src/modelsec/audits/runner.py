@@ -673,7 +673,7 @@ def _phases(
             stack.enter_context(classifier.voting(remedies.votes))
         preset = None if config.attacks is not None else config.preset
         attacks, skipped = build_attacks(
-            apply_remedies(config.attack_specs(), remedies), classifier, config.norm, preset=preset
+            apply_remedies(config.attack_specs(), remedies, preset), classifier, config.norm, preset=preset
         )
         if not attacks:
             raise ConfigError(

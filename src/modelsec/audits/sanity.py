@@ -64,7 +64,7 @@ import torch
 
 from modelsec.attacks.base import EvasionAttack, ThreatModel
 from modelsec.attacks.evasion import EVASION_ATTACKS
-from modelsec.audits.presets import AttackSpec
+from modelsec.audits.presets import FALLBACK_PARAMS, AttackSpec
 from modelsec.audits.robustness import RobustnessRun
 from modelsec.core.seeding import generator
 from modelsec.models.base import Capability, Classifier
@@ -297,10 +297,11 @@ def pre_checks(classifier: Classifier, x: torch.Tensor, y: torch.Tensor) -> tupl
     return flags, remedies
 
 
-def apply_remedies(specs: list[AttackSpec], remedies: Remedies) -> list[AttackSpec]:
+def apply_remedies(specs: list[AttackSpec], remedies: Remedies, preset: str | None = None) -> list[AttackSpec]:
     """The attack plan with the remedies applied (EoT on every attack that supports it; added attacks). With
     ``remedies.black_box_first`` the black-box attacks (the plan's and the added ones, Square before HopSkipJump)
-    move to the front, the others keep their order."""
+    move to the front, the others keep their order. An added black-box attack takes ``preset``'s budget when it has
+    one (:data:`~modelsec.audits.presets.FALLBACK_PARAMS`: ``quick``'s Square makes 1,000 queries, not 5,000)."""
     out = []
     for spec in specs:
         cls = EVASION_ATTACKS.get(spec.attack)
@@ -315,7 +316,12 @@ def apply_remedies(specs: list[AttackSpec], remedies: Remedies) -> list[AttackSp
             params["eot_samples"] = remedies.eot_samples
         out.append(AttackSpec("apgd" if "apgd" in EVASION_ATTACKS else "pgd", params))
     if remedies.add_black_box:
-        out += [AttackSpec(name, REMEDY_PARAMS.get(name, {})) for name in BLACK_BOX if name not in names]
+        budget = FALLBACK_PARAMS.get(preset or "", {})
+        out += [
+            AttackSpec(name, {**REMEDY_PARAMS.get(name, {}), **budget.get(name, {})})
+            for name in BLACK_BOX
+            if name not in names
+        ]
     if remedies.black_box_first:
         black = sorted((s for s in out if s.attack in BLACK_BOX), key=lambda s: BLACK_BOX.index(s.attack))
         out = black + [s for s in out if s.attack not in BLACK_BOX]
