@@ -67,7 +67,7 @@ def time_breakdown(rob: Any, timings: dict[str, float], console: Any) -> None:
     attacked and its passes against their floor (what a perfect per-sample early stop would spend)."""
     from modelsec.report.tables import cost_rows, duration
 
-    stages = [(k, v) for k, v in timings.items() if k != "total" and v >= 0.05]
+    stages = [(k, v) for k, v in timings.items() if k != "total"]
     if stages:
         total = f" ({duration(timings['total'])} in all)" if "total" in timings else ""
         parts = ", ".join(f"{k.replace('_', ' ')} {duration(v)}" for k, v in stages)
