@@ -232,19 +232,7 @@ def bench(name: str, art: Any, args: argparse.Namespace) -> dict[str, Any]:
 
 
 def markdown_table(results: dict[str, Any]) -> str:
-    lines = [
-        "| model | kind | images | clean | modelsec s | ART s | ratio | modelsec robust [95% CI] | ART robust [95% CI] "
-        "| time | accuracy |",
-        "| --- | --- | ---: | ---: | ---: | ---: | ---: | --- | --- | --- | --- |",
-    ]
-    for name, m in results["models"].items():
-        lines.append(
-            f"| {name} | {m['kind']} | {m['samples']} | {100 * m['clean_accuracy']:.1f}% "
-            f"| {m['modelsec']['seconds']:.1f} | {m['art']['seconds']:.1f} | {m['ratio']:.3f}x "
-            f"| {zq.pct(m['modelsec'])} | {zq.pct(m['art'])} | {'met' if m['time_target_met'] else 'missed'} "
-            f"| {'met' if m['accuracy_target_met'] else 'missed'} |"
-        )
-    return "\n".join(lines)
+    return zq.markdown_table(results, seconds_digits=1, ratio_digits=3)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -331,19 +319,7 @@ def main(argv: list[str] | None = None) -> None:
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
     print("\n" + markdown_table(results))
-    s = results.get("summary", {})
-    if s:
-        slow = [n for n, m in results["models"].items() if not m["time_target_met"]]
-        print(
-            f"\nworst time ratio: {s['worst_ratio']:.3f}x ({s['worst_ratio_model']}); "
-            f"at most {TARGET_RATIO:g}x on every model: {s['time_target_met_on_every_model']}"
-            + (f" (above it on {', '.join(slow)})" if slow else "")
-        )
-        print(
-            "robust accuracy no higher than ART's on every model: "
-            f"{s['robust_accuracy_no_higher_on_every_model']}"
-            + (f" (higher on {', '.join(s['robust_accuracy_higher_on'])})" if s["robust_accuracy_higher_on"] else "")
-        )
+    zq.print_summary(results, TARGET_RATIO, ratio_digits=3)
     for r in results.get("runs", []):
         print(f"run {r['date']}: load average at start {r['load_average_start']}, end {r.get('load_average_end')}")
     print(f"wrote {args.out}", file=sys.stderr)
