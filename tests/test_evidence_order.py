@@ -220,5 +220,6 @@ def test_an_added_black_box_attack_takes_the_presets_budget() -> None:
     assert quick[0] == AttackSpec("square", {"max_queries": 1000})
     assert [s.attack for s in quick][:2] == ["square", "hopskipjump"]
     standard = apply_remedies(list(PRESETS["standard"]), masked, "standard")
-    assert next(s for s in standard if s.attack == "square").params == {"max_queries": 5000}  # the plan's own
+    # the plan's own budget, on every sample (a check fired: no probe)
+    assert next(s for s in standard if s.attack == "square").params == {"max_queries": 5000, "probe": False}
     assert apply_remedies(list(PRESETS["quick"]), masked)[0] == AttackSpec("square", {})  # no preset: defaults

@@ -48,6 +48,13 @@ scaled to every sample the black-box attacks broke, exceeds the same 1% of sampl
 a probe instead of on every sample, at a bounded cost: the white-box chain on 10 samples (on the quantised
 Fashion-MNIST CNN of benchmarks/evidence_order.py, about what the old order's gradient chain spent on 10 samples).
 
+On a model where no pre-attack check fires, the plan's black-box attacks may run as probes (``standard``'s Square):
+a seeded draw of the samples the gradient chain left, sized so that a draw without a break bounds, with 95%
+confidence, what the attack would break on the rest at 1% of the samples, the black-box-beats-white-box threshold;
+the rest only where the draw gave a break (:func:`modelsec.audits.robustness.probe_size`; the report states the
+bound). When any check fires (a remedy, or batch-dependence), or the model declares BPDA preprocessing, they run on
+every sample (:attr:`Remedies.black_box_probe`).
+
 A pre-attack flag counts as resolved when its remedy ran and the large-epsilon check then passes; batch-dependence
 has no remedy and stays unresolved: a model whose logits for a record depend on the records batched with it (batch
 statistics baked in, e.g. BatchNorm exported in train mode) gives numbers that depend on how the audit happened to
@@ -106,6 +113,8 @@ class Remedies:
     add_black_box: bool = False
     black_box_first: bool = False
     notes: list[str] = field(default_factory=list)
+    # the pre-attack checks ran and none fired: the plan's black-box attacks may run as probes (robustness.probe_size)
+    black_box_probe: bool = False
 
 
 # -- checks before the attacks --------------------------------------------------------------------------------
@@ -294,20 +303,26 @@ def pre_checks(classifier: Classifier, x: torch.Tensor, y: torch.Tensor) -> tupl
             )
     if classifier.uses_bpda:
         remedies.notes.append("BPDA: gradients pass through the declared non-differentiable preprocessing")
+    # a symptom of masked or unreliable gradients (or outputs that depend on the batch): black-box attacks in full
+    remedies.black_box_probe = not flags and not classifier.uses_bpda
     return flags, remedies
 
 
 def apply_remedies(specs: list[AttackSpec], remedies: Remedies, preset: str | None = None) -> list[AttackSpec]:
     """The attack plan with the remedies applied (EoT on every attack that supports it; added attacks). With
     ``remedies.black_box_first`` the black-box attacks (the plan's and the added ones, Square before HopSkipJump)
-    move to the front, the others keep their order. An added black-box attack takes ``preset``'s budget when it has
-    one (:data:`~modelsec.audits.presets.FALLBACK_PARAMS`: ``quick``'s Square makes 1,000 queries, not 5,000)."""
+    move to the front, the others keep their order. When a pre-attack check fired, an attack the plan runs as a
+    probe (``standard``'s Square) runs on every sample instead. An added black-box attack takes ``preset``'s budget
+    when it has one (:data:`~modelsec.audits.presets.FALLBACK_PARAMS`: ``quick``'s Square makes 1,000 queries, not
+    5,000)."""
     out = []
     for spec in specs:
         cls = EVASION_ATTACKS.get(spec.attack)
         has_eot = any(f.name == "eot_samples" for f in dataclasses.fields(cls))
         if remedies.eot_samples > 1 and has_eot:
             spec = AttackSpec(spec.attack, {**spec.params, "eot_samples": remedies.eot_samples})
+        if not remedies.black_box_probe and spec.params.get("probe"):
+            spec = AttackSpec(spec.attack, {**spec.params, "probe": False})
         out.append(spec)
     names = {s.attack for s in out}
     if remedies.add_margin_loss and not any(s.params.get("loss") in ("dlr", "margin") for s in out):

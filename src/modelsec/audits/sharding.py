@@ -15,8 +15,9 @@ summed; the queries a block made are added to the classifier's count here). The 
 - block ``k > 0`` draws from generators seeded with ``derived_seed(seed, "robustness-block", k)`` (and ``..., k,
   "global"`` for torch's global generator).
 
-A block's result is so a function of its records, the model and the seed: the same wherever and beside whichever
-other blocks it runs.
+A block's result is so a function of its records, the model and the seed (and the audit's number of records,
+which sizes an attack run as a probe: :func:`~modelsec.audits.robustness.probe_size`): the same wherever and beside
+whichever other blocks it runs.
 
 Where the blocks run (:func:`plan_shards`): one block, or the default executor (``executor="local"`` with one
 worker or ``workers`` unset), runs in this process, one block after another, each inside the checkpoint's frames as
@@ -155,7 +156,7 @@ def evaluate_in_blocks(
         a, b = blocks[k]
         run = evaluate_robustness(
             classifier, x[a:b], y[a:b], attacks=attacks, eps=eps, norm=norm, generator=generator, progress=progress,
-            chain=chain,
+            chain=chain, records=x.shape[0],
         )  # fmt: skip
         done = {"run": run.state_dict(), "generator": generator.get_state(), "global": torch.random.get_rng_state()}
         generator.set_state(start[0])  # as at every save point of this frame: block 0's start
@@ -270,7 +271,7 @@ def attack_block(
     before = classifier.queries
     with torch.random.fork_rng(devices=[]):
         torch.random.set_rng_state(global_state)
-        settings = {"eps": shared["eps"], "norm": shared["norm"], "chain": shared["chain"]}
+        settings = {"eps": shared["eps"], "norm": shared["norm"], "chain": shared["chain"], "records": len(shared["y"])}
         # a fresh context: no checkpoint is active there (a forked worker inherits its parent's)
         context = contextvars.Context()
         run = context.run(evaluate_robustness, classifier, x, y, attacks=attacks, generator=gen, **settings)

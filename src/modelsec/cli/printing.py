@@ -38,6 +38,10 @@ def audit_summary(r: Any) -> None:
         console.print(_table(title, ("attack", "norm", "eps", "robust acc.", "95% CI"), rows))
         for f in rob.flags:
             console.print(f"[yellow]check {f.check}[/]: {f.message}")
+        from modelsec.report.tables import probe_notes
+
+        for note in probe_notes(rob):
+            console.print(note, markup=False, highlight=False)
         time_breakdown(rob, r.timings, console)
     if r.privacy is not None:
         columns = ("attack", "AUC", "TPR@0.1%FPR", "TPR@1%FPR", "advantage")

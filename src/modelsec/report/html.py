@@ -104,6 +104,7 @@ def _context(
                 "n": len(examples),
             }
         ctx["rob_ci_note"] = tables.ci_note(tables.robustness_intervals(rob))
+        ctx["probe_notes"] = tables.probe_notes(rob)
         ctx["rob_plot"] = figure_to_png_data_uri(robustness_curve(rob))
         ctx["cost_rows"] = tables.cost_rows(rob)
         ctx["attack_params"] = [

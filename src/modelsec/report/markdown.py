@@ -73,6 +73,7 @@ def _robustness(rob: RobustnessResult) -> list[str]:
         note = tables.ci_note(tables.robustness_intervals(rob))
         chain = " after each attack and every attack above it (a chain)" if rob.chain else ""
         out += ["", f"Robust accuracy (share still classified correctly{chain}). {note}".strip()]
+        out += [line for text in tables.probe_notes(rob) for line in ("", md_text(text))]
     else:
         out.append("_No attack results were recorded._")
     if rob.skipped:

@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from modelsec.results.audit import (
+    PROBE_CONFIDENCE,
     AttackCost,
     AuditResult,
     EpsilonEvidence,
@@ -346,6 +347,37 @@ def cost_rows(rob: RobustnessResult) -> list[CostRow]:
             )
         )
     return rows
+
+
+def probe_notes(rob: RobustnessResult) -> list[str]:
+    """One sentence per attack run as a probe (:class:`~modelsec.results.audit.AttackProbe`): what it attacked, what
+    it broke, and when it left samples unattacked, the 95% bound on what it would have broken among them, by which
+    the robust accuracy after it may be too high."""
+    notes = []
+    for a in rob.results:
+        p = a.probe
+        if p is None:
+            continue
+        text = (
+            f"{a.attack} at ε = {eps_label(a.eps)} ran as a probe: first on a seeded draw of {p.probed:,} of the "
+            f"{p.standing:,} samples standing"
+        )
+        if p.broken:
+            text += f", where it broke {p.broken:,}"
+            if p.skipped:
+                text += " (in some blocks of records; there it ran on the rest too)"
+            else:
+                text += ", so it then ran on the rest too"
+        if p.skipped:
+            bound = p.bound()
+            text += (
+                f"; it broke none of {p.vouching:,} drawn samples, so {p.skipped:,} were not attacked. With "
+                f"{PROBE_CONFIDENCE:.0%} confidence it would have broken at most {bound:.1f} of them "
+                f"({pct(bound / a.n) if a.n else DASH} of the {a.n:,} samples): the robust accuracy after it may be "
+                "that much too high"
+            )
+        notes.append(text + ".")
+    return notes
 
 
 def robustness_intervals(rob: RobustnessResult) -> list[Interval]:

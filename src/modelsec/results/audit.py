@@ -52,10 +52,44 @@ class AttackCost:
         return AttackCost(*(a + b for a, b in zip(dataclasses.astuple(self), dataclasses.astuple(other), strict=True)))
 
 
+PROBE_CONFIDENCE = 0.95  # the confidence of an attack probe's bound (AttackProbe.bound)
+
+
+@dataclass(frozen=True)
+class AttackProbe:
+    """An attack of a chain that ran as a probe (:mod:`modelsec.audits.robustness`): first on a seeded draw of
+    ``probed`` of the ``standing`` samples every earlier attack left, then on the rest only where the draw gave a
+    break. ``broken``: the probed samples it broke; ``skipped``: the standing samples it never attacked (their
+    draw gave no break); ``vouching``: the probed samples behind those skipped (the draws that gave no break).
+    Summed over blocks of records (:func:`~modelsec.audits.robustness.concatenate_runs`)."""
+
+    standing: int
+    probed: int
+    broken: int
+    skipped: int
+    vouching: int
+
+    def __add__(self, other: AttackProbe) -> AttackProbe:
+        return AttackProbe(*(a + b for a, b in zip(dataclasses.astuple(self), dataclasses.astuple(other), strict=True)))
+
+    def bound(self, confidence: float = PROBE_CONFIDENCE) -> float:
+        """An upper bound, at ``confidence``, on how many of the ``skipped`` samples the attack would have broken:
+        ``skipped * (1 - (1 - confidence) ** (1 / vouching))``, the exact binomial (Clopper-Pearson) bound on a
+        break rate after ``vouching`` draws without a break (about ``3 / vouching`` at 95%, the "rule of three";
+        Hanley & Lippman-Hand 1983). The draws are made without replacement, for which this bound is
+        conservative."""
+        if self.skipped == 0:
+            return 0.0
+        if self.vouching == 0:
+            return float(self.skipped)
+        return self.skipped * (1.0 - (1.0 - confidence) ** (1.0 / self.vouching))
+
+
 @dataclass(frozen=True)
 class AttackRobustness:
     """Robust accuracy of one attack at one epsilon: the fraction of samples still classified correctly, the
-    seconds it took and the passes it spent (``cost``; ``None`` in results written before it was recorded)."""
+    seconds it took and the passes it spent (``cost``; ``None`` in results written before it was recorded).
+    ``probe``: how it ran when it ran as a probe (``None``: on every sample standing)."""
 
     attack: str
     norm: str
@@ -67,6 +101,7 @@ class AttackRobustness:
     seconds: float
     params: dict[str, Any] = field(default_factory=dict)
     cost: AttackCost | None = None
+    probe: AttackProbe | None = None
 
 
 # What an unresolved sanity flag means for the robustness numbers (Carlini et al. 2019): most checks see symptoms

@@ -161,6 +161,10 @@ class Square(EvasionAttack):
             0.8 for MNIST); halved along the paper's schedule.
         restarts: independent runs; a restart runs only on the samples that earlier ones did not break, and each
             sample keeps the lowest-margin point of all its runs.
+        probe: in an audit's chain, run as a probe: first on a seeded draw of the samples standing, sized so that
+            a draw without a break bounds what the attack would break on the rest, and on the rest only where the
+            draw gave a break (:func:`modelsec.audits.robustness.probe_size`). The audit turns it off when a
+            pre-attack check fires. Called on its own, the attack runs on every sample it is given.
     """
 
     name = "square"
@@ -170,6 +174,7 @@ class Square(EvasionAttack):
     max_queries: int = 5000
     p_init: float = 0.8
     restarts: int = 1
+    probe: bool = False
 
     def __post_init__(self) -> None:
         self.check_counts("max_queries", "restarts")
