@@ -226,3 +226,28 @@ def test_square_building_blocks() -> None:
         assert split.shape == (rows, cols)
         assert torch.isclose(split.norm(), torch.tensor(1.0))
     assert torch.isclose(split_bump(4, 4).sum(), torch.tensor(0.0), atol=1e-6)  # two opposite halves
+
+
+@pytest.mark.parametrize("channels", [1, 3])
+def test_square_linf_step_sets_one_window_to_vertices_and_changes_the_input(channels: int) -> None:
+    """Every L-inf step sets one window of every channel to one vertex value (x + eps or x - eps, clipped) and
+    leaves the rest alone; with one channel it always changes the input (a draw at the window's current values
+    takes the other sign), so no query is spent on an unchanged input. Inputs half at the bounds (as digits and
+    Fashion-MNIST pixels are), the current point a random vertex."""
+    g = torch.Generator().manual_seed(channels)
+    n, h, w, eps = 400, 6, 6, 0.1
+    x = torch.rand(n, channels, h, w, generator=g)
+    x = torch.where(torch.rand(x.shape, generator=g) < 0.5, x.round(), x)  # half the pixels at 0 or 1
+    plus, minus = (x + eps).clamp(0, 1), (x - eps).clamp(0, 1)
+    cur = torch.where(torch.rand(x.shape, generator=g) < 0.5, plus, minus)
+    for rows in (1, 2, 5):
+        cand = Square._linf_step(plus, minus, cur, rows, rows, generator(rows))
+        changed = cand != cur
+        at_vertex = (cand == plus) | (cand == minus)
+        assert bool(at_vertex.all())
+        window = changed.any(dim=1, keepdim=True).flatten(1).sum(dim=1)  # pixels changed in some channel
+        assert bool((window <= rows * rows).all())
+        if channels == 1:
+            assert bool((window > 0).all())  # every sample's input changes
+        else:  # a draw at the current values has chance 1/8; 10 redraws leave about 1e-9 of them
+            assert int((window == 0).sum()) == 0

@@ -131,6 +131,16 @@ def _place(
     return values * mask, mask
 
 
+def _window_mask(
+    pos_h: torch.Tensor, pos_w: torch.Tensor, rows: int, cols: int, height: int, width: int
+) -> torch.Tensor:
+    """The mask ``(n, 1, H, W)`` of sample ``i``'s ``rows x cols`` window at ``(pos_h[i], pos_w[i])``."""
+    r = torch.arange(height, device=pos_h.device)[None, :] - pos_h[:, None]
+    c = torch.arange(width, device=pos_w.device)[None, :] - pos_w[:, None]
+    inside = ((r >= 0) & (r < rows))[:, :, None] & ((c >= 0) & (c < cols))[:, None, :]
+    return inside.view(-1, 1, height, width)
+
+
 def _random_positions(
     n: int, height: int, width: int, rows: int, cols: int, generator: torch.Generator, device: torch.device
 ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -226,6 +236,8 @@ class Square(EvasionAttack):
         linf = batch.threat.norm == "linf"
         eps, bounds = batch.threat.eps, classifier.bounds
         h, w = x.shape[2], x.shape[3]
+        if linf:  # the two vertex values of every pixel
+            plus, minus = clip_to_bounds(x + eps, bounds), clip_to_bounds(x - eps, bounds)
         with resumable("square.queries") as frame:
             if frame.restored is None:
                 xa = clip_to_bounds(
@@ -245,11 +257,13 @@ class Square(EvasionAttack):
                 if active.numel() == 0:
                     break
                 rows, cols = window_size(square_fraction(self.p_init, it, self.max_queries), h, w)
-                xs, cur = x.index_select(0, active), xa.index_select(0, active)
+                cur = xa.index_select(0, active)
                 if linf:
-                    cand = self._linf_step(xs, cur, eps, bounds, rows, cols, generator)
+                    cand = self._linf_step(
+                        plus.index_select(0, active), minus.index_select(0, active), cur, rows, cols, generator
+                    )
                 else:
-                    cand = self._l2_step(xs, cur, eps, bounds, rows, cols, generator)
+                    cand = self._l2_step(x.index_select(0, active), cur, eps, bounds, rows, cols, generator)
                 new_margin, new_fooled = self._margin(classifier, cand, y.index_select(0, active))
                 old = margin.index_select(0, active)
                 better = new_margin < old  # a fooled candidate has margin -inf: always better
@@ -267,28 +281,26 @@ class Square(EvasionAttack):
 
     @staticmethod
     def _linf_step(
-        x: torch.Tensor,
-        cur: torch.Tensor,
-        eps: float,
-        bounds: tuple[float, float],
-        rows: int,
-        cols: int,
-        generator: torch.Generator,
+        plus: torch.Tensor, minus: torch.Tensor, cur: torch.Tensor, rows: int, cols: int, generator: torch.Generator
     ) -> torch.Tensor:
-        """Set one window of every channel to a random vertex value ``+-eps``; draws that would not change the
-        (clipped) input are redrawn a few times."""
-        n, c, h, w = x.shape
-        ones = torch.ones(1, 1, 1, device=x.device).expand(n, rows, cols)
-        cand = cur
-        redraw = torch.ones(n, dtype=torch.bool, device=x.device)
-        for _ in range(_REDRAWS):
-            _, mask = _place(ones, *_random_positions(n, h, w, rows, cols, generator, x.device), h, w)
-            signs = _random_signs((n, c, 1, 1), generator, x.device)
-            new = torch.where(mask, clip_to_bounds(x + eps * signs, bounds), cur)
-            cand = torch.where(per_sample(redraw, cand), new, cand)
-            redraw = (cand == cur).flatten(1).all(dim=1)
-            if not bool(redraw.any()):
+        """Set one random window of every channel to one of its vertex values, ``plus`` (``x + eps``, clipped) or
+        ``minus`` (``x - eps``, clipped), by a random sign per channel. Where the draw would leave the input
+        unchanged (the window already at those values), the signs are drawn again at the same window, as in the
+        authors' implementation: with one channel that is the other sign, which changes every pixel of the window
+        (the two vertex values differ wherever eps > 0); with more, up to ``_REDRAWS`` times."""
+        n, c, h, w = cur.shape
+        dev = cur.device
+        mask = _window_mask(*_random_positions(n, h, w, rows, cols, generator, dev), rows, cols, h, w)
+        up = _random_signs((n, c, 1, 1), generator, dev) > 0
+        cand = torch.where(mask, torch.where(up, plus, minus), cur)
+        same = (cand == cur).flatten(1).all(dim=1)
+        for _ in range(1 if c == 1 else _REDRAWS):
+            if not bool(same.any()):
                 break
+            again = ~up if c == 1 else _random_signs((n, c, 1, 1), generator, dev) > 0
+            up = torch.where(same.view(n, 1, 1, 1), again, up)
+            cand = torch.where(mask, torch.where(up, plus, minus), cur)
+            same = (cand == cur).flatten(1).all(dim=1)
         return cand
 
     # -- L2 ----------------------------------------------------------------------------------------
