@@ -32,15 +32,17 @@ class Capability(enum.IntEnum):
 
 @contextlib.contextmanager
 def eval_mode(module: nn.Module) -> Iterator[nn.Module]:
-    """Put every submodule in eval mode for the block and restore each one's own ``training`` flag afterwards."""
-    modes = [(m, m.training) for m in module.modules()]
-    for m, _ in modes:  # set the flags directly: exported graphs refuse .eval() but are fixed anyway
+    """Put every submodule in eval mode for the block and restore each one's own ``training`` flag afterwards
+    (only the flags that were set are touched: an attack's thousands of forward passes on a model already in eval
+    mode pay no attribute writes)."""
+    training = [m for m in module.modules() if m.training]
+    for m in training:  # set the flags directly: exported graphs refuse .eval() but are fixed anyway
         m.training = False
     try:
         yield module
     finally:
-        for m, training in modes:
-            m.training = training
+        for m in training:
+            m.training = True
 
 
 @contextlib.contextmanager
@@ -49,15 +51,19 @@ def frozen_parameters(module: nn.Module) -> Iterator[nn.Module]:
 
     A forward pass recorded with trainable parameters makes the backward pass compute (and the forward pass save
     what it needs for) every weight gradient, even when only the input gradient is asked for: on the small CNN
-    this costs about a quarter of an attack step on the CPU."""
-    flags = [(p, p.requires_grad) for p in module.parameters()]
-    for p, _ in flags:
+    this costs about a quarter of an attack step on the CPU. Without gradient recording (``torch.no_grad``) there
+    is nothing to stop, and nothing is touched."""
+    if not torch.is_grad_enabled():
+        yield module
+        return
+    trainable = [p for p in module.parameters() if p.requires_grad]
+    for p in trainable:
         p.requires_grad_(False)
     try:
         yield module
     finally:
-        for p, flag in flags:
-            p.requires_grad_(flag)
+        for p in trainable:
+            p.requires_grad_(True)
 
 
 class Classifier:
