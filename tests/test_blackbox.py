@@ -251,3 +251,28 @@ def test_square_linf_step_sets_one_window_to_vertices_and_changes_the_input(chan
             assert bool((window > 0).all())  # every sample's input changes
         else:  # a draw at the current values has chance 1/8; 10 redraws leave about 1e-9 of them
             assert int((window == 0).sum()) == 0
+
+
+def test_square_step_is_as_strong_as_the_redraw_loop_it_replaced() -> None:
+    """Issue 16: the L-inf step that takes the other sign at the same window (instead of redrawing window and signs
+    until every sample changed) leaves as many samples standing on the committed golden digits MLP: 666 of 6 x 200
+    over seeds 0-5 at 300 queries, L-inf eps 0.1, with either step on the machine that measured it (1000 queries:
+    655 and 653). The bound allows 1% for another CPU's rounding."""
+    from pathlib import Path
+
+    from safetensors.torch import load_file
+
+    from modelsec.data import load_splits
+    from modelsec.models.zoo import build_architecture
+
+    splits = load_splits("digits", seed=0)
+    net = build_architecture("mlp", splits.input_shape, 10)
+    net.load_state_dict(load_file(str(Path(__file__).parent / "data" / "golden-digits-mlp.safetensors")))
+    clf = Classifier(net.eval(), input_shape=splits.input_shape, num_classes=10, bounds=splits.bounds)
+    x, y = torch.from_numpy(splits.nonmembers.x[:200]), torch.from_numpy(splits.nonmembers.y[:200])
+    standing = [
+        int(Square(max_queries=300)(clf, x, y, ThreatModel("linf", 0.1), generator=generator(seed)).robust.sum())
+        for seed in range(6)
+    ]
+    assert min(standing) > 0 and max(standing) < 200  # the middle range, where a weaker attack shows
+    assert sum(standing) <= 672
