@@ -244,8 +244,9 @@ def summary(models: dict[str, Any]) -> dict[str, Any]:
     per_k: dict[str, Any] = {}
     ks = sorted({int(k) for m in models.values() for n in m.get("norms", {}).values() for k in n["vs_reference"]})
     for k in ks:
-        worst_median: tuple[float, str] = (-math.inf, "")
-        worst_q90: tuple[float, str] = (-math.inf, "")
+        # ties (a ratio of exactly 1 on many models) go to the model with the most samples more than 1% farther
+        worst_median: tuple[float, float, str] = (-math.inf, -math.inf, "")
+        worst_q90: tuple[float, float, str] = (-math.inf, -math.inf, "")
         seconds = ref_seconds = 0.0
         backward = ref_backward = 0
         skipped = []
@@ -261,13 +262,13 @@ def summary(models: dict[str, Any]) -> dict[str, Any]:
                 if c["median_ratio"] is None:
                     skipped.append(f"{name} {norm}")
                     continue
-                worst_median = max(worst_median, (c["median_ratio"], f"{name} {norm}"))
-                worst_q90 = max(worst_q90, (c["q90_ratio"], f"{name} {norm}"))
+                worst_median = max(worst_median, (c["median_ratio"], c["grew_1pct"], f"{name} {norm}"))
+                worst_q90 = max(worst_q90, (c["q90_ratio"], c["grew_1pct"], f"{name} {norm}"))
         per_k[str(k)] = {
             "worst_median_ratio": worst_median[0],
-            "worst_median_at": worst_median[1],
+            "worst_median_at": worst_median[2],
             "worst_q90_ratio": worst_q90[0],
-            "worst_q90_at": worst_q90[1],
+            "worst_q90_at": worst_q90[2],
             "qualifies": worst_median[0] <= MEDIAN_BOUND and worst_q90[0] <= Q90_BOUND,
             "not_compared": skipped,
             "seconds_ratio": seconds / ref_seconds if ref_seconds else None,
@@ -345,7 +346,11 @@ def ints(text: str) -> list[int]:
 
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--models", default="all", help="zoo names, or 'all', 'digits', 'fmnist' (comma-separated)")
+    p.add_argument(
+        "--models",
+        default="all",
+        help="zoo names, or 'all', 'digits', 'fmnist' (comma-separated); '' reprints --out's tables",
+    )
     p.add_argument("--samples", type=int, default=200, help="test images per model")
     p.add_argument("--parts", default="candidates,gradients", help="comma-separated: candidates, gradients")
     p.add_argument("--candidates", type=ints, default=list(CANDIDATES), help="the k compared with k=10")
@@ -393,9 +398,10 @@ def main(argv: list[str] | None = None) -> None:
         previous_models = previous.get("models", {})
         results["models"] = {k: v for k, v in previous_models.items() if k not in names}
         results["runs"] = previous.get("runs", [])
-    results.setdefault("runs", []).append(
-        {"date": results["date"], "models": names, "samples": args.samples, "load_average_start": os.getloadavg()}
-    )
+    if names:
+        results.setdefault("runs", []).append(
+            {"date": results["date"], "models": names, "samples": args.samples, "load_average_start": os.getloadavg()}
+        )
     for name in names:
         entry = bench(name, args)
         entry["date"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
@@ -405,8 +411,11 @@ def main(argv: list[str] | None = None) -> None:
         results["summary"] = summary(results["models"])
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")  # partial results survive
+    results["summary"] = summary(results["models"])
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
     if results["models"]:
-        s = summary(results["models"])
+        s = results["summary"]
         print("\n" + candidates_table(results) + "\n\n" + summary_table(s) + "\n\n" + gradients_table(results))
         print(f"\nsmallest k with {s['rule']}: {s['smallest_qualifying_k']}")
     print(f"wrote {args.out}", file=sys.stderr)
