@@ -171,3 +171,13 @@ def test_html_and_markdown_reports_show_the_probe() -> None:
     assert note in render_html(shown)
     assert note in render_markdown(shown)
     assert "ran as a probe" not in render_html(result) and "ran as a probe" not in render_markdown(result)
+
+
+def test_the_time_left_counts_a_probe_on_its_draw() -> None:
+    """The progress estimate of the plan's later steps: a probed attack on its share of the samples standing."""
+    rest: list[tuple[float | None, int]] = [(0.1, 0), (0.1, 1), (None, 0)]
+    per_sample = {"apgd": 10.0, "square": 100.0}
+    shares = {"apgd": 1.0, "square": robustness.probe_share(1000)}
+    passes, unknown = robustness._later_passes(rest, ["apgd", "square"], per_sample, None, 50, shares, 20)
+    assert not unknown
+    assert passes == pytest.approx(10 * 20 + 100 * 20 * 0.3 + 10 * 50)

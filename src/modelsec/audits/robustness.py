@@ -151,6 +151,11 @@ def evaluate_robustness(
         spent=lambda: classifier.queries + classifier.gradient_queries,
     )
     per_sample: dict[str, float] = {}  # passes per attacked sample of each attack run so far (progress estimate)
+    # the share of the samples standing each attack will attack: a probe's draw (if it breaks nothing), else all
+    shares = {
+        label: probe_share(records) if chain and getattr(a, "probe", False) else 1.0
+        for label, a in zip(labels, attacks, strict=True)
+    }
     with resumable("robustness") as frame, overall as plan_work:
         if frame.restored is None:
             pred_clean = classifier.predict(x)
@@ -208,7 +213,9 @@ def evaluate_robustness(
             e_or_none, i = plan[k]
             label, attack = labels[i], attacks[i]
             counts = None if chain else {j: int(carried_robust[a].sum()) for j, a in enumerate(labels)}
-            plan_work.later = partial(_later_passes, plan[k + 1 :], labels, per_sample, counts, int(correct_t.sum()))
+            plan_work.later = partial(
+                _later_passes, plan[k + 1 :], labels, per_sample, counts, int(correct_t.sum()), shares
+            )
             if e_or_none is None:  # the minimum-norm pass, on every correctly classified sample
                 todo = correct_t.nonzero().flatten()
                 if todo.numel() and label not in min_dist:
@@ -362,8 +369,17 @@ def probe_size(standing: int, records: int) -> int:
     >>> probe_size(390, 1000), probe_size(10, 1000), probe_size(390, 300), probe_size(50, 10_000)
     (117, 3, 390, 2)
     """
-    share = min(1.0, 3.0 / (PROBE_BOUND * records))
-    return min(standing, math.ceil(standing * share - 1e-9))
+    return min(standing, math.ceil(standing * probe_share(records) - 1e-9))
+
+
+def probe_share(records: int) -> float:
+    """The share of the samples standing that an attack run as a probe draws in an audit of ``records`` records
+    (:func:`probe_size`).
+
+    >>> probe_share(1000), probe_share(300), probe_share(10_000)
+    (0.3, 1.0, 0.03)
+    """
+    return min(1.0, 3.0 / (PROBE_BOUND * records))
 
 
 def _attack_samples(
@@ -483,19 +499,21 @@ def _later_passes(
     per_sample: dict[str, float],
     counts: dict[int, int] | None,
     correct: int,
+    shares: dict[str, float],
     standing: int,
 ) -> tuple[float, bool]:
     """Progress estimate: the passes of the plan's steps ``rest`` (after the one under way), each attack on the
     samples standing (chained: the ``standing`` the current attack leaves, an upper bound at a larger eps;
-    unchained: each attack's own survivors, ``counts``; the minimum-norm pass: every ``correct`` sample) at its
-    passes per attacked sample measured so far. A lower bound (True) while an attack of ``rest`` has not run yet."""
+    unchained: each attack's own survivors, ``counts``; the minimum-norm pass: every ``correct`` sample), times its
+    share of them (``shares``: a probe's draw) at its passes per attacked sample measured so far. A lower bound
+    (True) while an attack of ``rest`` has not run yet."""
     passes, unknown = 0.0, False
     for e, i in rest:
         each = per_sample.get(labels[i])
         if each is None:
             unknown = True
             continue
-        passes += each * (correct if e is None else standing if counts is None else counts[i])
+        passes += each * (correct if e is None else standing * shares[labels[i]] if counts is None else counts[i])
     return passes, unknown
 
 
