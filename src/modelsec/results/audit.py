@@ -349,6 +349,21 @@ class AuditResult:
         except DataError as e:
             raise DataError(f"{where} is not a modelsec result this version reads: {e}") from None
 
+    def _repr_html_(self) -> str:
+        """The audit as a self-contained HTML fragment, which Jupyter shows as a cell's output: the verdict, robust
+        accuracy per epsilon and each membership attack's AUC and TPR at low FPR with their intervals, and the plots.
+        Rendered by :mod:`modelsec.report.notebook` through the hook of :mod:`modelsec.results.display`."""
+        from modelsec.results.display import repr_html
+
+        return repr_html(self)
+
+    def show(self) -> Path:
+        """Write the full HTML report (as ``report.html``) to a temporary file, open it in the web browser
+        (:func:`webbrowser.open`) and return the file's path."""
+        from modelsec.results.display import show
+
+        return show(self)
+
 
 def _with_balanced_accuracy(d: dict[str, Any]) -> dict[str, Any]:
     """``d`` with each membership attack's ``balanced_accuracy``, which files written before it lack: exactly

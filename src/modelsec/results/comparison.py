@@ -167,6 +167,21 @@ class Comparison:
     def load(cls, path: str | Path) -> Comparison:
         return cls.from_dict(json.loads(Path(path).read_text(encoding="utf-8")))
 
+    def _repr_html_(self) -> str:
+        """The comparison as a self-contained HTML fragment, which Jupyter shows as a cell's output: the
+        recommendation, the summary table and the trade-off plot. Rendered by :mod:`modelsec.report.notebook`
+        through the hook of :mod:`modelsec.results.display`."""
+        from modelsec.results.display import repr_html
+
+        return repr_html(self)
+
+    def show(self) -> Path:
+        """Write the full comparison report (as ``comparison.html``) to a temporary file, open it in the web browser
+        (:func:`webbrowser.open`) and return the file's path."""
+        from modelsec.results.display import show
+
+        return show(self)
+
 
 def _find_eps(d: Mapping[str, Any], eps: str | None) -> str | None:
     if eps is None:

@@ -188,3 +188,18 @@ class DPAuditResult:
     @classmethod
     def load(cls, path: str | Path) -> DPAuditResult:
         return cls.from_dict(json.loads(Path(path).read_text(encoding="utf-8")))
+
+    def _repr_html_(self) -> str:
+        """The DP audit as a self-contained HTML fragment, which Jupyter shows as a cell's output: the verdict, the
+        claimed and every accountant's epsilon beside the empirical lower bound, and the canaries' score histograms.
+        Rendered by :mod:`modelsec.report.notebook` through the hook of :mod:`modelsec.results.display`."""
+        from modelsec.results.display import repr_html
+
+        return repr_html(self)
+
+    def show(self) -> Path:
+        """Write the full page (as ``dp_audit.html``) to a temporary file, open it in the web browser
+        (:func:`webbrowser.open`) and return the file's path."""
+        from modelsec.results.display import show
+
+        return show(self)
