@@ -365,3 +365,19 @@ def test_cli_policy_errors_exit_2_before_any_work(tmp_path: Path) -> None:
     missing = tmp_path / "missing.toml"
     assert_user_error(modelsec("audit", "--data", "digits", "--policy", str(missing)), "cannot read the file")
     assert not out.exists()
+
+
+def test_the_readme_policy_file_parses() -> None:
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text(encoding="utf-8")
+    section = readme[readme.index("## Use in CI") :]
+    text = section[section.index("```toml\n") + 8 : section.index("```", section.index("```toml\n") + 8)]
+    gate = parse_gate(text, source="policy.toml")
+    assert [r.name for r in gate.rules] == [
+        "robustness.min_robust_accuracy(eps=0.1)",
+        "robustness.require_resolved_checks",
+        "privacy.max_tpr_at_fpr(fpr=0.001)",
+        "privacy.max_tpr_at_fpr(fpr=0.01)",
+        "privacy.max_auc",
+        "privacy.max_epsilon_lower_bound",
+    ]
+    assert len(evaluate_gate(gate, RESULT).rules) == 6
