@@ -423,6 +423,8 @@ def audit(model_path: str | None, data: str | None, members_file: str | None, no
     from modelsec.data.user_split import split_files
     from modelsec.outputs.audit import audit_and_write
 
+    if junit_path is not None and gate is None:
+        raise ConfigError("--junit needs --policy FILE (it writes the policy's rules as test cases)")
     model = _endpoint_model(
         model_path, endpoint, endpoint_batch_size=endpoint_batch_size, query_budget=query_budget,
         endpoint_timeout=endpoint_timeout, endpoint_retries=endpoint_retries, endpoint_backoff=endpoint_backoff,
@@ -432,8 +434,6 @@ def audit(model_path: str | None, data: str | None, members_file: str | None, no
         data, members=members_file, nonmembers=nonmembers_file, population=population_file, test=test_file
     )
     config = AuditConfig(**settings, split_seed=split_seed)
-    if junit_path is not None and gate is None:
-        raise ConfigError("--junit needs --policy FILE (it writes the policy's rules as test cases)")
     if gate is not None:
         from modelsec.audits.gate import check_gate_config
 
@@ -448,18 +448,19 @@ def audit(model_path: str | None, data: str | None, members_file: str | None, no
         outcome = _audit_gated(model, source, gate, **options)
     if not quiet:
         printing.audit_summary(outcome.result)
-    if outcome.result.gate is not None:
-        _print_gate(outcome.result.gate)
+    gated = None if gate is None else outcome.result.gate
+    if gated is not None:
+        _print_gate(gated)
         if junit_path is not None:
             from modelsec.outputs.junit import write_junit
 
-            write_junit(outcome.result.gate, junit_path)
+            write_junit(gated, junit_path)
     if not quiet:
         click.echo(f"report: {outcome.files['report']}\nresult: {outcome.files['result']}")
         if junit_path is not None:
             click.echo(f"junit: {junit_path}")
         click.echo(f"run id: {outcome.result.run_id}")
-    if outcome.result.gate is not None and not outcome.result.gate.passed:
+    if gated is not None and not gated.passed:
         sys.exit(EXIT_POLICY_FAILED)
 
 
