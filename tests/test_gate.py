@@ -13,6 +13,7 @@ import dataclasses
 import json
 import xml.etree.ElementTree as ET
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -37,6 +38,8 @@ from modelsec.results.gate import GateOutcome, RuleOutcome
 from modelsec.results.schema import validate_result_dict
 from tests.cli_runner import assert_user_error, modelsec
 from tests.report_fixtures import make_audit_result
+from tests.test_report_browser import CHROMEDRIVER, CHROMIUM
+from tests.test_report_browser import driver as driver  # the headless Chromium fixture
 
 ISSUE_EXAMPLE = """\
 [robustness]
@@ -296,6 +299,26 @@ def test_the_report_shows_the_policy_at_the_top() -> None:
     assert "| `robustness.min_robust_accuracy(eps=0.1)` | ❌ **FAIL** |" in md
     assert "| `privacy.max_auc` | ✅ PASS |" in md
     assert 'id="policy"' not in render_html(RESULT) and "## Policy" not in render_markdown(RESULT)
+
+
+@pytest.mark.browser
+@pytest.mark.skipif(not (CHROMIUM.exists() and CHROMEDRIVER.exists()), reason="needs chromium and chromium-driver")
+def test_the_policy_section_renders_in_chromium(driver: Any, tmp_path: Path) -> None:
+    from selenium.webdriver.common.by import By
+
+    gated = _gated()
+    page = tmp_path / "report.html"
+    page.write_text(render_html(gated), encoding="utf-8")
+    driver.get(page.as_uri())
+    policy = driver.find_element(By.ID, "policy")
+    assert policy.is_displayed() and policy.text.startswith("Policy: FAILED\n3 rules, 2 failed")
+    rows = policy.find_elements(By.CSS_SELECTOR, "#policy-table tbody tr")
+    assert [r.find_elements(By.TAG_NAME, "td")[1].text for r in rows] == ["FAIL", "FAIL", "PASS"]
+    assert "[0.0%, 0.7%], required >= 50.0%" in rows[0].text
+    top = driver.execute_script("return arguments[0].getBoundingClientRect().top;", policy)
+    robustness = driver.execute_script("return document.getElementById('robustness').getBoundingClientRect().top;")
+    assert top < robustness
+    assert [e for e in driver.get_log("browser") if e.get("level") == "SEVERE"] == []
 
 
 # -- the command line ---------------------------------------------------------------------------------------------
