@@ -404,3 +404,11 @@ def test_the_readme_policy_file_parses() -> None:
         "privacy.max_epsilon_lower_bound",
     ]
     assert len(evaluate_gate(gate, RESULT).rules) == 6
+
+
+def test_a_tie_goes_to_the_attack_with_the_higher_auc() -> None:
+    assert RESULT.privacy is not None
+    attacks = [dataclasses.replace(a, tpr_at_fpr={**a.tpr_at_fpr, "0.001": 0.0}) for a in RESULT.privacy.attacks]
+    tied = dataclasses.replace(RESULT, privacy=dataclasses.replace(RESULT.privacy, attacks=attacks))
+    assert _only(MaxTprAtFpr(0.001, 0.0), tied).attack == "lira"  # listed second, AUC 0.760 > 0.611
+    assert _only(MaxTprAtFpr(0.001, 0.0), tied).passed

@@ -372,11 +372,12 @@ def _strongest(
     fmt: Callable[[float], str],
 ) -> RuleOutcome:
     """The outcome of a maximum rule on the attack whose compared value is the largest (NaN counts as the
-    largest: a number that cannot be checked fails)."""
+    largest: a number that cannot be checked fails); a tie goes to the higher AUC, as in the report's strongest
+    attack (:func:`modelsec.audits.membership.strongest`)."""
 
-    def key(a: MembershipAttackResult) -> float:
+    def key(a: MembershipAttackResult) -> tuple[float, float]:
         value = _compared(*number(a), bound)
-        return math.inf if math.isnan(value) else value
+        return (math.inf if math.isnan(value) else value, a.auc if math.isfinite(a.auc) else -1.0)
 
     attack = max(attacks, key=key)
     measured, interval = number(attack)
