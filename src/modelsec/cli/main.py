@@ -6,7 +6,8 @@ this file.
 
 Exit codes: 0 success, 2 user error (bad input, unsafe model, unknown name: a message, no traceback),
 1 internal error (a bug: the traceback is printed), 3 a privacy claim contradicted (``audit-dp``: the empirical
-epsilon lower bound exceeds the claimed epsilon), 130 interrupted.
+epsilon lower bound exceeds the claimed epsilon), 4 the policy failed (``audit --policy FILE``: a rule of the
+policy file does not hold; the files are written all the same), 130 interrupted.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import json
 import sys
 import traceback
 import warnings
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +33,8 @@ EXIT_USER_ERROR = 2
 EXIT_INTERNAL_ERROR = 1
 EXIT_PRIVACY_VIOLATION = 3
 """``audit-dp``: the one-run audit's lower bound exceeds the claimed epsilon (the claim is not delivered)."""
+EXIT_POLICY_FAILED = 4
+"""``audit --policy FILE``: a rule of the policy file failed (the audit's files are written all the same)."""
 
 COUNT = click.IntRange(min=1)
 
@@ -315,6 +319,78 @@ def _endpoint_model(model_path: str | None, url: str | None, **given: Any) -> An
     return endpoint(url, headers=headers, **options)
 
 
+def _load_policy(ctx: Any, param: Any, value: str | None) -> Any:
+    """``--policy FILE``: the policy file parsed and checked (:func:`modelsec.audits.gate.load_gate`) as the
+    line is parsed, before any work."""
+    if value is None:
+        return None
+    from modelsec.audits.gate import load_gate
+
+    return load_gate(value)
+
+
+def _check_junit(value: str | None) -> None:
+    if value is not None:
+        check_writable_file(value, "--junit")
+
+
+policy_options = _options(  # audit: the policy gate (issue 17)
+    click.option(
+        "--policy",
+        "gate",
+        type=click.Path(dir_okay=False),
+        default=None,
+        callback=_load_policy,
+        help="Policy file (TOML) of rules the result must meet (README, 'Use in CI'); checked before the audit. "
+        f"Each rule is printed with its outcome; exit code {EXIT_POLICY_FAILED} when one fails.",
+    ),
+    click.option(
+        "--junit",
+        "junit_path",
+        type=click.Path(dir_okay=False),
+        default=None,
+        callback=_check(_check_junit),
+        help="With --policy: write the rules' outcomes as JUnit XML to this file (one test case per rule).",
+    ),
+)
+
+
+def _audit_gated(model: Any, source: Any, gate: Any, *, out_dir: str, store: Any, **options: Any) -> Any:
+    """:func:`~modelsec.outputs.audit.audit_and_write` with the policy ``gate`` evaluated on the result before its
+    files are written, so that ``result.json`` and the report hold its outcome. A rule the result cannot answer
+    (an eps not run, a privacy rule without a privacy part) is raised once the files are written: nothing is lost."""
+    from modelsec.audits import run_audit
+    from modelsec.audits.gate import evaluate_gate
+    from modelsec.outputs.audit import write_audit
+
+    outcome = run_audit(
+        model, source, checkpoint_dir=out_dir, cache=None if store is None else store.signal_cache, **options
+    )
+    error: ConfigError | None = None
+    try:
+        outcome = replace(outcome, result=replace(outcome.result, gate=evaluate_gate(gate, outcome.result)))
+    except ConfigError as e:
+        error = e
+    outcome = write_audit(outcome, out_dir, store=store)
+    if outcome.checkpoint is not None:
+        outcome.checkpoint.delete()
+    if error is not None:
+        raise error
+    return outcome
+
+
+def _print_gate(outcome: Any) -> None:
+    """Each rule of the gate's ``outcome``: PASS or FAIL, the measured value with its interval, the threshold."""
+    for rule in outcome.rules:
+        mark = click.style("PASS", fg="green") if rule.passed else click.style("FAIL", fg="red", bold=True)
+        click.echo(f"{mark} {rule.rule}: {rule.message}")
+    n, failed = len(outcome.rules), len(outcome.failed)
+    if failed:
+        click.secho(f"policy FAILED: {failed} of {n} rules failed ({outcome.policy})", fg="red", bold=True, err=True)
+    else:
+        click.secho(f"policy passed: {n} of {n} rules ({outcome.policy})", fg="green")
+
+
 @cli.command(cls=ConfigCommand)
 @click.option(
     "--model",
@@ -330,6 +406,7 @@ def _endpoint_model(model_path: str | None, url: str | None, **given: Any) -> An
 @data_options
 @config_options(_audit_fields, into="settings")
 @endpoint_options
+@policy_options
 @_out_folder("modelsec-audit", "result.json, report.html and adversarial.npz")
 @run_options
 def audit(model_path: str | None, data: str | None, members_file: str | None, nonmembers_file: str | None,
@@ -337,13 +414,17 @@ def audit(model_path: str | None, data: str | None, members_file: str | None, no
           settings: dict[str, Any], store_path: str | None, no_store: bool, no_resume: bool, quiet: bool,
           endpoint: str | None, endpoint_batch_size: int | None, query_budget: int | None,
           endpoint_timeout: float | None, endpoint_retries: int | None, endpoint_backoff: float | None,
-          rate_limit: float | None, endpoint_headers: tuple[str, ...], **passed: Any) -> None:  # fmt: skip
+          rate_limit: float | None, endpoint_headers: tuple[str, ...], gate: Any, junit_path: str | None,
+          **passed: Any) -> None:  # fmt: skip
     """Audit a model: evasion attacks (a preset) and membership inference; writes a report. An interrupted audit
-    resumes where it stopped when the same command is run again (OUT/audit.ckpt)."""
+    resumes where it stopped when the same command is run again (OUT/audit.ckpt). With --policy FILE, checks the
+    result against the policy's rules and exits 4 when one fails (after writing every file)."""
     from modelsec.audits import AuditConfig
     from modelsec.data.user_split import split_files
     from modelsec.outputs.audit import audit_and_write
 
+    if junit_path is not None and gate is None:
+        raise ConfigError("--junit needs --policy FILE (it writes the policy's rules as test cases)")
     model = _endpoint_model(
         model_path, endpoint, endpoint_batch_size=endpoint_batch_size, query_budget=query_budget,
         endpoint_timeout=endpoint_timeout, endpoint_retries=endpoint_retries, endpoint_backoff=endpoint_backoff,
@@ -352,14 +433,35 @@ def audit(model_path: str | None, data: str | None, members_file: str | None, no
     source = split_files(
         data, members=members_file, nonmembers=nonmembers_file, population=population_file, test=test_file
     )
-    outcome = audit_and_write(
-        model, source, config=AuditConfig(**settings, split_seed=split_seed), bounds=_parse_bounds(bounds),
-        store=_store(store_path, no_store), progress=_progress(quiet), resume=not no_resume, **passed,
+    config = AuditConfig(**settings, split_seed=split_seed)
+    if gate is not None:
+        from modelsec.audits.gate import check_gate_config
+
+        check_gate_config(gate, config.eps)
+    options = dict(
+        config=config, bounds=_parse_bounds(bounds), store=_store(store_path, no_store), progress=_progress(quiet),
+        resume=not no_resume, **passed,
     )  # fmt: skip
+    if gate is None:
+        outcome = audit_and_write(model, source, **options)
+    else:
+        outcome = _audit_gated(model, source, gate, **options)
     if not quiet:
         printing.audit_summary(outcome.result)
+    gated = None if gate is None else outcome.result.gate
+    if gated is not None:
+        _print_gate(gated)
+        if junit_path is not None:
+            from modelsec.outputs.junit import write_junit
+
+            write_junit(gated, junit_path)
+    if not quiet:
         click.echo(f"report: {outcome.files['report']}\nresult: {outcome.files['result']}")
+        if junit_path is not None:
+            click.echo(f"junit: {junit_path}")
         click.echo(f"run id: {outcome.result.run_id}")
+    if gated is not None and not gated.passed:
+        sys.exit(EXIT_POLICY_FAILED)
 
 
 @cli.command(cls=ConfigCommand)

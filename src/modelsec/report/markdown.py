@@ -12,6 +12,7 @@ from collections.abc import Sequence
 
 from modelsec.report import tables
 from modelsec.results.audit import AuditResult, PrivacyResult, RobustnessResult
+from modelsec.results.gate import GateOutcome
 
 _SPECIAL = re.compile(r"[\\`*\[\]<>|#]|(?<!\w)_|_(?!\w)")
 _ICONS = {"ok": "✅", "warning": "⚠️", "fail": "❌", "unknown": "❔"}
@@ -182,8 +183,20 @@ def _privacy(priv: PrivacyResult) -> list[str]:
     return out
 
 
+def _gate(gate: GateOutcome) -> list[str]:
+    """The policy gate: passed or failed, then one row per rule (outcome, measured value, interval, threshold)."""
+    failed = len(gate.failed)
+    head = "✅ passed" if gate.passed else f"❌ failed ({failed} of {len(gate.rules)} rules)"
+    out = [f"## Policy: {head}", ""]
+    if gate.policy:
+        out += [f"Policy file {md_code(gate.policy)}", ""]
+    rows = [(md_code(r.rule), "✅ PASS" if r.passed else "❌ **FAIL**", md_text(r.message)) for r in gate.rules]
+    return out + _table(["Rule", "Outcome", "Measured [interval] and threshold"], rows, [False, False, False])
+
+
 def render_markdown(result: AuditResult) -> str:
-    """The audit's verdict, robustness and privacy tables and model and data facts as Markdown."""
+    """The audit's verdict, its policy gate's outcome (when it ran with one), robustness and privacy tables and
+    model and data facts as Markdown."""
     v = result.verdict
     level = tables.verdict_level(v.level)
     label = tables.LEVEL_LABELS.get(v.level, v.level.upper() or "UNKNOWN")
@@ -199,6 +212,8 @@ def render_markdown(result: AuditResult) -> str:
         out.append(">")
         out += [f"> - {md_text(x)}" for x in v.details]
 
+    if result.gate is not None:
+        out += ["", *_gate(result.gate)]
     out += ["", "## Adversarial robustness", ""]
     out += _robustness(result.robustness) if result.robustness else ["_Robustness was not audited in this run._"]
     out += ["", "## Membership inference", ""]

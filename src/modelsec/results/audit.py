@@ -16,6 +16,7 @@ from typing import Any
 
 from modelsec.core.errors import DataError, printable
 from modelsec.core.records import from_dict
+from modelsec.results.gate import GateOutcome
 from modelsec.results.schema import validate_result_dict
 from modelsec.stats.intervals import EpsilonEvidence, Interval
 
@@ -312,9 +313,15 @@ class AuditResult:
     seed: int
     versions: dict[str, str]
     timings: dict[str, float]
+    gate: GateOutcome | None = None  # the policy gate's outcome (--policy); added within version 1
 
     def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        """What ``result.json`` holds; ``gate`` only when the audit ran with a policy (absent means none, so a
+        result without one is the same file as before the field was added)."""
+        d = dataclasses.asdict(self)
+        if d["gate"] is None:
+            del d["gate"]
+        return d
 
     def to_json(self, indent: int | None = 2) -> str:
         return json.dumps(self.to_dict(), indent=indent, sort_keys=False, allow_nan=False)

@@ -1,0 +1,411 @@
+"""The policy gate: a policy file (TOML) of rules an audit's result must meet, and their evaluation.
+
+A CI job runs ``modelsec audit --policy policy.toml`` on every candidate model and fails when a rule fails
+(exit code 4). The file::
+
+    [robustness]
+    min_robust_accuracy = { eps = 0.1, value = 0.5 }          # worst case per sample at that eps, at least
+    require_resolved_checks = true                             # no unresolved sanity flag
+    [privacy]
+    max_tpr_at_fpr = { fpr = 0.001, value = 0.01 }             # the strongest membership attack, at most
+    max_auc = { value = 0.6, bound = "upper" }
+    max_epsilon_lower_bound = { value = 1.0 }
+
+``min_robust_accuracy`` and ``max_tpr_at_fpr`` also take a list of tables (``[[robustness.min_robust_accuracy]]``),
+one rule each. ``bound`` says what is compared with ``value``: the point estimate (``"point"``, the default) or the
+end of its confidence interval that makes the rule harder to pass (``"lower"`` for a minimum, ``"upper"`` for a
+maximum), for a gate that only passes what the evidence supports.
+
+:func:`parse_gate` checks the file completely before any work (unknown sections and keys, wrong types, values out
+of range: :class:`~modelsec.core.errors.ConfigError` naming the key); :func:`check_gate_config` checks that the
+audit will measure each eps a rule names; :func:`evaluate_gate` evaluates the rules on a result (a pure function;
+a rule asking for a number the result does not hold, such as a privacy rule on an audit without a privacy part, is
+a ConfigError). The module is named for the gate because "policy" already means an RL agent's policy in modelsec
+(:mod:`modelsec.audits.policy_audit`).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+from modelsec.core.errors import ConfigError, printable
+from modelsec.results.audit import AuditResult, MembershipAttackResult, PrivacyResult, RobustnessResult, eps_key
+from modelsec.results.gate import LOWER, POINT, UPPER, GateOutcome, RuleOutcome
+from modelsec.stats.intervals import Interval
+
+AT_LEAST = ">="
+AT_MOST = "<="
+
+
+@dataclass(frozen=True)
+class MinRobustAccuracy:
+    """``[robustness] min_robust_accuracy``: the worst-case robust accuracy at ``eps`` (per sample, over every
+    attack) is at least ``value``; ``bound`` ``"point"`` or ``"lower"`` (the lower end of its interval)."""
+
+    eps: float
+    value: float
+    bound: str = POINT
+
+    @property
+    def name(self) -> str:
+        return f"robustness.min_robust_accuracy(eps={self.eps:g})"
+
+    def evaluate(self, result: AuditResult) -> RuleOutcome:
+        robustness = _robustness(result, self.name)
+        key = eps_key(self.eps)
+        if key not in robustness.robust_accuracy:
+            ran = ", ".join(robustness.robust_accuracy) or "none"
+            raise ConfigError(
+                f"policy rule {self.name}: the audit did not run eps={self.eps:g} (it ran: {ran}); "
+                "add it to --eps or change the rule"
+            )
+        interval = robustness.robust_ci.get(key)
+        return _outcome(
+            self.name, robustness.robust_accuracy[key], interval, self.bound, AT_LEAST, self.value,
+            f"worst-case robust accuracy at eps={self.eps:g}", _percent,
+        )  # fmt: skip
+
+
+@dataclass(frozen=True)
+class RequireResolvedChecks:
+    """``[robustness] require_resolved_checks = true``: no sanity check fired without its remedy resolving it (an
+    unresolved flag means the robustness numbers are likely too high, or not trustworthy)."""
+
+    name = "robustness.require_resolved_checks"
+
+    def evaluate(self, result: AuditResult) -> RuleOutcome:
+        robustness = _robustness(result, self.name)
+        unresolved = [f.check for f in robustness.flags if not f.resolved]
+        names = f" ({', '.join(unresolved)})" if unresolved else ""
+        message = f"unresolved sanity flags: {len(unresolved)}{names}, required none"
+        return RuleOutcome(self.name, float(len(unresolved)), None, POINT, AT_MOST, 0.0, not unresolved, message)
+
+
+@dataclass(frozen=True)
+class MaxTprAtFpr:
+    """``[privacy] max_tpr_at_fpr``: the strongest membership attack's TPR at ``fpr`` is at most ``value``;
+    ``bound`` ``"point"`` or ``"upper"``. The strongest: the attack whose compared value is the largest."""
+
+    fpr: float
+    value: float
+    bound: str = POINT
+
+    @property
+    def name(self) -> str:
+        return f"privacy.max_tpr_at_fpr(fpr={self.fpr:g})"
+
+    def evaluate(self, result: AuditResult) -> RuleOutcome:
+        key = repr(float(self.fpr))
+        attacks = [a for a in _privacy(result, self.name).attacks if key in a.tpr_at_fpr]
+        if not attacks:
+            measured = sorted({k for a in _privacy(result, self.name).attacks for k in a.tpr_at_fpr}, key=float)
+            raise ConfigError(
+                f"policy rule {self.name}: the result has no TPR at fpr={self.fpr:g} "
+                f"(it has: {', '.join(measured) or 'none'})"
+            )
+        return _strongest(
+            self.name, attacks, lambda a: (a.tpr_at_fpr[key], a.tpr_ci.get(key)), self.bound, self.value,
+            f"TPR at {self.fpr * 100:g}% FPR", _percent,
+        )  # fmt: skip
+
+
+@dataclass(frozen=True)
+class MaxAuc:
+    """``[privacy] max_auc``: the strongest membership attack's AUC is at most ``value``; ``bound`` ``"point"`` or
+    ``"upper"``."""
+
+    value: float
+    bound: str = POINT
+    name = "privacy.max_auc"
+
+    def evaluate(self, result: AuditResult) -> RuleOutcome:
+        attacks = _privacy(result, self.name).attacks
+        return _strongest(self.name, attacks, lambda a: (a.auc, a.auc_ci), self.bound, self.value, "AUC", _plain)
+
+
+@dataclass(frozen=True)
+class MaxEpsilonLowerBound:
+    """``[privacy] max_epsilon_lower_bound``: the largest empirical epsilon lower bound of any membership attack
+    (a 95% bound already, so the point is what is compared) is at most ``value``."""
+
+    value: float
+    name = "privacy.max_epsilon_lower_bound"
+
+    def evaluate(self, result: AuditResult) -> RuleOutcome:
+        attacks = [a for a in _privacy(result, self.name).attacks if a.epsilon_lower_bound is not None]
+        if not attacks:
+            raise ConfigError(f"policy rule {self.name}: the result records no epsilon lower bound")
+        return _strongest(
+            self.name, attacks, lambda a: (float(a.epsilon_lower_bound or 0.0), None), POINT, self.value,
+            "empirical epsilon lower bound", _plain,
+        )  # fmt: skip
+
+
+Rule = MinRobustAccuracy | RequireResolvedChecks | MaxTprAtFpr | MaxAuc | MaxEpsilonLowerBound
+
+
+@dataclass(frozen=True)
+class Gate:
+    """The rules of a policy file, in the file's order; ``source``: the file as given (``None``: built in code)."""
+
+    rules: tuple[Rule, ...]
+    source: str | None = None
+
+    @property
+    def eps(self) -> list[float]:
+        """The eps the robustness rules need the audit to run."""
+        return [r.eps for r in self.rules if isinstance(r, MinRobustAccuracy)]
+
+
+# -- parsing ------------------------------------------------------------------------------------------------------
+
+
+def load_gate(path: str | Path) -> Gate:
+    """The gate of the policy file at ``path`` (:func:`parse_gate`); ConfigError when it cannot be read."""
+    where = printable(str(path))
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except OSError as e:
+        raise ConfigError(f"--policy {where}: cannot read the file ({printable(e.strerror or e)})") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"--policy {where}: not a UTF-8 text file") from None
+    return parse_gate(text, source=str(path))
+
+
+def parse_gate(text: str, *, source: str | None = None) -> Gate:
+    """The gate a policy file's TOML ``text`` describes, checked completely: an unknown section or key, a value
+    of the wrong type or out of range, or a file without rules is a ConfigError naming the key."""
+    where = f"policy file {printable(source)}" if source else "policy"
+    toml = _toml()
+    try:
+        doc = toml.loads(text)
+    except toml.TOMLDecodeError as e:
+        raise ConfigError(f"{where} is not valid TOML ({printable(e)})") from None
+    rules: list[Rule] = []
+    for section, body in doc.items():
+        parsers = _SECTIONS.get(section)
+        if parsers is None:
+            raise ConfigError(f"{where}: unknown section [{printable(section, 40)}] (known: {', '.join(_SECTIONS)})")
+        if not isinstance(body, dict):
+            raise ConfigError(f"{where}: {section} must be a table ([{section}]), got {_type(body)}")
+        for key, value in body.items():
+            parse = parsers.get(key)
+            if parse is None:
+                raise ConfigError(
+                    f"{where}: unknown key {section}.{printable(key, 40)} (known in [{section}]: {', '.join(parsers)})"
+                )
+            rules.extend(parse(value, f"{where}: {section}.{key}"))
+    if not rules:
+        raise ConfigError(f"{where} has no rules (sections: {', '.join(_SECTIONS)})")
+    return Gate(tuple(rules), source)
+
+
+def _toml() -> Any:
+    """The TOML reader: the standard library's ``tomllib`` (Python 3.11+), else the ``tomli`` package it came
+    from; ConfigError saying so when neither is there (Python 3.10 without tomli)."""
+    try:
+        import tomllib
+
+        return tomllib
+    except ImportError:  # Python 3.10
+        try:
+            import tomli  # type: ignore[import-not-found, unused-ignore]
+
+            return tomli
+        except ImportError:
+            raise ConfigError(
+                "reading a policy file needs Python 3.11+ or the tomli package (pip install tomli)"
+            ) from None
+
+
+def _tables(value: Any, where: str) -> list[tuple[dict[str, Any], str]]:
+    """A rule's table, or each table of a list of them, with its name for messages."""
+    if isinstance(value, dict):
+        return [(value, where)]
+    if isinstance(value, list) and value and all(isinstance(v, dict) for v in value):
+        return [(v, f"{where}[{i}]") for i, v in enumerate(value)]
+    raise ConfigError(f"{where} must be a table such as {{ value = 0.5 }} or a list of tables, got {_type(value)}")
+
+
+def _fields(table: dict[str, Any], where: str, required: tuple[str, ...], optional: tuple[str, ...]) -> None:
+    unknown = [k for k in table if k not in required + optional]
+    if unknown:
+        raise ConfigError(f"{where}: unknown key {printable(unknown[0], 40)} (known: {', '.join(required + optional)})")
+    missing = [k for k in required if k not in table]
+    if missing:
+        raise ConfigError(f"{where}: missing key {missing[0]}")
+
+
+def _number(table: dict[str, Any], key: str, where: str, low: float, high: float, *, open_low: bool = False) -> float:
+    v = table[key]
+    if isinstance(v, bool) or not isinstance(v, int | float) or not math.isfinite(v):
+        raise ConfigError(f"{where}.{key} must be a number, got {_type(v)}")
+    if not (low < v if open_low else low <= v) or not v <= high:
+        interval = f"{'(' if open_low else '['}{low:g}, {high:g}]"
+        raise ConfigError(f"{where}.{key} must be in {interval}, got {v!r}")
+    return float(v)
+
+
+def _bound(table: dict[str, Any], where: str, allowed: tuple[str, ...]) -> str:
+    v = table.get("bound", POINT)
+    if v not in allowed:
+        raise ConfigError(f"{where}.bound must be {' or '.join(repr(a) for a in allowed)}, got {printable(repr(v))}")
+    return str(v)
+
+
+def _min_robust_accuracy(value: Any, where: str) -> list[Rule]:
+    rules: list[Rule] = []
+    for t, w in _tables(value, where):
+        _fields(t, w, ("eps", "value"), ("bound",))
+        eps = _number(t, "eps", w, 0.0, math.inf, open_low=True)
+        rules.append(MinRobustAccuracy(eps, _number(t, "value", w, 0.0, 1.0), _bound(t, w, (POINT, LOWER))))
+    return rules
+
+
+def _require_resolved_checks(value: Any, where: str) -> list[Rule]:
+    if not isinstance(value, bool):
+        raise ConfigError(f"{where} must be true or false, got {_type(value)}")
+    return [RequireResolvedChecks()] if value else []
+
+
+def _max_tpr_at_fpr(value: Any, where: str) -> list[Rule]:
+    rules: list[Rule] = []
+    for t, w in _tables(value, where):
+        _fields(t, w, ("fpr", "value"), ("bound",))
+        fpr = _number(t, "fpr", w, 0.0, 1.0, open_low=True)
+        rules.append(MaxTprAtFpr(fpr, _number(t, "value", w, 0.0, 1.0), _bound(t, w, (POINT, UPPER))))
+    return rules
+
+
+def _max_auc(value: Any, where: str) -> list[Rule]:
+    t, w = _single_table(value, where)
+    _fields(t, w, ("value",), ("bound",))
+    return [MaxAuc(_number(t, "value", w, 0.0, 1.0), _bound(t, w, (POINT, UPPER)))]
+
+
+def _max_epsilon_lower_bound(value: Any, where: str) -> list[Rule]:
+    t, w = _single_table(value, where)
+    _fields(t, w, ("value",), ())
+    return [MaxEpsilonLowerBound(_number(t, "value", w, 0.0, math.inf))]
+
+
+def _single_table(value: Any, where: str) -> tuple[dict[str, Any], str]:
+    if not isinstance(value, dict):
+        raise ConfigError(f"{where} must be a table such as {{ value = 0.5 }}, got {_type(value)}")
+    return value, where
+
+
+_SECTIONS: dict[str, dict[str, Callable[[Any, str], list[Rule]]]] = {
+    "robustness": {
+        "min_robust_accuracy": _min_robust_accuracy,
+        "require_resolved_checks": _require_resolved_checks,
+    },
+    "privacy": {
+        "max_tpr_at_fpr": _max_tpr_at_fpr,
+        "max_auc": _max_auc,
+        "max_epsilon_lower_bound": _max_epsilon_lower_bound,
+    },
+}
+
+
+def _type(v: Any) -> str:
+    """A TOML value's kind, for messages."""
+    names = {bool: "a boolean", int: "an integer", float: "a number", str: "a string", list: "an array",
+             dict: "a table"}  # fmt: skip
+    kind = names.get(type(v), type(v).__name__)
+    return f"{kind} {printable(repr(v), 40)}" if isinstance(v, str | int | float) else kind
+
+
+# -- evaluation -----------------------------------------------------------------------------------------------------
+
+
+def check_gate_config(gate: Gate, eps: Iterable[float]) -> None:
+    """Before the audit: ConfigError when a robustness rule names an eps the audit will not run (``eps``: its
+    budgets)."""
+    ran = {eps_key(e) for e in eps}
+    for rule in gate.rules:
+        if isinstance(rule, MinRobustAccuracy) and eps_key(rule.eps) not in ran:
+            raise ConfigError(
+                f"policy rule {rule.name}: the audit does not run eps={rule.eps:g} "
+                f"(--eps {','.join(f'{e:g}' for e in eps)}); add it to --eps or change the rule"
+            )
+
+
+def evaluate_gate(gate: Gate, result: AuditResult) -> GateOutcome:
+    """Every rule of ``gate`` evaluated on ``result``, in order. ConfigError when a rule asks for a number the
+    result does not hold (an eps the audit did not run, a privacy rule on an audit without a privacy part)."""
+    outcomes = [rule.evaluate(result) for rule in gate.rules]
+    return GateOutcome(policy=gate.source, passed=all(o.passed for o in outcomes), rules=outcomes)
+
+
+def _robustness(result: AuditResult, rule: str) -> RobustnessResult:
+    if result.robustness is None:
+        raise ConfigError(f"policy rule {rule}: the audit has no robustness part")
+    return result.robustness
+
+
+def _privacy(result: AuditResult, rule: str) -> PrivacyResult:
+    if result.privacy is None or not result.privacy.attacks:
+        raise ConfigError(f"policy rule {rule}: the audit has no privacy (membership inference) part")
+    return result.privacy
+
+
+def _compared(measured: float, interval: Interval | None, bound: str) -> float:
+    if bound == LOWER and interval is not None:
+        return interval.low
+    if bound == UPPER and interval is not None:
+        return interval.high
+    return measured
+
+
+def _strongest(
+    rule: str,
+    attacks: list[MembershipAttackResult],
+    number: Callable[[MembershipAttackResult], tuple[float, Interval | None]],
+    bound: str,
+    threshold: float,
+    what: str,
+    fmt: Callable[[float], str],
+) -> RuleOutcome:
+    """The outcome of a maximum rule on the attack whose compared value is the largest (NaN counts as the
+    largest: a number that cannot be checked fails); a tie goes to the higher AUC, as in the report's strongest
+    attack (:func:`modelsec.audits.membership.strongest`)."""
+
+    def key(a: MembershipAttackResult) -> tuple[float, float]:
+        value = _compared(*number(a), bound)
+        return (math.inf if math.isnan(value) else value, a.auc if math.isfinite(a.auc) else -1.0)
+
+    attack = max(attacks, key=key)
+    measured, interval = number(attack)
+    outcome = _outcome(rule, measured, interval, bound, AT_MOST, threshold, f"{what} of {attack.attack}", fmt)
+    return replace(outcome, attack=attack.attack)
+
+
+def _outcome(
+    rule: str,
+    measured: float,
+    interval: Interval | None,
+    bound: str,
+    comparison: str,
+    threshold: float,
+    what: str,
+    fmt: Callable[[float], str],
+) -> RuleOutcome:
+    compared = _compared(measured, interval, bound)
+    passed = compared >= threshold if comparison == AT_LEAST else compared <= threshold  # NaN: False
+    ci = "" if interval is None else f" [{fmt(interval.low)}, {fmt(interval.high)}]"
+    by = "" if bound == POINT else f" ({'lower' if bound == LOWER else 'upper'} bound {fmt(compared)})"
+    message = f"{what}: {fmt(measured)}{ci}{by}, required {comparison} {fmt(threshold)}"
+    return RuleOutcome(rule, float(measured), interval, bound, comparison, threshold, bool(passed), message)
+
+
+def _percent(v: float) -> str:
+    return f"{v:.1%}" if math.isfinite(v) else str(v)
+
+
+def _plain(v: float) -> str:
+    return f"{v:.3f}" if math.isfinite(v) else str(v)
