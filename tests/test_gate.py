@@ -412,3 +412,21 @@ def test_a_tie_goes_to_the_attack_with_the_higher_auc() -> None:
     tied = dataclasses.replace(RESULT, privacy=dataclasses.replace(RESULT.privacy, attacks=attacks))
     assert _only(MaxTprAtFpr(0.001, 0.0), tied).attack == "lira"  # listed second, AUC 0.760 > 0.611
     assert _only(MaxTprAtFpr(0.001, 0.0), tied).passed
+
+
+def test_the_python_api_takes_a_policy(digits_model: Path, tmp_path: Path) -> None:
+    """``modelsec.audit(..., policy=FILE)``: the same gate as ``--policy``, read before any work, its outcome in the
+    result and in ``result.json``; a rule on an eps the audit does not run is refused before the audit."""
+    import modelsec as api
+
+    policy = tmp_path / "policy.toml"
+    policy.write_text("[robustness]\nmin_robust_accuracy = { eps = 0.1, value = 1.0, bound = 'lower' }\n")
+    result = api.audit(
+        str(digits_model), "digits", eps=(0.1,), samples=24, mia_samples=60, attacks=("fgsm",),
+        out=tmp_path / "o", policy=policy,
+    )  # fmt: skip
+    assert result.gate is not None and not result.gate.passed  # the lower end on 24 samples is below 1
+    assert AuditResult.load(tmp_path / "o" / "result.json").gate == result.gate
+    with pytest.raises(ConfigError, match="eps"):
+        api.audit(str(digits_model), "digits", eps=(0.03,), samples=24, out=tmp_path / "p", policy=policy)
+    assert not (tmp_path / "p" / "result.json").exists()

@@ -49,6 +49,7 @@ def audit(
     trust_model: bool = False,
     device: str = "cpu",
     resume: bool = True,
+    policy: str | Path | None = None,
     **options: Any,
 ) -> AuditResult:
     """Audit a classifier for evasion and membership leakage; see :class:`modelsec.audits.AuditConfig`.
@@ -69,6 +70,8 @@ def audit(
         store: record the run in a SQLite store: ``True`` for the default store, or a path.
         resume: continue from ``out/audit.ckpt`` when an interrupted audit of this same run left it (one of
             another run is refused); ``False`` ignores and replaces it.
+        policy: a policy file (TOML, as ``modelsec audit --policy``: :mod:`modelsec.audits.gate`), read and checked
+            before any work; the result's ``gate`` holds each rule's outcome (``result.gate.passed``).
     """
     from modelsec.audits import AuditConfig
     from modelsec.data.dataset import Splits
@@ -84,6 +87,12 @@ def audit(
 
         raise ConfigError("give data (a Splits) or members and nonmembers, not both")
     config = AuditConfig(eps=tuple(eps), samples=samples, seed=seed, **options)
+    gate = None
+    if policy is not None:
+        from modelsec.audits.gate import check_gate_config, load_gate
+
+        gate = load_gate(policy)
+        check_gate_config(gate, config.eps)
     run_store = None
     if store is not False:
         run_store = RunStore(default_store_path() if store is True else Path(store))
@@ -97,6 +106,7 @@ def audit(
         out_dir=out,
         store=run_store,
         resume=resume,
+        gate=gate,
     ).result
 
 

@@ -17,7 +17,6 @@ import json
 import sys
 import traceback
 import warnings
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -355,30 +354,6 @@ policy_options = _options(  # audit: the policy gate (issue 17)
 )
 
 
-def _audit_gated(model: Any, source: Any, gate: Any, *, out_dir: str, store: Any, **options: Any) -> Any:
-    """:func:`~modelsec.outputs.audit.audit_and_write` with the policy ``gate`` evaluated on the result before its
-    files are written, so that ``result.json`` and the report hold its outcome. A rule the result cannot answer
-    (an eps not run, a privacy rule without a privacy part) is raised once the files are written: nothing is lost."""
-    from modelsec.audits import run_audit
-    from modelsec.audits.gate import evaluate_gate
-    from modelsec.outputs.audit import write_audit
-
-    outcome = run_audit(
-        model, source, checkpoint_dir=out_dir, cache=None if store is None else store.signal_cache, **options
-    )
-    error: ConfigError | None = None
-    try:
-        outcome = replace(outcome, result=replace(outcome.result, gate=evaluate_gate(gate, outcome.result)))
-    except ConfigError as e:
-        error = e
-    outcome = write_audit(outcome, out_dir, store=store)
-    if outcome.checkpoint is not None:
-        outcome.checkpoint.delete()
-    if error is not None:
-        raise error
-    return outcome
-
-
 def _print_gate(outcome: Any) -> None:
     """Each rule of the gate's ``outcome``: PASS or FAIL, the measured value with its interval, the threshold."""
     for rule in outcome.rules:
@@ -442,10 +417,7 @@ def audit(model_path: str | None, data: str | None, members_file: str | None, no
         config=config, bounds=_parse_bounds(bounds), store=_store(store_path, no_store), progress=_progress(quiet),
         resume=not no_resume, **passed,
     )  # fmt: skip
-    if gate is None:
-        outcome = audit_and_write(model, source, **options)
-    else:
-        outcome = _audit_gated(model, source, gate, **options)
+    outcome = audit_and_write(model, source, gate=gate, **options)
     if not quiet:
         printing.audit_summary(outcome.result)
     gated = None if gate is None else outcome.result.gate

@@ -23,7 +23,9 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from modelsec.audits.gate import Gate, evaluate_gate
 from modelsec.audits.runner import AuditOutcome, run_audit
+from modelsec.core.errors import ConfigError
 from modelsec.outputs.exposed_records import exposed_records_csv
 from modelsec.outputs.files import OutputFolder
 
@@ -77,6 +79,7 @@ def audit_and_write(
     *,
     out_dir: str | Path | None = None,
     store: RunStore | None = None,
+    gate: Gate | None = None,
     **options: Any,
 ) -> AuditOutcome:
     """``modelsec audit`` and :func:`modelsec.audit`: :func:`~modelsec.audits.run_audit` of ``model`` on ``data``
@@ -85,10 +88,23 @@ def audit_and_write(
     ``out_dir`` is the audit's checkpoint folder too: :func:`~modelsec.audits.run_audit` checks that it is
     writable before any work and checkpoints the audit there while it runs; the checkpoint is deleted once the files
     are written. ``store``: the :class:`~modelsec.store.RunStore` to record the run in; its signal cache keeps the
-    reference models' signals."""
+    reference models' signals.
+
+    ``gate``: a policy (:mod:`modelsec.audits.gate`) evaluated on the result before its files are written, so that
+    ``result.json`` and the report hold its outcome (``result.gate``). A rule the result cannot answer (an eps not
+    run, a privacy rule without a privacy part) raises its :class:`~modelsec.core.errors.ConfigError` once the
+    files are written: nothing is lost."""
     cache = None if store is None else store.signal_cache
     outcome = run_audit(model, data, checkpoint_dir=out_dir, cache=cache, **options)
+    error: ConfigError | None = None
+    if gate is not None:
+        try:
+            outcome = replace(outcome, result=replace(outcome.result, gate=evaluate_gate(gate, outcome.result)))
+        except ConfigError as e:
+            error = e
     outcome = write_audit(outcome, out_dir, store=store)
     if outcome.checkpoint is not None:
         outcome.checkpoint.delete()
+    if error is not None:
+        raise error
     return outcome
