@@ -430,3 +430,24 @@ def test_the_python_api_takes_a_policy(digits_model: Path, tmp_path: Path) -> No
     with pytest.raises(ConfigError, match="eps"):
         api.audit(str(digits_model), "digits", eps=(0.03,), samples=24, out=tmp_path / "p", policy=policy)
     assert not (tmp_path / "p" / "result.json").exists()
+
+
+def test_the_ci_workflow_uses_only_options_that_exist() -> None:
+    """docs/ci.md's workflow: every option of its ``modelsec audit`` command is one the CLI has, and its policy and
+    JUnit files are the ones the later steps read."""
+    import re
+
+    from click.testing import CliRunner
+
+    from modelsec.cli.main import cli
+
+    text = (Path(__file__).parent.parent / "docs" / "ci.md").read_text(encoding="utf-8")
+    command = re.search(r"modelsec audit (--model .*?--out audit)", text, re.S)
+    assert command is not None
+    used = set(re.findall(r"(--[a-z][a-z-]*)", command.group(1)))
+    shown = CliRunner().invoke(cli, ["audit", "--help"], terminal_width=200)
+    assert shown.exit_code == 0
+    known = set(re.findall(r"(--[a-z][a-z-]*)", shown.output))
+    assert {"--policy", "--junit", "--reference-models", "--members"} <= used <= known, used - known
+    assert "--junit audit/policy.xml" in text and "report_paths: audit/policy.xml" in text
+    assert 'modelsec runs show "$run_id" >> "$GITHUB_STEP_SUMMARY"' in text
