@@ -374,3 +374,11 @@ def test_the_python_api_takes_a_baseline(digits_model: Path, tmp_path: Path) -> 
     with pytest.raises(ConfigError, match="give --baseline"):
         api.audit(str(digits_model), "digits", out=tmp_path / "p", policy=policy, **options)  # type: ignore[arg-type]
     assert not (tmp_path / "p").exists()
+
+
+def test_the_readme_baseline_rule_parses() -> None:
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text(encoding="utf-8")
+    section = readme[readme.index("## Use in CI") : readme.index("## Python API")]
+    start = section.index("```toml\n", section.index("--baseline RUN_ID|result.json")) + 8
+    gate = parse_gate(section[start : section.index("```", start)])
+    assert gate.rules == (MaxRobustAccuracyDrop(0.1, 0.05, 0.02),)
