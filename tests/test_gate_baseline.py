@@ -226,6 +226,7 @@ def test_a_baseline_by_run_id_in_the_store(tmp_path: Path) -> None:
     from_file = load_baseline(result_json).records
     assert baseline.result == result and baseline.records.records == from_file.records
     assert all(np.array_equal(a, b) for a, b in zip(baseline.records.robust, from_file.robust, strict=True))
+    assert load_baseline(tmp_path / "base", store).records.records == from_file.records  # the run's folder
     with pytest.raises(ConfigError, match="--baseline nope"):
         load_baseline("nope", store)
 

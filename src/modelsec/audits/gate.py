@@ -296,12 +296,14 @@ class Baseline:
 
 
 def load_baseline(spec: str | Path, store: RunStore | None = None) -> Baseline:
-    """The baseline ``spec`` names: a ``result.json`` (its ``adversarial.npz`` beside it, as the result names it),
-    or a run id (or a unique prefix) in ``store`` (the run's recorded ``adversarial`` artifact). ConfigError when
-    the run cannot be found or has no robustness part or no ``adversarial.npz``."""
+    """The baseline ``spec`` names: a ``result.json`` (its ``adversarial.npz`` beside it, as the result names it)
+    or the folder holding one, or a run id (or a unique prefix) in ``store`` (the run's recorded ``adversarial``
+    artifact). ConfigError when the run cannot be found or has no robustness part or no ``adversarial.npz``."""
     text = str(spec)
     where = f"--baseline {printable(text)}"
     path = Path(spec)
+    if path.is_dir() and (path / "result.json").is_file():  # the run's output folder
+        path = path / "result.json"
     if text.endswith(".json") or path.is_file():
         try:
             result = AuditResult.load(path)
