@@ -383,3 +383,23 @@ def test_the_readme_baseline_rule_parses() -> None:
     start = section.index("```toml\n", section.index("--baseline RUN_ID|result.json")) + 8
     gate = parse_gate(section[start : section.index("```", start)])
     assert gate.rules == (MaxRobustAccuracyDrop(0.1, 0.05, 0.02),)
+
+
+def test_cli_baseline_by_run_id(digits_model: Path, tmp_path: Path) -> None:
+    """``--baseline RUN_ID``: looked up in the run store (``--store``), even with ``--no-store``, which only skips
+    recording this run."""
+    policy = tmp_path / "policy.toml"
+    policy.write_text(POLICY)
+    store = tmp_path / "runs.sqlite"
+    proc = modelsec(
+        "audit", "--model", str(digits_model), "--data", "digits", "--eps", "0.1", "--samples", "60",
+        "--mia-samples", "60", "--attacks", "fgsm", "--out", str(tmp_path / "base"), "--store", str(store), "--quiet",
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    run_id = AuditResult.load(tmp_path / "base" / "result.json").run_id
+    proc = _audit(
+        digits_model, tmp_path / "o", "fgsm", "--policy", str(policy), "--baseline", run_id, "--store", str(store)
+    )
+    assert proc.returncode == 0, proc.stderr
+    gate = AuditResult.load(tmp_path / "o" / "result.json").gate
+    assert gate is not None and gate.rules[0].baseline is not None and gate.rules[0].baseline.baseline == run_id
