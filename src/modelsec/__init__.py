@@ -50,6 +50,7 @@ def audit(
     device: str = "cpu",
     resume: bool = True,
     policy: str | Path | None = None,
+    baseline: str | Path | None = None,
     **options: Any,
 ) -> AuditResult:
     """Audit a classifier for evasion and membership leakage; see :class:`modelsec.audits.AuditConfig`.
@@ -72,6 +73,9 @@ def audit(
             another run is refused); ``False`` ignores and replaces it.
         policy: a policy file (TOML, as ``modelsec audit --policy``: :mod:`modelsec.audits.gate`), read and checked
             before any work; the result's ``gate`` holds each rule's outcome (``result.gate.passed``).
+        baseline: the run the policy's baseline rules compare with (as ``modelsec audit --baseline``): a
+            ``result.json`` with its ``adversarial.npz`` beside it, or a run id in ``store`` (the default store
+            when ``store`` is not a path); read and checked before any work. Needs ``policy``.
     """
     from modelsec.audits import AuditConfig
     from modelsec.data.dataset import Splits
@@ -88,11 +92,19 @@ def audit(
         raise ConfigError("give data (a Splits) or members and nonmembers, not both")
     config = AuditConfig(eps=tuple(eps), samples=samples, seed=seed, **options)
     gate = None
+    loaded_baseline = None
+    if baseline is not None and policy is None:
+        from modelsec.core.errors import ConfigError
+
+        raise ConfigError("baseline needs a policy (its rules compare with the baseline)")
     if policy is not None:
-        from modelsec.audits.gate import check_gate_config, load_gate
+        from modelsec.audits.gate import check_gate_config, load_baseline, load_gate
 
         gate = load_gate(policy)
-        check_gate_config(gate, config.eps)
+        if baseline is not None:
+            lookup = RunStore(default_store_path() if isinstance(store, bool) else Path(store), readonly=True)
+            loaded_baseline = load_baseline(baseline, lookup)
+        check_gate_config(gate, config.eps, baseline=loaded_baseline)
     run_store = None
     if store is not False:
         run_store = RunStore(default_store_path() if store is True else Path(store))
@@ -107,6 +119,7 @@ def audit(
         store=run_store,
         resume=resume,
         gate=gate,
+        baseline=loaded_baseline,
     ).result
 
 

@@ -11,6 +11,18 @@ A CI job runs ``modelsec audit --policy policy.toml`` on every candidate model a
     max_auc = { value = 0.6, bound = "upper" }
     max_epsilon_lower_bound = { value = 1.0 }
 
+A rule may compare with a baseline run instead of a constant (``modelsec audit --baseline RUN_ID|result.json``)::
+
+    [robustness]
+    max_robust_accuracy_drop = { eps = 0.1, significance = 0.05, max_value = 0.02 }
+
+fails when the robust accuracy at ``eps`` fell significantly against the baseline: McNemar's exact test
+(:func:`modelsec.stats.mcnemar.mcnemar_exact`) on the paired per-record outcomes (robust or not; both audits attacked
+the same records), one-sided since only a fall fails: p = P(X >= b), X ~ Binomial(b + c, 1/2), ``b`` the records
+robust in the baseline but not now, ``c`` the reverse. The rule fails when p < ``significance`` and the fall is
+larger than ``max_value`` (a minimum effect size, default 0). The per-record flags come from each run's
+``adversarial.npz`` (:class:`PairedRecords`); two runs on other records are refused (ConfigError).
+
 ``min_robust_accuracy`` and ``max_tpr_at_fpr`` also take a list of tables (``[[robustness.min_robust_accuracy]]``),
 one rule each. ``bound`` says what is compared with ``value``: the point estimate (``"point"``, the default) or the
 end of its confidence interval that makes the rule harder to pass (``"lower"`` for a minimum, ``"upper"`` for a
@@ -26,16 +38,23 @@ a ConfigError). The module is named for the gate because "policy" already means 
 
 from __future__ import annotations
 
+import hashlib
 import math
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from modelsec.core.errors import ConfigError, printable
+import numpy as np
+
+from modelsec.core.errors import ConfigError, ModelsecError, printable
 from modelsec.results.audit import AuditResult, MembershipAttackResult, PrivacyResult, RobustnessResult, eps_key
-from modelsec.results.gate import LOWER, POINT, UPPER, GateOutcome, RuleOutcome
+from modelsec.results.gate import LOWER, POINT, UPPER, BaselineComparison, GateOutcome, RuleOutcome
 from modelsec.stats.intervals import Interval
+from modelsec.stats.mcnemar import GREATER, mcnemar_exact
+
+if TYPE_CHECKING:
+    from modelsec.store.runs import RunStore
 
 AT_LEAST = ">="
 AT_MOST = "<="
@@ -145,7 +164,48 @@ class MaxEpsilonLowerBound:
         )  # fmt: skip
 
 
-Rule = MinRobustAccuracy | RequireResolvedChecks | MaxTprAtFpr | MaxAuc | MaxEpsilonLowerBound
+@dataclass(frozen=True)
+class MaxRobustAccuracyDrop:
+    """``[robustness] max_robust_accuracy_drop``: the worst-case robust accuracy at ``eps`` did not fall
+    significantly against the baseline run: it fails when McNemar's one-sided exact p-value on the paired records
+    is below ``significance`` and the fall is larger than ``max_value``. Needs a baseline (``--baseline``)."""
+
+    eps: float
+    significance: float = 0.05
+    max_value: float = 0.0
+
+    @property
+    def name(self) -> str:
+        return f"robustness.max_robust_accuracy_drop(eps={self.eps:g})"
+
+    def evaluate(self, result: AuditResult) -> RuleOutcome:
+        raise ConfigError(f"policy rule {self.name} compares with a baseline run: give --baseline RUN_ID|result.json")
+
+    def compare(self, records: PairedRecords | None, baseline: Baseline) -> RuleOutcome:
+        """The rule on this audit's per-record flags ``records`` against ``baseline``'s."""
+        if records is None:
+            raise ConfigError(f"policy rule {self.name}: the audit has no per-record robust flags (adversarial.npz)")
+        _check_paired(records, baseline)
+        now = records.robust_at(self.eps, f"policy rule {self.name}: the audit")
+        before = baseline.records.robust_at(self.eps, f"policy rule {self.name}: the baseline {baseline.source}")
+        b = int(np.count_nonzero(before & ~now))
+        c = int(np.count_nonzero(~before & now))
+        p = mcnemar_exact(b, c, GREATER)
+        n = int(now.size)
+        acc_before, acc_now = float(before.mean()), float(now.mean())
+        drop = acc_before - acc_now
+        passed = not (p < self.significance and drop > self.max_value)
+        effect = f" and more than {_percent(self.max_value)}" if self.max_value > 0 else ""
+        message = (
+            f"robust accuracy at eps={self.eps:g}: {_percent(acc_now)} against {_percent(acc_before)} in the baseline "
+            f"(fall {_percent(drop)}; {b} records robust only in the baseline, {c} only now, of {n}; McNemar "
+            f"one-sided p = {p:.3g}), required no fall significant at {self.significance:g}{effect}"
+        )
+        comparison = BaselineComparison(baseline.source, self.eps, n, b, c, p, acc_before, acc_now, self.significance)
+        return RuleOutcome(self.name, drop, None, POINT, AT_MOST, self.max_value, passed, message, baseline=comparison)
+
+
+Rule = MinRobustAccuracy | RequireResolvedChecks | MaxTprAtFpr | MaxAuc | MaxEpsilonLowerBound | MaxRobustAccuracyDrop
 
 
 @dataclass(frozen=True)
@@ -158,7 +218,126 @@ class Gate:
     @property
     def eps(self) -> list[float]:
         """The eps the robustness rules need the audit to run."""
-        return [r.eps for r in self.rules if isinstance(r, MinRobustAccuracy)]
+        return [r.eps for r in self.rules if isinstance(r, MinRobustAccuracy | MaxRobustAccuracyDrop)]
+
+    @property
+    def needs_baseline(self) -> bool:
+        """A rule compares with a baseline run (``--baseline``)."""
+        return any(isinstance(r, MaxRobustAccuracyDrop) for r in self.rules)
+
+
+# -- the baseline ---------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, eq=False)  # arrays: compare ``records`` and the flags themselves
+class PairedRecords:
+    """An audit's per-record worst-case robust flags, from its ``adversarial.npz``
+    (:meth:`~modelsec.audits.robustness.RobustnessRun.npz_arrays`): ``records``, a SHA-256 of the attacked records
+    (inputs and labels) so that two runs are compared only on the same records; ``eps`` and ``robust``, the flags
+    per eps in the same order."""
+
+    records: str
+    eps: tuple[float, ...]
+    robust: tuple[np.ndarray, ...]
+
+    def robust_at(self, eps: float, who: str) -> np.ndarray:
+        """The flags at ``eps`` (as booleans); ConfigError naming ``who`` when that run did not attack at it."""
+        for e, flags in zip(self.eps, self.robust, strict=True):
+            if eps_key(e) == eps_key(eps):
+                return flags
+        ran = ", ".join(f"{e:g}" for e in self.eps) or "none"
+        raise ConfigError(f"{who} did not run eps={eps:g} (it ran: {ran})")
+
+
+def paired_records(arrays: Mapping[str, np.ndarray], where: str = "adversarial.npz") -> PairedRecords:
+    """The :class:`PairedRecords` of an audit's ``adversarial.npz`` arrays; ConfigError naming ``where`` when an
+    array is missing or the flags do not match the records."""
+    missing = [k for k in ("x", "y", "eps") if k not in arrays]
+    if missing:
+        raise ConfigError(f"{where} is not an audit's adversarial.npz: no array {missing[0]!r}")
+    x, y = np.ascontiguousarray(arrays["x"]), np.ascontiguousarray(arrays["y"])
+    digest = hashlib.sha256()
+    for a in (x, y):
+        digest.update(f"{a.dtype.str}{a.shape}".encode())
+        digest.update(a.tobytes())
+    eps = tuple(float(e) for e in np.asarray(arrays["eps"]).ravel())
+    robust = []
+    for i in range(len(eps)):
+        if f"robust_{i}" not in arrays:
+            raise ConfigError(f"{where} is not an audit's adversarial.npz: no array 'robust_{i}'")
+        flags = np.asarray(arrays[f"robust_{i}"]).astype(bool).ravel()
+        if flags.size != len(y):
+            raise ConfigError(f"{where}: robust_{i} has {flags.size} flags for {len(y)} records")
+        robust.append(flags)
+    return PairedRecords(digest.hexdigest(), eps, tuple(robust))
+
+
+def load_paired_records(path: str | Path) -> PairedRecords:
+    """The :class:`PairedRecords` of the ``adversarial.npz`` at ``path`` (read without pickle); ConfigError when
+    it is missing or unreadable."""
+    where = printable(str(path))
+    try:
+        with np.load(path, allow_pickle=False) as npz:
+            arrays = {k: npz[k] for k in npz.files if k in ("x", "y", "eps") or k.startswith("robust_")}
+    except FileNotFoundError:
+        raise ConfigError(f"{where}: no such file (the per-record robust flags a baseline rule needs)") from None
+    except (OSError, ValueError) as e:
+        raise ConfigError(f"{where} is not a readable adversarial.npz ({printable(e)})") from None
+    return paired_records(arrays, where)
+
+
+@dataclass(frozen=True)
+class Baseline:
+    """The run a policy's baseline rules compare with: its result, its per-record flags, and how it was given."""
+
+    result: AuditResult
+    records: PairedRecords
+    source: str
+
+
+def load_baseline(spec: str | Path, store: RunStore | None = None) -> Baseline:
+    """The baseline ``spec`` names: a ``result.json`` (its ``adversarial.npz`` beside it, as the result names it)
+    or the folder holding one, or a run id (or a unique prefix) in ``store`` (the run's recorded ``adversarial``
+    artifact). ConfigError when the run cannot be found or has no robustness part or no ``adversarial.npz``."""
+    text = str(spec)
+    where = f"--baseline {printable(text)}"
+    path = Path(spec)
+    if path.is_dir() and (path / "result.json").is_file():  # the run's output folder
+        path = path / "result.json"
+    if text.endswith(".json") or path.is_file():
+        try:
+            result = AuditResult.load(path)
+        except ModelsecError as e:
+            raise ConfigError(f"{where}: {e}") from None
+        npz = None
+        if result.robustness is not None and result.robustness.adversarial_file:
+            npz = path.parent / result.robustness.adversarial_file
+    else:
+        if store is None:
+            raise ConfigError(f"{where}: not a result.json, and there is no run store to look a run id up in")
+        try:
+            run = store.get(text)
+        except ModelsecError as e:
+            raise ConfigError(f"{where}: {e}") from None
+        if run.result is None:
+            raise ConfigError(f"{where}: run {run.summary.id} is not a finished audit ({run.summary.kind})")
+        result = run.result
+        npz = next((Path(a.path) for a in run.artifacts if a.name == "adversarial"), None)
+    if result.robustness is None:
+        raise ConfigError(f"{where}: the baseline audit has no robustness part")
+    if npz is None:
+        raise ConfigError(f"{where}: the baseline has no adversarial.npz (the per-record robust flags)")
+    if not npz.is_file():
+        raise ConfigError(f"{where}: the baseline's adversarial.npz is missing ({printable(str(npz))})")
+    return Baseline(result, load_paired_records(npz), text)
+
+
+def _check_paired(records: PairedRecords, baseline: Baseline) -> None:
+    if records.records != baseline.records.records:
+        raise ConfigError(
+            f"--baseline {printable(baseline.source)}: the baseline attacked other records than this audit (their "
+            "inputs or labels differ): audit the same data with the same --samples, --seed and split"
+        )
 
 
 # -- parsing ------------------------------------------------------------------------------------------------------
@@ -257,6 +436,17 @@ def _bound(table: dict[str, Any], where: str, allowed: tuple[str, ...]) -> str:
     return str(v)
 
 
+def _max_robust_accuracy_drop(value: Any, where: str) -> list[Rule]:
+    rules: list[Rule] = []
+    for t, w in _tables(value, where):
+        _fields(t, w, ("eps",), ("significance", "max_value"))
+        eps = _number(t, "eps", w, 0.0, math.inf, open_low=True)
+        significance = _number(t, "significance", w, 0.0, 1.0, open_low=True) if "significance" in t else 0.05
+        max_value = _number(t, "max_value", w, 0.0, 1.0) if "max_value" in t else 0.0
+        rules.append(MaxRobustAccuracyDrop(eps, significance, max_value))
+    return rules
+
+
 def _min_robust_accuracy(value: Any, where: str) -> list[Rule]:
     rules: list[Rule] = []
     for t, w in _tables(value, where):
@@ -303,6 +493,7 @@ _SECTIONS: dict[str, dict[str, Callable[[Any, str], list[Rule]]]] = {
     "robustness": {
         "min_robust_accuracy": _min_robust_accuracy,
         "require_resolved_checks": _require_resolved_checks,
+        "max_robust_accuracy_drop": _max_robust_accuracy_drop,
     },
     "privacy": {
         "max_tpr_at_fpr": _max_tpr_at_fpr,
@@ -323,22 +514,38 @@ def _type(v: Any) -> str:
 # -- evaluation -----------------------------------------------------------------------------------------------------
 
 
-def check_gate_config(gate: Gate, eps: Iterable[float]) -> None:
+def check_gate_config(gate: Gate, eps: Iterable[float], *, baseline: Baseline | None = None) -> None:
     """Before the audit: ConfigError when a robustness rule names an eps the audit will not run (``eps``: its
-    budgets)."""
+    budgets), or a rule needs a baseline and none is given, or the baseline did not attack at the rule's eps."""
+    eps = list(eps)
     ran = {eps_key(e) for e in eps}
     for rule in gate.rules:
-        if isinstance(rule, MinRobustAccuracy) and eps_key(rule.eps) not in ran:
+        if isinstance(rule, MaxRobustAccuracyDrop):
+            if baseline is None:
+                raise ConfigError(
+                    f"policy rule {rule.name} compares with a baseline run: give --baseline RUN_ID|result.json"
+                )
+            baseline.records.robust_at(rule.eps, f"policy rule {rule.name}: the baseline {baseline.source}")
+        if isinstance(rule, MinRobustAccuracy | MaxRobustAccuracyDrop) and eps_key(rule.eps) not in ran:
             raise ConfigError(
                 f"policy rule {rule.name}: the audit does not run eps={rule.eps:g} "
                 f"(--eps {','.join(f'{e:g}' for e in eps)}); add it to --eps or change the rule"
             )
 
 
-def evaluate_gate(gate: Gate, result: AuditResult) -> GateOutcome:
-    """Every rule of ``gate`` evaluated on ``result``, in order. ConfigError when a rule asks for a number the
-    result does not hold (an eps the audit did not run, a privacy rule on an audit without a privacy part)."""
-    outcomes = [rule.evaluate(result) for rule in gate.rules]
+def evaluate_gate(
+    gate: Gate, result: AuditResult, *, records: PairedRecords | None = None, baseline: Baseline | None = None
+) -> GateOutcome:
+    """Every rule of ``gate`` evaluated on ``result``, in order; a baseline rule compares the audit's per-record
+    flags ``records`` with ``baseline``'s. ConfigError when a rule asks for a number the result does not hold (an
+    eps the audit did not run, a privacy rule on an audit without a privacy part, a baseline rule without a
+    baseline or on other records)."""
+    outcomes = []
+    for rule in gate.rules:
+        if isinstance(rule, MaxRobustAccuracyDrop) and baseline is not None:
+            outcomes.append(rule.compare(records, baseline))
+        else:
+            outcomes.append(rule.evaluate(result))
     return GateOutcome(policy=gate.source, passed=all(o.passed for o in outcomes), rules=outcomes)
 
 

@@ -351,6 +351,14 @@ policy_options = _options(  # audit: the policy gate (issue 17)
         callback=_check(_check_junit),
         help="With --policy: write the rules' outcomes as JUnit XML to this file (one test case per rule).",
     ),
+    click.option(
+        "--baseline",
+        "baseline_spec",
+        default=None,
+        metavar="RUN_ID|result.json",
+        help="With --policy: the run its baseline rules (max_robust_accuracy_drop) compare with: a result.json with "
+        "its adversarial.npz beside it, or a run id in the run store. Read before the audit.",
+    ),
 )
 
 
@@ -390,16 +398,19 @@ def audit(model_path: str | None, data: str | None, members_file: str | None, no
           endpoint: str | None, endpoint_batch_size: int | None, query_budget: int | None,
           endpoint_timeout: float | None, endpoint_retries: int | None, endpoint_backoff: float | None,
           rate_limit: float | None, endpoint_headers: tuple[str, ...], gate: Any, junit_path: str | None,
-          **passed: Any) -> None:  # fmt: skip
+          baseline_spec: str | None, **passed: Any) -> None:  # fmt: skip
     """Audit a model: evasion attacks (a preset) and membership inference; writes a report. An interrupted audit
     resumes where it stopped when the same command is run again (OUT/audit.ckpt). With --policy FILE, checks the
-    result against the policy's rules and exits 4 when one fails (after writing every file)."""
+    result against the policy's rules and exits 4 when one fails (after writing every file); --baseline gives the
+    run its baseline rules compare with."""
     from modelsec.audits import AuditConfig
     from modelsec.data.user_split import split_files
     from modelsec.outputs.audit import audit_and_write
 
     if junit_path is not None and gate is None:
         raise ConfigError("--junit needs --policy FILE (it writes the policy's rules as test cases)")
+    if baseline_spec is not None and gate is None:
+        raise ConfigError("--baseline needs --policy FILE (its rules compare with the baseline)")
     model = _endpoint_model(
         model_path, endpoint, endpoint_batch_size=endpoint_batch_size, query_budget=query_budget,
         endpoint_timeout=endpoint_timeout, endpoint_retries=endpoint_retries, endpoint_backoff=endpoint_backoff,
@@ -409,15 +420,20 @@ def audit(model_path: str | None, data: str | None, members_file: str | None, no
         data, members=members_file, nonmembers=nonmembers_file, population=population_file, test=test_file
     )
     config = AuditConfig(**settings, split_seed=split_seed)
+    baseline = None
     if gate is not None:
-        from modelsec.audits.gate import check_gate_config
+        from modelsec.audits.gate import check_gate_config, load_baseline
 
-        check_gate_config(gate, config.eps)
+        if (
+            baseline_spec is not None
+        ):  # a run id is looked up in the store, even with --no-store (which only skips recording)
+            baseline = load_baseline(baseline_spec, _store(store_path, False, readonly=True))
+        check_gate_config(gate, config.eps, baseline=baseline)
     options = dict(
         config=config, bounds=_parse_bounds(bounds), store=_store(store_path, no_store), progress=_progress(quiet),
         resume=not no_resume, **passed,
     )  # fmt: skip
-    outcome = audit_and_write(model, source, gate=gate, **options)
+    outcome = audit_and_write(model, source, gate=gate, baseline=baseline, **options)
     if not quiet:
         printing.audit_summary(outcome.result)
     gated = None if gate is None else outcome.result.gate

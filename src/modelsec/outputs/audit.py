@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from modelsec.audits.gate import Gate, evaluate_gate
+from modelsec.audits.gate import Baseline, Gate, PairedRecords, evaluate_gate, load_paired_records, paired_records
 from modelsec.audits.runner import AuditOutcome, run_audit
 from modelsec.core.errors import ConfigError
 from modelsec.outputs.exposed_records import exposed_records_csv
@@ -80,6 +80,7 @@ def audit_and_write(
     out_dir: str | Path | None = None,
     store: RunStore | None = None,
     gate: Gate | None = None,
+    baseline: Baseline | None = None,
     **options: Any,
 ) -> AuditOutcome:
     """``modelsec audit`` and :func:`modelsec.audit`: :func:`~modelsec.audits.run_audit` of ``model`` on ``data``
@@ -93,13 +94,18 @@ def audit_and_write(
     ``gate``: a policy (:mod:`modelsec.audits.gate`) evaluated on the result before its files are written, so that
     ``result.json`` and the report hold its outcome (``result.gate``). A rule the result cannot answer (an eps not
     run, a privacy rule without a privacy part) raises its :class:`~modelsec.core.errors.ConfigError` once the
-    files are written: nothing is lost."""
+    files are written: nothing is lost.
+
+    ``baseline``: the run the gate's baseline rules compare with (:func:`~modelsec.audits.gate.load_baseline`),
+    on this audit's per-record robust flags (those of ``adversarial.npz``)."""
     cache = None if store is None else store.signal_cache
     outcome = run_audit(model, data, checkpoint_dir=out_dir, cache=cache, **options)
     error: ConfigError | None = None
     if gate is not None:
         try:
-            outcome = replace(outcome, result=replace(outcome.result, gate=evaluate_gate(gate, outcome.result)))
+            records = _paired_records(outcome) if gate.needs_baseline else None
+            gated = evaluate_gate(gate, outcome.result, records=records, baseline=baseline)
+            outcome = replace(outcome, result=replace(outcome.result, gate=gated))
         except ConfigError as e:
             error = e
     outcome = write_audit(outcome, out_dir, store=store)
@@ -108,3 +114,12 @@ def audit_and_write(
     if error is not None:
         raise error
     return outcome
+
+
+def _paired_records(outcome: AuditOutcome) -> PairedRecords | None:
+    """The audit's per-record robust flags: from its arrays, or for an audit reused from its checkpoint, from the
+    ``adversarial.npz`` written for it then; ``None`` without either."""
+    if outcome.robustness_run is not None:
+        return paired_records(outcome.robustness_run.npz_arrays())
+    written = outcome.files.get("adversarial")
+    return None if written is None else load_paired_records(written)

@@ -18,6 +18,26 @@ UPPER = "upper"  # ... the upper end
 
 
 @dataclass(frozen=True)
+class BaselineComparison:
+    """What a rule comparing with a baseline run measured (``max_robust_accuracy_drop``): McNemar's exact test on
+    the records both audits attacked, at ``eps``. ``baseline``: the baseline as given (a run id or a result.json);
+    ``records``: how many records were paired; ``b``: robust in the baseline but not now; ``c``: the reverse;
+    ``p_value``: the one-sided exact p-value of a fall (P(X >= b), X ~ Binomial(b + c, 1/2));
+    ``baseline_robust_accuracy`` and ``robust_accuracy``: the two runs' worst-case robust accuracies on those
+    records; ``significance``: the level the p-value was compared with."""
+
+    baseline: str
+    eps: float
+    records: int
+    b: int
+    c: int
+    p_value: float
+    baseline_robust_accuracy: float
+    robust_accuracy: float
+    significance: float
+
+
+@dataclass(frozen=True)
 class RuleOutcome:
     """One rule of a policy evaluated on one result.
 
@@ -27,7 +47,8 @@ class RuleOutcome:
     compared with ``threshold`` (``point``, or the ``lower``/``upper`` end of the interval); ``comparison``:
     ``">="`` (the compared value must be at least the threshold) or ``"<="``; ``attack``: the membership attack
     the number is that of (the strongest by the rule's measure), ``None`` for a robustness rule; ``message``: one
-    line for a person."""
+    line for a person; ``baseline``: the comparison with the baseline run, for a rule that makes one (``measured``
+    is then the fall in robust accuracy, ``threshold`` the largest fall allowed even when significant)."""
 
     rule: str
     measured: float
@@ -38,6 +59,7 @@ class RuleOutcome:
     passed: bool
     message: str
     attack: str | None = None
+    baseline: BaselineComparison | None = None
 
     @property
     def compared(self) -> float:
