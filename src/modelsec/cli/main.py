@@ -836,6 +836,90 @@ def runs_show(run_id: str, as_json: bool, store_path: str | None) -> None:
         click.echo(f"artifact {a.name}: {a.path} (sha256 {a.sha256[:12]})")
 
 
+@runs.command("diff")
+@click.argument("run_a")
+@click.argument("run_b")
+@click.option(
+    "--significance", type=click.FloatRange(0.0, 1.0, min_open=True), default=0.05, show_default=True,
+    help="Level of McNemar's exact two-sided test on the paired records: a robustness change is significant at p "
+    "below it.",
+)  # fmt: skip
+@click.option("--json", "as_json", is_flag=True, help="Print the diff as JSON.")
+@store_option
+def runs_diff(run_a: str, run_b: str, significance: float, as_json: bool, store_path: str | None) -> None:
+    """Two audits side by side, and what changed significantly.
+
+    RUN_A and RUN_B: run ids (or unique prefixes) in the run store, result.json files or their folders, as
+    `--baseline` takes. Robustness per eps: both worst-case robust accuracies and, where both runs'
+    adversarial.npz hold the same records, McNemar's exact two-sided test (b: robust in A only, c: in B only).
+    Clean accuracy and membership (AUC, TPR at 0.1% FPR): "changed" when the two 95% intervals do not overlap,
+    which is conservative (overlapping intervals can still differ significantly), not a test.
+    """
+    from modelsec.audits.diff import diff_runs, load_run
+
+    store = None
+    if not all(_is_result_path(s) for s in (run_a, run_b)):
+        store = _store(store_path, False, readonly=True)
+    diff = diff_runs(load_run(run_a, store), load_run(run_b, store), significance=significance)
+    if as_json:
+        click.echo(json.dumps(diff.to_dict(), indent=2))
+        return
+    _print_diff(diff)
+
+
+def _is_result_path(spec: str) -> bool:
+    path = Path(spec)
+    return spec.endswith(".json") or path.is_file() or (path / "result.json").is_file()
+
+
+def _print_diff(d: Any) -> None:
+    """A run diff as aligned plain-text tables (readable in a terminal, a CI log and a pipe alike)."""
+
+    def pct(v: float | None, ci: Any = None) -> str:
+        if v is None:
+            return "-"
+        return f"{v:.1%}" + ("" if ci is None else f" [{ci.low:.1%}, {ci.high:.1%}]")
+
+    def auc(v: float | None, ci: Any = None) -> str:
+        if v is None:
+            return "-"
+        return f"{v:.3f}" + ("" if ci is None else f" [{ci.low:.3f}, {ci.high:.3f}]")
+
+    def table(header: tuple[str, ...], rows: list[tuple[Any, ...]]) -> None:
+        widths = [max(len(r[i]) for r in (header, *rows)) for i in range(len(header))]
+        for r in (header, *rows):
+            click.echo("  " + "  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip())
+
+    click.echo(f"A: {printable(d.a)} (run {d.run_id_a})")
+    click.echo(f"B: {printable(d.b)} (run {d.run_id_b})")
+    clean = "changed" if d.clean_changed else "no change"
+    click.echo(f"clean accuracy: {pct(d.clean_accuracy_a, d.clean_ci_a)} -> {pct(d.clean_accuracy_b, d.clean_ci_b)}"
+               f" ({clean})")  # fmt: skip
+    if d.robustness:
+        click.echo(
+            f"robustness (worst case per sample; McNemar exact two-sided, significant at p < {d.significance:g}):"
+        )
+        rows = [
+            (f"{r.eps:g}", pct(r.robust_accuracy_a, r.ci_a), pct(r.robust_accuracy_b, r.ci_b),
+             "-" if r.b is None else str(r.b), "-" if r.c is None else str(r.c),
+             "-" if r.p_value is None else f"{r.p_value:.3g}",
+             r.note or ("significant" if r.significant else "no significant change"))
+            for r in d.robustness
+        ]  # fmt: skip
+        table(("eps", "robust acc. A", "robust acc. B", "b", "c", "p", ""), rows)
+    if d.membership:
+        click.echo("membership (changed: the 95% intervals do not overlap; conservative, not a test):")
+        members: list[tuple[Any, ...]] = [
+            (m.attack, auc(m.auc_a, m.auc_ci_a), auc(m.auc_b, m.auc_ci_b), pct(m.tpr_a, m.tpr_ci_a),
+             pct(m.tpr_b, m.tpr_ci_b), "changed" if m.changed else "no change")
+            for m in d.membership
+        ]  # fmt: skip
+        table(("attack", "AUC A", "AUC B", "TPR@0.1%FPR A", "TPR@0.1%FPR B", ""), members)
+    for note in d.notes:
+        click.echo(f"note: {note}")
+    click.echo("changed" if d.changed else "no change detected")
+
+
 @cli.command("report")
 @click.argument("result_json", type=click.Path(exists=True, dir_okay=False))
 @_out_file("HTML file to write.")
