@@ -83,7 +83,7 @@ def _arrays(robust_at_01: np.ndarray, *, seed: int = 0) -> dict[str, np.ndarray]
     rng = np.random.default_rng(seed)
     x = rng.random((N, 8), dtype=np.float32)
     y = rng.integers(0, 3, N)
-    arrays = {"x": x, "y": y, "pred_clean": y, "eps": np.array(EPS)}
+    arrays: dict[str, np.ndarray] = {"x": x, "y": y, "pred_clean": y, "eps": np.array(EPS)}
     for i, flags in enumerate((np.ones(N, dtype=bool), robust_at_01)):
         arrays[f"x_adv_{i}"], arrays[f"robust_{i}"], arrays[f"pred_adv_{i}"] = x, flags, y
     return arrays
