@@ -451,3 +451,18 @@ def test_the_ci_workflow_uses_only_options_that_exist() -> None:
     assert {"--policy", "--junit", "--reference-models", "--members"} <= used <= known, used - known
     assert "--junit audit/policy.xml" in text and "report_paths: audit/policy.xml" in text
     assert 'modelsec runs show "$run_id" >> "$GITHUB_STEP_SUMMARY"' in text
+
+
+def test_a_notebook_shows_the_policy() -> None:
+    """In Jupyter (``_repr_html_``) a gated result shows the policy's outcome and each rule above the tables; an
+    audit without a policy shows no policy section."""
+    import html
+
+    gated = _gated()
+    assert gated.gate is not None
+    fragment = gated._repr_html_()
+    assert "Policy: failed (" in fragment or "Policy: passed" in fragment
+    for rule in gated.gate.rules:
+        assert html.escape(rule.rule) in fragment and html.escape(rule.message) in fragment
+    assert fragment.index("Policy:") < fragment.index("<h4>Robustness</h4>")
+    assert "Policy:" not in RESULT._repr_html_()

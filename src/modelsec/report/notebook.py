@@ -91,6 +91,15 @@ _AUDIT = """<div class="modelsec-nb"><style>{{ style }}</style>
   <p>{{ r.verdict.headline }}</p>
   {% if r.verdict.details %}<ul>{% for d in r.verdict.details %}<li>{{ d }}</li>{% endfor %}</ul>{% endif %}
 </div></div>
+{% if r.gate %}
+<h4>Policy: {% if r.gate.passed %}passed{% else %}failed ({{ r.gate.failed | length }} of {{ r.gate.rules | length
+  }} rules){% endif %}</h4>
+{% if r.gate.policy %}<div class="msnb-meta">policy file {{ r.gate.policy }}</div>{% endif %}
+<div class="msnb-wrap"><table><thead><tr><th>Rule</th><th>Outcome</th><th>Measured</th></tr></thead><tbody>
+{% for rule in r.gate.rules %}<tr><td>{{ rule.rule }}</td><td>{% if rule.passed %}PASS{% else %}<b>FAIL</b>{% endif
+  %}</td><td>{{ rule.message }}</td></tr>
+{% endfor %}</tbody></table></div>
+{% endif %}
 {% if rob_table %}
 <h4>Robustness</h4>
 <div class="msnb-meta">clean accuracy {{ clean.text }} on {{ r.robustness.n | count }} test records{% if
@@ -215,9 +224,10 @@ def _uri(fig: Any) -> str:
 
 
 def audit_fragment(result: AuditResult) -> str:
-    """The audit as a notebook fragment: the verdict, robust accuracy per (attack, epsilon) and the per-sample worst
-    case with intervals, any unresolved sanity check, each membership attack's AUC and TPR at 0.1%, 1% and 10% FPR
-    with intervals and its epsilon lower bound, the robustness curve and the ROC. Either part may be missing."""
+    """The audit as a notebook fragment: the verdict, the policy gate's rules when the audit ran with a policy,
+    robust accuracy per (attack, epsilon) and the per-sample worst case with intervals, any unresolved sanity
+    check, each membership attack's AUC and TPR at 0.1%, 1% and 10% FPR with intervals and its epsilon lower bound,
+    the robustness curve and the ROC. Either part may be missing."""
     rob, priv = result.robustness, result.privacy
     ctx: dict[str, Any] = {
         "style": _STYLE,
