@@ -403,3 +403,33 @@ def test_cli_baseline_by_run_id(digits_model: Path, tmp_path: Path) -> None:
     assert proc.returncode == 0, proc.stderr
     gate = AuditResult.load(tmp_path / "o" / "result.json").gate
     assert gate is not None and gate.rules[0].baseline is not None and gate.rules[0].baseline.baseline == run_id
+
+
+def test_clean_accuracy_drop_is_mcnemar_on_the_clean_predictions(tmp_path: Path) -> None:
+    """``[robustness] max_clean_accuracy_drop``: the same one-sided McNemar test on the paired records' clean
+    predictions (pred_clean == y), here 12 records correct in the baseline only and none only now: p = P(X >= 12),
+    X ~ B(12, 1/2) = 1 / 4096."""
+    from modelsec.audits.gate import MaxCleanAccuracyDrop, parse_gate
+
+    (rule,) = parse_gate("[robustness]\nmax_clean_accuracy_drop = { significance = 0.01 }\n").rules
+    assert rule == MaxCleanAccuracyDrop(0.01, 0.0)
+    assert parse_gate("[robustness]\nmax_clean_accuracy_drop = {}\n").needs_baseline
+    baseline = load_baseline(_run(tmp_path / "base", BASE))  # every record classified correctly
+    arrays = _arrays(_flipped(0, 0))
+    wrong = arrays["y"].copy()
+    wrong[:12] = (wrong[:12] + 1) % 3  # 12 records now misclassified
+    arrays["pred_clean"] = wrong
+    outcome = rule.compare(paired_records(arrays), baseline)
+    assert outcome.baseline is not None
+    assert (outcome.baseline.b, outcome.baseline.c, outcome.baseline.eps) == (12, 0, 0.0)
+    assert outcome.baseline.p_value == pytest.approx(1 / 4096) and not outcome.passed
+    assert outcome.measured == pytest.approx(12 / N)
+    # the same clean predictions in both runs: nothing fell
+    again = rule.compare(paired_records(_arrays(_flipped(0, 0))), load_baseline(_run(tmp_path / "b2", BASE)))
+    assert again.passed and again.baseline is not None and again.baseline.b == 0
+    with pytest.raises(ConfigError, match="baseline run: give --baseline"):
+        check_gate_config(Gate((rule,)), [0.1])
+    check_gate_config(Gate((rule,)), [0.1], baseline=baseline)  # the baseline has its clean predictions
+    no_clean = {k: v for k, v in arrays.items() if k != "pred_clean"}
+    with pytest.raises(ConfigError, match="pred_clean"):
+        rule.compare(paired_records(no_clean), baseline)

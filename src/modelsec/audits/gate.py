@@ -188,24 +188,77 @@ class MaxRobustAccuracyDrop:
         _check_paired(records, baseline)
         now = records.robust_at(self.eps, f"policy rule {self.name}: the audit")
         before = baseline.records.robust_at(self.eps, f"policy rule {self.name}: the baseline {baseline.source}")
-        b = int(np.count_nonzero(before & ~now))
-        c = int(np.count_nonzero(~before & now))
-        p = mcnemar_exact(b, c, GREATER)
-        n = int(now.size)
-        acc_before, acc_now = float(before.mean()), float(now.mean())
-        drop = acc_before - acc_now
-        passed = not (p < self.significance and drop > self.max_value)
-        effect = f" and more than {_percent(self.max_value)}" if self.max_value > 0 else ""
-        message = (
-            f"robust accuracy at eps={self.eps:g}: {_percent(acc_now)} against {_percent(acc_before)} in the baseline "
-            f"(fall {_percent(drop)}; {b} records robust only in the baseline, {c} only now, of {n}; McNemar "
-            f"one-sided p = {p:.3g}), required no fall significant at {self.significance:g}{effect}"
-        )
-        comparison = BaselineComparison(baseline.source, self.eps, n, b, c, p, acc_before, acc_now, self.significance)
-        return RuleOutcome(self.name, drop, None, POINT, AT_MOST, self.max_value, passed, message, baseline=comparison)
+        what = (f"robust accuracy at eps={self.eps:g}", "robust")
+        return _fall(self.name, what, self.eps, before, now, baseline, self.significance, self.max_value)
 
 
-Rule = MinRobustAccuracy | RequireResolvedChecks | MaxTprAtFpr | MaxAuc | MaxEpsilonLowerBound | MaxRobustAccuracyDrop
+@dataclass(frozen=True)
+class MaxCleanAccuracyDrop:
+    """``[robustness] max_clean_accuracy_drop``: clean accuracy did not fall significantly against the baseline run,
+    by the same McNemar test on the paired records' clean predictions as :class:`MaxRobustAccuracyDrop` (its
+    outcome's ``eps`` is 0: a clean prediction is the robust one at eps 0). Needs a baseline (``--baseline``)."""
+
+    significance: float = 0.05
+    max_value: float = 0.0
+
+    @property
+    def name(self) -> str:
+        return "robustness.max_clean_accuracy_drop"
+
+    def evaluate(self, result: AuditResult) -> RuleOutcome:
+        raise ConfigError(f"policy rule {self.name} compares with a baseline run: give --baseline RUN_ID|result.json")
+
+    def compare(self, records: PairedRecords | None, baseline: Baseline) -> RuleOutcome:
+        """The rule on this audit's per-record clean predictions ``records`` against ``baseline``'s."""
+        if records is None:
+            raise ConfigError(f"policy rule {self.name}: the audit has no per-record predictions (adversarial.npz)")
+        _check_paired(records, baseline)
+        now = records.correct_flags(f"policy rule {self.name}: the audit")
+        before = baseline.records.correct_flags(f"policy rule {self.name}: the baseline {baseline.source}")
+        return _fall(self.name, ("clean accuracy", "correct"), 0.0, before, now, baseline, self.significance,
+                     self.max_value)  # fmt: skip
+
+
+def _fall(
+    name: str,
+    what: tuple[str, str],
+    eps: float,
+    before: np.ndarray,
+    now: np.ndarray,
+    baseline: Baseline,
+    significance: float,
+    max_value: float,
+) -> RuleOutcome:
+    """A baseline rule's outcome: the share of records with a flag (``what``: the rate's name and the flag's
+    adjective) ``before`` (the baseline) and ``now``, McNemar's one-sided exact test of a fall on the paired flags,
+    failing when p < ``significance`` and the fall is larger than ``max_value``."""
+    b = int(np.count_nonzero(before & ~now))
+    c = int(np.count_nonzero(~before & now))
+    p = mcnemar_exact(b, c, GREATER)
+    n = int(now.size)
+    acc_before, acc_now = float(before.mean()), float(now.mean())
+    drop = acc_before - acc_now
+    passed = not (p < significance and drop > max_value)
+    effect = f" and more than {_percent(max_value)}" if max_value > 0 else ""
+    rate, flag = what
+    message = (
+        f"{rate}: {_percent(acc_now)} against {_percent(acc_before)} in the baseline (fall {_percent(drop)}; {b} "
+        f"records {flag} only in the baseline, {c} only now, of {n}; McNemar one-sided p = {p:.3g}), required no "
+        f"fall significant at {significance:g}{effect}"
+    )
+    comparison = BaselineComparison(baseline.source, eps, n, b, c, p, acc_before, acc_now, significance)
+    return RuleOutcome(name, drop, None, POINT, AT_MOST, max_value, passed, message, baseline=comparison)
+
+
+Rule = (
+    MinRobustAccuracy
+    | RequireResolvedChecks
+    | MaxTprAtFpr
+    | MaxAuc
+    | MaxEpsilonLowerBound
+    | MaxRobustAccuracyDrop
+    | MaxCleanAccuracyDrop
+)
 
 
 @dataclass(frozen=True)
@@ -223,7 +276,7 @@ class Gate:
     @property
     def needs_baseline(self) -> bool:
         """A rule compares with a baseline run (``--baseline``)."""
-        return any(isinstance(r, MaxRobustAccuracyDrop) for r in self.rules)
+        return any(isinstance(r, MaxRobustAccuracyDrop | MaxCleanAccuracyDrop) for r in self.rules)
 
 
 # -- the baseline ---------------------------------------------------------------------------------------------------
@@ -239,6 +292,13 @@ class PairedRecords:
     records: str
     eps: tuple[float, ...]
     robust: tuple[np.ndarray, ...]
+    correct: np.ndarray | None = None  # per record, classified correctly before any attack (pred_clean == y)
+
+    def correct_flags(self, who: str) -> np.ndarray:
+        """The per-record clean-correctness flags; ConfigError naming ``who`` when its npz has no ``pred_clean``."""
+        if self.correct is None:
+            raise ConfigError(f"{who} has no clean predictions (pred_clean) in its adversarial.npz")
+        return self.correct
 
     def robust_at(self, eps: float, who: str) -> np.ndarray:
         """The flags at ``eps`` (as booleans); ConfigError naming ``who`` when that run did not attack at it."""
@@ -269,7 +329,13 @@ def paired_records(arrays: Mapping[str, np.ndarray], where: str = "adversarial.n
         if flags.size != len(y):
             raise ConfigError(f"{where}: robust_{i} has {flags.size} flags for {len(y)} records")
         robust.append(flags)
-    return PairedRecords(digest.hexdigest(), eps, tuple(robust))
+    correct = None
+    if "pred_clean" in arrays:
+        pred = np.asarray(arrays["pred_clean"]).ravel()
+        if pred.size != len(y):
+            raise ConfigError(f"{where}: pred_clean has {pred.size} predictions for {len(y)} records")
+        correct = pred == np.asarray(y).ravel()
+    return PairedRecords(digest.hexdigest(), eps, tuple(robust), correct)
 
 
 def load_paired_records(path: str | Path) -> PairedRecords:
@@ -278,7 +344,7 @@ def load_paired_records(path: str | Path) -> PairedRecords:
     where = printable(str(path))
     try:
         with np.load(path, allow_pickle=False) as npz:
-            arrays = {k: npz[k] for k in npz.files if k in ("x", "y", "eps") or k.startswith("robust_")}
+            arrays = {k: npz[k] for k in npz.files if k in ("x", "y", "eps", "pred_clean") or k.startswith("robust_")}
     except FileNotFoundError:
         raise ConfigError(f"{where}: no such file (the per-record robust flags a baseline rule needs)") from None
     except (OSError, ValueError) as e:
@@ -447,6 +513,14 @@ def _max_robust_accuracy_drop(value: Any, where: str) -> list[Rule]:
     return rules
 
 
+def _max_clean_accuracy_drop(value: Any, where: str) -> list[Rule]:
+    t, w = _single_table(value, where)
+    _fields(t, w, (), ("significance", "max_value"))
+    significance = _number(t, "significance", w, 0.0, 1.0, open_low=True) if "significance" in t else 0.05
+    max_value = _number(t, "max_value", w, 0.0, 1.0) if "max_value" in t else 0.0
+    return [MaxCleanAccuracyDrop(significance, max_value)]
+
+
 def _min_robust_accuracy(value: Any, where: str) -> list[Rule]:
     rules: list[Rule] = []
     for t, w in _tables(value, where):
@@ -494,6 +568,7 @@ _SECTIONS: dict[str, dict[str, Callable[[Any, str], list[Rule]]]] = {
         "min_robust_accuracy": _min_robust_accuracy,
         "require_resolved_checks": _require_resolved_checks,
         "max_robust_accuracy_drop": _max_robust_accuracy_drop,
+        "max_clean_accuracy_drop": _max_clean_accuracy_drop,
     },
     "privacy": {
         "max_tpr_at_fpr": _max_tpr_at_fpr,
@@ -520,12 +595,14 @@ def check_gate_config(gate: Gate, eps: Iterable[float], *, baseline: Baseline | 
     eps = list(eps)
     ran = {eps_key(e) for e in eps}
     for rule in gate.rules:
-        if isinstance(rule, MaxRobustAccuracyDrop):
-            if baseline is None:
-                raise ConfigError(
-                    f"policy rule {rule.name} compares with a baseline run: give --baseline RUN_ID|result.json"
-                )
+        if isinstance(rule, MaxRobustAccuracyDrop | MaxCleanAccuracyDrop) and baseline is None:
+            raise ConfigError(
+                f"policy rule {rule.name} compares with a baseline run: give --baseline RUN_ID|result.json"
+            )
+        if isinstance(rule, MaxRobustAccuracyDrop) and baseline is not None:
             baseline.records.robust_at(rule.eps, f"policy rule {rule.name}: the baseline {baseline.source}")
+        if isinstance(rule, MaxCleanAccuracyDrop) and baseline is not None:
+            baseline.records.correct_flags(f"policy rule {rule.name}: the baseline {baseline.source}")
         if isinstance(rule, MinRobustAccuracy | MaxRobustAccuracyDrop) and eps_key(rule.eps) not in ran:
             raise ConfigError(
                 f"policy rule {rule.name}: the audit does not run eps={rule.eps:g} "
@@ -542,7 +619,7 @@ def evaluate_gate(
     baseline or on other records)."""
     outcomes = []
     for rule in gate.rules:
-        if isinstance(rule, MaxRobustAccuracyDrop) and baseline is not None:
+        if isinstance(rule, MaxRobustAccuracyDrop | MaxCleanAccuracyDrop) and baseline is not None:
             outcomes.append(rule.compare(records, baseline))
         else:
             outcomes.append(rule.evaluate(result))
