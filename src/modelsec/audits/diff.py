@@ -21,8 +21,8 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from modelsec.audits.gate import PairedRecords, load_paired_records
-from modelsec.core.errors import ConfigError, ModelsecError, printable
+from modelsec.audits.gate import PairedRecords, find_run, load_paired_records
+from modelsec.core.errors import ConfigError, printable
 from modelsec.results.audit import AuditResult, eps_key
 from modelsec.results.diff import MembershipDiff, RobustnessDiff, RunDiff
 from modelsec.stats.intervals import Interval
@@ -50,29 +50,7 @@ def load_run(spec: str | Path, store: RunStore | None = None) -> DiffRun:
     ``store``. ConfigError when it cannot be found or is not a finished audit; a missing or unreadable
     ``adversarial.npz`` is not an error (the diff only skips the test)."""
     text = str(spec)
-    where = printable(text)
-    path = Path(spec)
-    if path.is_dir() and (path / "result.json").is_file():  # the run's output folder
-        path = path / "result.json"
-    npz: Path | None = None
-    if text.endswith(".json") or path.is_file():
-        try:
-            result = AuditResult.load(path)
-        except ModelsecError as e:
-            raise ConfigError(f"{where}: {e}") from None
-        if result.robustness is not None and result.robustness.adversarial_file:
-            npz = path.parent / result.robustness.adversarial_file
-    else:
-        if store is None:
-            raise ConfigError(f"{where}: not a result.json, and there is no run store to look a run id up in")
-        try:
-            run = store.get(text)
-        except ModelsecError as e:
-            raise ConfigError(f"{where}: {e}") from None
-        if run.result is None:
-            raise ConfigError(f"{where}: run {run.summary.id} is not a finished audit ({run.summary.kind})")
-        result = run.result
-        npz = next((Path(a.path) for a in run.artifacts if a.name == "adversarial"), None)
+    result, npz = find_run(spec, store, printable(text))
     if npz is None:
         return DiffRun(result, None, text, "no adversarial.npz")
     if not npz.is_file():

@@ -361,12 +361,11 @@ class Baseline:
     source: str
 
 
-def load_baseline(spec: str | Path, store: RunStore | None = None) -> Baseline:
-    """The baseline ``spec`` names: a ``result.json`` (its ``adversarial.npz`` beside it, as the result names it)
-    or the folder holding one, or a run id (or a unique prefix) in ``store`` (the run's recorded ``adversarial``
-    artifact). ConfigError when the run cannot be found or has no robustness part or no ``adversarial.npz``."""
+def find_run(spec: str | Path, store: RunStore | None, where: str) -> tuple[AuditResult, Path | None]:
+    """The finished audit ``spec`` names and its ``adversarial.npz`` (``None`` when it records none): a
+    ``result.json`` or the folder holding one, or a run id (or a unique prefix) in ``store``. ConfigError, prefixed
+    with ``where``, when it cannot be found or is not a finished audit."""
     text = str(spec)
-    where = f"--baseline {printable(text)}"
     path = Path(spec)
     if path.is_dir() and (path / "result.json").is_file():  # the run's output folder
         path = path / "result.json"
@@ -375,20 +374,27 @@ def load_baseline(spec: str | Path, store: RunStore | None = None) -> Baseline:
             result = AuditResult.load(path)
         except ModelsecError as e:
             raise ConfigError(f"{where}: {e}") from None
-        npz = None
         if result.robustness is not None and result.robustness.adversarial_file:
-            npz = path.parent / result.robustness.adversarial_file
-    else:
-        if store is None:
-            raise ConfigError(f"{where}: not a result.json, and there is no run store to look a run id up in")
-        try:
-            run = store.get(text)
-        except ModelsecError as e:
-            raise ConfigError(f"{where}: {e}") from None
-        if run.result is None:
-            raise ConfigError(f"{where}: run {run.summary.id} is not a finished audit ({run.summary.kind})")
-        result = run.result
-        npz = next((Path(a.path) for a in run.artifacts if a.name == "adversarial"), None)
+            return result, path.parent / result.robustness.adversarial_file
+        return result, None
+    if store is None:
+        raise ConfigError(f"{where}: not a result.json, and there is no run store to look a run id up in")
+    try:
+        run = store.get(text)
+    except ModelsecError as e:
+        raise ConfigError(f"{where}: {e}") from None
+    if run.result is None:
+        raise ConfigError(f"{where}: run {run.summary.id} is not a finished audit ({run.summary.kind})")
+    return run.result, next((Path(a.path) for a in run.artifacts if a.name == "adversarial"), None)
+
+
+def load_baseline(spec: str | Path, store: RunStore | None = None) -> Baseline:
+    """The baseline ``spec`` names: a ``result.json`` (its ``adversarial.npz`` beside it, as the result names it)
+    or the folder holding one, or a run id (or a unique prefix) in ``store`` (the run's recorded ``adversarial``
+    artifact). ConfigError when the run cannot be found or has no robustness part or no ``adversarial.npz``."""
+    text = str(spec)
+    where = f"--baseline {printable(text)}"
+    result, npz = find_run(spec, store, where)
     if result.robustness is None:
         raise ConfigError(f"{where}: the baseline audit has no robustness part")
     if npz is None:
