@@ -112,7 +112,7 @@ def test_require_resolved_checks_false_is_no_rule() -> None:
 @pytest.mark.parametrize(
     ("text", "message"),
     [
-        ("[robustnes]\nx = 1", "unknown section [robustnes] (known: robustness, privacy)"),
+        ("[robustnes]\nx = 1", "unknown section [robustnes] (known: robustness, privacy, dp)"),
         ("[robustness]\nmin_accuracy = { eps = 0.1, value = 0.5 }", "unknown key robustness.min_accuracy"),
         ("[robustness]\nmin_robust_accuracy = { eps = 0.1, value = 0.5, bond = 'lower' }", "unknown key bond"),
         ("[robustness]\nmin_robust_accuracy = { value = 0.5 }", "robustness.min_robust_accuracy: missing key eps"),
@@ -402,8 +402,10 @@ def test_the_readme_policy_file_parses() -> None:
         "privacy.max_tpr_at_fpr(fpr=0.01)",
         "privacy.max_auc",
         "privacy.max_epsilon_lower_bound",
+        "dp.max_claimed_epsilon",
     ]
-    assert len(evaluate_gate(gate, RESULT).rules) == 6
+    assert len(evaluate_gate(gate, RESULT).rules) == 7
+    assert text.count("\n") == 10  # the "ten-line policy file"
 
 
 def test_a_tie_goes_to_the_attack_with_the_higher_auc() -> None:
@@ -441,16 +443,24 @@ def test_the_ci_workflow_uses_only_options_that_exist() -> None:
 
     from modelsec.cli.main import cli
 
-    text = (Path(__file__).parent.parent / "docs" / "ci.md").read_text(encoding="utf-8")
-    command = re.search(r"modelsec audit (--model .*?--out audit)", text, re.S)
-    assert command is not None
-    used = set(re.findall(r"(--[a-z][a-z-]*)", command.group(1)))
+    root = Path(__file__).parent.parent
+    text = (root / "docs" / "ci.md").read_text(encoding="utf-8")
+    readme = (root / "README.md").read_text(encoding="utf-8")
+    readme = readme[readme.index("## Use in CI") : readme.index("## Python API")]
+    readme = readme[readme.index("```yaml") :]
     shown = CliRunner().invoke(cli, ["audit", "--help"], terminal_width=200)
     assert shown.exit_code == 0
     known = set(re.findall(r"(--[a-z][a-z-]*)", shown.output))
-    assert {"--policy", "--junit", "--reference-models", "--members"} <= used <= known, used - known
+    commands = []
+    for doc in (text, readme):  # the workflow, and its core steps in the README's "Use in CI"
+        command = re.search(r"modelsec audit (--model .*?--out audit)", doc, re.S)
+        assert command is not None
+        commands.append(command.group(1))
+        used = set(re.findall(r"(--[a-z][a-z-]*)", command.group(1)))
+        assert {"--policy", "--junit", "--reference-models", "--members"} <= used <= known, used - known
+        assert 'modelsec runs show "$run_id" >> "$GITHUB_STEP_SUMMARY"' in doc
+    assert commands[0] == commands[1]
     assert "--junit audit/policy.xml" in text and "report_paths: audit/policy.xml" in text
-    assert 'modelsec runs show "$run_id" >> "$GITHUB_STEP_SUMMARY"' in text
 
 
 def test_a_notebook_shows_the_policy() -> None:

@@ -49,6 +49,7 @@ import numpy as np
 
 from modelsec.core.errors import ConfigError, ModelsecError, printable
 from modelsec.results.audit import AuditResult, MembershipAttackResult, PrivacyResult, RobustnessResult, eps_key
+from modelsec.results.dp_audit import DPAuditResult
 from modelsec.results.gate import LOWER, POINT, UPPER, BaselineComparison, GateOutcome, RuleOutcome
 from modelsec.stats.intervals import Interval
 from modelsec.stats.mcnemar import GREATER, mcnemar_exact
@@ -58,6 +59,10 @@ if TYPE_CHECKING:
 
 AT_LEAST = ">="
 AT_MOST = "<="
+
+GatedResult = AuditResult | DPAuditResult
+"""What a gate evaluates: an audit's result (``audit``, each model of ``compare``) or a one-run DP audit's
+(``audit-dp``, which answers only :data:`DP_AUDIT_RULES`)."""
 
 
 @dataclass(frozen=True)
@@ -73,7 +78,7 @@ class MinRobustAccuracy:
     def name(self) -> str:
         return f"robustness.min_robust_accuracy(eps={self.eps:g})"
 
-    def evaluate(self, result: AuditResult) -> RuleOutcome:
+    def evaluate(self, result: GatedResult) -> RuleOutcome:
         robustness = _robustness(result, self.name)
         key = eps_key(self.eps)
         if key not in robustness.robust_accuracy:
@@ -96,7 +101,7 @@ class RequireResolvedChecks:
 
     name = "robustness.require_resolved_checks"
 
-    def evaluate(self, result: AuditResult) -> RuleOutcome:
+    def evaluate(self, result: GatedResult) -> RuleOutcome:
         robustness = _robustness(result, self.name)
         unresolved = [f.check for f in robustness.flags if not f.resolved]
         names = f" ({', '.join(unresolved)})" if unresolved else ""
@@ -117,7 +122,7 @@ class MaxTprAtFpr:
     def name(self) -> str:
         return f"privacy.max_tpr_at_fpr(fpr={self.fpr:g})"
 
-    def evaluate(self, result: AuditResult) -> RuleOutcome:
+    def evaluate(self, result: GatedResult) -> RuleOutcome:
         key = repr(float(self.fpr))
         attacks = [a for a in _privacy(result, self.name).attacks if key in a.tpr_at_fpr]
         if not attacks:
@@ -141,7 +146,7 @@ class MaxAuc:
     bound: str = POINT
     name = "privacy.max_auc"
 
-    def evaluate(self, result: AuditResult) -> RuleOutcome:
+    def evaluate(self, result: GatedResult) -> RuleOutcome:
         attacks = _privacy(result, self.name).attacks
         return _strongest(self.name, attacks, lambda a: (a.auc, a.auc_ci), self.bound, self.value, "AUC", _plain)
 
@@ -149,12 +154,16 @@ class MaxAuc:
 @dataclass(frozen=True)
 class MaxEpsilonLowerBound:
     """``[privacy] max_epsilon_lower_bound``: the largest empirical epsilon lower bound of any membership attack
-    (a 95% bound already, so the point is what is compared) is at most ``value``."""
+    (a 95% bound already, so the point is what is compared) is at most ``value``; for ``audit-dp``, the canaries'
+    lower bound (Steinke, Nasr & Jagielski 2023)."""
 
     value: float
     name = "privacy.max_epsilon_lower_bound"
 
-    def evaluate(self, result: AuditResult) -> RuleOutcome:
+    def evaluate(self, result: GatedResult) -> RuleOutcome:
+        if isinstance(result, DPAuditResult):  # audit-dp: the canaries' bound (several runs: the combined one)
+            what = f"empirical epsilon lower bound (canaries, at delta={result.delta:g})"
+            return _outcome(self.name, result.lower_bound, None, POINT, AT_MOST, self.value, what, _plain)
         attacks = [a for a in _privacy(result, self.name).attacks if a.epsilon_lower_bound is not None]
         if not attacks:
             raise ConfigError(f"policy rule {self.name}: the result records no epsilon lower bound")
@@ -162,6 +171,33 @@ class MaxEpsilonLowerBound:
             self.name, attacks, lambda a: (float(a.epsilon_lower_bound or 0.0), None), POINT, self.value,
             "empirical epsilon lower bound", _plain,
         )  # fmt: skip
+
+
+@dataclass(frozen=True)
+class MaxClaimedEpsilon:
+    """``[dp] max_claimed_epsilon``: the model's differential-privacy claim is an epsilon of at most ``value`` (at
+    the claim's own delta): the claim a DP-SGD model records (``modelsec audit``, ``compare``), or the claim of the
+    training under audit (``audit-dp``). A model that claims no DP fails: nothing bounds its leakage. The claim is
+    the accountant's, a proven bound under its assumptions; whether the training delivers it is what ``audit-dp``'s
+    lower bound checks."""
+
+    value: float
+    name = "dp.max_claimed_epsilon"
+
+    def evaluate(self, result: GatedResult) -> RuleOutcome:
+        epsilon: float | None
+        delta: float | None
+        if isinstance(result, DPAuditResult):
+            epsilon, delta = result.claimed_epsilon, result.delta
+        else:
+            epsilon, delta = result.model.dp_epsilon, result.model.dp_delta
+        if epsilon is None:
+            message = (
+                f"claimed DP epsilon: none (the model makes no differential-privacy claim), required <= {self.value:g}"
+            )
+            return RuleOutcome(self.name, None, None, POINT, AT_MOST, self.value, False, message)
+        at = "" if delta is None else f" at delta={delta:g}"
+        return _outcome(self.name, epsilon, None, POINT, AT_MOST, self.value, f"claimed DP epsilon{at}", _plain)
 
 
 @dataclass(frozen=True)
@@ -178,7 +214,7 @@ class MaxRobustAccuracyDrop:
     def name(self) -> str:
         return f"robustness.max_robust_accuracy_drop(eps={self.eps:g})"
 
-    def evaluate(self, result: AuditResult) -> RuleOutcome:
+    def evaluate(self, result: GatedResult) -> RuleOutcome:
         raise ConfigError(f"policy rule {self.name} compares with a baseline run: give --baseline RUN_ID|result.json")
 
     def compare(self, records: PairedRecords | None, baseline: Baseline) -> RuleOutcome:
@@ -205,7 +241,7 @@ class MaxCleanAccuracyDrop:
     def name(self) -> str:
         return "robustness.max_clean_accuracy_drop"
 
-    def evaluate(self, result: AuditResult) -> RuleOutcome:
+    def evaluate(self, result: GatedResult) -> RuleOutcome:
         raise ConfigError(f"policy rule {self.name} compares with a baseline run: give --baseline RUN_ID|result.json")
 
     def compare(self, records: PairedRecords | None, baseline: Baseline) -> RuleOutcome:
@@ -256,6 +292,7 @@ Rule = (
     | MaxTprAtFpr
     | MaxAuc
     | MaxEpsilonLowerBound
+    | MaxClaimedEpsilon
     | MaxRobustAccuracyDrop
     | MaxCleanAccuracyDrop
 )
@@ -276,7 +313,23 @@ class Gate:
     @property
     def needs_baseline(self) -> bool:
         """A rule compares with a baseline run (``--baseline``)."""
-        return any(isinstance(r, MaxRobustAccuracyDrop | MaxCleanAccuracyDrop) for r in self.rules)
+        return any(_is_baseline_rule(r) for r in self.rules)
+
+    def without_baseline_rules(self) -> Gate:
+        """The gate less its baseline rules: what a comparison checks its baseline model against."""
+        return replace(self, rules=tuple(r for r in self.rules if not _is_baseline_rule(r)))
+
+
+def _is_baseline_rule(rule: Rule) -> bool:
+    return isinstance(rule, MaxRobustAccuracyDrop | MaxCleanAccuracyDrop)
+
+
+DP_AUDIT_RULES = (MaxEpsilonLowerBound, MaxClaimedEpsilon)
+"""The rules ``audit-dp`` answers: it trains with canaries and bounds epsilon, measuring nothing else."""
+
+
+def _dp_audit_rules() -> str:
+    return "privacy.max_epsilon_lower_bound, dp.max_claimed_epsilon"
 
 
 # -- the baseline ---------------------------------------------------------------------------------------------------
@@ -563,6 +616,12 @@ def _max_epsilon_lower_bound(value: Any, where: str) -> list[Rule]:
     return [MaxEpsilonLowerBound(_number(t, "value", w, 0.0, math.inf))]
 
 
+def _max_claimed_epsilon(value: Any, where: str) -> list[Rule]:
+    t, w = _single_table(value, where)
+    _fields(t, w, ("value",), ())
+    return [MaxClaimedEpsilon(_number(t, "value", w, 0.0, math.inf))]
+
+
 def _single_table(value: Any, where: str) -> tuple[dict[str, Any], str]:
     if not isinstance(value, dict):
         raise ConfigError(f"{where} must be a table such as {{ value = 0.5 }}, got {_type(value)}")
@@ -581,6 +640,9 @@ _SECTIONS: dict[str, dict[str, Callable[[Any, str], list[Rule]]]] = {
         "max_auc": _max_auc,
         "max_epsilon_lower_bound": _max_epsilon_lower_bound,
     },
+    "dp": {
+        "max_claimed_epsilon": _max_claimed_epsilon,
+    },
 }
 
 
@@ -595,13 +657,19 @@ def _type(v: Any) -> str:
 # -- evaluation -----------------------------------------------------------------------------------------------------
 
 
-def check_gate_config(gate: Gate, eps: Iterable[float], *, baseline: Baseline | None = None) -> None:
+def check_gate_config(
+    gate: Gate, eps: Iterable[float], *, baseline: Baseline | None = None, in_comparison: bool = False
+) -> None:
     """Before the audit: ConfigError when a robustness rule names an eps the audit will not run (``eps``: its
-    budgets), or a rule needs a baseline and none is given, or the baseline did not attack at the rule's eps."""
+    budgets), or a rule needs a baseline and none is given, or the baseline did not attack at the rule's eps.
+    ``in_comparison``: the gate checks every model of ``modelsec compare``, whose baseline rules compare each
+    hardened model with the comparison's baseline model (same records, same eps), so they need no ``--baseline``."""
     eps = list(eps)
     ran = {eps_key(e) for e in eps}
+    if in_comparison and baseline is not None:
+        raise ConfigError("compare's baseline rules compare with its first model (BASELINE): --baseline is not used")
     for rule in gate.rules:
-        if isinstance(rule, MaxRobustAccuracyDrop | MaxCleanAccuracyDrop) and baseline is None:
+        if _is_baseline_rule(rule) and baseline is None and not in_comparison:
             raise ConfigError(
                 f"policy rule {rule.name} compares with a baseline run: give --baseline RUN_ID|result.json"
             )
@@ -616,8 +684,19 @@ def check_gate_config(gate: Gate, eps: Iterable[float], *, baseline: Baseline | 
             )
 
 
+def check_dp_audit_gate(gate: Gate) -> None:
+    """Before ``audit-dp``: ConfigError naming the first rule it cannot answer (it measures the canaries' epsilon
+    lower bound and knows the training's claim, nothing else)."""
+    for rule in gate.rules:
+        if not isinstance(rule, DP_AUDIT_RULES):
+            raise ConfigError(
+                f"policy rule {rule.name}: audit-dp does not measure it (its rules: {_dp_audit_rules()}); use a "
+                "policy file of those rules"
+            )
+
+
 def evaluate_gate(
-    gate: Gate, result: AuditResult, *, records: PairedRecords | None = None, baseline: Baseline | None = None
+    gate: Gate, result: GatedResult, *, records: PairedRecords | None = None, baseline: Baseline | None = None
 ) -> GateOutcome:
     """Every rule of ``gate`` evaluated on ``result``, in order; a baseline rule compares the audit's per-record
     flags ``records`` with ``baseline``'s. ConfigError when a rule asks for a number the result does not hold (an
@@ -632,13 +711,17 @@ def evaluate_gate(
     return GateOutcome(policy=gate.source, passed=all(o.passed for o in outcomes), rules=outcomes)
 
 
-def _robustness(result: AuditResult, rule: str) -> RobustnessResult:
+def _robustness(result: GatedResult, rule: str) -> RobustnessResult:
+    if isinstance(result, DPAuditResult):
+        raise ConfigError(f"policy rule {rule}: audit-dp measures no robustness (its rules: {_dp_audit_rules()})")
     if result.robustness is None:
         raise ConfigError(f"policy rule {rule}: the audit has no robustness part")
     return result.robustness
 
 
-def _privacy(result: AuditResult, rule: str) -> PrivacyResult:
+def _privacy(result: GatedResult, rule: str) -> PrivacyResult:
+    if isinstance(result, DPAuditResult):
+        raise ConfigError(f"policy rule {rule}: audit-dp runs no membership attack (its rules: {_dp_audit_rules()})")
     if result.privacy is None or not result.privacy.attacks:
         raise ConfigError(f"policy rule {rule}: the audit has no privacy (membership inference) part")
     return result.privacy
@@ -690,7 +773,8 @@ def _outcome(
     ci = "" if interval is None else f" [{fmt(interval.low)}, {fmt(interval.high)}]"
     by = "" if bound == POINT else f" ({'lower' if bound == LOWER else 'upper'} bound {fmt(compared)})"
     message = f"{what}: {fmt(measured)}{ci}{by}, required {comparison} {fmt(threshold)}"
-    return RuleOutcome(rule, float(measured), interval, bound, comparison, threshold, bool(passed), message)
+    value = None if math.isnan(measured) else float(measured)  # JSON has no NaN: not measured
+    return RuleOutcome(rule, value, interval, bound, comparison, threshold, bool(passed), message)
 
 
 def _percent(v: float) -> str:

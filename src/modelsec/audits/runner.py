@@ -71,6 +71,7 @@ from modelsec.results.audit import (
     SanityFlag,
     SkippedAttack,
 )
+from modelsec.results.dp_audit import DPClaim
 
 if TYPE_CHECKING:
     from modelsec.store.cache import SignalCache
@@ -424,7 +425,13 @@ def _load_target(
     classifier, info = loaded.classifier, loaded.info
     if config.normalize_mean is not None and config.normalize_std is not None:
         classifier = normalized(classifier, config.normalize_mean, config.normalize_std)
-    info = replace(info, capability=classifier.capability.name.lower())
+    claim = DPClaim.from_guarantees(card.guarantees)  # the DP claim the file records, for dp.max_claimed_epsilon
+    info = replace(
+        info,
+        capability=classifier.capability.name.lower(),
+        dp_epsilon=None if claim is None else claim.epsilon,
+        dp_delta=None if claim is None else claim.delta,
+    )
     timings["load_model"] = time.perf_counter() - t
     overlaps = splits.overlaps()
     return _Target(

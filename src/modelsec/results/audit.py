@@ -273,6 +273,8 @@ class ModelInfo:
     # modelsec.models.adapters.endpoint.RemoteModel.record)
     capability: str | None = None  # "gradients", "scores" or "labels": what the audit could use
     notes: list[str] = field(default_factory=list)  # what an adapter did or guessed (layout, fallbacks, checks)
+    dp_epsilon: float | None = None  # the DP claim the model file records (epsilon at dp_delta); added within version 1
+    dp_delta: float | None = None
 
 
 @dataclass(frozen=True)
@@ -316,11 +318,15 @@ class AuditResult:
     gate: GateOutcome | None = None  # the policy gate's outcome (--policy); added within version 1
 
     def to_dict(self) -> dict[str, Any]:
-        """What ``result.json`` holds; ``gate`` only when the audit ran with a policy (absent means none, so a
-        result without one is the same file as before the field was added)."""
+        """What ``result.json`` holds; ``gate`` only when the audit ran with a policy, and the model's
+        ``dp_epsilon``/``dp_delta`` only when it claims DP (absent means none, so a result without them is the same
+        file as before the fields were added)."""
         d = dataclasses.asdict(self)
         if d["gate"] is None:
             del d["gate"]
+        for key in ("dp_epsilon", "dp_delta"):  # the model's DP claim: only for a model that makes one
+            if d["model"][key] is None:
+                del d["model"][key]
         return d
 
     def to_json(self, indent: int | None = 2) -> str:

@@ -42,7 +42,9 @@ class RuleOutcome:
     """One rule of a policy evaluated on one result.
 
     ``rule``: its name as written in the policy file with its parameter, e.g.
-    ``robustness.min_robust_accuracy(eps=0.1)``; ``measured``: the point estimate the audit gave; ``interval``: its
+    ``robustness.min_robust_accuracy(eps=0.1)``; ``measured``: the point estimate the audit gave (``None`` when the
+    result holds no such number, e.g. ``dp.max_claimed_epsilon`` on a model that claims no DP: the rule fails);
+    ``interval``: its
     confidence interval (``None`` when the number has none, e.g. a count of unresolved flags); ``bound``: what was
     compared with ``threshold`` (``point``, or the ``lower``/``upper`` end of the interval); ``comparison``:
     ``">="`` (the compared value must be at least the threshold) or ``"<="``; ``attack``: the membership attack
@@ -51,7 +53,7 @@ class RuleOutcome:
     is then the fall in robust accuracy, ``threshold`` the largest fall allowed even when significant)."""
 
     rule: str
-    measured: float
+    measured: float | None
     interval: Interval | None
     bound: str
     comparison: str
@@ -62,8 +64,9 @@ class RuleOutcome:
     baseline: BaselineComparison | None = None
 
     @property
-    def compared(self) -> float:
-        """The value compared with the threshold: the point estimate or one end of the interval."""
+    def compared(self) -> float | None:
+        """The value compared with the threshold: the point estimate or one end of the interval (``None``: nothing
+        was measured)."""
         if self.bound == LOWER and self.interval is not None:
             return self.interval.low
         if self.bound == UPPER and self.interval is not None:
