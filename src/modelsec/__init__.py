@@ -176,6 +176,7 @@ def compare(
     trust_model: bool = False,
     device: str = "cpu",
     resume: bool = True,
+    policy: str | Path | None = None,
     **audit_kwargs: Any,
 ) -> Comparison:
     """Run the same audit on a baseline and its hardened variants and recommend one; see
@@ -192,6 +193,9 @@ def compare(
         max_accuracy_drop: the rule's N, in percentage points of clean accuracy below the baseline's.
         resume: rerunning an interrupted comparison reuses its finished audits and resumes the one under way
             (``out/<model>/audit.ckpt``); ``False`` starts every audit over.
+        policy: a policy file (as ``modelsec compare --policy``), read and checked before any work, evaluated on
+            every model's audit (each ``ModelSummary.gate``; ``Comparison.gate_passed``); its baseline rules compare
+            each hardened model with ``baseline``.
 
     >>> c = modelsec.compare("models/base.safetensors", "models/at.safetensors", eps=(0.1,),
     ...                      preset="quick", out="runs/compare")  # doctest: +SKIP
@@ -209,6 +213,12 @@ def compare(
         if "eps" in audit_kwargs:
             audit_kwargs["eps"] = tuple(audit_kwargs["eps"])
         config = AuditConfig(**audit_kwargs)
+    gate = None
+    if policy is not None:
+        from modelsec.audits.gate import check_gate_config, load_gate
+
+        gate = load_gate(policy)
+        check_gate_config(gate, config.eps, in_comparison=True)
     run_store: Any = None
     if isinstance(store, RunStore):
         run_store = store
@@ -226,6 +236,7 @@ def compare(
         store=run_store,
         progress=progress,
         resume=resume,
+        gate=gate,
     ).comparison
 
 

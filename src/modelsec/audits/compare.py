@@ -326,6 +326,7 @@ def summarise(
         out_dir=out_dir,
         fingerprints={k: str(result.settings[k]) for k in _FINGERPRINTS if k in result.settings},
         audit_seconds=None if audit_seconds is None else round(audit_seconds, 3),
+        gate=result.gate,
     )
 
 

@@ -6,8 +6,9 @@ this file.
 
 Exit codes: 0 success, 2 user error (bad input, unsafe model, unknown name: a message, no traceback),
 1 internal error (a bug: the traceback is printed), 3 a privacy claim contradicted (``audit-dp``: the empirical
-epsilon lower bound exceeds the claimed epsilon), 4 the policy failed (``audit --policy FILE``: a rule of the
-policy file does not hold; the files are written all the same), 130 interrupted.
+epsilon lower bound exceeds the claimed epsilon), 4 the policy failed (``audit``, ``compare`` or ``audit-dp``
+with ``--policy FILE``: a rule of the policy file does not hold; the files are written all the same), 130
+interrupted.
 """
 
 from __future__ import annotations
@@ -33,7 +34,8 @@ EXIT_INTERNAL_ERROR = 1
 EXIT_PRIVACY_VIOLATION = 3
 """``audit-dp``: the one-run audit's lower bound exceeds the claimed epsilon (the claim is not delivered)."""
 EXIT_POLICY_FAILED = 4
-"""``audit --policy FILE``: a rule of the policy file failed (the audit's files are written all the same)."""
+"""``--policy FILE`` (``audit``, ``compare``, ``audit-dp``): a rule of the policy file failed (the files are written
+all the same)."""
 
 COUNT = click.IntRange(min=1)
 
@@ -333,14 +335,14 @@ def _check_junit(value: str | None) -> None:
         check_writable_file(value, "--junit")
 
 
-policy_options = _options(  # audit: the policy gate (issue 17)
+gate_options = _options(  # audit, compare, audit-dp: the policy gate (issue 17)
     click.option(
         "--policy",
         "gate",
         type=click.Path(dir_okay=False),
         default=None,
         callback=_load_policy,
-        help="Policy file (TOML) of rules the result must meet (README, 'Use in CI'); checked before the audit. "
+        help="Policy file (TOML) of rules the result must meet (README, 'Use in CI'); checked before any work. "
         f"Each rule is printed with its outcome; exit code {EXIT_POLICY_FAILED} when one fails.",
     ),
     click.option(
@@ -351,6 +353,10 @@ policy_options = _options(  # audit: the policy gate (issue 17)
         callback=_check(_check_junit),
         help="With --policy: write the rules' outcomes as JUnit XML to this file (one test case per rule).",
     ),
+)
+
+policy_options = _options(  # audit: the policy gate and its baseline run
+    gate_options,
     click.option(
         "--baseline",
         "baseline_spec",
@@ -362,16 +368,38 @@ policy_options = _options(  # audit: the policy gate (issue 17)
 )
 
 
-def _print_gate(outcome: Any) -> None:
-    """Each rule of the gate's ``outcome``: PASS or FAIL, the measured value with its interval, the threshold."""
+def _print_gate(outcome: Any, model: str | None = None) -> None:
+    """Each rule of the gate's ``outcome``: PASS or FAIL, the measured value with its interval, the threshold;
+    ``model``: the compared model the outcome is that of."""
+    of = "" if model is None else f" for {model}"
     for rule in outcome.rules:
         mark = click.style("PASS", fg="green") if rule.passed else click.style("FAIL", fg="red", bold=True)
-        click.echo(f"{mark} {rule.rule}: {rule.message}")
+        click.echo(f"{mark} {rule.rule}{of}: {rule.message}")
     n, failed = len(outcome.rules), len(outcome.failed)
     if failed:
-        click.secho(f"policy FAILED: {failed} of {n} rules failed ({outcome.policy})", fg="red", bold=True, err=True)
+        click.secho(
+            f"policy FAILED{of}: {failed} of {n} rules failed ({outcome.policy})", fg="red", bold=True, err=True
+        )
     else:
-        click.secho(f"policy passed: {n} of {n} rules ({outcome.policy})", fg="green")
+        click.secho(f"policy passed{of}: {n} of {n} rules ({outcome.policy})", fg="green")
+
+
+def _junit_needs_policy(gate: Any, junit_path: str | None) -> None:
+    if junit_path is not None and gate is None:
+        raise ConfigError("--junit needs --policy FILE (it writes the policy's rules as test cases)")
+
+
+def _report_gates(outcomes: dict[str | None, Any], junit_path: str | None) -> bool:
+    """Print every gate outcome (by compared model; ``None``: the one result of the command), write them as JUnit
+    XML to ``junit_path`` when given; returns whether every rule passed."""
+    for model, outcome in outcomes.items():
+        _print_gate(outcome, model)
+    if junit_path is not None:
+        from modelsec.outputs.junit import write_junit
+
+        single = outcomes.get(None)
+        write_junit(single if single is not None else {str(k): v for k, v in outcomes.items()}, junit_path)
+    return all(o.passed for o in outcomes.values())
 
 
 @cli.command(cls=ConfigCommand)
@@ -467,27 +495,45 @@ def audit(model_path: str | None, data: str | None, members_file: str | None, no
     help="The recommendation rule's N: only models at most N percentage points of clean accuracy below the "
     "baseline's are recommended.",
 )
+@gate_options
 @_out_folder("modelsec-compare", "comparison.html/.json/.md and one audit folder per model")
 @run_options
 def compare(data: str | None, members_file: str | None, nonmembers_file: str | None, population_file: str | None,
             test_file: str | None, bounds: str | None, split_seed: int | None, settings: dict[str, Any],
-            store_path: str | None, no_store: bool, no_resume: bool, quiet: bool, **passed: Any) -> None:  # fmt: skip
+            store_path: str | None, no_store: bool, no_resume: bool, quiet: bool, gate: Any,
+            junit_path: str | None, **passed: Any) -> None:  # fmt: skip
     """Audit BASELINE and each HARDENED model the same way (same settings, seed, test records and membership
-    candidates) and write a comparison report with a recommendation."""
+    candidates) and write a comparison report with a recommendation. With --policy FILE, checks every model's
+    audit against the policy (its baseline rules compare each HARDENED model with BASELINE) and exits 4 when a
+    model fails a rule (after writing every file)."""
     from modelsec.audits import AuditConfig
     from modelsec.data.user_split import split_files
     from modelsec.outputs.compare import compare_and_write
 
+    _junit_needs_policy(gate, junit_path)
     source = split_files(
         data, members=members_file, nonmembers=nonmembers_file, population=population_file, test=test_file
     )
+    config = AuditConfig(**settings, split_seed=split_seed)
+    if gate is not None:
+        from modelsec.audits.gate import check_gate_config
+
+        check_gate_config(gate, config.eps, in_comparison=True)
     outcome = compare_and_write(
-        data=source, config=AuditConfig(**settings, split_seed=split_seed), bounds=_parse_bounds(bounds),
-        store=_store(store_path, no_store), progress=_progress(quiet), resume=not no_resume, **passed,
+        data=source, config=config, bounds=_parse_bounds(bounds), store=_store(store_path, no_store),
+        progress=_progress(quiet), resume=not no_resume, gate=gate, **passed,
     )  # fmt: skip
     if not quiet:
         printing.comparison(outcome.comparison)
+    passed_gate = gate is None or _report_gates(
+        {m.name: m.gate for m in outcome.comparison.models if m.gate is not None}, junit_path
+    )
+    if not quiet:
         click.echo(f"report: {outcome.files['html']}\nresult: {outcome.files['comparison']}")
+        if junit_path is not None:
+            click.echo(f"junit: {junit_path}")
+    if not passed_gate:
+        sys.exit(EXIT_POLICY_FAILED)
 
 
 @cli.command(cls=ConfigCommand)
@@ -613,35 +659,44 @@ def harden(defense: str, config_json: str | None, bounds: str | None, split_seed
 @config_options(lambda: _defense_fields(exclude=("seed",)), into="options")  # --seed: the audit's, above
 @config_options(_executor_fields, into="execution")
 @members_option
+@gate_options
 @_out_folder("modelsec-dp-audit", "dp_audit.json and dp_audit.html")
 @device_option
 @quiet_option
 def audit_dp(defense: str, config_json: str | None, bounds: str | None, split_seed: int | None,
              canary_audit: dict[str, Any], options: dict[str, Any], execution: dict[str, Any], quiet: bool,
-             **passed: Any) -> None:  # fmt: skip
+             gate: Any, junit_path: str | None, **passed: Any) -> None:  # fmt: skip
     """Check a DP claim with one training run (Steinke, Nasr & Jagielski 2023): train with canaries, bound epsilon.
 
     --runs N audits N independent runs (each a task on --executor) and combines their bounds (Bonferroni over the
     runs). Exits 3, with a red verdict, when the (combined) empirical lower bound exceeds the claimed epsilon (the
     training does not deliver its claim: a bug, not a result); 0 otherwise, also for a run without a claim (the
-    bound is reported).
+    bound is reported). With --policy FILE (rules privacy.max_epsilon_lower_bound and dp.max_claimed_epsilon),
+    exits 4 when a rule fails and the claim holds.
     """
     from modelsec.core.executors import ExecutorConfig
     from modelsec.outputs.dp_audit import dp_audit_and_write
 
+    _junit_needs_policy(gate, junit_path)
     executor = ExecutorConfig(**execution)  # checked before the data loads
     config = _defense_config(defense, config_json, {**options, "seed": canary_audit["seed"]})
     result, files = dp_audit_and_write(
         defense, config=config, **canary_audit, split_seed=split_seed or 0, bounds=_parse_bounds(bounds),
-        executor=executor, progress=_progress(quiet), **passed,
+        executor=executor, progress=_progress(quiet), gate=gate, **passed,
     )  # fmt: skip
     if not quiet:
         printing.dp_audit(result)
+    passed_gate = gate is None or _report_gates({None: result.gate}, junit_path)
+    if not quiet:
         click.echo(f"report: {files['report']}\nresult: {files['result']}")
+        if junit_path is not None:
+            click.echo(f"junit: {junit_path}")
     if not result.passed:
         click.secho(f"FAIL: {result.verdict()}", fg="red", bold=True, err=True)
         sys.exit(EXIT_PRIVACY_VIOLATION)
     click.secho(("ok: " if result.claimed_epsilon is not None else "") + result.verdict(), fg="green")
+    if not passed_gate:
+        sys.exit(EXIT_POLICY_FAILED)
 
 
 # -- policies of reinforcement-learning agents (issue 15) ----------------------------------------------------------

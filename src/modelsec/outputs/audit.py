@@ -102,12 +102,7 @@ def audit_and_write(
     outcome = run_audit(model, data, checkpoint_dir=out_dir, cache=cache, **options)
     error: ConfigError | None = None
     if gate is not None:
-        try:
-            records = _paired_records(outcome) if gate.needs_baseline else None
-            gated = evaluate_gate(gate, outcome.result, records=records, baseline=baseline)
-            outcome = replace(outcome, result=replace(outcome.result, gate=gated))
-        except ConfigError as e:
-            error = e
+        outcome, error = gate_outcome(gate, outcome, baseline=baseline)
     outcome = write_audit(outcome, out_dir, store=store)
     if outcome.checkpoint is not None:
         outcome.checkpoint.delete()
@@ -116,7 +111,21 @@ def audit_and_write(
     return outcome
 
 
-def _paired_records(outcome: AuditOutcome) -> PairedRecords | None:
+def gate_outcome(
+    gate: Gate, outcome: AuditOutcome, *, baseline: Baseline | None = None
+) -> tuple[AuditOutcome, ConfigError | None]:
+    """``outcome`` with ``gate`` evaluated on its result (``result.gate``), its baseline rules on its per-record
+    flags against ``baseline``'s; or ``outcome`` unchanged and the ConfigError of a rule the audit cannot answer,
+    for the caller to raise once the files are written (nothing lost)."""
+    try:
+        records = audit_records(outcome) if gate.needs_baseline else None
+        gated = evaluate_gate(gate, outcome.result, records=records, baseline=baseline)
+    except ConfigError as e:
+        return outcome, e
+    return replace(outcome, result=replace(outcome.result, gate=gated)), None
+
+
+def audit_records(outcome: AuditOutcome) -> PairedRecords | None:
     """The audit's per-record robust flags: from its arrays, or for an audit reused from its checkpoint, from the
     ``adversarial.npz`` written for it then; ``None`` without either."""
     if outcome.robustness_run is not None:

@@ -14,8 +14,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from modelsec.audits.compare import CompareOutcome, run_compare
+from modelsec.audits.gate import Baseline, Gate
 from modelsec.audits.runner import AuditOutcome
-from modelsec.outputs.audit import write_audit
+from modelsec.core.errors import ConfigError
+from modelsec.outputs.audit import audit_records, gate_outcome, write_audit
 from modelsec.outputs.files import OutputFolder
 
 if TYPE_CHECKING:
@@ -51,6 +53,7 @@ def compare_and_write(
     *,
     out_dir: str | Path | None = None,
     store: RunStore | None = None,
+    gate: Gate | None = None,
     **options: Any,
 ) -> CompareOutcome:
     """``modelsec compare`` and :func:`modelsec.compare`: :func:`~modelsec.audits.compare.run_compare` with
@@ -59,12 +62,38 @@ def compare_and_write(
 
     ``out_dir`` holds the audits' checkpoints too (checked to be writable before any work). ``store``: the
     :class:`~modelsec.store.RunStore` to record each audit in; its signal cache keeps the reference models'
-    signals (without a store, a temporary cache for this comparison does)."""
+    signals (without a store, a temporary cache for this comparison does).
+
+    ``gate``: a policy evaluated on every model's audit before its files are written (its ``result.json``, its
+    report and its row of the comparison hold the outcome). Its baseline rules compare each hardened model with the
+    baseline model (the first, audited first, on the same records); the baseline model is checked against the
+    other rules. A rule an audit cannot answer raises its ConfigError once every file is written."""
     out = None if out_dir is None else Path(out_dir)
+    paired: list[Baseline] = []  # the baseline model's audit, once it is done
+    errors: list[ConfigError] = []
 
     def write_model_audit(name: str, audit: AuditOutcome) -> AuditOutcome:
-        return write_audit(audit, None if out is None else out / name, store=store)
+        if gate is not None:
+            rules = gate if paired else gate.without_baseline_rules()
+            audit, error = gate_outcome(rules, audit, baseline=paired[0] if paired else None)
+            errors.extend([error] if error is not None else [])
+        written = write_audit(audit, None if out is None else out / name, store=store)
+        if gate is not None and not paired and gate.needs_baseline:
+            paired.append(_baseline_model(name, written))
+        return written
 
     cache = None if store is None else store.signal_cache
     outcome = run_compare(baseline, hardened, checkpoint_dir=out, cache=cache, on_audit=write_model_audit, **options)
-    return write_compare(outcome, out)
+    written = write_compare(outcome, out)
+    if errors:
+        raise errors[0]
+    return written
+
+
+def _baseline_model(name: str, audit: AuditOutcome) -> Baseline:
+    """The comparison's baseline model as the baseline of the policy's baseline rules: its result and its
+    per-record robust flags."""
+    records = audit_records(audit)
+    if records is None:
+        raise ConfigError(f"the baseline model {name} has no per-record robust flags for the policy's baseline rules")
+    return Baseline(audit.result, records, name)

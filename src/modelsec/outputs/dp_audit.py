@@ -3,10 +3,12 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 from modelsec.audits.dp_audit import run_dp_audit
+from modelsec.audits.gate import Gate, check_dp_audit_gate, evaluate_gate
 from modelsec.core.options import check_writable_folder
 from modelsec.outputs.files import OutputFolder
 from modelsec.results.dp_audit import DPAuditResult
@@ -24,13 +26,18 @@ def write_dp_audit(result: DPAuditResult, out_dir: str | Path) -> dict[str, Path
 
 
 def dp_audit_and_write(
-    defense: str, *, out_dir: str | Path | None = None, **options: Any
+    defense: str, *, out_dir: str | Path | None = None, gate: Gate | None = None, **options: Any
 ) -> tuple[DPAuditResult, dict[str, Path]]:
     """``modelsec audit-dp``: :func:`~modelsec.audits.dp_audit.run_dp_audit` of ``defense`` with ``options``
     (``data``, ``config``, ``canaries``, ``seed``, ``runs``, ``executor``, ...), then :func:`write_dp_audit` into
     ``out_dir`` (checked to be writable before any work); returns the result and the files written (none without a
-    folder)."""
+    folder). ``gate``: a policy of the rules audit-dp answers (checked before any work,
+    :func:`~modelsec.audits.gate.check_dp_audit_gate`), evaluated on the result before its files are written."""
+    if gate is not None:
+        check_dp_audit_gate(gate)
     if out_dir is not None:
         check_writable_folder(out_dir)
     result = run_dp_audit(defense, **options)
+    if gate is not None:
+        result = replace(result, gate=evaluate_gate(gate, result))
     return result, ({} if out_dir is None else write_dp_audit(result, out_dir))

@@ -1,9 +1,9 @@
-"""The policy gate as JUnit XML (``modelsec audit --junit FILE``), so that CI systems list each rule as a test.
+"""The policy gate as JUnit XML (``--junit FILE``), so that CI systems list each rule as a test.
 
 One ``<testsuite name="modelsec policy">`` in a ``<testsuites>`` root, one ``<testcase>`` per rule (its name the
 rule's, its class name ``modelsec.policy.<section>``), and for a failed rule a ``<failure>`` whose message is the
-rule's one line (measured value, interval, threshold). The layout is the one JUnit's Ant task writes and GitHub
-Actions, GitLab and Jenkins read.
+rule's one line (measured value, interval, threshold); ``compare --policy`` writes one suite per model. The
+layout is the one JUnit's Ant task writes and GitHub Actions, GitLab and Jenkins read.
 
 >>> from modelsec.results.gate import GateOutcome, RuleOutcome
 >>> rule = RuleOutcome("privacy.max_auc", 0.7, None, "point", "<=", 0.6, False, "AUC of lira: 0.700, required <= 0.600")
@@ -14,6 +14,7 @@ Actions, GitLab and Jenkins read.
 from __future__ import annotations
 
 import xml.etree.ElementTree as ET
+from collections.abc import Mapping
 from pathlib import Path
 
 from modelsec.outputs.files import write_atomically
@@ -22,12 +23,22 @@ from modelsec.results.gate import GateOutcome
 SUITE = "modelsec policy"
 
 
-def junit_xml(outcome: GateOutcome) -> str:
-    """The JUnit XML document of ``outcome`` (UTF-8 text with its XML declaration)."""
-    root = ET.Element("testsuites", name="modelsec", tests=str(len(outcome.rules)))
-    root.set("failures", str(len(outcome.failed)))
+def junit_xml(outcome: GateOutcome | Mapping[str, GateOutcome]) -> str:
+    """The JUnit XML document of ``outcome`` (UTF-8 text with its XML declaration): one test suite, or for a
+    comparison (``{model name: its gate's outcome}``) one suite per model, named ``modelsec policy: <name>``."""
+    suites = {SUITE: outcome} if isinstance(outcome, GateOutcome) else {f"{SUITE}: {k}": v for k, v in outcome.items()}
+    tests = sum(len(o.rules) for o in suites.values())
+    failures = sum(len(o.failed) for o in suites.values())
+    root = ET.Element("testsuites", name="modelsec", tests=str(tests), failures=str(failures))
+    for name, gate in suites.items():
+        _suite(root, name, gate)
+    ET.indent(root)
+    return '<?xml version="1.0" encoding="UTF-8"?>\n' + ET.tostring(root, encoding="unicode") + "\n"
+
+
+def _suite(root: ET.Element, name: str, outcome: GateOutcome) -> None:
     suite = ET.SubElement(
-        root, "testsuite", name=SUITE, tests=str(len(outcome.rules)), failures=str(len(outcome.failed)),
+        root, "testsuite", name=name, tests=str(len(outcome.rules)), failures=str(len(outcome.failed)),
         errors="0", skipped="0",
     )  # fmt: skip
     if outcome.policy is not None:
@@ -41,11 +52,9 @@ def junit_xml(outcome: GateOutcome) -> str:
         else:
             failure = ET.SubElement(case, "failure", message=rule.message, type="PolicyRuleFailed")
             failure.text = rule.message
-    ET.indent(root)
-    return '<?xml version="1.0" encoding="UTF-8"?>\n' + ET.tostring(root, encoding="unicode") + "\n"
 
 
-def write_junit(outcome: GateOutcome, path: str | Path) -> Path:
+def write_junit(outcome: GateOutcome | Mapping[str, GateOutcome], path: str | Path) -> Path:
     """Write :func:`junit_xml` of ``outcome`` to ``path`` atomically (its folder is created); returns the path."""
     out = Path(path)
     out.parent.mkdir(parents=True, exist_ok=True)

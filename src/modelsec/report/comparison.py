@@ -18,7 +18,7 @@ from urllib.parse import quote
 
 from modelsec.report import tables
 from modelsec.report.html import _environment
-from modelsec.report.markdown import _table, md_code, md_text
+from modelsec.report.markdown import _table, gate_markdown, md_code, md_text
 from modelsec.report.plots import figure_to_png_data_uri, tradeoff_plot
 from modelsec.results.audit import OVERESTIMATED
 from modelsec.results.comparison import Comparison, ModelSummary
@@ -179,6 +179,12 @@ def render_comparison_markdown(c: Comparison) -> str:
         out += ["", *(f"- Not eligible: {md_text(n)}: {md_text(why)}" for n, why in rec.excluded.items())]
     if rec.notes:
         out += ["", *(f"- {md_text(n)}" for n in rec.notes)]
+    if c.gate_passed is not None:
+        out += ["", f"## Policy: {'✅ every model passed' if c.gate_passed else '❌ failed'}"]
+        for m in c.models:
+            if m.gate is not None:
+                name = md_text(m.name) + (" (baseline)" if m.baseline else "")
+                out += ["", *gate_markdown(m.gate, heading=f"### {name}")]
     header = [
         "Model",
         "Defense",

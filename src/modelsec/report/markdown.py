@@ -183,11 +183,12 @@ def _privacy(priv: PrivacyResult) -> list[str]:
     return out
 
 
-def _gate(gate: GateOutcome) -> list[str]:
-    """The policy gate: passed or failed, then one row per rule (outcome, measured value, interval, threshold)."""
+def gate_markdown(gate: GateOutcome, heading: str = "## Policy") -> list[str]:
+    """The policy gate under ``heading``: passed or failed, then one row per rule (outcome, measured value,
+    interval, threshold)."""
     failed = len(gate.failed)
     head = "✅ passed" if gate.passed else f"❌ failed ({failed} of {len(gate.rules)} rules)"
-    out = [f"## Policy: {head}", ""]
+    out = [f"{heading}: {head}", ""]
     if gate.policy:
         out += [f"Policy file {md_code(gate.policy)}", ""]
     rows = [(md_code(r.rule), "✅ PASS" if r.passed else "❌ **FAIL**", md_text(r.message)) for r in gate.rules]
@@ -213,7 +214,7 @@ def render_markdown(result: AuditResult) -> str:
         out += [f"> - {md_text(x)}" for x in v.details]
 
     if result.gate is not None:
-        out += ["", *_gate(result.gate)]
+        out += ["", *gate_markdown(result.gate)]
     out += ["", "## Adversarial robustness", ""]
     out += _robustness(result.robustness) if result.robustness else ["_Robustness was not audited in this run._"]
     out += ["", "## Membership inference", ""]

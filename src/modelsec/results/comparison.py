@@ -21,6 +21,7 @@ from typing import Any
 
 from modelsec.core.records import from_dict
 from modelsec.results.audit import Interval
+from modelsec.results.gate import GateOutcome
 
 COMPARISON_SCHEMA_VERSION = 1
 LOW_FPR = "0.001"  # the FPR at which leakage is compared: TPR at 0.1% FPR
@@ -69,6 +70,7 @@ class ModelSummary:
     out_dir: str | None = None
     fingerprints: dict[str, str] = field(default_factory=dict)
     audit_seconds: float | None = None
+    gate: GateOutcome | None = None  # the policy's outcome on this model (compare --policy); absent when none
 
     def robust_at(self, eps: str | None) -> float | None:
         """Worst-case robust accuracy at the epsilon key ``eps`` (matched numerically), or ``None``."""
@@ -142,8 +144,19 @@ class Comparison:
                 keys.setdefault(float(k), k)
         return [keys[v] for v in sorted(keys)]
 
+    @property
+    def gate_passed(self) -> bool | None:
+        """Every model passed the policy (``compare --policy``); ``None`` when the comparison ran without one."""
+        gates = [m.gate for m in self.models if m.gate is not None]
+        return None if not gates else all(g.passed for g in gates)
+
     def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        """What ``comparison.json`` holds; a model's ``gate`` only when the comparison ran with a policy."""
+        d = dataclasses.asdict(self)
+        for model in d["models"]:
+            if model["gate"] is None:
+                del model["gate"]
+        return d
 
     def to_json(self, indent: int | None = 2) -> str:
         return json.dumps(self.to_dict(), indent=indent, allow_nan=False)

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from modelsec.core.records import from_dict
+from modelsec.results.gate import GateOutcome
 
 DP_AUDIT_SCHEMA = "modelsec.dp-audit/1"
 MULTI_RUN_FIELDS = ("runs", "run_count", "combined_lower_bound", "evidence_run")
@@ -142,6 +143,7 @@ class DPAuditResult:
     combined_lower_bound: float | None = None
     evidence_run: int | None = None
     schema: str = DP_AUDIT_SCHEMA
+    gate: GateOutcome | None = None  # the policy gate's outcome (audit-dp --policy); absent from the JSON when None
 
     @property
     def audit_seconds(self) -> float:
@@ -170,6 +172,8 @@ class DPAuditResult:
         if self.runs is None:  # one run: the file as before audits of several runs existed
             for key in MULTI_RUN_FIELDS:
                 del d[key]
+        if d["gate"] is None:  # no policy: the file as before the gate existed
+            del d["gate"]
         d["audit_seconds"] = self.audit_seconds
         return d
 
