@@ -476,3 +476,56 @@ def test_a_notebook_shows_the_policy() -> None:
         assert html.escape(rule.rule) in fragment and html.escape(rule.message) in fragment
     assert fragment.index("Policy:") < fragment.index("<h4>Robustness</h4>")
     assert "Policy:" not in RESULT._repr_html_()
+
+
+@pytest.fixture(scope="module")
+def digits_result(digits_model: Path, tmp_path_factory: pytest.TempPathFactory) -> AuditResult:
+    """The digits MLP's audit (robustness at eps 0.1 and membership inference), through the command line."""
+    out = tmp_path_factory.mktemp("digits-audit")
+    proc = _audit(digits_model, out)
+    assert proc.returncode == 0, proc.stderr
+    return AuditResult.load(out / "result.json")
+
+
+@pytest.mark.parametrize(
+    ("make", "direction"),
+    [
+        (lambda v: MinRobustAccuracy(0.1, v), +1),
+        (lambda v: MinRobustAccuracy(0.1, v, "lower"), +1),
+        (lambda v: MaxTprAtFpr(0.001, v, "upper"), -1),
+        (lambda v: MaxTprAtFpr(0.01, v, "upper"), -1),
+        (lambda v: MaxAuc(v), -1),
+        (lambda v: MaxAuc(v, "upper"), -1),
+    ],
+    ids=["min-robust", "min-robust-lower", "tpr-0.1%-upper", "tpr-1%-upper", "auc", "auc-upper"],
+)
+def test_each_rule_passes_and_fails_on_the_digits_mlp(digits_result: AuditResult, make: Any, direction: int) -> None:
+    """The policy matrix on a real audit: each rule passes at exactly the value it compares (the comparisons are
+    inclusive) and fails a hair beyond it, whatever the audit measured."""
+    compared = _only(make(0.5), digits_result).compared
+    assert compared is not None and 0.0 < compared < 1.0  # an interval's end, an AUC: strictly inside (0, 1)
+    at = _only(make(compared), digits_result)
+    assert at.passed and at.measured is not None
+    beyond = _only(make(compared + direction * 1e-6), digits_result)
+    assert not beyond.passed
+
+
+def test_the_other_rules_on_the_digits_mlp(digits_result: AuditResult) -> None:
+    """The epsilon lower bound passes at its value; the sanity-check rule follows the audit's flags (and fails once
+    a flag is unresolved); the DP-claim rule fails on a model that claims none."""
+    assert digits_result.privacy is not None and digits_result.robustness is not None
+    bound = max(a.epsilon_lower_bound or 0.0 for a in digits_result.privacy.attacks)
+    assert _only(MaxEpsilonLowerBound(bound), digits_result).passed
+    assert not _only(MaxEpsilonLowerBound(bound - 1e-6), digits_result).passed or bound == 0.0
+    unresolved = [f for f in digits_result.robustness.flags if not f.resolved]
+    assert _only(RequireResolvedChecks(), digits_result).passed == (not unresolved)
+    flag = make_audit_result().robustness.flags[0]  # type: ignore[union-attr]
+    flagged = dataclasses.replace(
+        digits_result,
+        robustness=dataclasses.replace(digits_result.robustness, flags=[dataclasses.replace(flag, resolved=False)]),
+    )
+    assert not _only(RequireResolvedChecks(), flagged).passed
+    from modelsec.audits.gate import MaxClaimedEpsilon
+
+    claim = _only(MaxClaimedEpsilon(1e6), digits_result)
+    assert not claim.passed and claim.measured is None and digits_result.model.dp_epsilon is None
