@@ -298,3 +298,26 @@ def test_the_python_compare_takes_a_policy(models: dict[str, Path], tmp_path: Pa
         out=tmp_path / "c", policy=policy,
     )  # fmt: skip
     assert [m.gate.passed for m in comparison.models] == [False, True] and comparison.gate_passed is False
+
+
+def test_notebooks_show_a_comparisons_and_a_dp_audits_policy() -> None:
+    """In Jupyter, a gated comparison shows each model's policy outcome and a gated DP audit its own; ungated, none."""
+    import html
+
+    from tests.test_notebook import make_comparison
+
+    result = _dp_result(DPClaim(epsilon=0.5, delta=1e-5, accountant="prv"))
+    assert "Policy" not in result._repr_html_()
+    result = dataclasses.replace(result, gate=evaluate_gate(Gate((MaxClaimedEpsilon(0.4),)), result))
+    fragment = result._repr_html_()
+    assert "Policy: failed (1 of 1 rules)" in fragment and html.escape(result.gate.rules[0].message) in fragment  # type: ignore[union-attr]
+
+    comparison = make_comparison()
+    assert "Policy" not in comparison._repr_html_()
+    failed = evaluate_gate(Gate((MaxClaimedEpsilon(3.0),)), RESULT)
+    gated = dataclasses.replace(
+        comparison, models=[dataclasses.replace(comparison.models[0], gate=failed), *comparison.models[1:]]
+    )
+    fragment = gated._repr_html_()
+    assert f"Policy, {comparison.models[0].name}: failed (1 of 1 rules)" in fragment
+    assert fragment.index("Policy, ") < fragment.index("<table><thead><tr><th>Model</th>")

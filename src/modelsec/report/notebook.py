@@ -83,7 +83,20 @@ _STYLE = """
 .modelsec-nb code { font-size: 12px; background: #f6f8fa; padding: 0 4px; border-radius: 3px; }
 """
 
-_AUDIT = """<div class="modelsec-nb"><style>{{ style }}</style>
+_GATE = """{% macro gate_block(gate, title) %}
+<h4>{{ title }}: {% if gate.passed %}passed{% else %}failed ({{ gate.failed | length }} of {{ gate.rules | length
+  }} rules){% endif %}</h4>
+{% if gate.policy %}<div class="msnb-meta">policy file {{ gate.policy }}</div>{% endif %}
+<div class="msnb-wrap"><table><thead><tr><th>Rule</th><th>Outcome</th><th>Measured</th></tr></thead><tbody>
+{% for rule in gate.rules %}<tr><td>{{ rule.rule }}</td><td>{% if rule.passed %}PASS{% else %}<b>FAIL</b>{% endif
+  %}</td><td>{{ rule.message }}</td></tr>
+{% endfor %}</tbody></table></div>
+{% endmacro %}"""
+"""A policy gate's outcome (``--policy``): passed or failed, then each rule; shared by the three fragments."""
+
+_AUDIT = (
+    _GATE
+    + """<div class="modelsec-nb"><style>{{ style }}</style>
 <div class="msnb-eyebrow">modelsec audit</div>
 <div class="msnb-title">{{ model_name }}</div>
 <div class="msnb-meta">data {{ r.data.name }} · seed {{ r.seed }} · run {{ r.run_id }} · {{ r.created_at }}</div>
@@ -91,15 +104,7 @@ _AUDIT = """<div class="modelsec-nb"><style>{{ style }}</style>
   <p>{{ r.verdict.headline }}</p>
   {% if r.verdict.details %}<ul>{% for d in r.verdict.details %}<li>{{ d }}</li>{% endfor %}</ul>{% endif %}
 </div></div>
-{% if r.gate %}
-<h4>Policy: {% if r.gate.passed %}passed{% else %}failed ({{ r.gate.failed | length }} of {{ r.gate.rules | length
-  }} rules){% endif %}</h4>
-{% if r.gate.policy %}<div class="msnb-meta">policy file {{ r.gate.policy }}</div>{% endif %}
-<div class="msnb-wrap"><table><thead><tr><th>Rule</th><th>Outcome</th><th>Measured</th></tr></thead><tbody>
-{% for rule in r.gate.rules %}<tr><td>{{ rule.rule }}</td><td>{% if rule.passed %}PASS{% else %}<b>FAIL</b>{% endif
-  %}</td><td>{{ rule.message }}</td></tr>
-{% endfor %}</tbody></table></div>
-{% endif %}
+{% if r.gate %}{{ gate_block(r.gate, "Policy") }}{% endif %}
 {% if rob_table %}
 <h4>Robustness</h4>
 <div class="msnb-meta">clean accuracy {{ clean.text }} on {{ r.robustness.n | count }} test records{% if
@@ -143,8 +148,11 @@ _AUDIT = """<div class="modelsec-nb"><style>{{ style }}</style>
 <div class="msnb-note"><code>result.show()</code> opens the full report in the web browser.</div>
 </div>
 """
+)
 
-_COMPARISON = """<div class="modelsec-nb"><style>{{ style }}</style>
+_COMPARISON = (
+    _GATE
+    + """<div class="modelsec-nb"><style>{{ style }}</style>
 <div class="msnb-eyebrow">modelsec comparison</div>
 <div class="msnb-title">{{ c.baseline }} and {{ c.models | length - 1 }} hardened model{{ "s" if c.models | length
   != 2 else "" }}</div>
@@ -156,6 +164,7 @@ _COMPARISON = """<div class="modelsec-nb"><style>{{ style }}</style>
   {% for n, why in rec.excluded.items() %}<li>Not eligible: {{ n }}: {{ why }}</li>{% endfor %}
   {% for n in rec.notes %}<li>{{ n }}</li>{% endfor %}</ul>{% endif %}
 </div></div>
+{% for m in c.models if m.gate %}{{ gate_block(m.gate, "Policy, " ~ m.name) }}{% endfor %}
 <div class="msnb-wrap"><table><thead><tr><th>Model</th><th>Defense</th><th class="msnb-num">Clean acc.</th>
   {% for e in eps_labels %}<th class="msnb-num">Robust acc.<br>ε = {{ e }}</th>{% endfor %}
   <th class="msnb-num">MIA AUC</th><th class="msnb-num">TPR @ 0.1% FPR</th><th class="msnb-num">ε lower bound</th>
@@ -182,13 +191,17 @@ _COMPARISON = """<div class="modelsec-nb"><style>{{ style }}</style>
 <div class="msnb-note"><code>comparison.show()</code> opens the full comparison report in the web browser.</div>
 </div>
 """
+)
 
-_DP_AUDIT = """<div class="modelsec-nb"><style>{{ style }}</style>
+_DP_AUDIT = (
+    _GATE
+    + """<div class="modelsec-nb"><style>{{ style }}</style>
 <div class="msnb-eyebrow">modelsec one-run privacy audit</div>
 <div class="msnb-title">Empirical ε ≥ {{ "%.3f" | format(r.lower_bound) }}{% if r.claimed_epsilon is not none
   %}, claimed {{ "%.3f" | format(r.claimed_epsilon) }}{% endif %}</div>
 <div class="msnb-verdict msnb-{{ level }}"><span class="msnb-label">{{ level_label }}</span><div>
   <p>{{ verdict }}</p></div></div>
+{% if r.gate %}{{ gate_block(r.gate, "Policy") }}{% endif %}
 <div class="msnb-wrap"><table><tbody>
   <tr><th>claimed ε</th><td>{% if r.claimed_epsilon is not none %}{{ "%.4f" | format(r.claimed_epsilon) }}{% if
     r.accountant %} ({{ r.accountant | upper }}){% endif %}{% else %}none (no DP claim){% endif %}</td></tr>
@@ -208,6 +221,7 @@ _DP_AUDIT = """<div class="modelsec-nb"><style>{{ style }}</style>
 <div class="msnb-note"><code>result.show()</code> opens the full page in the web browser.</div>
 </div>
 """
+)
 
 DP_LEVELS = {"ok": ("ok", "PASS"), "fail": ("fail", "FAIL"), "unclaimed": ("unknown", "NO CLAIM")}
 """A DP audit's status as a verdict level and label: within its claim, above it, or no claim to check."""
