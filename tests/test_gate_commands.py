@@ -37,7 +37,7 @@ from modelsec.results.comparison import Comparison
 from modelsec.results.dp_audit import DPAuditResult, DPClaim
 from modelsec.results.schema import validate_result_dict
 from tests.report_fixtures import make_audit_result
-from tests.test_dp_audit import blobs, oracle
+from tests.test_dp_audit import blobs, oracle, run_cli
 
 RESULT = make_audit_result()  # its model records no DP claim
 
@@ -137,15 +137,6 @@ def test_junit_has_one_suite_per_compared_model() -> None:
 
 
 # -- audit-dp --policy ------------------------------------------------------------------------------------------------
-
-
-def run_cli(*args: str) -> int:
-    from modelsec.cli.main import main
-
-    with pytest.raises(SystemExit) as e:
-        main(list(args))
-        raise SystemExit(0)
-    return int(e.value.code or 0)
 
 
 def test_audit_dp_policy_exit_codes_junit_and_report(
