@@ -258,20 +258,19 @@ def hardening_params(record: Mapping[str, Any]) -> dict[str, str]:
     guarantees = record.get("guarantees") or {}
     given = {
         "defense": defense.get("name"),
-        "config": defense.get("config") or {},
+        "config": defense.get("config"),
         "arch": record.get("arch"),
         "input_shape": record.get("input_shape"),
         "num_classes": record.get("num_classes"),
-        "data": record.get("data") or {},
+        "data": record.get("data"),
         "seed": record.get("seed"),
-        "threat_model": guarantees.get("threat_model") or {},
+        "threat_model": guarantees.get("threat_model"),
         "device": record.get("device"),
         "modelsec_version": record.get("modelsec_version", __version__),
-        "versions": record.get("versions") or {},
+        "versions": record.get("versions"),
+        "base": defense.get("base"),  # output-hardening of a trained model file: the file hardened
     }
-    if defense.get("base") is not None:
-        given["base"] = defense["base"]
-    return dict(flatten_params({k: v for k, v in given.items() if v is not None}))
+    return dict(flatten_params({k: v for k, v in given.items() if v is not None and v != {}}))
 
 
 def hardening_metrics(record: Mapping[str, Any]) -> dict[str, tuple[float, ...]]:
