@@ -145,6 +145,19 @@ def test_a_uri_mlflow_cannot_use_is_a_user_error_before_any_work(
 
 
 @needs_mlflow
+def test_the_experiment_is_created_once_and_a_deleted_one_refused(store: str) -> None:
+    first = tracking.mlflow_target(True, None, "audits")
+    assert first is not None and first.uri == store
+    again = tracking.mlflow_target(None, None, "audits")
+    assert again is not None and again.experiment_id == first.experiment_id
+    first.client.delete_experiment(first.experiment_id)
+    with pytest.raises(ConfigError, match=r"experiment 'audits' at .* is deleted: restore it"):
+        tracking.mlflow_target(True, None, "audits")
+    with pytest.raises(ConfigError, match="the experiment's name is empty"):
+        tracking.mlflow_target(True, None, " ")
+
+
+@needs_mlflow
 def test_without_a_uri_mlflows_default_is_used(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     """No URI given or set: MLflow's own default (``sqlite:///mlflow.db`` in the working folder), which
     mlflow-skinny cannot use (no SQLAlchemy): a user error naming what to install or set."""
