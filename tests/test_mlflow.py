@@ -8,6 +8,7 @@ does, see :mod:`modelsec.outputs.tracking`).
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import sys
 from pathlib import Path
@@ -78,6 +79,10 @@ def test_metric_names_are_ones_mlflow_accepts_and_no_name_is_a_folder_of_another
     assert metrics["membership/lira/tpr_at_fpr_0.001"] == lira.tpr_at_fpr["0.001"]
     assert metrics["membership/lira/epsilon_lower_bound"] == lira.epsilon_lower_bound
     assert metrics["time/total"] == result.timings["total"]
+    assert "dp_claimed_epsilon" not in metrics and "model.dp_epsilon" not in tracking.audit_params(result)
+    claimed = dataclasses.replace(result, model=dataclasses.replace(result.model, dp_epsilon=3.0, dp_delta=1e-5))
+    assert tracking.audit_metrics(claimed)["dp_claimed_epsilon"] == 3.0
+    assert tracking.audit_params(claimed)["model.dp_delta"] == "1e-05"
     with pytest.raises(ValueError, match="clash"):
         tracking.check_names(["a", "a/b"])
 

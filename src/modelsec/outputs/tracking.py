@@ -168,6 +168,8 @@ def audit_params(result: AuditResult) -> dict[str, str]:
         "modelsec_version": result.versions.get("modelsec", __version__),
         "versions": result.versions,
     }  # fmt: skip
+    if model.dp_epsilon is not None:  # the DP claim the model file records
+        given["model"].update(dp_epsilon=model.dp_epsilon, dp_delta=model.dp_delta)
     if result.robustness is not None:
         given["robustness"] = {"preset": result.robustness.preset, "prediction": result.robustness.prediction}
     return dict(flatten_params(given))
@@ -183,6 +185,7 @@ def audit_metrics(result: AuditResult) -> dict[str, float]:
     - per membership attack, ``membership/<attack>/auc`` (and ``auc_ci_low``, ``auc_ci_high``),
       ``tpr_at_fpr_<fpr>`` (and ``_ci_low``, ``_ci_high``), ``advantage``, ``balanced_accuracy``,
       ``epsilon_lower_bound`` and ``seconds``; the privacy part's numeric compute (``privacy_compute/<key>``);
+      the DP claim the model file records, ``dp_claimed_epsilon``, when it makes one;
     - with a policy, ``policy/passed`` and one ``policy/<rule>`` per rule (``robustness.min_robust_accuracy(eps=0.1)``
       as ``policy/robustness.min_robust_accuracy.eps_0.1``): 1 passed, 0 failed;
     - ``time/<part>``: the audit's timings in seconds; ``attack_seconds/<eps>/<attack>``: each attack's.
@@ -228,6 +231,7 @@ def audit_metrics(result: AuditResult) -> dict[str, float]:
             _put(m, attack.seconds, *name, "seconds")
         for key, value in result.privacy.compute.items():
             _put(m, value, "privacy_compute", key)
+    _put(m, result.model.dp_epsilon, "dp_claimed_epsilon")
     if result.gate is not None:
         _put(m, result.gate.passed, "policy", "passed")
         for rule in result.gate.rules:
