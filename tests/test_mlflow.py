@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import subprocess
 import sys
 from pathlib import Path
 from typing import Any
@@ -118,6 +119,15 @@ def test_tracking_is_on_when_the_uri_is_set_unless_said_otherwise() -> None:
     )
     assert tracking.tracking_enabled(None, "http://x", {}) and tracking.tracking_enabled(True, None, {})
     assert tracking.mlflow_target(False, "file:///nowhere") is None
+
+
+def test_mlflow_is_imported_only_when_tracking_is_on() -> None:
+    code = (
+        "import sys; from modelsec.cli import main; from modelsec.outputs import tracking; "
+        "assert tracking.mlflow_target(False, 'http://x') is None; print('mlflow' in sys.modules)"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True)
+    assert proc.stdout.strip() == "False"
 
 
 # -- the checks before any work ------------------------------------------------------------------------------------
