@@ -368,6 +368,32 @@ policy_options = _options(  # audit: the policy gate and its baseline run
 )
 
 
+mlflow_options = _options(  # audit and harden: MLflow tracking (issue 17)
+    click.option(
+        "--mlflow/--no-mlflow",
+        "mlflow",
+        default=None,
+        help="Log the run to MLflow: params, metrics, the files as artifacts (README, 'MLflow'). Default: on when "
+        "$MLFLOW_TRACKING_URI is set. Checked before any work; if logging fails once the files are written, "
+        f"exit code {EXIT_USER_ERROR} with the files kept.",
+    ),
+    click.option(
+        "--mlflow-uri",
+        default=None,
+        metavar="URI",
+        help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI, else MLflow's own default, sqlite:///mlflow.db). "
+        "Implies --mlflow.",
+    ),
+    click.option(
+        "--mlflow-experiment",
+        default="modelsec",
+        show_default=True,
+        metavar="NAME",
+        help="MLflow experiment to log to (created if missing).",
+    ),
+)
+
+
 def _print_gate(outcome: Any, model: str | None = None) -> None:
     """Each rule of the gate's ``outcome``: PASS or FAIL, the measured value with its interval, the threshold;
     ``model``: the compared model the outcome is that of."""
@@ -418,6 +444,7 @@ def _report_gates(outcomes: dict[str | None, Any], junit_path: str | None) -> bo
 @config_options(_audit_fields, into="settings")
 @endpoint_options
 @policy_options
+@mlflow_options
 @_out_folder("modelsec-audit", "result.json, report.html and adversarial.npz")
 @run_options
 def audit(model_path: str | None, data: str | None, members_file: str | None, nonmembers_file: str | None,
@@ -426,19 +453,23 @@ def audit(model_path: str | None, data: str | None, members_file: str | None, no
           endpoint: str | None, endpoint_batch_size: int | None, query_budget: int | None,
           endpoint_timeout: float | None, endpoint_retries: int | None, endpoint_backoff: float | None,
           rate_limit: float | None, endpoint_headers: tuple[str, ...], gate: Any, junit_path: str | None,
-          baseline_spec: str | None, **passed: Any) -> None:  # fmt: skip
+          baseline_spec: str | None, mlflow: bool | None, mlflow_uri: str | None, mlflow_experiment: str,
+          **passed: Any) -> None:  # fmt: skip
     """Audit a model: evasion attacks (a preset) and membership inference; writes a report. An interrupted audit
     resumes where it stopped when the same command is run again (OUT/audit.ckpt). With --policy FILE, checks the
     result against the policy's rules and exits 4 when one fails (after writing every file); --baseline gives the
-    run its baseline rules compare with."""
+    run its baseline rules compare with. With --mlflow (or $MLFLOW_TRACKING_URI), logs the run to MLflow once its
+    files are written."""
     from modelsec.audits import AuditConfig
     from modelsec.data.user_split import split_files
     from modelsec.outputs.audit import audit_and_write
+    from modelsec.outputs.tracking import log_audit, mlflow_target
 
     if junit_path is not None and gate is None:
         raise ConfigError("--junit needs --policy FILE (it writes the policy's rules as test cases)")
     if baseline_spec is not None and gate is None:
         raise ConfigError("--baseline needs --policy FILE (its rules compare with the baseline)")
+    tracking = mlflow_target(mlflow, mlflow_uri, mlflow_experiment)  # checked before any work
     model = _endpoint_model(
         model_path, endpoint, endpoint_batch_size=endpoint_batch_size, query_budget=query_budget,
         endpoint_timeout=endpoint_timeout, endpoint_retries=endpoint_retries, endpoint_backoff=endpoint_backoff,
@@ -476,6 +507,11 @@ def audit(model_path: str | None, data: str | None, members_file: str | None, no
         if junit_path is not None:
             click.echo(f"junit: {junit_path}")
         click.echo(f"run id: {outcome.result.run_id}")
+    if tracking is not None:  # logged before the policy's exit code; a failure: exit 2, the files kept
+        artifacts = {**outcome.files, **({} if junit_path is None else {"junit": Path(junit_path)})}
+        mlflow_run = log_audit(tracking, outcome.result, artifacts)
+        if not quiet:
+            click.echo(f"mlflow run: {mlflow_run} ({tracking.uri}, experiment {tracking.experiment})")
     if gated is not None and not gated.passed:
         sys.exit(EXIT_POLICY_FAILED)
 
@@ -612,20 +648,25 @@ def _members_count_or_file(members: str | None, nonmembers: str | None) -> tuple
     is_flag=True,
     help="Allow a Keras --base that holds code (Lambda layers, custom objects). Only for files you trust.",
 )
+@mlflow_options
 @device_option
 @quiet_option
 def harden(defense: str, config_json: str | None, bounds: str | None, split_seed: int | None, out_path: str,
            options: dict[str, Any], members: str | None, nonmembers_file: str | None, data: str, no_resume: bool,
-           quiet: bool, **passed: Any) -> None:  # fmt: skip
+           quiet: bool, mlflow: bool | None, mlflow_uri: str | None, mlflow_experiment: str,
+           **passed: Any) -> None:  # fmt: skip
     """Train a model with a defense (adversarial training, DP-SGD, ...) and save it with its provenance: as
     safetensors, or in its own format for your own architecture (--base model.keras).
 
     Resumable: after each epoch a checkpoint OUT.ckpt is written; rerunning the same command
-    continues from it.
+    continues from it. With --mlflow (or $MLFLOW_TRACKING_URI), logs the run to MLflow, each epoch a step.
     """
     from modelsec.data.user_split import split_files
     from modelsec.defenses import harden as run_harden
+    from modelsec.defenses.training import output_paths
+    from modelsec.outputs.tracking import log_hardening, mlflow_target
 
+    tracking = mlflow_target(mlflow, mlflow_uri, mlflow_experiment)  # checked before any work
     count, members_file = _members_count_or_file(members, nonmembers_file)
     source = split_files(None, members=members_file, nonmembers=nonmembers_file) if members_file else None
     if source is not None and data != DEFAULT_TRAINING_DATA:
@@ -644,6 +685,11 @@ def harden(defense: str, config_json: str | None, bounds: str | None, split_seed
             f"saved {out_path} ({result['defense']['name']}, {result['arch']}{accuracy}; "
             f"{result['guarantees']['summary']}) and {out_path}.json"
         )
+    if tracking is not None:  # a failure: exit 2, the files kept
+        model_file, provenance_file = output_paths(Path(out_path))
+        mlflow_run = log_hardening(tracking, result, {"model": model_file, "provenance": provenance_file})
+        if not quiet:
+            click.echo(f"mlflow run: {mlflow_run} ({tracking.uri}, experiment {tracking.experiment})")
 
 
 @cli.command("audit-dp", cls=ConfigCommand)
