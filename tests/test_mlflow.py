@@ -298,3 +298,35 @@ def test_a_logging_failure_after_the_files_is_a_user_error_and_keeps_them(
     assert (out / "result.json").exists() and (out / "report.html").exists()
     (run,) = _runs(store)
     assert run.info.status == "FAILED"
+
+
+@needs_mlflow
+def test_compare_logs_each_models_audit_as_a_run(digits_model: Path, tmp_path: Path, store: str) -> None:
+    """``compare --mlflow``: one MLflow run per compared model, its numbers those of the model's own result.json,
+    tagged with the comparison and the model's name; checked before any work like ``audit --mlflow``."""
+    import shutil
+
+    copy = tmp_path / "copy.safetensors"
+    shutil.copy(digits_model, copy)
+    out = tmp_path / "compare"
+    proc = modelsec(
+        "compare", str(digits_model), str(copy), "--data", "digits", "--eps", "0.1", "--samples", "24",
+        "--mia-samples", "60", "--attacks", "fgsm", "--out", str(out), "--no-store",
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    runs = {r.data.tags["modelsec.compared_model"]: r for r in _runs(store)}
+    assert set(runs) == {"digits", "copy"}
+    for name, run in runs.items():
+        assert f"mlflow run: {run.info.run_id} ({name};" in proc.stdout
+        written = json.loads((out / name / "result.json").read_text(encoding="utf-8"))
+        tags, metrics = run.data.tags, run.data.metrics
+        assert tags["modelsec.run_id"] == written["run_id"] and tags["modelsec.baseline_model"] == "digits"
+        assert tags["modelsec.comparison"] == str(out / "comparison.json")
+        assert metrics["robust_accuracy/0.1/worst_case"] == written["robustness"]["robust_accuracy"]["0.1"]
+        artifacts = {a.path for a in mlflow.MlflowClient(store).list_artifacts(run.info.run_id)}
+        assert artifacts == {p.name for p in (out / name).iterdir()}
+    assert_user_error(
+        modelsec("compare", str(digits_model), str(copy), "--mlflow-uri", "nosuch://x", "--out", str(tmp_path / "n")),
+        "no tracking store",
+    )
+    assert not (tmp_path / "n").exists()

@@ -368,7 +368,7 @@ policy_options = _options(  # audit: the policy gate and its baseline run
 )
 
 
-mlflow_options = _options(  # audit and harden: MLflow tracking (issue 17)
+mlflow_options = _options(  # audit, compare and harden: MLflow tracking (issue 17)
     click.option(
         "--mlflow/--no-mlflow",
         "mlflow",
@@ -532,21 +532,26 @@ def audit(model_path: str | None, data: str | None, members_file: str | None, no
     "baseline's are recommended.",
 )
 @gate_options
+@mlflow_options
 @_out_folder("modelsec-compare", "comparison.html/.json/.md and one audit folder per model")
 @run_options
 def compare(data: str | None, members_file: str | None, nonmembers_file: str | None, population_file: str | None,
             test_file: str | None, bounds: str | None, split_seed: int | None, settings: dict[str, Any],
             store_path: str | None, no_store: bool, no_resume: bool, quiet: bool, gate: Any,
-            junit_path: str | None, **passed: Any) -> None:  # fmt: skip
+            junit_path: str | None, mlflow: bool | None, mlflow_uri: str | None, mlflow_experiment: str,
+            **passed: Any) -> None:  # fmt: skip
     """Audit BASELINE and each HARDENED model the same way (same settings, seed, test records and membership
     candidates) and write a comparison report with a recommendation. With --policy FILE, checks every model's
     audit against the policy (its baseline rules compare each HARDENED model with BASELINE) and exits 4 when a
-    model fails a rule (after writing every file)."""
+    model fails a rule (after writing every file). With --mlflow (or $MLFLOW_TRACKING_URI), logs each model's audit
+    to MLflow as a run of its own, tagged with the comparison."""
     from modelsec.audits import AuditConfig
     from modelsec.data.user_split import split_files
     from modelsec.outputs.compare import compare_and_write
+    from modelsec.outputs.tracking import log_audit, mlflow_target
 
     _junit_needs_policy(gate, junit_path)
+    tracking = mlflow_target(mlflow, mlflow_uri, mlflow_experiment)  # checked before any work
     source = split_files(
         data, members=members_file, nonmembers=nonmembers_file, population=population_file, test=test_file
     )
@@ -568,6 +573,14 @@ def compare(data: str | None, members_file: str | None, nonmembers_file: str | N
         click.echo(f"report: {outcome.files['html']}\nresult: {outcome.files['comparison']}")
         if junit_path is not None:
             click.echo(f"junit: {junit_path}")
+    if tracking is not None:  # one run per model, before the policy's exit code; a failure: exit 2, the files kept
+        comparison = outcome.comparison
+        for name, audit in outcome.audits.items():
+            tags = {"modelsec.comparison": str(outcome.files.get("comparison", "")), "modelsec.compared_model": name,
+                    "modelsec.baseline_model": comparison.baseline}  # fmt: skip
+            mlflow_run = log_audit(tracking, audit.result, audit.files, tags=tags)
+            if not quiet:
+                click.echo(f"mlflow run: {mlflow_run} ({name}; {tracking.uri}, experiment {tracking.experiment})")
     if not passed_gate:
         sys.exit(EXIT_POLICY_FAILED)
 

@@ -112,19 +112,27 @@ def mlflow_target(
     return MlflowTarget(uri=resolved, experiment=experiment, experiment_id=experiment_id, client=client)
 
 
-def log_audit(target: MlflowTarget, result: AuditResult, files: Mapping[str, str | Path]) -> str:
+def log_audit(
+    target: MlflowTarget,
+    result: AuditResult,
+    files: Mapping[str, str | Path],
+    *,
+    tags: Mapping[str, str] | None = None,
+) -> str:
     """Log the audit ``result`` and its written ``files`` (by key, as :func:`~modelsec.outputs.audit.write_audit`
-    returns them; each becomes an artifact) as one finished MLflow run; returns the MLflow run's id.
+    returns them; each becomes an artifact) as one finished MLflow run; returns the MLflow run's id. ``tags``: more
+    tags (a comparison's, naming it and the model's role in it).
 
     Raises :class:`~modelsec.core.errors.ConfigError` when MLflow fails (the run is then marked failed); the files
     are left as they are."""
     name = Path(result.model.path).name if result.model.path else (result.model.arch or result.model.format)
+    extra = {k: printable(v, max_chars=MAX_TAG_CHARS) for k, v in (tags or {}).items()}
     return _log_run(
         target,
         run_name=f"audit {name}",
         params=audit_params(result),
         metrics={k: (v,) for k, v in audit_metrics(result).items()},
-        tags=audit_tags(result),
+        tags={**audit_tags(result), **extra},
         files=[Path(p) for p in files.values()],
     )
 
