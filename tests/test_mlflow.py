@@ -330,3 +330,27 @@ def test_compare_logs_each_models_audit_as_a_run(digits_model: Path, tmp_path: P
         "no tracking store",
     )
     assert not (tmp_path / "n").exists()
+
+
+@needs_mlflow
+def test_the_python_api_logs_to_the_uri_given(
+    digits_model: Path, tmp_path: Path, store: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``modelsec.audit(..., mlflow=URI)``: the same run as ``--mlflow``; off by default, even with
+    ``$MLFLOW_TRACKING_URI`` set (a library call logs only when asked)."""
+    import modelsec as api
+
+    options: dict[str, Any] = dict(eps=(0.1,), samples=24, mia_samples=60, attacks=("fgsm",))
+    api.audit(str(digits_model), "digits", out=tmp_path / "quiet", **options)
+    assert _runs(store) == []
+    monkeypatch.delenv("MLFLOW_TRACKING_URI")
+    result = api.audit(
+        str(digits_model), "digits", out=tmp_path / "o", mlflow=store, mlflow_experiment="api", **options
+    )
+    (run,) = _runs(store, "api")
+    assert run.data.tags["modelsec.run_id"] == result.run_id
+    assert result.robustness is not None
+    assert run.data.metrics["robust_accuracy/0.1/worst_case"] == result.robustness.robust_accuracy["0.1"]
+    with pytest.raises(ConfigError, match="no tracking store"):
+        api.audit(str(digits_model), "digits", out=tmp_path / "n", mlflow="nosuch://x", **options)
+    assert not (tmp_path / "n").exists()

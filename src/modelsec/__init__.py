@@ -51,6 +51,8 @@ def audit(
     resume: bool = True,
     policy: str | Path | None = None,
     baseline: str | Path | None = None,
+    mlflow: bool | str = False,
+    mlflow_experiment: str = "modelsec",
     **options: Any,
 ) -> AuditResult:
     """Audit a classifier for evasion and membership leakage; see :class:`modelsec.audits.AuditConfig`.
@@ -76,6 +78,9 @@ def audit(
         baseline: the run the policy's baseline rules compare with (as ``modelsec audit --baseline``): a
             ``result.json`` with its ``adversarial.npz`` beside it, or a run id in ``store`` (the default store
             when ``store`` is not a path); read and checked before any work. Needs ``policy``.
+        mlflow: log the audit to MLflow once its files are written (as ``modelsec audit --mlflow``,
+            :mod:`modelsec.outputs.tracking`): ``True`` to ``$MLFLOW_TRACKING_URI`` (else MLflow's default), or a
+            tracking URI; checked before any work. ``mlflow_experiment``: the experiment (created if missing).
     """
     from modelsec.audits import AuditConfig
     from modelsec.data.dataset import Splits
@@ -105,10 +110,15 @@ def audit(
             lookup = RunStore(default_store_path() if isinstance(store, bool) else Path(store), readonly=True)
             loaded_baseline = load_baseline(baseline, lookup)
         check_gate_config(gate, config.eps, baseline=loaded_baseline)
+    tracking = None
+    if mlflow is not False:
+        from modelsec.outputs.tracking import log_audit, mlflow_target
+
+        tracking = mlflow_target(True, None if mlflow is True else str(mlflow), mlflow_experiment)
     run_store = None
     if store is not False:
         run_store = RunStore(default_store_path() if store is True else Path(store))
-    return audit_and_write(
+    outcome = audit_and_write(
         model,
         source,
         config=config,
@@ -120,7 +130,10 @@ def audit(
         resume=resume,
         gate=gate,
         baseline=loaded_baseline,
-    ).result
+    )
+    if tracking is not None:
+        log_audit(tracking, outcome.result, outcome.files)
+    return outcome.result
 
 
 def harden(
