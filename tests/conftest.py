@@ -1,5 +1,6 @@
 """Shared fixtures. Every test runs with HOME, XDG folders, matplotlib's cache and the run store in a temporary
-folder, so nothing writes to the real home directory."""
+folder, so nothing writes to the real home directory, and without ``$MLFLOW_TRACKING_URI``, so nothing is logged to
+a real MLflow server."""
 
 from __future__ import annotations
 
@@ -24,6 +25,7 @@ def isolated_home(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.
     monkeypatch.setenv("XDG_CONFIG_HOME", str(home / ".config"))
     monkeypatch.setenv("MPLCONFIGDIR", str(home / "mpl"))
     monkeypatch.setenv("MODELSEC_STORE", str(home / "runs.sqlite"))
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)  # a developer's tracking server gets no test runs
     return home
 
 
