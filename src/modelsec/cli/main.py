@@ -394,22 +394,6 @@ mlflow_options = _options(  # audit, compare and harden: MLflow tracking (issue 
 )
 
 
-def _print_gate(outcome: Any, model: str | None = None) -> None:
-    """Each rule of the gate's ``outcome``: PASS or FAIL, the measured value with its interval, the threshold;
-    ``model``: the compared model the outcome is that of."""
-    of = "" if model is None else f" for {model}"
-    for rule in outcome.rules:
-        mark = click.style("PASS", fg="green") if rule.passed else click.style("FAIL", fg="red", bold=True)
-        click.echo(f"{mark} {rule.rule}{of}: {rule.message}")
-    n, failed = len(outcome.rules), len(outcome.failed)
-    if failed:
-        click.secho(
-            f"policy FAILED{of}: {failed} of {n} rules failed ({outcome.policy})", fg="red", bold=True, err=True
-        )
-    else:
-        click.secho(f"policy passed{of}: {n} of {n} rules ({outcome.policy})", fg="green")
-
-
 def _junit_needs_policy(gate: Any, junit_path: str | None) -> None:
     if junit_path is not None and gate is None:
         raise ConfigError("--junit needs --policy FILE (it writes the policy's rules as test cases)")
@@ -419,7 +403,7 @@ def _report_gates(outcomes: dict[str | None, Any], junit_path: str | None) -> bo
     """Print every gate outcome (by compared model; ``None``: the one result of the command), write them as JUnit
     XML to ``junit_path`` when given; returns whether every rule passed."""
     for model, outcome in outcomes.items():
-        _print_gate(outcome, model)
+        printing.gate(outcome, model)
     if junit_path is not None:
         from modelsec.outputs.junit import write_junit
 
@@ -497,7 +481,7 @@ def audit(model_path: str | None, data: str | None, members_file: str | None, no
         printing.audit_summary(outcome.result)
     gated = None if gate is None else outcome.result.gate
     if gated is not None:
-        _print_gate(gated)
+        printing.gate(gated)
         if junit_path is not None:
             from modelsec.outputs.junit import write_junit
 
@@ -978,60 +962,12 @@ def runs_diff(run_a: str, run_b: str, significance: float, as_json: bool, store_
     if as_json:
         click.echo(json.dumps(diff.to_dict(), indent=2))
         return
-    _print_diff(diff)
+    printing.run_diff(diff)
 
 
 def _is_result_path(spec: str) -> bool:
     path = Path(spec)
     return spec.endswith(".json") or path.is_file() or (path / "result.json").is_file()
-
-
-def _print_diff(d: Any) -> None:
-    """A run diff as aligned plain-text tables (readable in a terminal, a CI log and a pipe alike)."""
-
-    def pct(v: float | None, ci: Any = None) -> str:
-        if v is None:
-            return "-"
-        return f"{v:.1%}" + ("" if ci is None else f" [{ci.low:.1%}, {ci.high:.1%}]")
-
-    def auc(v: float | None, ci: Any = None) -> str:
-        if v is None:
-            return "-"
-        return f"{v:.3f}" + ("" if ci is None else f" [{ci.low:.3f}, {ci.high:.3f}]")
-
-    def table(header: tuple[str, ...], rows: list[tuple[Any, ...]]) -> None:
-        widths = [max(len(r[i]) for r in (header, *rows)) for i in range(len(header))]
-        for r in (header, *rows):
-            click.echo("  " + "  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip())
-
-    click.echo(f"A: {printable(d.a)} (run {d.run_id_a})")
-    click.echo(f"B: {printable(d.b)} (run {d.run_id_b})")
-    clean = "changed" if d.clean_changed else "no change"
-    click.echo(f"clean accuracy: {pct(d.clean_accuracy_a, d.clean_ci_a)} -> {pct(d.clean_accuracy_b, d.clean_ci_b)}"
-               f" ({clean})")  # fmt: skip
-    if d.robustness:
-        click.echo(
-            f"robustness (worst case per sample; McNemar exact two-sided, significant at p < {d.significance:g}):"
-        )
-        rows = [
-            (f"{r.eps:g}", pct(r.robust_accuracy_a, r.ci_a), pct(r.robust_accuracy_b, r.ci_b),
-             "-" if r.b is None else str(r.b), "-" if r.c is None else str(r.c),
-             "-" if r.p_value is None else f"{r.p_value:.3g}",
-             r.note or ("significant" if r.significant else "no significant change"))
-            for r in d.robustness
-        ]  # fmt: skip
-        table(("eps", "robust acc. A", "robust acc. B", "b", "c", "p", ""), rows)
-    if d.membership:
-        click.echo("membership (changed: the 95% intervals do not overlap; conservative, not a test):")
-        members: list[tuple[Any, ...]] = [
-            (m.attack, auc(m.auc_a, m.auc_ci_a), auc(m.auc_b, m.auc_ci_b), pct(m.tpr_a, m.tpr_ci_a),
-             pct(m.tpr_b, m.tpr_ci_b), "changed" if m.changed else "no change")
-            for m in d.membership
-        ]  # fmt: skip
-        table(("attack", "AUC A", "AUC B", "TPR@0.1%FPR A", "TPR@0.1%FPR B", ""), members)
-    for note in d.notes:
-        click.echo(f"note: {note}")
-    click.echo("changed" if d.changed else "no change detected")
 
 
 @cli.command("report")

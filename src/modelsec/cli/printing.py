@@ -1,4 +1,5 @@
-"""What the commands print to the terminal: an audit's summary tables, a comparison, a DP audit, the run list."""
+"""What the commands print to the terminal: an audit's summary tables, a comparison, a DP audit, the run list,
+a policy's rules, a run diff."""
 
 from __future__ import annotations
 
@@ -8,6 +9,8 @@ from pathlib import Path
 from typing import Any
 
 import click
+
+from modelsec.core.errors import printable
 
 
 def _table(title: str | None, columns: Sequence[str], rows: Sequence[Sequence[str]], **column: Any) -> Any:
@@ -216,3 +219,67 @@ def policy_comparison(c: Any) -> None:
                          overflow="fold"))  # fmt: skip
     for line in c.recommendation.outcome():
         console.print(f"[bold]{escape(line)}[/]")
+
+
+def gate(outcome: Any, model: str | None = None) -> None:
+    """Each rule of the gate's ``outcome``: PASS or FAIL, the measured value with its interval, the threshold;
+    ``model``: the compared model the outcome is that of."""
+    of = "" if model is None else f" for {model}"
+    for rule in outcome.rules:
+        mark = click.style("PASS", fg="green") if rule.passed else click.style("FAIL", fg="red", bold=True)
+        click.echo(f"{mark} {rule.rule}{of}: {rule.message}")
+    n, failed = len(outcome.rules), len(outcome.failed)
+    if failed:
+        click.secho(
+            f"policy FAILED{of}: {failed} of {n} rules failed ({outcome.policy})", fg="red", bold=True, err=True
+        )
+    else:
+        click.secho(f"policy passed{of}: {n} of {n} rules ({outcome.policy})", fg="green")
+
+
+def run_diff(d: Any) -> None:
+    """A run diff as aligned plain-text tables (readable in a terminal, a CI log and a pipe alike)."""
+
+    def pct(v: float | None, ci: Any = None) -> str:
+        if v is None:
+            return "-"
+        return f"{v:.1%}" + ("" if ci is None else f" [{ci.low:.1%}, {ci.high:.1%}]")
+
+    def auc(v: float | None, ci: Any = None) -> str:
+        if v is None:
+            return "-"
+        return f"{v:.3f}" + ("" if ci is None else f" [{ci.low:.3f}, {ci.high:.3f}]")
+
+    def table(header: tuple[str, ...], rows: list[tuple[Any, ...]]) -> None:
+        widths = [max(len(r[i]) for r in (header, *rows)) for i in range(len(header))]
+        for r in (header, *rows):
+            click.echo("  " + "  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip())
+
+    click.echo(f"A: {printable(d.a)} (run {d.run_id_a})")
+    click.echo(f"B: {printable(d.b)} (run {d.run_id_b})")
+    clean = "changed" if d.clean_changed else "no change"
+    click.echo(f"clean accuracy: {pct(d.clean_accuracy_a, d.clean_ci_a)} -> {pct(d.clean_accuracy_b, d.clean_ci_b)}"
+               f" ({clean})")  # fmt: skip
+    if d.robustness:
+        click.echo(
+            f"robustness (worst case per sample; McNemar exact two-sided, significant at p < {d.significance:g}):"
+        )
+        rows = [
+            (f"{r.eps:g}", pct(r.robust_accuracy_a, r.ci_a), pct(r.robust_accuracy_b, r.ci_b),
+             "-" if r.b is None else str(r.b), "-" if r.c is None else str(r.c),
+             "-" if r.p_value is None else f"{r.p_value:.3g}",
+             r.note or ("significant" if r.significant else "no significant change"))
+            for r in d.robustness
+        ]  # fmt: skip
+        table(("eps", "robust acc. A", "robust acc. B", "b", "c", "p", ""), rows)
+    if d.membership:
+        click.echo("membership (changed: the 95% intervals do not overlap; conservative, not a test):")
+        members: list[tuple[Any, ...]] = [
+            (m.attack, auc(m.auc_a, m.auc_ci_a), auc(m.auc_b, m.auc_ci_b), pct(m.tpr_a, m.tpr_ci_a),
+             pct(m.tpr_b, m.tpr_ci_b), "changed" if m.changed else "no change")
+            for m in d.membership
+        ]  # fmt: skip
+        table(("attack", "AUC A", "AUC B", "TPR@0.1%FPR A", "TPR@0.1%FPR B", ""), members)
+    for note in d.notes:
+        click.echo(f"note: {note}")
+    click.echo("changed" if d.changed else "no change detected")
