@@ -354,3 +354,42 @@ def test_the_python_api_logs_to_the_uri_given(
     with pytest.raises(ConfigError, match="no tracking store"):
         api.audit(str(digits_model), "digits", out=tmp_path / "n", mlflow="nosuch://x", **options)
     assert not (tmp_path / "n").exists()
+
+
+@needs_mlflow
+def test_audit_dp_logs_the_claim_and_the_bound(
+    tmp_path: Path, store: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``audit-dp --mlflow`` (on through ``$MLFLOW_TRACKING_URI``): the claim, the lower bound and the policy's
+    rules as metrics equal to ``dp_audit.json``'s, its files and the JUnit file as artifacts, logged before the
+    policy's exit code 4."""
+    import numpy as np
+
+    from modelsec.audits import dp_audit
+    from modelsec.results.dp_audit import DPClaim
+    from tests.test_dp_audit import blobs, oracle, run_cli
+
+    data = blobs(900, 0)
+    npz = tmp_path / "blobs.npz"
+    np.savez(npz, x=data.x, y=data.y)
+    claim = DPClaim(epsilon=100.0, delta=1e-5, accountant="prv", epsilons={"prv": 100.0, "rdp": 120.0})
+    monkeypatch.setattr(dp_audit, "defense_trainer", lambda defense, config, **kwargs: oracle(claim))
+    policy = tmp_path / "policy.toml"
+    policy.write_text("[dp]\nmax_claimed_epsilon = { value = 8.0 }\n")
+    out, junit = tmp_path / "dp", tmp_path / "dp.xml"
+    code = run_cli("audit-dp", "--data", str(npz), "--canaries", "100", "--out", str(out), "--policy", str(policy),
+                   "--junit", str(junit))  # fmt: skip
+    assert code == 4, capsys.readouterr().err
+    (run,) = _runs(store)
+    assert f"mlflow run: {run.info.run_id}" in capsys.readouterr().out
+    written = json.loads((out / "dp_audit.json").read_text(encoding="utf-8"))
+    metrics, tags, params = run.data.metrics, run.data.tags, run.data.params
+    assert metrics["epsilon_lower_bound"] == written["lower_bound"] and metrics["claimed_epsilon"] == 100.0
+    assert metrics["epsilon/rdp"] == 120.0 and metrics["claim_upheld"] == 1.0
+    assert metrics["correct_guesses"] == written["v"] and metrics["time/audit"] == written["audit_seconds"]
+    assert metrics["policy/passed"] == 0.0 and metrics["policy/dp.max_claimed_epsilon"] == 0.0
+    assert tags["modelsec.kind"] == "dp-audit" and tags["modelsec.dp_claim"] == "upheld"
+    assert tags["modelsec.policy"] == "failed"
+    assert params["canaries"] == "100" and params["seed"] == str(written["seed"])
+    artifacts = {a.path for a in mlflow.MlflowClient(store).list_artifacts(run.info.run_id)}
+    assert artifacts == {"dp_audit.json", "dp_audit.html", "dp.xml"}

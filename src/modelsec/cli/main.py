@@ -368,7 +368,7 @@ policy_options = _options(  # audit: the policy gate and its baseline run
 )
 
 
-mlflow_options = _options(  # audit, compare and harden: MLflow tracking (issue 17)
+mlflow_options = _options(  # audit, compare, audit-dp and harden: MLflow tracking (issue 17)
     click.option(
         "--mlflow/--no-mlflow",
         "mlflow",
@@ -703,24 +703,29 @@ def harden(defense: str, config_json: str | None, bounds: str | None, split_seed
 @config_options(_executor_fields, into="execution")
 @members_option
 @gate_options
+@mlflow_options
 @_out_folder("modelsec-dp-audit", "dp_audit.json and dp_audit.html")
 @device_option
 @quiet_option
 def audit_dp(defense: str, config_json: str | None, bounds: str | None, split_seed: int | None,
              canary_audit: dict[str, Any], options: dict[str, Any], execution: dict[str, Any], quiet: bool,
-             gate: Any, junit_path: str | None, **passed: Any) -> None:  # fmt: skip
+             gate: Any, junit_path: str | None, mlflow: bool | None, mlflow_uri: str | None, mlflow_experiment: str,
+             **passed: Any) -> None:  # fmt: skip
     """Check a DP claim with one training run (Steinke, Nasr & Jagielski 2023): train with canaries, bound epsilon.
 
     --runs N audits N independent runs (each a task on --executor) and combines their bounds (Bonferroni over the
     runs). Exits 3, with a red verdict, when the (combined) empirical lower bound exceeds the claimed epsilon (the
     training does not deliver its claim: a bug, not a result); 0 otherwise, also for a run without a claim (the
     bound is reported). With --policy FILE (rules privacy.max_epsilon_lower_bound and dp.max_claimed_epsilon),
-    exits 4 when a rule fails and the claim holds.
+    exits 4 when a rule fails and the claim holds. With --mlflow (or $MLFLOW_TRACKING_URI), logs the audit to
+    MLflow once its files are written.
     """
     from modelsec.core.executors import ExecutorConfig
     from modelsec.outputs.dp_audit import dp_audit_and_write
+    from modelsec.outputs.tracking import log_dp_audit, mlflow_target
 
     _junit_needs_policy(gate, junit_path)
+    tracking = mlflow_target(mlflow, mlflow_uri, mlflow_experiment)  # checked before any work
     executor = ExecutorConfig(**execution)  # checked before the data loads
     config = _defense_config(defense, config_json, {**options, "seed": canary_audit["seed"]})
     result, files = dp_audit_and_write(
@@ -734,6 +739,11 @@ def audit_dp(defense: str, config_json: str | None, bounds: str | None, split_se
         click.echo(f"report: {files['report']}\nresult: {files['result']}")
         if junit_path is not None:
             click.echo(f"junit: {junit_path}")
+    if tracking is not None:  # before the exit codes 3 and 4; a failure: exit 2, the files kept
+        artifacts = {**files, **({} if junit_path is None else {"junit": Path(junit_path)})}
+        mlflow_run = log_dp_audit(tracking, result, artifacts)
+        if not quiet:
+            click.echo(f"mlflow run: {mlflow_run} ({tracking.uri}, experiment {tracking.experiment})")
     if not result.passed:
         click.secho(f"FAIL: {result.verdict()}", fg="red", bold=True, err=True)
         sys.exit(EXIT_PRIVACY_VIOLATION)

@@ -1,4 +1,5 @@
-"""Logging modelsec's results to an experiment tracker, MLflow (``modelsec audit --mlflow``, ``harden --mlflow``).
+"""Logging modelsec's results to an experiment tracker, MLflow (``modelsec audit``, ``compare``, ``audit-dp`` and
+``harden`` with ``--mlflow``).
 
 One MLflow run per audit or hardening, through :class:`mlflow.MlflowClient` (never MLflow's global "active run",
 so nothing leaks from one call to the next):
@@ -9,6 +10,9 @@ so nothing leaks from one call to the next):
   timings in seconds); its files (``result.json``, ``report.html``, ``adversarial.npz``, ...) as artifacts; tags
   ``modelsec.model_sha256``, ``modelsec.run_id``, ``modelsec.kind`` and ``modelsec.verdict`` (and
   ``modelsec.policy``: passed / failed);
+- a one-run DP audit (:func:`log_dp_audit`): its settings and the training's record as params, the claimed and
+  every accountant's epsilon, the empirical lower bound and the guesses as metrics, ``dp_audit.json`` and
+  ``dp_audit.html`` as artifacts, whether the claim held as a tag;
 - a hardening (:func:`log_hardening`): the defense and its config as params, each per-epoch series of its
   training history as a metric with one step per epoch, the model file and its ``OUT.json`` as artifacts, the
   model file's SHA-256 and the defense's guarantee as tags.
@@ -42,6 +46,7 @@ from urllib.parse import urlparse
 from modelsec.core.errors import ConfigError, printable
 from modelsec.core.version import __version__
 from modelsec.results.audit import AuditResult, eps_key
+from modelsec.results.dp_audit import DPAuditResult
 
 TRACKING_URI_ENV = "MLFLOW_TRACKING_URI"
 ALLOW_FILE_STORE_ENV = "MLFLOW_ALLOW_FILE_STORE"
@@ -161,6 +166,62 @@ def log_hardening(target: MlflowTarget, record: Mapping[str, Any], files: Mappin
 
 
 # -- what an audit logs ---------------------------------------------------------------------------------------------
+
+
+def log_dp_audit(target: MlflowTarget, result: DPAuditResult, files: Mapping[str, str | Path]) -> str:
+    """Log a one-run DP audit (``modelsec audit-dp``): its settings and the training's record as params, the claim
+    and the empirical lower bound as metrics (:func:`dp_audit_metrics`), ``dp_audit.json`` and ``dp_audit.html``
+    as artifacts; returns the MLflow run's id. Raises :class:`~modelsec.core.errors.ConfigError` like
+    :func:`log_audit`."""
+    training = result.training or {}
+    tags = {"modelsec.kind": "dp-audit", "modelsec.dp_claim": "upheld" if result.passed else "contradicted"}
+    if result.claimed_epsilon is None:
+        tags["modelsec.dp_claim"] = "none"
+    if result.gate is not None:
+        tags["modelsec.policy"] = "passed" if result.gate.passed else "failed"
+    return _log_run(
+        target,
+        run_name=f"dp-audit {training.get('defense', '')}".strip(),
+        params=dp_audit_params(result),
+        metrics={k: (v,) for k, v in dp_audit_metrics(result).items()},
+        tags={k: printable(v, max_chars=MAX_TAG_CHARS) for k, v in tags.items()},
+        files=[Path(p) for p in files.values()],
+    )
+
+
+def dp_audit_params(result: DPAuditResult) -> dict[str, str]:
+    """A DP audit's params: the canaries, the test's settings, the claim's accountant and delta, the seed and the
+    training's record (defense, config, data)."""
+    given = {
+        "canaries": result.canaries, "canary_kind": result.canary_kind, "score": result.score, "beta": result.beta,
+        "correction": result.correction, "tests": result.tests, "seed": result.seed, "delta": result.delta,
+        "accountant": result.accountant, "runs": result.run_count or 1, "training": result.training,
+        "modelsec_version": __version__,
+    }  # fmt: skip
+    return dict(flatten_params(given))
+
+
+def dp_audit_metrics(result: DPAuditResult) -> dict[str, float]:
+    """A DP audit's numbers, exactly those of ``dp_audit.json``: ``epsilon_lower_bound`` (several runs: the combined
+    one), ``claimed_epsilon`` (absent without a claim) and ``epsilon/<accountant>``, ``claim_upheld`` (1 or 0), the
+    guesses at the bound (``guesses``, ``correct_guesses``), ``canaries_included``, with a policy ``policy/passed``
+    and one ``policy/<rule>`` per rule, and ``time/<part>`` in seconds."""
+    m: dict[str, float] = {}
+    _put(m, result.lower_bound, "epsilon_lower_bound")
+    _put(m, result.claimed_epsilon, "claimed_epsilon")
+    for accountant, value in result.epsilons.items():
+        _put(m, value, "epsilon", accountant)
+    _put(m, result.passed, "claim_upheld")
+    _put(m, result.r, "guesses")
+    _put(m, result.v, "correct_guesses")
+    _put(m, result.included, "canaries_included")
+    if result.gate is not None:
+        _put(m, result.gate.passed, "policy", "passed")
+        for rule in result.gate.rules:
+            _put(m, rule.passed, "policy", rule_metric(rule.rule))
+    for part in ("train_seconds", "score_seconds", "bound_seconds", "audit_seconds"):
+        _put(m, getattr(result, part), "time", part.removesuffix("_seconds"))
+    return m
 
 
 def audit_params(result: AuditResult) -> dict[str, str]:
