@@ -171,6 +171,15 @@ def test_audit_dp_policy_exit_codes_junit_and_report(
     assert run_cli(*common, "--policy", str(policy), "-q") == 0
     assert "PASS dp.max_claimed_epsilon" in capsys.readouterr().out
 
+    # a contradicted claim exits 3 before the policy's 4, the policy's outcome still in the files
+    claim = DPClaim(epsilon=0.5, delta=1e-5, accountant="prv")  # below what 100 perfect canaries show
+    policy.write_text("[dp]\nmax_claimed_epsilon = { value = 0.1 }\n")
+    assert run_cli(*common, "--policy", str(policy), "-q") == 3
+    printed = capsys.readouterr()
+    assert "FAIL dp.max_claimed_epsilon" in printed.out and "EXCEEDS" in printed.err
+    contradicted = DPAuditResult.load(out / "dp_audit.json")
+    assert not contradicted.passed and contradicted.gate is not None and not contradicted.gate.passed
+
     # a rule audit-dp cannot answer, --junit without --policy: user errors before any work
     shutil.rmtree(out)
     policy.write_text("[robustness]\nmin_robust_accuracy = { eps = 0.1, value = 0.5 }\n")
