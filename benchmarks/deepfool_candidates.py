@@ -35,15 +35,11 @@ from __future__ import annotations
 
 import argparse
 import functools
-import json
 import math
-import os
-import platform
 import statistics
 import sys
 import time
 from collections.abc import Callable
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -51,9 +47,8 @@ import numpy as np
 import torch
 import zoo  # benchmarks/zoo.py
 import zoo_standard_vs_art as zs  # benchmarks/zoo_standard_vs_art.py: the zoo's images, warm-up, cost entries
-from common import stopwatch
+from common import ZooResults, stopwatch
 
-import modelsec
 from modelsec.attacks.base import ThreatModel
 from modelsec.attacks.evasion import DeepFool
 from modelsec.attacks.gradients import input_gradient
@@ -376,44 +371,24 @@ def main(argv: list[str] | None = None) -> None:
         print(f"not built, skipped: {', '.join(missing)} (build them with zoo.py --build)")
         names = [n for n in names if n not in missing]
     torch.set_num_threads(args.threads)
-    results: dict[str, Any] = {
-        "benchmark": "deepfool_candidates",
-        "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "config": {
-            "attack": "DeepFool, defaults but candidates (steps 50, overshoot 0.02)",
-            "reference_candidates": REFERENCE,
-            "norms": list(NORMS),
-            "images": "first N of np.random.default_rng(0).permutation of the model's test split (each entry's N)",
-            "seed": 0,
-            "rule": f"median ratio <= {MEDIAN_BOUND}, 90% quantile <= {Q90_BOUND}, every model and norm",
-            "torch_threads": torch.get_num_threads(),
-        },
-        "versions": {"modelsec": modelsec.__version__, "torch": torch.__version__, "python": platform.python_version()},
-        "machine": {"platform": platform.platform(), "cpus": os.cpu_count()},
-        "models": {},
+    config = {
+        "attack": "DeepFool, defaults but candidates (steps 50, overshoot 0.02)",
+        "reference_candidates": REFERENCE,
+        "norms": list(NORMS),
+        "images": "first N of np.random.default_rng(0).permutation of the model's test split (each entry's N)",
+        "seed": 0,
+        "rule": f"median ratio <= {MEDIAN_BOUND}, 90% quantile <= {Q90_BOUND}, every model and norm",
+        "torch_threads": torch.get_num_threads(),
     }
-    previous_models: dict[str, Any] = {}
-    if args.out.exists() and not args.fresh:
-        previous = json.loads(args.out.read_text(encoding="utf-8"))
-        previous_models = previous.get("models", {})
-        results["models"] = {k: v for k, v in previous_models.items() if k not in names}
-        results["runs"] = previous.get("runs", [])
-    if names:
-        results.setdefault("runs", []).append(
-            {"date": results["date"], "models": names, "samples": args.samples, "load_average_start": os.getloadavg()}
-        )
+    file = ZooResults("deepfool_candidates", config, args.out, fresh=args.fresh, names=names,
+                      samples=args.samples, order=list(zoo.ZOO))  # fmt: skip
+    results = file.data
     for name in names:
-        entry = bench(name, args)
-        entry["date"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
-        results["models"][name] = {**previous_models.get(name, {}), **entry}  # the parts not run now are kept
-        results["models"] = {k: results["models"][k] for k in zoo.ZOO if k in results["models"]}
-        results["runs"][-1]["load_average_end"] = os.getloadavg()
+        file.add(name, bench(name, args))
         results["summary"] = summary(results["models"])
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")  # partial results survive
+        file.write()  # partial results survive
     results["summary"] = summary(results["models"])
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
+    file.write()
     if results["models"]:
         s = results["summary"]
         print("\n" + candidates_table(results) + "\n\n" + summary_table(s) + "\n\n" + gradients_table(results))

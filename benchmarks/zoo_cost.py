@@ -36,19 +36,16 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import sys
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
 import torch
 import zoo  # benchmarks/zoo.py
 import zoo_standard_vs_art as zs  # benchmarks/zoo_standard_vs_art.py: the audit's robustness step, timed
+from common import ZooResults  # benchmarks/common.py
 
-import modelsec
 from modelsec.attacks.base import AttackBatch
 from modelsec.attacks.evasion.apgd import APGDTargeted, AuxLoss
 from modelsec.stats.metrics import clopper_pearson
@@ -347,40 +344,22 @@ def main(argv: list[str] | None = None) -> None:
         print(f"not built, skipped: {', '.join(missing)} (build them with zoo.py --build)")
         names = [n for n in names if n not in missing]
     torch.set_num_threads(args.threads)
-    results: dict[str, Any] = {
-        "benchmark": "zoo_cost",
-        "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "config": {
-            "presets": list(PRESETS),
-            "norm": "linf",
-            "eps": zoo.EPS,
-            "images": "first N of np.random.default_rng(0).permutation of the model's test split (each entry's N)",
-            "seed": 0,
-            "apgd_t_ranks": "the standard plan up to and including APGD-T (what reaches it is the full chain's)",
-            "torch_threads": torch.get_num_threads(),
-        },
-        "versions": {"modelsec": modelsec.__version__, "torch": torch.__version__, "python": platform.python_version()},
-        "machine": {"platform": platform.platform(), "cpus": os.cpu_count()},
-        "models": {},
+    config = {
+        "presets": list(PRESETS),
+        "norm": "linf",
+        "eps": zoo.EPS,
+        "images": "first N of np.random.default_rng(0).permutation of the model's test split (each entry's N)",
+        "seed": 0,
+        "apgd_t_ranks": "the standard plan up to and including APGD-T (what reaches it is the full chain's)",
+        "torch_threads": torch.get_num_threads(),
     }
-    previous_models: dict[str, Any] = {}
-    if args.out.exists() and not args.fresh:
-        previous = json.loads(args.out.read_text(encoding="utf-8"))
-        previous_models = previous.get("models", {})
-        results["models"] = {k: v for k, v in previous_models.items() if k not in names}
-        results["runs"] = previous.get("runs", [])
-    results.setdefault("runs", []).append(
-        {"date": results["date"], "models": names, "samples": args.samples, "load_average_start": os.getloadavg()}
-    )
+    file = ZooResults("zoo_cost", config, args.out, fresh=args.fresh, names=names, samples=args.samples,
+                      order=list(zoo.ZOO))  # fmt: skip
+    results = file.data
     for name in names:
-        entry = bench(name, args)
-        entry["date"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
-        results["models"][name] = {**previous_models.get(name, {}), **entry}  # the parts not run now are kept
-        results["models"] = {k: results["models"][k] for k in zoo.ZOO if k in results["models"]}
-        results["runs"][-1]["load_average_end"] = os.getloadavg()
+        file.add(name, bench(name, args))
         results["apgd_t_ranks"] = rank_summary(results["models"])
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")  # partial results survive
+        file.write()  # partial results survive
     if results["models"]:
         s = results["apgd_t_ranks"]
         print("\n" + cost_table(results) + "\n\n" + rank_table(s))
