@@ -34,6 +34,7 @@ from modelsec.stats.mcnemar import mcnemar_exact
 from modelsec.store import RunStore
 from tests.cli_runner import assert_user_error, modelsec
 from tests.report_fixtures import make_audit_result
+from tests.test_gate import digits_model as digits_model  # the digits MLP the gate's CLI tests audit
 
 N = 200  # records per hand-built run
 EPS = (0.03, 0.1)
@@ -263,15 +264,6 @@ def test_the_comparison_round_trips_through_result_json(tmp_path: Path) -> None:
 # -- the command line -----------------------------------------------------------------------------------------------
 
 POLICY = "[robustness]\nmax_robust_accuracy_drop = { eps = 0.1, significance = 0.05 }\n"
-
-
-@pytest.fixture(scope="module")
-def digits_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from modelsec.defenses.training import TrainingConfig, train_and_save
-
-    path = tmp_path_factory.mktemp("model") / "digits.safetensors"
-    train_and_save(data="digits", arch="mlp", out=path, config=TrainingConfig(epochs=8, batch_size=64, seed=0))
-    return path
 
 
 def _audit(model: Path, out: Path, attack: str, *args: str):  # type: ignore[no-untyped-def]

@@ -38,6 +38,7 @@ from modelsec.results.dp_audit import DPAuditResult, DPClaim
 from modelsec.results.schema import validate_result_dict
 from tests.report_fixtures import make_audit_result
 from tests.test_dp_audit import blobs, oracle, run_cli
+from tests.test_gate import digits_model as digits_model  # the digits MLP the gate's CLI tests audit
 
 RESULT = make_audit_result()  # its model records no DP claim
 
@@ -194,18 +195,16 @@ def test_audit_dp_policy_exit_codes_junit_and_report(
 
 
 @pytest.fixture(scope="module")
-def models(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+def models(digits_model: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     """A digits MLP, an identical copy of it, and a DP-SGD MLP (its claim recorded in its file)."""
     pytest.importorskip("opacus")
     import modelsec
-    from modelsec.defenses.training import TrainingConfig, train_and_save
 
     folder = tmp_path_factory.mktemp("models")
-    base = folder / "base.safetensors"
-    train_and_save(data="digits", arch="mlp", out=base, config=TrainingConfig(epochs=8, batch_size=64, seed=0))
-    copy = folder / "copy.safetensors"
-    shutil.copy(base, copy)
-    shutil.copy(base.with_name("base.safetensors.json"), copy.with_name("copy.safetensors.json"))
+    base, copy = folder / "base.safetensors", folder / "copy.safetensors"
+    for name in (base, copy):
+        shutil.copy(digits_model, name)
+        shutil.copy(digits_model.with_name("digits.safetensors.json"), name.with_name(f"{name.name}.json"))
     dp = folder / "dp.safetensors"
     config = {"noise_multiplier": 1.0, "batch_size": 64, "epochs": 2, "seed": 0}
     modelsec.harden("dp-sgd", data="digits", arch="mlp", out=dp, config=config)
